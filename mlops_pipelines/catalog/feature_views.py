@@ -1,0 +1,163 @@
+"""Feature views of the trading desk, as code. Edit here; bump ``version`` when SQL, schema, dependencies,
+entity, TTL or availability lag change (CI's ``mlops features diff`` rejects a breaking change without one).
+
+Horizons are in bars (hourly bars: ``ret_24h`` is the log return over the last 24 bars). A rolling feature is
+NULL until its window is full, never computed on a partial window.
+"""
+
+from datetime import timedelta
+
+from mlops_pipelines.lib.feature_views import FeatureCatalog, FeatureView
+
+KEYS = {"symbol": "VARCHAR", "event_ts": "TIMESTAMP WITH TIME ZONE", "created_ts": "TIMESTAMP WITH TIME ZONE"}
+TTL = timedelta(hours=3)
+
+RETURNS = FeatureView(
+    name="returns",
+    version=1,
+    owner="team:signals",
+    description="Log returns of the close over 1, 4, 24 and 120 hourly bars: the momentum inputs of most models.",
+    ttl=TTL,
+    availability_lag=timedelta(seconds=5),
+    depends_on=("raw.market_bars",),
+    sql="""
+        SELECT symbol,
+               "timestamp" + INTERVAL 1 HOUR AS event_ts,
+               available_at AS created_ts,
+               ln(close / lag(close, 1) OVER w) AS ret_1h,
+               ln(close / lag(close, 4) OVER w) AS ret_4h,
+               ln(close / lag(close, 24) OVER w) AS ret_24h,
+               ln(close / lag(close, 120) OVER w) AS ret_120h
+        FROM {{ raw.market_bars }}
+        WINDOW w AS (PARTITION BY symbol ORDER BY "timestamp")
+    """,
+    schema={**KEYS, "ret_1h": "DOUBLE", "ret_4h": "DOUBLE", "ret_24h": "DOUBLE", "ret_120h": "DOUBLE"},
+    tags={"domain": "momentum"},
+)
+
+VOLATILITY = FeatureView(
+    name="volatility",
+    version=1,
+    owner="team:risk",
+    description=(
+        "Annualized realized volatility of hourly log returns over 24 and 120 bars, the 14-bar average true "
+        "range relative to the close, and the bar's high-low range relative to the close."
+    ),
+    ttl=TTL,
+    availability_lag=timedelta(seconds=5),
+    depends_on=("raw.market_bars",),
+    sql="""
+        WITH bars AS (
+            SELECT symbol, "timestamp", available_at, high, low, close,
+                   ln(close / lag(close) OVER w) AS r,
+                   greatest(high - low, abs(high - lag(close) OVER w), abs(low - lag(close) OVER w)) AS true_range,
+                   row_number() OVER w AS n
+            FROM {{ raw.market_bars }}
+            WINDOW w AS (PARTITION BY symbol ORDER BY "timestamp")
+        )
+        SELECT symbol,
+               "timestamp" + INTERVAL 1 HOUR AS event_ts,
+               available_at AS created_ts,
+               CASE WHEN n > 24 THEN stddev_samp(r) OVER w24 * sqrt(8760) END AS realized_vol_24h,
+               CASE WHEN n > 120 THEN stddev_samp(r) OVER w120 * sqrt(8760) END AS realized_vol_120h,
+               CASE WHEN n > 14 THEN avg(true_range) OVER w14 / close END AS atr_14_pct,
+               (high - low) / close AS range_pct
+        FROM bars
+        WINDOW w14 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 13 PRECEDING AND CURRENT ROW),
+               w24 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 23 PRECEDING AND CURRENT ROW),
+               w120 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 119 PRECEDING AND CURRENT ROW)
+    """,
+    schema={
+        **KEYS,
+        "realized_vol_24h": "DOUBLE",
+        "realized_vol_120h": "DOUBLE",
+        "atr_14_pct": "DOUBLE",
+        "range_pct": "DOUBLE",
+    },
+    tags={"domain": "risk", "drift_group": "level"},
+)
+
+OSCILLATORS = FeatureView(
+    name="oscillators",
+    version=1,
+    owner="team:signals",
+    description=(
+        "Mean-reversion oscillators: 14-bar RSI (simple-average form), the volume z-score against the last "
+        "24 bars, and the close relative to its 24-bar simple moving average."
+    ),
+    ttl=TTL,
+    availability_lag=timedelta(seconds=5),
+    depends_on=("raw.market_bars",),
+    sql="""
+        WITH bars AS (
+            SELECT symbol, "timestamp", available_at, close, volume,
+                   close - lag(close) OVER w AS change,
+                   row_number() OVER w AS n
+            FROM {{ raw.market_bars }}
+            WINDOW w AS (PARTITION BY symbol ORDER BY "timestamp")
+        )
+        SELECT symbol,
+               "timestamp" + INTERVAL 1 HOUR AS event_ts,
+               available_at AS created_ts,
+               CASE WHEN n > 14 THEN 100 * avg(greatest(change, 0)) OVER w14
+                    / nullif(avg(abs(change)) OVER w14, 0) END AS rsi_14,
+               CASE WHEN n >= 24 THEN (volume - avg(volume) OVER w24)
+                    / nullif(stddev_samp(volume) OVER w24, 0) END AS volume_zscore_24h,
+               CASE WHEN n >= 24 THEN close / avg(close) OVER w24 - 1 END AS sma_ratio_24h
+        FROM bars
+        WINDOW w14 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 13 PRECEDING AND CURRENT ROW),
+               w24 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 23 PRECEDING AND CURRENT ROW)
+    """,
+    schema={**KEYS, "rsi_14": "DOUBLE", "volume_zscore_24h": "DOUBLE", "sma_ratio_24h": "DOUBLE"},
+    tags={"domain": "mean_reversion"},
+)
+
+CROSS_SECTIONAL = FeatureView(
+    name="cross_sectional",
+    version=1,
+    owner="team:signals",
+    description=(
+        "Where a symbol stands against the market at the same bar: percentile rank of its 24-bar return and "
+        "of its 24-bar realized volatility across all symbols, and its 24-bar return relative to its sector "
+        "mean. Built on the returns and volatility views; available once every symbol's bar has arrived."
+    ),
+    ttl=TTL,
+    availability_lag=timedelta(seconds=10),
+    depends_on=("raw.market_bars", "returns", "volatility"),
+    sql="""
+        WITH joined AS (
+            SELECT r.symbol, r.event_ts, b.sector, r.ret_24h, v.realized_vol_24h,
+                   greatest(r.created_ts, v.created_ts) AS created_ts
+            FROM {{ returns }} AS r
+            JOIN {{ volatility }} AS v USING (symbol, event_ts)
+            JOIN {{ raw.market_bars }} AS b
+              ON b.symbol = r.symbol AND b."timestamp" + INTERVAL 1 HOUR = r.event_ts
+        )
+        SELECT symbol,
+               event_ts,
+               max(created_ts) OVER (PARTITION BY event_ts) AS created_ts,
+               sector,
+               CASE WHEN ret_24h IS NOT NULL THEN
+                   percent_rank() OVER (PARTITION BY event_ts, ret_24h IS NULL ORDER BY ret_24h) END AS ret_24h_xs_rank,
+               CASE WHEN realized_vol_24h IS NOT NULL THEN
+                   percent_rank() OVER (PARTITION BY event_ts, realized_vol_24h IS NULL ORDER BY realized_vol_24h)
+               END AS vol_24h_xs_rank,
+               ret_24h - avg(ret_24h) OVER (PARTITION BY event_ts, sector) AS ret_24h_sector_rel
+        FROM joined
+    """,
+    schema={
+        **KEYS,
+        "sector": "VARCHAR",
+        "ret_24h_xs_rank": "DOUBLE",
+        "vol_24h_xs_rank": "DOUBLE",
+        "ret_24h_sector_rel": "DOUBLE",
+    },
+    tags={"domain": "cross_sectional"},
+)
+
+FEATURE_VIEWS = (RETURNS, VOLATILITY, OSCILLATORS, CROSS_SECTIONAL)
+
+
+def load_catalog() -> FeatureCatalog:
+    """The validated catalog; raises FeatureGraphError naming the views on a cycle or missing dependency."""
+    return FeatureCatalog.from_views(FEATURE_VIEWS)

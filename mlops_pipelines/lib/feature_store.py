@@ -1,0 +1,225 @@
+"""Materializing feature views and keeping the registry (``features.catalog``) that records every version."""
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.feature_views import FeatureCatalog, FeatureView, parse_view_ref, schema_mismatches
+
+CATALOG_TABLE = "features.catalog"
+LINEAGE_TABLE = "features.lineage"
+_CATALOG_COLUMNS = """
+    name VARCHAR, version INTEGER, table_name VARCHAR, owner VARCHAR, description VARCHAR,
+    entities VARCHAR, event_time VARCHAR, created_time VARCHAR, ttl_seconds DOUBLE,
+    availability_lag_seconds DOUBLE, depends_on VARCHAR, upstream_tables VARCHAR, downstream VARCHAR,
+    sql VARCHAR, schema_json VARCHAR, features VARCHAR, tags VARCHAR, definition_hash VARCHAR,
+    feature_graph_hash VARCHAR, row_count BIGINT, first_event_ts TIMESTAMP WITH TIME ZONE,
+    last_event_ts TIMESTAMP WITH TIME ZONE, dagster_run_id VARCHAR, registered_at TIMESTAMP WITH TIME ZONE,
+    is_current BOOLEAN
+"""
+
+
+@dataclass(frozen=True)
+class ViewStats:
+    table: str
+    row_count: int
+    first_event_ts: datetime | None
+    last_event_ts: datetime | None
+    schema: dict[str, str]
+
+
+def materialize_view(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, name: str) -> ViewStats:
+    """Recompute one view into ``features.<name>__v<version>`` in a single transaction."""
+    view = catalog.views[name]
+    for dep in view.depends_on:
+        table = dep if "." in dep else catalog.views[dep].table
+        if not warehouse.table_exists(conn, table):
+            raise LookupError(f"feature view {name!r} needs {table}, which has not been materialized yet")
+    rows = warehouse.replace_table(conn, view.table, catalog.render_sql(name))
+    return view_stats(conn, view, rows)
+
+
+def view_stats(conn: duckdb.DuckDBPyConnection, view: FeatureView, rows: int | None = None) -> ViewStats:
+    first_last = conn.execute(
+        f'SELECT min("{view.event_time}"), max("{view.event_time}") FROM {warehouse.quote_table(view.table)}'
+    ).fetchone()
+    return ViewStats(
+        table=view.table,
+        row_count=warehouse.row_count(conn, view.table) if rows is None else rows,
+        first_event_ts=first_last[0] if first_last else None,
+        last_event_ts=first_last[1] if first_last else None,
+        schema=warehouse.table_schema(conn, view.table),
+    )
+
+
+def check_view_schema(conn: duckdb.DuckDBPyConnection, view: FeatureView) -> list[str]:
+    """Differences between the materialized table and the declared schema (empty when they match)."""
+    if not warehouse.table_exists(conn, view.table):
+        return [f"{view.table} does not exist"]
+    return schema_mismatches(view.schema_, warehouse.table_schema(conn, view.table))
+
+
+def write_registry(
+    conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, *, run_id: str, now: datetime | None = None
+) -> pd.DataFrame:
+    """Upsert one registry row per current view version; rows of older versions stay, marked not current."""
+    now = now or datetime.now(UTC)
+    graph_hash = catalog.graph_hash()
+    rows: list[dict[str, Any]] = []
+    for name in catalog.topological_order():
+        view = catalog.views[name]
+        stats = view_stats(conn, view) if warehouse.table_exists(conn, view.table) else None
+        contract = view.contract(catalog)
+        rows.append(
+            {
+                "name": view.name,
+                "version": view.version,
+                "table_name": view.table,
+                "owner": view.owner,
+                "description": view.metadata()["description"],
+                "entities": json.dumps(list(view.entities)),
+                "event_time": view.event_time,
+                "created_time": view.created_time,
+                "ttl_seconds": contract["ttl_seconds"],
+                "availability_lag_seconds": contract["availability_lag_seconds"],
+                "depends_on": json.dumps(contract["depends_on"]),
+                "upstream_tables": json.dumps(
+                    [d if "." in d else catalog.views[d].table for d in view.depends_on]
+                ),
+                "downstream": json.dumps(catalog.downstream(name)),
+                "sql": contract["sql"],
+                "schema_json": json.dumps(view.schema_),
+                "features": json.dumps(view.features),
+                "tags": json.dumps(view.tags, sort_keys=True),
+                "definition_hash": _definition_hash(contract),
+                "feature_graph_hash": graph_hash,
+                "row_count": stats.row_count if stats else None,
+                "first_event_ts": stats.first_event_ts if stats else None,
+                "last_event_ts": stats.last_event_ts if stats else None,
+                "dagster_run_id": run_id,
+                "registered_at": now,
+                "is_current": True,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    for column in ("first_event_ts", "last_event_ts", "registered_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
+    lineage = pd.DataFrame(
+        [
+            {"upstream": dep if "." in dep else catalog.views[dep].table, "downstream": view.table}
+            for view in catalog.views.values()
+            for dep in view.depends_on
+        ]
+    )
+    current = [(v.name, v.version) for v in catalog.views.values()]
+    with warehouse.transaction(conn):
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {CATALOG_TABLE} ({_CATALOG_COLUMNS})")
+        conn.execute(f"UPDATE {CATALOG_TABLE} SET is_current = false")
+        conn.executemany(f"DELETE FROM {CATALOG_TABLE} WHERE name = ? AND version = ?", current)
+        conn.register("_registry", frame)
+        conn.execute(f"INSERT INTO {CATALOG_TABLE} BY NAME SELECT * FROM _registry")
+        conn.unregister("_registry")
+        conn.execute(f"CREATE OR REPLACE TABLE {LINEAGE_TABLE} (upstream VARCHAR, downstream VARCHAR)")
+        conn.register("_lineage", lineage)
+        conn.execute(f"INSERT INTO {LINEAGE_TABLE} SELECT upstream, downstream FROM _lineage")
+        conn.unregister("_lineage")
+    return frame
+
+
+def _definition_hash(contract: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(contract, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def registry_versions(conn: duckdb.DuckDBPyConnection, name: str) -> pd.DataFrame:
+    """Every registered version of a view, newest first."""
+    if not warehouse.table_exists(conn, CATALOG_TABLE):
+        return pd.DataFrame()
+    return conn.execute(
+        f"SELECT * FROM {CATALOG_TABLE} WHERE name = ? ORDER BY version DESC", [name]
+    ).fetchdf()
+
+
+def render_catalog_markdown(catalog: FeatureCatalog) -> str:
+    """A catalog page for people looking for features to reuse."""
+    lines = [
+        "# Feature catalog",
+        "",
+        "Generated by `mlops features docs` from `mlops_pipelines/catalog/feature_views.py`; do not edit by hand.",
+        "",
+        f"Feature-graph hash: `{catalog.graph_hash()}`",
+        "",
+        "| view | version | owner | features | depends on | TTL |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in catalog.topological_order():
+        view = catalog.views[name]
+        lines.append(
+            f"| [{name}](#{name}) | {view.version} | {view.owner} | {len(view.features)} | "
+            f"{', '.join(view.depends_on)} | {view.ttl or 'none'} |"
+        )
+    for name in catalog.topological_order():
+        view = catalog.views[name]
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            " ".join(view.description.split()),
+            "",
+            f"- table: `{view.table}`; entity: {', '.join(view.entities)}; event time: `{view.event_time}`; "
+            f"created time: `{view.created_time}` (+{view.availability_lag} availability lag)",
+            f"- upstream: {', '.join(view.depends_on)}; downstream: {', '.join(catalog.downstream(name)) or 'none'}",
+            f"- tags: {', '.join(f'{k}={v}' for k, v in sorted(view.tags.items())) or 'none'}",
+            "",
+            "| column | type |",
+            "|---|---|",
+            *[f"| {column} | {dtype} |" for column, dtype in view.schema_.items()],
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def resolve_view_refs(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, refs: list[str]) -> list[FeatureView]:
+    """``name`` (the catalog's current version) or ``name@version`` (any version in the registry)."""
+    resolved: list[FeatureView] = []
+    for ref in refs:
+        name, version = parse_view_ref(ref)
+        current = catalog.views.get(name)
+        if current is not None and version in (None, current.version):
+            resolved.append(current)
+            continue
+        history = registry_versions(conn, name)
+        match = history[history["version"] == version] if version is not None and len(history) else history.head(0)
+        if match.empty:
+            known = sorted(history["version"].tolist()) if len(history) else []
+            raise LookupError(
+                f"feature view {ref!r} is not in the catalog or registry"
+                + (f" (registered versions: {known})" if known else "")
+            )
+        resolved.append(_view_from_registry(match.iloc[0]))
+    return resolved
+
+
+def _view_from_registry(row: pd.Series) -> FeatureView:
+    """Rebuild a retired version's definition from its registry row, for reading its table."""
+    ttl = row["ttl_seconds"]
+    return FeatureView.model_construct(
+        name=row["name"],
+        version=int(row["version"]),
+        owner=row["owner"],
+        description=row["description"],
+        entities=tuple(json.loads(row["entities"])),
+        event_time=row["event_time"],
+        created_time=row["created_time"],
+        ttl=None if pd.isna(ttl) else timedelta(seconds=float(ttl)),
+        availability_lag=timedelta(seconds=float(row["availability_lag_seconds"])),
+        depends_on=(),
+        sql=row["sql"],
+        schema_=json.loads(row["schema_json"]),
+        tags=json.loads(row["tags"]),
+    )

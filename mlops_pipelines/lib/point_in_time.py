@@ -1,0 +1,104 @@
+"""Point-in-time retrieval (ARCHITECTURE §5): for an entity row at time t, per view, the feature row with the
+same key and the latest event time <= t (and >= t - TTL when set), ties broken by the latest created time;
+rows created after t are invisible; no match gives NULLs (left join).
+
+How it runs as one ASOF join per view: a feature row can be used from ``visible_ts = max(event_ts,
+created_ts)`` on. A row is never the answer if some row with the same key became visible no later and has a
+larger (event_ts, created_ts); dropping such dominated rows leaves, per key, rows whose (event_ts, created_ts)
+grows with visible_ts. The answer at t is then the last remaining row with visible_ts <= t (an ASOF join on
+visible_ts), and the TTL is a filter on that row's event_ts: if the best visible row is too old, every other
+visible row is older still.
+"""
+
+from collections.abc import Sequence
+
+import duckdb
+import pandas as pd
+
+from mlops_pipelines.lib.feature_views import FeatureView
+from mlops_pipelines.lib.warehouse import quote_table, to_utc_micros
+
+ENTITY_TIME = "event_timestamp"
+
+
+class RetrievalError(ValueError):
+    """The entity frame or the requested views cannot be joined (missing key column, clashing names)."""
+
+
+def frontier_sql(view: FeatureView, prefix: str) -> str:
+    """The view's non-dominated rows with their ``visible_ts`` (see the module docstring)."""
+    keys = ", ".join(f'"{k}"' for k in view.entities)
+    e, c = f'"{view.event_time}"', f'"{view.created_time}"'
+    features = ", ".join(f'"{f}"' for f in view.features)
+    return f"""
+        SELECT {keys}, greatest({e}, {c}) AS "{prefix}_visible", {e} AS "{prefix}_event", {features}
+        FROM {quote_table(view.table)}
+        QUALIFY ({e}, {c}) = max(({e}, {c})) OVER (
+            PARTITION BY {keys} ORDER BY greatest({e}, {c})
+            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+    """
+
+
+def retrieval_sql(views: Sequence[FeatureView], entity_table: str, entity_columns: Sequence[str]) -> str:
+    """One query: the entity rows in their original order, with every view's features as of each row's time."""
+    selects = [f'_e."{c}"' for c in entity_columns]
+    ctes = [f'_e AS (SELECT *, row_number() OVER () AS _row FROM {entity_table})']
+    joins: list[str] = []
+    for i, view in enumerate(views):
+        alias, prefix = f"_f{i}", f"_v{i}"
+        ctes.append(f"{alias} AS ({frontier_sql(view, prefix)})")
+        on = " AND ".join(f'_e."{k}" = {alias}."{k}"' for k in view.entities)
+        joins.append(f'ASOF LEFT JOIN {alias} ON {on} AND _e."{ENTITY_TIME}" >= {alias}."{prefix}_visible"')
+        if view.ttl is None:
+            fresh = f'{alias}."{prefix}_event" IS NOT NULL'
+        else:
+            ttl_us = int(view.ttl.total_seconds() * 1_000_000)
+            fresh = f'{alias}."{prefix}_event" >= _e."{ENTITY_TIME}" - INTERVAL ({ttl_us}) MICROSECOND'
+        selects += [f'CASE WHEN {fresh} THEN {alias}."{f}" END AS "{f}"' for f in view.features]
+    return (
+        f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM _e {' '.join(joins)} ORDER BY _e._row"
+    )
+
+
+def validate_request(entity_columns: Sequence[str], views: Sequence[FeatureView]) -> None:
+    if ENTITY_TIME not in entity_columns:
+        raise RetrievalError(f"entity frame has no {ENTITY_TIME!r} column (columns: {list(entity_columns)})")
+    seen: dict[str, str] = {c: "the entity frame" for c in entity_columns}
+    for view in views:
+        for key in view.entities:
+            if key not in entity_columns:
+                raise RetrievalError(f"entity frame lacks {key!r}, the entity key of view {view.name!r}")
+        for feature in view.features:
+            if feature in seen:
+                raise RetrievalError(f"column {feature!r} of view {view.name!r} clashes with {seen[feature]}")
+            seen[feature] = f"view {view.name!r}"
+
+
+def get_historical_features(
+    conn: duckdb.DuckDBPyConnection, entities: pd.DataFrame, views: Sequence[FeatureView]
+) -> pd.DataFrame:
+    """Left-join point-in-time features of ``views`` onto ``entities`` (one output row per entity row)."""
+    validate_request(list(entities.columns), views)
+    frame = entities.copy()
+    frame[ENTITY_TIME] = to_utc_micros(frame[ENTITY_TIME])
+    conn.register("_entities", frame)
+    try:
+        return conn.execute(retrieval_sql(views, "_entities", list(frame.columns))).fetchdf()
+    finally:
+        conn.unregister("_entities")
+
+
+def retrieve_to_file(
+    conn: duckdb.DuckDBPyConnection, entity_path: str, views: Sequence[FeatureView], out_path: str
+) -> int:
+    """The ``mlops features retrieve`` path: entity file (CSV/Parquet) in, Parquet/CSV out, all inside DuckDB."""
+    reader = "read_parquet" if entity_path.endswith(".parquet") else "read_csv_auto"
+    source = f"{reader}('{entity_path.replace(chr(39), chr(39) * 2)}')"
+    columns = [str(r[0]) for r in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+    validate_request(columns, views)
+    casted = f'(SELECT * REPLACE (CAST("{ENTITY_TIME}" AS TIMESTAMP WITH TIME ZONE) AS "{ENTITY_TIME}") FROM {source})'
+    query = retrieval_sql(views, casted, columns)
+    fmt = "(FORMAT parquet)" if out_path.endswith(".parquet") else "(FORMAT csv, HEADER)"
+    conn.execute(f"COPY ({query}) TO '{out_path.replace(chr(39), chr(39) * 2)}' {fmt}")
+    row = conn.execute(f"SELECT count(*) FROM {source}").fetchone()
+    return int(row[0]) if row else 0
