@@ -223,3 +223,26 @@ def _view_from_registry(row: pd.Series) -> FeatureView:
         schema_=json.loads(row["schema_json"]),
         tags=json.loads(row["tags"]),
     )
+
+
+def latest_vectors(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog) -> pd.DataFrame:
+    """The latest row per entity of every view, side by side: the online store's snapshot.
+
+    Per view, "latest" is the largest (event time, created time); each view's event time is kept as
+    ``<view>__event_ts`` so serving can judge freshness against the TTL.
+    """
+    entities = {view.entities for view in catalog.views.values()}
+    if len(entities) != 1 or len(next(iter(entities))) != 1:
+        raise ValueError(f"the online store needs one single-column entity key shared by all views, got {entities}")
+    (key,) = next(iter(entities))
+    parts, selects = [], [f'coalesce({", ".join(f"_{i}.{key}" for i in range(len(catalog.views)))}) AS entity_key']
+    for i, view in enumerate(catalog.views.values()):
+        parts.append(
+            f"_{i} AS (SELECT * FROM {warehouse.quote_table(view.table)} QUALIFY row_number() OVER ("
+            f'PARTITION BY {key} ORDER BY "{view.event_time}" DESC, "{view.created_time}" DESC) = 1)'
+        )
+        selects += [f'_{i}."{f}"' for f in view.features]
+        selects.append(f'_{i}."{view.event_time}" AS "{view.name}__event_ts"')
+    joins = "_0" + "".join(f" FULL OUTER JOIN _{i} USING ({key})" for i in range(1, len(catalog.views)))
+    sql = f"WITH {', '.join(parts)} SELECT {', '.join(selects)} FROM {joins} ORDER BY entity_key"
+    return conn.execute(sql).fetchdf()

@@ -215,3 +215,9 @@ def _empty_raw_frame() -> pd.DataFrame:
         }
     )
     return frame
+
+
+def read_empty_source() -> pd.DataFrame:
+    """What an empty raw folder yields: the file schema with no rows."""
+    columns = (*REQUIRED_COLUMNS, "source_file", "source_row")
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})

@@ -1,0 +1,205 @@
+"""The ``mlops`` command: the feature catalog, point-in-time retrieval, online lookups and the demo."""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mlops_pipelines.catalog.feature_views import load_catalog
+from mlops_pipelines.lib import feature_store, warehouse
+from mlops_pipelines.lib.feature_views import FeatureGraphError, diff_lock
+from mlops_pipelines.lib.online_store import OnlineStoreReader
+from mlops_pipelines.lib.point_in_time import retrieve_to_file
+from mlops_pipelines.settings import REPO_ROOT, Settings
+
+app = typer.Typer(help="mlops_pipelines: feature store, models and monitoring from the command line.", no_args_is_help=True)
+features_app = typer.Typer(help="The feature catalog: list, show, hash, lock, diff, retrieve, lookup, docs.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+console = Console()
+LOCK_PATH = REPO_ROOT / "mlops_pipelines" / "catalog" / "feature_lock.json"
+DOCS_PATH = REPO_ROOT / "docs" / "feature_catalog.md"
+
+
+def _catalog():
+    try:
+        return load_catalog()
+    except (FeatureGraphError, ValueError) as exc:
+        console.print(f"[red]invalid feature catalog:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """Every feature view: version, owner, features, dependencies."""
+    catalog = _catalog()
+    table = Table("view", "version", "owner", "features", "depends on", "TTL", title="Feature views")
+    for name in catalog.topological_order():
+        view = catalog.views[name]
+        table.add_row(name, str(view.version), view.owner, ", ".join(view.features), ", ".join(view.depends_on), str(view.ttl))
+    console.print(table)
+    console.print(f"feature-graph hash: {catalog.graph_hash()}")
+
+
+@features_app.command("show")
+def features_show(name: str) -> None:
+    """One view: schema, owner, versions registered in the warehouse, upstream and downstream."""
+    catalog = _catalog()
+    view = catalog.views.get(name)
+    if view is None:
+        console.print(f"[red]no feature view {name!r}[/red]; known: {', '.join(catalog.views)}")
+        raise typer.Exit(1)
+    console.print(f"[bold]{view.name}[/bold] v{view.version}  owner {view.owner}  table {view.table}")
+    console.print(" ".join(view.description.split()))
+    console.print(f"entity: {', '.join(view.entities)}  event time: {view.event_time}  created time: {view.created_time}")
+    console.print(f"TTL: {view.ttl}  availability lag: {view.availability_lag}  tags: {view.tags}")
+    console.print(f"upstream: {', '.join(catalog.upstream(name))}  downstream: {', '.join(catalog.downstream(name)) or '-'}")
+    schema = Table("column", "type", title="schema")
+    for column, dtype in view.schema_.items():
+        schema.add_row(column, dtype)
+    console.print(schema)
+    path = Settings.from_env().warehouse_path
+    if path.exists():
+        with warehouse.connect(path, read_only=True) as conn:
+            history = feature_store.registry_versions(conn, name)
+        if len(history):
+            versions = Table("version", "table", "rows", "first event", "last event", "registered", "current", title="versions")
+            for row in history.itertuples():
+                versions.add_row(str(row.version), row.table_name, str(row.row_count), str(row.first_event_ts),
+                                 str(row.last_event_ts), str(row.registered_at), str(row.is_current))
+            console.print(versions)
+
+
+@features_app.command("hash")
+def features_hash() -> None:
+    """Print the feature-graph hash of the catalog in this checkout."""
+    typer.echo(_catalog().graph_hash())
+
+
+@features_app.command("lock")
+def features_lock(path: Annotated[Path, typer.Option(help="Lock file to write.")] = LOCK_PATH) -> None:
+    """Write the lock file that ``diff`` compares against (commit it with the change)."""
+    path.write_text(json.dumps(_catalog().lock(), indent=2, sort_keys=True) + "\n")
+    console.print(f"wrote {path}")
+
+
+@features_app.command("diff")
+def features_diff(path: Annotated[Path, typer.Option(help="Committed lock file.")] = LOCK_PATH) -> None:
+    """Compare the catalog with the lock file; exit 1 on a breaking change without a version bump."""
+    if not path.exists():
+        console.print(f"[red]{path} does not exist[/red]: run `mlops features lock` and commit it")
+        raise typer.Exit(2)
+    changes = diff_lock(json.loads(path.read_text()), _catalog().lock())
+    breaking = [c for c in changes if c.breaking]
+    for change in changes:
+        if change.kind != "unchanged":
+            style = "red" if change.breaking else "green"
+            console.print(f"[{style}]{change.describe()}[/{style}]")
+    if breaking:
+        console.print(f"[red]{len(breaking)} breaking change(s)[/red]: bump the version of the view(s) named above")
+        raise typer.Exit(1)
+    if all(c.kind == "unchanged" for c in changes):
+        console.print("feature catalog matches the lock")
+    else:
+        console.print("no breaking change; run `mlops features lock` to record the new state")
+
+
+@features_app.command("retrieve")
+def features_retrieve(
+    entities: Annotated[Path, typer.Option(help="CSV/Parquet with entity keys and event_timestamp (UTC).")],
+    views: Annotated[str, typer.Option(help="Comma-separated views, each NAME or NAME@VERSION.")],
+    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")],
+) -> None:
+    """Point-in-time correct features for every entity row (left join; no leakage of later rows)."""
+    catalog = _catalog()
+    settings = Settings.from_env()
+    if not entities.exists():
+        console.print(f"[red]entity file {entities} does not exist[/red]")
+        raise typer.Exit(2)
+    with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+        try:
+            resolved = feature_store.resolve_view_refs(conn, catalog, [v for v in views.split(",") if v.strip()])
+            rows = retrieve_to_file(conn, str(entities), resolved, str(out))
+        except (LookupError, ValueError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+    console.print(f"wrote {rows} rows with {sum(len(v.features) for v in resolved)} features to {out}")
+
+
+@features_app.command("lookup")
+def features_lookup(entity_keys: list[str]) -> None:
+    """Read the latest feature vectors from the online store."""
+    reader = OnlineStoreReader(Settings.from_env().online_store_path)
+    console.print_json(json.dumps(reader.lookup(entity_keys), default=str))
+
+
+@features_app.command("docs")
+def features_docs(out: Annotated[Path, typer.Option(help="Markdown page to write.")] = DOCS_PATH) -> None:
+    """Generate the catalog page (markdown) that documents every view for reuse."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(feature_store.render_catalog_markdown(_catalog()))
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def demo(
+    start: Annotated[str, typer.Option(help="First day to ingest (UTC).")] = "2026-01-01",
+    end: Annotated[str, typer.Option(help="Last day to ingest (UTC), inclusive.")] = "2026-03-01",
+) -> None:
+    """Materialize the whole graph on the local instance (data/dagster_home) and say what was built where."""
+    settings = Settings.from_env()
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir / "dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+
+    import dagster as dg
+
+    from mlops_pipelines.definitions import defs
+
+    definitions = defs()
+    instance = dg.DagsterInstance.get()
+    steps = [
+        ("ingestion_job", {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}),
+        ("features_job", {}),
+    ]
+    for job_name, tags in steps:
+        console.print(f"[bold]running {job_name}[/bold] {tags or ''}")
+        result = definitions.resolve_job_def(job_name).execute_in_process(
+            instance=instance, tags=tags, run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+        )
+        if not result.success:
+            console.print(f"[red]{job_name} failed[/red] (run {result.run_id}); see `make ui`")
+            raise typer.Exit(1)
+    _print_summary(settings, home)
+
+
+def _print_summary(settings: Settings, home: Path) -> None:
+    catalog = load_catalog()
+    table = Table("table", "rows", title="What was built")
+    with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+        for name in ("raw.market_bars", "raw.quarantined_bars", *(v.table for v in catalog.views.values()), "features.catalog"):
+            table.add_row(name, f"{warehouse.row_count(conn, name):,}")
+        reasons = conn.execute(
+            "SELECT reason, count(*) FROM raw.quarantined_bars GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+        ).fetchall()
+    console.print(table)
+    if reasons:
+        console.print(escape("quarantined rows by reason: " + "; ".join(f"{r} ({n})" for r, n in reasons)))
+    console.print(f"feature-graph hash: {catalog.graph_hash()}")
+    console.print(f"warehouse: {settings.warehouse_path}\nonline store: {settings.online_store_path}")
+    console.print(f"Dagster home: {home}  ->  `make ui` opens the UI on it (http://127.0.0.1:3000)")
+
+
+def main() -> None:
+    app(prog_name="mlops")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Feature views (one asset per view, generated from the catalog), the registry, and the online store."""
+
+import dagster as dg
+
+from mlops_pipelines.catalog.feature_views import load_catalog
+from mlops_pipelines.lib import feature_store
+from mlops_pipelines.lib.feature_views import FeatureCatalog, FeatureView
+from mlops_pipelines.partitions import WAREHOUSE_POOL
+from mlops_pipelines.resources import OnlineStoreResource, WarehouseResource
+
+CATALOG = load_catalog()
+
+
+def view_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["features", name])
+
+
+def dependency_key(dep: str) -> dg.AssetKey:
+    return dg.AssetKey(dep.split(".")) if "." in dep else view_key(dep)
+
+
+def column_schema(schema: dict[str, str]) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, dtype) for name, dtype in schema.items()])
+
+
+def schema_check_name(view: FeatureView) -> str:
+    return f"{view.name}_declared_schema"
+
+
+def build_view_asset(catalog: FeatureCatalog, view: FeatureView) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=view_key(view.name),
+        name=None,
+        deps=[dependency_key(d) for d in view.depends_on],
+        description=(
+            f"{' '.join(view.description.split())}\n\nFeature view `{view.name}` v{view.version} "
+            f"-> table `{view.table}`; entity {', '.join(view.entities)}; TTL {view.ttl}."
+        ),
+        owners=[view.owner],
+        kinds={"duckdb", "sql"},
+        tags={**view.tags, "feature_view_version": str(view.version)},
+        metadata={
+            "dagster/table_name": view.table,
+            "dagster/column_schema": column_schema(view.schema_),
+            "feature_view_version": view.version,
+        },
+        check_specs=[
+            dg.AssetCheckSpec(
+                schema_check_name(view),
+                asset=view_key(view.name),
+                blocking=True,
+                description=f"{view.table} has exactly the declared columns and types, in order.",
+            )
+        ],
+        pool=WAREHOUSE_POOL,
+        automation_condition=dg.AutomationCondition.eager(),
+    )
+    def _view(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        with warehouse.connect() as conn:
+            stats = feature_store.materialize_view(conn, catalog, view.name)
+            problems = feature_store.check_view_schema(conn, view)
+            preview = conn.execute(f"SELECT * FROM {view.table} ORDER BY event_ts DESC LIMIT 5").fetchdf()
+            nulls = conn.execute(
+                "SELECT " + ", ".join(f'avg(CASE WHEN "{f}" IS NULL THEN 1 ELSE 0 END) AS "{f}"' for f in view.features)
+                + f" FROM {view.table}"
+            ).fetchdf()
+        context.log.info(f"{view.table}: {stats.row_count} rows")
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": stats.row_count,
+                "dagster/table_name": view.table,
+                "dagster/column_schema": column_schema(stats.schema),
+                "feature_view_version": view.version,
+                "first_event_ts": str(stats.first_event_ts),
+                "last_event_ts": str(stats.last_event_ts),
+                "null_share": dg.MetadataValue.md(nulls.T.rename(columns={0: "null share"}).to_markdown()),
+                "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name=schema_check_name(view),
+            passed=not problems,
+            metadata={"observed": dg.MetadataValue.json(stats.schema), "problems": dg.MetadataValue.json(problems)},
+        )
+
+    return _view
+
+
+view_assets = [build_view_asset(CATALOG, CATALOG.views[name]) for name in CATALOG.topological_order()]
+
+
+@dg.asset(
+    key=["features", "catalog"],
+    deps=[view_key(name) for name in CATALOG.views],
+    kinds={"duckdb"},
+    owners=["team:data-platform"],
+    pool=WAREHOUSE_POOL,
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def feature_catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The feature registry: every view's contract, owner, versions, lineage, row counts and the feature-graph
+    hash that models record at training time and serving compares against (table features.catalog)."""
+    with warehouse.connect() as conn:
+        registry = feature_store.write_registry(conn, CATALOG, run_id=context.run_id)
+    summary = registry[["name", "version", "owner", "row_count", "first_event_ts", "last_event_ts"]]
+    return dg.MaterializeResult(
+        metadata={
+            "feature_graph_hash": CATALOG.graph_hash(),
+            "views": len(CATALOG.views),
+            "features": sum(len(v.features) for v in CATALOG.views.values()),
+            "dagster/row_count": len(registry),
+            "dagster/table_name": feature_store.CATALOG_TABLE,
+            "registry": dg.MetadataValue.md(summary.to_markdown(index=False)),
+            "catalog_page": dg.MetadataValue.md(feature_store.render_catalog_markdown(CATALOG)),
+        }
+    )
+
+
+@dg.asset(
+    key=["features", "online_store"],
+    deps=[view_key(name) for name in CATALOG.views],
+    kinds={"sqlite"},
+    owners=["team:data-platform"],
+    pool=WAREHOUSE_POOL,
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def online_store(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, online_store: OnlineStoreResource
+) -> dg.MaterializeResult:
+    """The latest feature vector per symbol, served to online inference. Refreshed in one transaction: readers
+    in other processes keep reading the previous snapshot until the new one is complete."""
+    with warehouse.connect() as conn:
+        vectors = feature_store.latest_vectors(conn, CATALOG)
+    rows = online_store.write(vectors, key="entity_key", snapshot_id=context.run_id)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "path": online_store.path,
+            "snapshot_id": context.run_id,
+            "feature_graph_hash": CATALOG.graph_hash(),
+            "preview": dg.MetadataValue.md(vectors.head(5).to_markdown(index=False)),
+        }
+    )

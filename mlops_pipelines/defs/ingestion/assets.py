@@ -1,0 +1,151 @@
+"""Raw market bars: validated per daily partition, rejected rows kept in quarantine with their reasons."""
+
+from collections import Counter
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mlops_pipelines.lib.warehouse import replace_rows, table_schema
+from mlops_pipelines.lib.validation import QUARANTINE_COLUMNS, UNPARSEABLE_PARTITION, validate_bars
+from mlops_pipelines.partitions import MARKET_DAYS, WAREHOUSE_POOL
+from mlops_pipelines.resources import MarketDataSource, WarehouseResource
+
+BARS_TABLE = "raw.market_bars"
+QUARANTINE_TABLE = "raw.quarantined_bars"
+BARS_DDL = """
+    symbol VARCHAR NOT NULL, sector VARCHAR, "timestamp" TIMESTAMP WITH TIME ZONE NOT NULL,
+    open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
+    available_at TIMESTAMP WITH TIME ZONE NOT NULL, source_file VARCHAR
+"""
+QUARANTINE_DDL = """
+    partition_key VARCHAR, source_file VARCHAR, source_row BIGINT, reason VARCHAR, symbol VARCHAR,
+    "timestamp" VARCHAR, open VARCHAR, high VARCHAR, low VARCHAR, close VARCHAR, volume VARCHAR,
+    quarantined_at TIMESTAMP WITH TIME ZONE
+"""
+BARS_KEY = dg.AssetKey(["raw", "market_bars"])
+QUARANTINE_KEY = dg.AssetKey(["raw", "quarantined_bars"])
+
+
+class IngestionConfig(dg.Config):
+    max_quarantine_ratio: float = Field(
+        default=0.05, description="Share of rejected rows above which the blocking quarantine check fails."
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            BARS_KEY,
+            description=(
+                "Hourly OHLCV bars per symbol (UTC), one daily partition per day. Only rows that passed "
+                "validation; re-materializing a day replaces it."
+            ),
+            kinds={"duckdb", "pandas"},
+            metadata={"dagster/table_name": BARS_TABLE},
+        ),
+        dg.AssetSpec(
+            QUARANTINE_KEY,
+            description=(
+                "Rows the validation rejected, as they arrived (text), with source file, row and reason. "
+                "Nothing is dropped silently: inspect here, fix the source, re-materialize the day."
+            ),
+            kinds={"duckdb"},
+            metadata={"dagster/table_name": QUARANTINE_TABLE},
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "market_bars_quarantine_ratio",
+            asset=BARS_KEY,
+            blocking=True,
+            description="Share of rows rejected in the materialized days stays under the configured threshold.",
+        )
+    ],
+    partitions_def=MARKET_DAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    can_subset=False,
+)
+def market_bars(
+    context: dg.AssetExecutionContext,
+    config: IngestionConfig,
+    market_data: MarketDataSource,
+    warehouse: WarehouseResource,
+):
+    """Load the source for the partition window, validate every row, write accepted and quarantined rows."""
+    window = context.partition_time_window
+    raw = market_data.load(window.start, window.end)
+    result = validate_bars(raw)
+    accepted, quarantined = result.accepted, result.quarantined
+    files = sorted(set(raw["source_file"].dropna().astype(str))) if len(raw) else []
+
+    with warehouse.connect() as conn:
+        replace_rows(
+            conn,
+            BARS_TABLE,
+            accepted,
+            where='"timestamp" >= ? AND "timestamp" < ?',
+            params=[window.start, window.end],
+            create_sql=BARS_DDL,
+        )
+        keys = list(context.partition_keys)
+        replace_rows(
+            conn,
+            QUARANTINE_TABLE,
+            quarantined[list(QUARANTINE_COLUMNS)],
+            where="partition_key IN (SELECT unnest(?)) OR (partition_key = ? AND source_file IN (SELECT unnest(?)))",
+            params=[keys, UNPARSEABLE_PARTITION, files],
+            create_sql=QUARANTINE_DDL,
+        )
+        schema = table_schema(conn, BARS_TABLE)
+
+    reasons = Counter(r for text in quarantined["reason"] for r in text.split("; "))
+    ratio = result.quarantine_ratio
+    context.log.info(
+        f"{len(accepted)} bars accepted, {len(quarantined)} quarantined ({ratio:.3%}) for {window.start:%Y-%m-%d}"
+        f"..{window.end:%Y-%m-%d}"
+    )
+    yield dg.MaterializeResult(
+        asset_key=BARS_KEY,
+        metadata={
+            "dagster/row_count": len(accepted),
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name, dtype) for name, dtype in schema.items()]
+            ),
+            "symbols": int(accepted["symbol"].nunique()),
+            "first_bar": str(accepted["timestamp"].min()) if len(accepted) else "none",
+            "last_bar": str(accepted["timestamp"].max()) if len(accepted) else "none",
+            "source_files": dg.MetadataValue.json(files[:50]),
+            "preview": dg.MetadataValue.md(_preview(accepted)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINE_KEY,
+        metadata={
+            "dagster/row_count": len(quarantined),
+            "quarantine_ratio": ratio,
+            "reasons": dg.MetadataValue.md(
+                "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in reasons.most_common())
+                if reasons
+                else "no rows rejected"
+            ),
+            "preview": dg.MetadataValue.md(_preview(quarantined)),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="market_bars_quarantine_ratio",
+        asset_key=BARS_KEY,
+        passed=ratio <= config.max_quarantine_ratio,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "observed": ratio,
+            "threshold": config.max_quarantine_ratio,
+            "quarantined_rows": len(quarantined),
+            "accepted_rows": len(accepted),
+        },
+    )
+
+
+def _preview(frame: pd.DataFrame, rows: int = 10) -> str:
+    return frame.head(rows).to_markdown(index=False) if len(frame) else "(no rows)"

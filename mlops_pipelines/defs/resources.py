@@ -1,0 +1,28 @@
+"""Resources for the current environment: one switch (MLOPS_ENV, via settings), read in one place."""
+
+import dagster as dg
+
+from mlops_pipelines.resources import MarketDataSource, OnlineStoreResource, WarehouseResource
+from mlops_pipelines.settings import Settings
+
+
+def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    # production differs only in where the files and services live (paths/URIs come from the environment);
+    # asset code never branches on the environment.
+    return {
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "market_data": MarketDataSource(
+            kind=settings.market_source,  # type: ignore[arg-type]
+            raw_dir=str(settings.raw_dir),
+            n_symbols=settings.synthetic_symbols,
+            seed=settings.synthetic_seed,
+            origin=settings.market_start,
+            regime_shift_at=settings.regime_shift_at,
+        ),
+        "online_store": OnlineStoreResource(path=str(settings.online_store_path)),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=resources_for(Settings.from_env()))

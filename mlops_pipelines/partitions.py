@@ -1,0 +1,10 @@
+"""Partitions and concurrency pools shared by the Dagster definitions (kept outside ``defs/``)."""
+
+import dagster as dg
+
+from mlops_pipelines.settings import Settings
+
+# Every asset that writes (or reads) the DuckDB warehouse runs in this pool; dagster.yaml limits it to 1.
+WAREHOUSE_POOL = "warehouse"
+
+MARKET_DAYS = dg.DailyPartitionsDefinition(start_date=Settings.from_env().market_start, timezone="UTC")

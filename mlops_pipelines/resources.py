@@ -1,0 +1,91 @@
+"""Resource classes. ``defs/resources.py`` instantiates them for the current environment (MLOPS_ENV)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from pydantic import Field
+
+from mlops_pipelines.lib import market_data, warehouse
+from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file. Connections are opened per use and closed in ``finally``."""
+
+    path: str = Field(description="Path of the DuckDB file (schemas raw, features, training, monitoring, governance).")
+    lock_timeout_s: float = Field(default=300.0, description="How long a writer waits for another process's lock.")
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with warehouse.connect(self.path, read_only=read_only, lock_timeout_s=self.lock_timeout_s) as conn:
+            yield conn
+
+
+class MarketDataSource(dg.ConfigurableResource):
+    """Where raw bars come from: the seeded synthetic market, or a folder of CSV/Parquet files."""
+
+    kind: Literal["synthetic", "folder"] = Field(default="synthetic", description="synthetic | folder")
+    raw_dir: str = Field(default="data/raw", description="Folder of the user's CSV/Parquet files (kind=folder).")
+    n_symbols: int = Field(default=24, description="Synthetic: number of symbols.")
+    n_sectors: int = Field(default=4, description="Synthetic: number of sectors.")
+    seed: int = Field(default=7, description="Synthetic: random seed; the same seed gives the same market.")
+    origin: str = Field(default="2026-01-01", description="Synthetic: first bar (UTC date).")
+    regime_shift_at: str | None = Field(
+        default="2026-02-20", description="Synthetic: UTC time of the injected regime shift; empty for none."
+    )
+    bad_row_rate: float = Field(default=0.002, description="Synthetic: share of rows corrupted like a real feed.")
+
+    def synthetic_config(self) -> market_data.SyntheticMarketConfig:
+        return market_data.SyntheticMarketConfig(
+            n_symbols=self.n_symbols,
+            n_sectors=self.n_sectors,
+            seed=self.seed,
+            origin=_utc(self.origin),
+            regime_shift_at=_utc(self.regime_shift_at) if self.regime_shift_at else None,
+            bad_row_rate=self.bad_row_rate,
+        )
+
+    def files(self) -> list[Path]:
+        return market_data.list_source_files(Path(self.raw_dir))
+
+    def load(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Bars for [start, end) as the source delivers them (unvalidated; file rows keep their text).
+
+        Folder rows whose timestamp cannot be parsed are kept too (they belong to no day): validation
+        quarantines them under a partition of their own.
+        """
+        if self.kind == "synthetic":
+            return market_data.generate_bars(self.synthetic_config(), start, end)
+        frames = [market_data.read_source_file(path) for path in self.files()]
+        if not frames:
+            return market_data.read_empty_source()
+        bars = pd.concat(frames, ignore_index=True)
+        ts = pd.to_datetime(bars["timestamp"].astype("string").str.strip(), utc=True, errors="coerce", format="ISO8601")
+        in_window = (ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))
+        return bars[in_window | ts.isna()].reset_index(drop=True)
+
+
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The embedded online store (SQLite, WAL) that serving reads while features refresh."""
+
+    path: str = Field(description="Path of the SQLite file holding the latest feature vector per entity.")
+
+    def write(self, frame: pd.DataFrame, *, key: str, snapshot_id: str) -> int:
+        return write_snapshot(self.path, frame, key=key, snapshot_id=snapshot_id)
+
+    def reader(self) -> OnlineStoreReader:
+        return OnlineStoreReader(self.path)
+
+
+def _utc(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+

@@ -1,0 +1,54 @@
+"""Every environment variable the project reads, read here and nowhere else.
+
+| variable | default | meaning |
+|---|---|---|
+| MLOPS_ENV | local | resource set: local (embedded DuckDB + SQLite stores) or production |
+| MLOPS_DATA_DIR | <repo>/data | runtime state: warehouse, online store, MLflow, Dagster home |
+| MLOPS_WAREHOUSE_PATH | $MLOPS_DATA_DIR/warehouse.duckdb | the DuckDB warehouse |
+| MLOPS_ONLINE_STORE_PATH | $MLOPS_DATA_DIR/online_store.sqlite | the embedded online store |
+| MLOPS_MARKET_SOURCE | synthetic | synthetic or folder |
+| MLOPS_RAW_DIR | $MLOPS_DATA_DIR/raw | folder of CSV/Parquet bars (source=folder; watched by the sensor) |
+| MLOPS_MARKET_START | 2026-01-01 | first daily partition of raw/market_bars (UTC) |
+| MLOPS_SYNTHETIC_SYMBOLS | 24 | synthetic market size |
+| MLOPS_SYNTHETIC_SEED | 7 | synthetic market seed |
+| MLOPS_REGIME_SHIFT_AT | 2026-02-20 | synthetic regime shift (UTC); empty for none |
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    data_dir: Path
+    warehouse_path: Path
+    online_store_path: Path
+    market_source: str
+    raw_dir: Path
+    market_start: str
+    synthetic_symbols: int
+    synthetic_seed: int
+    regime_shift_at: str | None
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        data_dir = Path(os.environ.get("MLOPS_DATA_DIR", REPO_ROOT / "data")).resolve()
+        env = os.environ.get("MLOPS_ENV", "local")
+        if env not in ("local", "production"):
+            raise ValueError(f"MLOPS_ENV must be 'local' or 'production', got {env!r}")
+        return cls(
+            env=env,
+            data_dir=data_dir,
+            warehouse_path=Path(os.environ.get("MLOPS_WAREHOUSE_PATH", data_dir / "warehouse.duckdb")),
+            online_store_path=Path(os.environ.get("MLOPS_ONLINE_STORE_PATH", data_dir / "online_store.sqlite")),
+            market_source=os.environ.get("MLOPS_MARKET_SOURCE", "synthetic"),
+            raw_dir=Path(os.environ.get("MLOPS_RAW_DIR", data_dir / "raw")),
+            market_start=os.environ.get("MLOPS_MARKET_START", "2026-01-01"),
+            synthetic_symbols=int(os.environ.get("MLOPS_SYNTHETIC_SYMBOLS", "24")),
+            synthetic_seed=int(os.environ.get("MLOPS_SYNTHETIC_SEED", "7")),
+            regime_shift_at=os.environ.get("MLOPS_REGIME_SHIFT_AT", "2026-02-20") or None,
+        )
