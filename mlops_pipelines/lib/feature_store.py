@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 
 from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.feature_views import FeatureCatalog, FeatureView, parse_view_ref, schema_mismatches
+from mlops_pipelines.lib.feature_views import VISIBLE_FROM, FeatureCatalog, FeatureView, parse_view_ref, schema_mismatches
 
 CATALOG_TABLE = "features.catalog"
 LINEAGE_TABLE = "features.lineage"
@@ -63,7 +63,8 @@ def check_view_schema(conn: duckdb.DuckDBPyConnection, view: FeatureView) -> lis
     """Differences between the materialized table and the declared schema (empty when they match)."""
     if not warehouse.table_exists(conn, view.table):
         return [f"{view.table} does not exist"]
-    return schema_mismatches(view.schema_, warehouse.table_schema(conn, view.table))
+    expected = {**view.schema_, VISIBLE_FROM: "TIMESTAMP WITH TIME ZONE"}
+    return schema_mismatches(expected, warehouse.table_schema(conn, view.table))
 
 
 def write_registry(

@@ -17,11 +17,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RAW_TABLES = frozenset({"raw.market_bars"})
+# System column of every view table: from when a row can be served (lib/point_in_time.py explains it).
+VISIBLE_FROM = "__visible_from"
 _REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 BREAKING_FIELDS = ("sql", "schema", "depends_on", "entities", "event_time", "created_time", "ttl_seconds",
                    "availability_lag_seconds")
 METADATA_FIELDS = ("owner", "description", "tags")
+
+
 
 
 class FeatureGraphError(ValueError):
@@ -105,6 +109,25 @@ class FeatureView(BaseModel):
 
     def metadata(self) -> dict[str, Any]:
         return {"owner": self.owner, "description": " ".join(self.description.split()), "tags": dict(sorted(self.tags.items()))}
+
+
+def indexed_select(view: FeatureView, body_sql: str) -> str:
+    """``body_sql``'s declared columns plus ``__visible_from`` (see the module docstring), ordered by key and time."""
+    keys = ", ".join(f'"{k}"' for k in view.entities)
+    e, c = f'"{view.event_time}"', f'"{view.created_time}"'
+    columns = ", ".join(f'"{col}"' for col in view.schema_)
+    return f"""
+        SELECT {columns}, CASE WHEN _keep THEN _visible END AS "{VISIBLE_FROM}"
+        FROM (
+            SELECT *,
+                   {e} >= max({e}) OVER _w
+                   AND lead(_visible) OVER _w IS DISTINCT FROM _visible AS _keep
+            FROM (SELECT *, greatest({e}, {c}) AS _visible FROM ({body_sql}) AS _body) AS _rows
+            WINDOW _w AS (PARTITION BY {keys} ORDER BY _visible, {e}, {c}
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+        ) AS _indexed
+        ORDER BY {keys}, {e}, {c}
+    """
 
 
 def _seconds(value: timedelta | None) -> float | None:
@@ -217,7 +240,9 @@ class FeatureCatalog:
         return sorted(v.name for v in self.views.values() if name in v.depends_on)
 
     def render_sql(self, name: str) -> str:
-        """The view's SQL with references replaced by physical tables and the availability lag applied."""
+        """The view's SQL with references replaced by physical tables, the availability lag applied and the
+        point-in-time index column added."""
+
         view = self.views[name]
 
         def table_for(match: re.Match[str]) -> str:
@@ -226,13 +251,11 @@ class FeatureCatalog:
 
         body = _REF.sub(table_for, view.sql)
         lag_us = int(view.availability_lag.total_seconds() * 1_000_000)
-        columns = ", ".join(f'"{c}"' for c in view.schema_)
-        order = ", ".join(f'"{c}"' for c in (*view.entities, view.event_time))
-        return (
-            f"SELECT {columns} FROM (SELECT * REPLACE ("
-            f'"{view.created_time}" + INTERVAL ({lag_us}) MICROSECOND AS "{view.created_time}") '
-            f"FROM ({body}) AS _view) ORDER BY {order}"
+        lagged = (
+            f'SELECT * REPLACE ("{view.created_time}" + INTERVAL ({lag_us}) MICROSECOND AS "{view.created_time}") '
+            f"FROM ({body}) AS _view"
         )
+        return indexed_select(view, lagged)
 
     def graph_hash(self) -> str:
         """sha256 over the canonical JSON of every view's contract (sorted by name, version)."""

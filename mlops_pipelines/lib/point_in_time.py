@@ -2,12 +2,15 @@
 same key and the latest event time <= t (and >= t - TTL when set), ties broken by the latest created time;
 rows created after t are invisible; no match gives NULLs (left join).
 
-How it runs as one ASOF join per view: a feature row can be used from ``visible_ts = max(event_ts,
-created_ts)`` on. A row is never the answer if some row with the same key became visible no later and has a
-larger (event_ts, created_ts); dropping such dominated rows leaves, per key, rows whose (event_ts, created_ts)
-grows with visible_ts. The answer at t is then the last remaining row with visible_ts <= t (an ASOF join on
-visible_ts), and the TTL is a filter on that row's event_ts: if the best visible row is too old, every other
-visible row is older still.
+How it runs as one plain ASOF join per view. A feature row can be served from ``max(event_ts, created_ts)``
+on. A row is never the answer if another row with the same key became visible no later and has a larger
+(event_ts, created_ts): a late correction of an older bar, say. Every view table is written with a system
+column ``__visible_from``: that time for the rows that can be an answer, NULL for the dominated ones (and for
+all but the best of rows that become visible at the same instant). Along ``__visible_from`` the remaining
+rows' (event_ts, created_ts) only grow, so the answer at t is the last row with ``__visible_from <= t``: an
+ASOF join, as cheap as a bare one. The TTL is then a filter on that row's event_ts: if the best visible row is
+too old, every other visible row is older still. The index is computed once per materialization, from the
+table alone, so it is the same whatever the query.
 """
 
 from collections.abc import Sequence
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 import duckdb
 import pandas as pd
 
-from mlops_pipelines.lib.feature_views import FeatureView
+from mlops_pipelines.lib.feature_views import VISIBLE_FROM, FeatureView
 from mlops_pipelines.lib.warehouse import quote_table, to_utc_micros
 
 ENTITY_TIME = "event_timestamp"
@@ -25,20 +28,6 @@ class RetrievalError(ValueError):
     """The entity frame or the requested views cannot be joined (missing key column, clashing names)."""
 
 
-def frontier_sql(view: FeatureView, prefix: str) -> str:
-    """The view's non-dominated rows with their ``visible_ts`` (see the module docstring)."""
-    keys = ", ".join(f'"{k}"' for k in view.entities)
-    e, c = f'"{view.event_time}"', f'"{view.created_time}"'
-    features = ", ".join(f'"{f}"' for f in view.features)
-    return f"""
-        SELECT {keys}, greatest({e}, {c}) AS "{prefix}_visible", {e} AS "{prefix}_event", {features}
-        FROM {quote_table(view.table)}
-        QUALIFY ({e}, {c}) = max(({e}, {c})) OVER (
-            PARTITION BY {keys} ORDER BY greatest({e}, {c})
-            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-    """
-
-
 def retrieval_sql(views: Sequence[FeatureView], entity_table: str, entity_columns: Sequence[str]) -> str:
     """One query: the entity rows in their original order, with every view's features as of each row's time."""
     selects = [f'_e."{c}"' for c in entity_columns]
@@ -46,9 +35,14 @@ def retrieval_sql(views: Sequence[FeatureView], entity_table: str, entity_column
     joins: list[str] = []
     for i, view in enumerate(views):
         alias, prefix = f"_f{i}", f"_v{i}"
-        ctes.append(f"{alias} AS ({frontier_sql(view, prefix)})")
+        keys = ", ".join(f'"{k}"' for k in view.entities)
+        features = ", ".join(f'"{f}"' for f in view.features)
+        ctes.append(
+            f'{alias} AS (SELECT {keys}, "{VISIBLE_FROM}", "{view.event_time}" AS "{prefix}_event", {features} '
+            f'FROM {quote_table(view.table)} WHERE "{VISIBLE_FROM}" IS NOT NULL)'
+        )
         on = " AND ".join(f'_e."{k}" = {alias}."{k}"' for k in view.entities)
-        joins.append(f'ASOF LEFT JOIN {alias} ON {on} AND _e."{ENTITY_TIME}" >= {alias}."{prefix}_visible"')
+        joins.append(f'ASOF LEFT JOIN {alias} ON {on} AND _e."{ENTITY_TIME}" >= {alias}."{VISIBLE_FROM}"')
         if view.ttl is None:
             fresh = f'{alias}."{prefix}_event" IS NOT NULL'
         else:

@@ -1,0 +1,50 @@
+"""Shared fixtures: every test gets its own data directory (warehouse, online store) under tmp_path."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops_pipelines.catalog.feature_views import load_catalog
+from mlops_pipelines.lib import feature_store, warehouse
+from mlops_pipelines.lib.feature_views import FeatureCatalog
+from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.validation import validate_bars
+
+SMALL_MARKET = SyntheticMarketConfig(n_symbols=6, n_sectors=3, regime_shift_at=datetime(2026, 1, 8, tzinfo=UTC))
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every MLOPS_* path at tmp_path, so nothing touches the working directory."""
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
+    for name in ("MLOPS_WAREHOUSE_PATH", "MLOPS_ONLINE_STORE_PATH", "MLOPS_RAW_DIR", "MLOPS_MARKET_SOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def small_bars() -> pd.DataFrame:
+    """Ten days of six symbols, validated."""
+    raw = generate_bars(SMALL_MARKET, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC))
+    return validate_bars(raw).accepted
+
+
+@pytest.fixture
+def catalog() -> FeatureCatalog:
+    return load_catalog()
+
+
+@pytest.fixture
+def feature_warehouse(tmp_path: Path, small_bars: pd.DataFrame, catalog: FeatureCatalog) -> Iterator[Path]:
+    """A warehouse file with raw bars and every feature view materialized."""
+    path = tmp_path / "warehouse.duckdb"
+    with warehouse.connect(path) as conn:
+        conn.register("_bars", small_bars)
+        conn.execute("CREATE TABLE raw.market_bars AS SELECT * FROM _bars")
+        conn.unregister("_bars")
+        for name in catalog.topological_order():
+            feature_store.materialize_view(conn, catalog, name)
+    yield path
