@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_pipelines.lib import market_data, warehouse
+from mlops_pipelines.lib.validation import parse_utc
 from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
 
 
@@ -66,7 +67,7 @@ class MarketDataSource(dg.ConfigurableResource):
         if not frames:
             return market_data.read_empty_source()
         bars = pd.concat(frames, ignore_index=True)
-        ts = pd.to_datetime(bars["timestamp"].astype("string").str.strip(), utc=True, errors="coerce", format="ISO8601")
+        ts = parse_utc(bars["timestamp"])
         in_window = (ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))
         return bars[in_window | ts.isna()].reset_index(drop=True)
 

@@ -142,6 +142,11 @@ def normalize_sql(sql: str) -> str:
     """Comments removed and whitespace collapsed, outside string literals; case is kept (literals matter)."""
     out: list[str] = []
     i, n = 0, len(sql)
+
+    def space() -> None:
+        if out and out[-1] != " ":
+            out.append(" ")
+
     while i < n:
         ch = sql[i]
         if ch == "'":
@@ -155,18 +160,18 @@ def normalize_sql(sql: str) -> str:
         elif sql.startswith("--", i):
             j = sql.find("\n", i)
             i = n if j < 0 else j
-            out.append(" ")
+            space()
         elif sql.startswith("/*", i):
             j = sql.find("*/", i + 2)
             i = n if j < 0 else j + 2
-            out.append(" ")
+            space()
         elif ch.isspace():
-            out.append(" ")
+            space()
             i += 1
         else:
             out.append(ch)
             i += 1
-    return re.sub(r" +", " ", "".join(out)).strip()
+    return "".join(out).strip()
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def validate_bars(frame: pd.DataFrame, *, now: datetime | None = None) -> Valida
     symbol = frame["symbol"].astype("string").str.strip()
     flag(symbol.isna() | (symbol == ""), "symbol: missing")
 
-    timestamp = _parse_utc(frame["timestamp"])
+    timestamp = parse_utc(frame["timestamp"])
     flag(timestamp.isna(), "timestamp: missing or unparseable")
 
     numbers = {c: pd.to_numeric(frame[c], errors="coerce").astype(float) for c in NUMERIC_COLUMNS}
@@ -88,7 +88,7 @@ def validate_bars(frame: pd.DataFrame, *, now: datetime | None = None) -> Valida
     bar_close = timestamp + BAR_INTERVAL
     if "available_at" in frame.columns:
         raw_available = frame["available_at"]
-        available = _parse_utc(raw_available)
+        available = parse_utc(raw_available)
         given = raw_available.notna() & (raw_available.astype("string").str.strip() != "")
         flag(given & available.isna(), "available_at: unparseable")
         flag((available < bar_close).fillna(False).to_numpy(), "available_at: before the bar closed")
@@ -137,13 +137,28 @@ def validate_bars(frame: pd.DataFrame, *, now: datetime | None = None) -> Valida
     return ValidationResult(accepted=accepted, quarantined=quarantined)
 
 
-def _parse_utc(values: pd.Series) -> pd.Series:
+_HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def parse_utc(values: pd.Series) -> pd.Series:
+    """Timestamps to UTC: offsets honoured, values without one taken as UTC, unparseable ones NaT.
+
+    Values with and without an offset are parsed apart: parsed together, pandas applies the first value's
+    offset to the naive ones.
+    """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return values.dt.tz_localize("UTC")
     text = values.astype("string").str.strip()
-    return pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    has_offset = text.str.contains(_HAS_OFFSET, regex=True).fillna(False).astype(bool)
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    if has_offset.any():
+        out[has_offset] = pd.to_datetime(text[has_offset], utc=True, errors="coerce", format="ISO8601")
+    if (~has_offset).any():
+        naive = pd.to_datetime(text[~has_offset], errors="coerce", format="ISO8601")
+        out[~has_offset] = naive.dt.tz_localize("UTC") if hasattr(naive, "dt") else naive
+    return out
 
 
 def _as_text(values: pd.Series) -> pd.Series:

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from mlops_pipelines.lib.market_data import file_digest, read_source_file
+from mlops_pipelines.lib.validation import parse_utc
 from mlops_pipelines.partitions import MARKET_DAYS
 from mlops_pipelines.resources import MarketDataSource
 from mlops_pipelines.settings import Settings
@@ -16,7 +17,7 @@ from mlops_pipelines.settings import Settings
 def file_days(path: Path) -> list[str]:
     """The UTC days a file has bars for (unparseable timestamps are validation's business, not the sensor's)."""
     frame = read_source_file(path)
-    ts = pd.to_datetime(frame["timestamp"].astype("string").str.strip(), utc=True, errors="coerce", format="ISO8601")
+    ts = parse_utc(frame["timestamp"])
     return sorted(set(ts.dropna().dt.strftime("%Y-%m-%d")))
 
 
