@@ -18,7 +18,7 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 def percentiles(samples_s: list[float]) -> tuple[float, float]:
     """p50 and p99 in milliseconds."""
     ordered = sorted(samples_s)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return statistics.median(ordered) * 1e3, p99 * 1e3
 
 

@@ -106,10 +106,14 @@ def market_bars(
         f"{len(accepted)} bars accepted, {len(quarantined)} quarantined ({ratio:.3%}) for {window.start:%Y-%m-%d}"
         f"..{window.end:%Y-%m-%d}"
     )
+    # A multi-day run reports one materialization per day with the same metadata: the run's totals.
+    single_day = len(context.partition_keys) == 1
     yield dg.MaterializeResult(
         asset_key=BARS_KEY,
         metadata={
-            "dagster/row_count": len(accepted),
+            **({"dagster/row_count": len(accepted)} if single_day else {}),
+            "rows_in_run": len(accepted),
+            "days_in_run": len(context.partition_keys),
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(name, dtype) for name, dtype in schema.items()]
             ),
@@ -123,7 +127,8 @@ def market_bars(
     yield dg.MaterializeResult(
         asset_key=QUARANTINE_KEY,
         metadata={
-            "dagster/row_count": len(quarantined),
+            **({"dagster/row_count": len(quarantined)} if single_day else {}),
+            "rows_in_run": len(quarantined),
             "quarantine_ratio": ratio,
             "reasons": dg.MetadataValue.md(
                 "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in reasons.most_common())

@@ -1,0 +1,129 @@
+"""Real processes against the warehouse and the online store: locks, kills, concurrent readers."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def spawn(code: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+def test_killed_writer_leaves_the_previous_table_intact(tmp_path: Path) -> None:
+    db, started = tmp_path / "w.duckdb", tmp_path / "started"
+    with warehouse.connect(db) as conn:
+        warehouse.replace_table(conn, "features.t", "SELECT range AS x FROM range(10)")
+    child = spawn(f"""
+        from pathlib import Path
+        from mlops_pipelines.lib import warehouse
+        with warehouse.connect({str(db)!r}) as conn:
+            Path({str(started)!r}).touch()
+            warehouse.replace_table(conn, "features.t",
+                "SELECT range AS x, md5(CAST(range AS VARCHAR)) AS h FROM range(400000000)")
+    """)
+    wait_for(started)
+    time.sleep(1.0)
+    assert child.poll() is None, "the write finished before it could be killed; make it bigger"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    with warehouse.connect(db) as conn:
+        assert warehouse.table_schema(conn, "features.t") == {"x": "BIGINT"}
+        assert warehouse.row_count(conn, "features.t") == 10
+
+
+def test_writer_waits_for_another_process_lock(tmp_path: Path) -> None:
+    db, held = tmp_path / "w.duckdb", tmp_path / "held"
+    child = spawn(f"""
+        import time
+        from pathlib import Path
+        from mlops_pipelines.lib import warehouse
+        with warehouse.connect({str(db)!r}) as conn:
+            Path({str(held)!r}).touch()
+            time.sleep(2.0)
+    """)
+    wait_for(held)
+    with pytest.raises(warehouse.WarehouseLockTimeout, match="stayed locked"):
+        with warehouse.connect(db, lock_timeout_s=0.3):
+            pass
+    start = time.monotonic()
+    with warehouse.connect(db, lock_timeout_s=30) as conn:
+        conn.execute("CREATE TABLE raw.after AS SELECT 1 AS x")
+    assert time.monotonic() - start > 0.5  # it really waited for the other process
+    assert child.wait() == 0, child.stderr.read() if child.stderr else ""
+
+
+def snapshot(generation: int, n: int = 200) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "entity_key": [f"SYM{i:04d}" for i in range(n)],
+            "generation": [generation] * n,
+            "x": [float(generation)] * n,
+            "event_ts": pd.Series([pd.Timestamp("2026-01-01", tz="UTC")] * n).astype("datetime64[us, UTC]"),
+        }
+    )
+
+
+def test_online_store_lookups(tmp_path: Path) -> None:
+    path = tmp_path / "online.sqlite"
+    write_snapshot(path, snapshot(1), key="entity_key", snapshot_id="run-1")
+    reader = OnlineStoreReader(path)
+    assert reader.lookup_one("SYM0003") == {"generation": 1, "x": 1.0, "event_ts": "2026-01-01T00:00:00.000000Z"}
+    assert reader.lookup_one("NOPE") is None
+    many = reader.lookup(["SYM0001", "NOPE", "SYM0001", "SYM0150"])
+    assert list(many) == ["SYM0001", "NOPE", "SYM0150"] and many["NOPE"] is None
+    assert reader.snapshot_id() == "run-1"
+    assert len(reader.lookup([f"SYM{i:04d}" for i in range(200)] * 3)) == 200  # chunking beyond 500 parameters
+    with pytest.raises(ValueError, match="duplicate 'entity_key'"):
+        write_snapshot(path, pd.concat([snapshot(2), snapshot(2)]), key="entity_key", snapshot_id="bad")
+    assert reader.snapshot_id() == "run-1"  # the failed write changed nothing
+
+
+def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_path: Path) -> None:
+    path, ready = tmp_path / "online.sqlite", tmp_path / "ready"
+    write_snapshot(path, snapshot(0), key="entity_key", snapshot_id="0")
+    reader = spawn(f"""
+        import time
+        from pathlib import Path
+        from mlops_pipelines.lib.online_store import OnlineStoreReader
+        store = OnlineStoreReader({str(path)!r})
+        keys = [f"SYM{{i:04d}}" for i in range(200)]
+        Path({str(ready)!r}).touch()
+        seen, reads, deadline = set(), 0, time.monotonic() + 20
+        while time.monotonic() < deadline and len(seen) < 15:
+            vectors = store.lookup(keys)
+            generations = {{v["generation"] for v in vectors.values()}}
+            assert len(generations) == 1, f"torn read: {{generations}}"
+            assert all(v["x"] == float(v["generation"]) for v in vectors.values())
+            seen |= generations
+            reads += 1
+        print(len(seen), reads)
+    """)
+    wait_for(ready)
+    for generation in range(1, 40):
+        write_snapshot(path, snapshot(generation), key="entity_key", snapshot_id=str(generation))
+        time.sleep(0.02)
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    generations_seen, reads = map(int, out.split())
+    assert generations_seen >= 5 and reads > generations_seen  # it really read while the writer wrote
