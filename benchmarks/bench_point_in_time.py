@@ -31,8 +31,13 @@ def make_view(i: int) -> FeatureView:
         ttl=timedelta(hours=6),
         depends_on=("raw.market_bars",),
         sql="SELECT 1 FROM {{ raw.market_bars }}",
-        schema={"symbol": "VARCHAR", "event_ts": "TIMESTAMP WITH TIME ZONE", "created_ts": "TIMESTAMP WITH TIME ZONE",
-                f"f{i}_a": "DOUBLE", f"f{i}_b": "DOUBLE"},
+        schema={
+            "symbol": "VARCHAR",
+            "event_ts": "TIMESTAMP WITH TIME ZONE",
+            "created_ts": "TIMESTAMP WITH TIME ZONE",
+            f"f{i}_a": "DOUBLE",
+            f"f{i}_b": "DOUBLE",
+        },
     )
 
 
@@ -54,8 +59,12 @@ def build(conn: duckdb.DuckDBPyConnection, n_entities: int, n_history: int, view
             FROM range({N_KEYS}) AS t(k), range({hours}) AS s(h)
         """)
     keys = rng.integers(0, N_KEYS, n_entities)
-    indexing = best_of(lambda: [warehouse.replace_table(conn, v.table, indexed_select(v, f"SELECT * FROM {v.table}_source"))
-                                for v in views], repeat=1)
+    indexing = best_of(
+        lambda: [
+            warehouse.replace_table(conn, v.table, indexed_select(v, f"SELECT * FROM {v.table}_source")) for v in views
+        ],
+        repeat=1,
+    )
     offsets = rng.integers(0, hours * 3600, n_entities)
     entities = pd.DataFrame(
         {
@@ -73,7 +82,9 @@ def bare_asof_sql(views: list[FeatureView]) -> str:
     selects, joins = ["e.*"], []
     for i, view in enumerate(views):
         selects += [f"v{i}.{f}" for f in view.features]
-        joins.append(f"ASOF LEFT JOIN {view.table} v{i} ON e.symbol = v{i}.symbol AND e.event_timestamp >= v{i}.event_ts")
+        joins.append(
+            f"ASOF LEFT JOIN {view.table} v{i} ON e.symbol = v{i}.symbol AND e.event_timestamp >= v{i}.event_ts"
+        )
     return f"SELECT {', '.join(selects)} FROM entities e {' '.join(joins)}"
 
 

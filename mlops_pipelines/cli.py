@@ -19,8 +19,12 @@ from mlops_pipelines.lib.online_store import OnlineStoreReader
 from mlops_pipelines.lib.point_in_time import retrieve_to_file
 from mlops_pipelines.settings import REPO_ROOT, Settings
 
-app = typer.Typer(help="mlops_pipelines: feature store, models and monitoring from the command line.", no_args_is_help=True)
-features_app = typer.Typer(help="The feature catalog: list, show, hash, lock, diff, retrieve, lookup, docs.", no_args_is_help=True)
+app = typer.Typer(
+    help="mlops_pipelines: feature store, models and monitoring from the command line.", no_args_is_help=True
+)
+features_app = typer.Typer(
+    help="The feature catalog: list, show, hash, lock, diff, retrieve, lookup, docs.", no_args_is_help=True
+)
 app.add_typer(features_app, name="features")
 console = Console()
 LOCK_PATH = REPO_ROOT / "mlops_pipelines" / "catalog" / "feature_lock.json"
@@ -42,7 +46,9 @@ def features_list() -> None:
     table = Table("view", "version", "owner", "features", "depends on", "TTL", title="Feature views")
     for name in catalog.topological_order():
         view = catalog.views[name]
-        table.add_row(name, str(view.version), view.owner, ", ".join(view.features), ", ".join(view.depends_on), str(view.ttl))
+        table.add_row(
+            name, str(view.version), view.owner, ", ".join(view.features), ", ".join(view.depends_on), str(view.ttl)
+        )
     console.print(table)
     console.print(f"feature-graph hash: {catalog.graph_hash()}")
 
@@ -57,9 +63,13 @@ def features_show(name: str) -> None:
         raise typer.Exit(1)
     console.print(f"[bold]{view.name}[/bold] v{view.version}  owner {view.owner}  table {view.table}")
     console.print(" ".join(view.description.split()))
-    console.print(f"entity: {', '.join(view.entities)}  event time: {view.event_time}  created time: {view.created_time}")
+    console.print(
+        f"entity: {', '.join(view.entities)}  event time: {view.event_time}  created time: {view.created_time}"
+    )
     console.print(f"TTL: {view.ttl}  availability lag: {view.availability_lag}  tags: {view.tags}")
-    console.print(f"upstream: {', '.join(catalog.upstream(name))}  downstream: {', '.join(catalog.downstream(name)) or '-'}")
+    console.print(
+        f"upstream: {', '.join(catalog.upstream(name))}  downstream: {', '.join(catalog.downstream(name)) or '-'}"
+    )
     schema = Table("column", "type", title="schema")
     for column, dtype in view.schema_.items():
         schema.add_row(column, dtype)
@@ -69,10 +79,19 @@ def features_show(name: str) -> None:
         with warehouse.connect(path, read_only=True) as conn:
             history = feature_store.registry_versions(conn, name)
         if len(history):
-            versions = Table("version", "table", "rows", "first event", "last event", "registered", "current", title="versions")
+            versions = Table(
+                "version", "table", "rows", "first event", "last event", "registered", "current", title="versions"
+            )
             for row in history.itertuples():
-                versions.add_row(str(row.version), row.table_name, str(row.row_count), str(row.first_event_ts),
-                                 str(row.last_event_ts), str(row.registered_at), str(row.is_current))
+                versions.add_row(
+                    str(row.version),
+                    row.table_name,
+                    str(row.row_count),
+                    str(row.first_event_ts),
+                    str(row.last_event_ts),
+                    str(row.registered_at),
+                    str(row.is_current),
+                )
             console.print(versions)
 
 
@@ -184,7 +203,12 @@ def _print_summary(settings: Settings, home: Path) -> None:
     catalog = load_catalog()
     table = Table("table", "rows", title="What was built")
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
-        for name in ("raw.market_bars", "raw.quarantined_bars", *(v.table for v in catalog.views.values()), "features.catalog"):
+        for name in (
+            "raw.market_bars",
+            "raw.quarantined_bars",
+            *(v.table for v in catalog.views.values()),
+            "features.catalog",
+        ):
             table.add_row(name, f"{warehouse.row_count(conn, name):,}")
         reasons = conn.execute(
             "SELECT reason, count(*) FROM raw.quarantined_bars GROUP BY 1 ORDER BY 2 DESC LIMIT 5"

@@ -12,8 +12,8 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_pipelines.lib import market_data, warehouse
-from mlops_pipelines.lib.validation import parse_utc
 from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
+from mlops_pipelines.lib.validation import parse_utc
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -87,6 +87,3 @@ class OnlineStoreResource(dg.ConfigurableResource):
 def _utc(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-

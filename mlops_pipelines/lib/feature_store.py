@@ -11,7 +11,13 @@ import duckdb
 import pandas as pd
 
 from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.feature_views import VISIBLE_FROM, FeatureCatalog, FeatureView, parse_view_ref, schema_mismatches
+from mlops_pipelines.lib.feature_views import (
+    VISIBLE_FROM,
+    FeatureCatalog,
+    FeatureView,
+    parse_view_ref,
+    schema_mismatches,
+)
 
 CATALOG_TABLE = "features.catalog"
 LINEAGE_TABLE = "features.lineage"
@@ -91,9 +97,7 @@ def write_registry(
                 "ttl_seconds": contract["ttl_seconds"],
                 "availability_lag_seconds": contract["availability_lag_seconds"],
                 "depends_on": json.dumps(contract["depends_on"]),
-                "upstream_tables": json.dumps(
-                    [d if "." in d else catalog.views[d].table for d in view.depends_on]
-                ),
+                "upstream_tables": json.dumps([d if "." in d else catalog.views[d].table for d in view.depends_on]),
                 "downstream": json.dumps(catalog.downstream(name)),
                 "sql": contract["sql"],
                 "schema_json": json.dumps(view.schema_),
@@ -142,9 +146,7 @@ def registry_versions(conn: duckdb.DuckDBPyConnection, name: str) -> pd.DataFram
     """Every registered version of a view, newest first."""
     if not warehouse.table_exists(conn, CATALOG_TABLE):
         return pd.DataFrame()
-    return conn.execute(
-        f"SELECT * FROM {CATALOG_TABLE} WHERE name = ? ORDER BY version DESC", [name]
-    ).fetchdf()
+    return conn.execute(f"SELECT * FROM {CATALOG_TABLE} WHERE name = ? ORDER BY version DESC", [name]).fetchdf()
 
 
 def render_catalog_markdown(catalog: FeatureCatalog) -> str:
@@ -236,7 +238,7 @@ def latest_vectors(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog) -> 
     if len(entities) != 1 or len(next(iter(entities))) != 1:
         raise ValueError(f"the online store needs one single-column entity key shared by all views, got {entities}")
     (key,) = next(iter(entities))
-    parts, selects = [], [f'coalesce({", ".join(f"_{i}.{key}" for i in range(len(catalog.views)))}) AS entity_key']
+    parts, selects = [], [f"coalesce({', '.join(f'_{i}.{key}' for i in range(len(catalog.views)))}) AS entity_key"]
     for i, view in enumerate(catalog.views.values()):
         parts.append(
             f"_{i} AS (SELECT * FROM {warehouse.quote_table(view.table)} QUALIFY row_number() OVER ("

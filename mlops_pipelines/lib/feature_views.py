@@ -21,11 +21,17 @@ RAW_TABLES = frozenset({"raw.market_bars"})
 VISIBLE_FROM = "__visible_from"
 _REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-BREAKING_FIELDS = ("sql", "schema", "depends_on", "entities", "event_time", "created_time", "ttl_seconds",
-                   "availability_lag_seconds")
+BREAKING_FIELDS = (
+    "sql",
+    "schema",
+    "depends_on",
+    "entities",
+    "event_time",
+    "created_time",
+    "ttl_seconds",
+    "availability_lag_seconds",
+)
 METADATA_FIELDS = ("owner", "description", "tags")
-
-
 
 
 class FeatureGraphError(ValueError):
@@ -108,7 +114,11 @@ class FeatureView(BaseModel):
         }
 
     def metadata(self) -> dict[str, Any]:
-        return {"owner": self.owner, "description": " ".join(self.description.split()), "tags": dict(sorted(self.tags.items()))}
+        return {
+            "owner": self.owner,
+            "description": " ".join(self.description.split()),
+            "tags": dict(sorted(self.tags.items())),
+        }
 
 
 def indexed_select(view: FeatureView, body_sql: str) -> str:
@@ -222,7 +232,7 @@ class FeatureCatalog:
             if state.get(name) == 2:
                 return
             if state.get(name) == 1:
-                cycle = path[path.index(name) :] + [name]
+                cycle = [*path[path.index(name) :], name]
                 raise FeatureGraphError(f"feature views form a cycle: {' -> '.join(cycle)}")
             state[name] = 1
             for dep in self.views[name].depends_on:
@@ -314,7 +324,9 @@ def diff_lock(locked: Mapping[str, Any], current: Mapping[str, Any]) -> list[Vie
         contract = tuple(f for f in BREAKING_FIELDS if old.get(f) != new.get(f))
         metadata = tuple(f for f in METADATA_FIELDS if old.get(f) != new.get(f))
         if new["version"] < old["version"]:
-            changes.append(ViewChange(name, "breaking", (f"version went back from {old['version']} to {new['version']}",)))
+            changes.append(
+                ViewChange(name, "breaking", (f"version went back from {old['version']} to {new['version']}",))
+            )
         elif new["version"] > old["version"]:
             changes.append(ViewChange(name, "version_bump", (f"v{old['version']} -> v{new['version']}", *contract)))
         elif contract:
@@ -331,7 +343,9 @@ def schema_mismatches(declared: Mapping[str, str], actual: Mapping[str, str]) ->
     problems = [f"missing column {c!r} ({t})" for c, t in declared.items() if c not in actual]
     problems += [f"undeclared column {c!r} ({t})" for c, t in actual.items() if c not in declared]
     problems += [
-        f"column {c!r} is {actual[c]}, declared {t}" for c, t in declared.items() if c in actual and actual[c].upper() != t
+        f"column {c!r} is {actual[c]}, declared {t}"
+        for c, t in declared.items()
+        if c in actual and actual[c].upper() != t
     ]
     if not problems and list(declared) != list(actual):
         problems.append(f"column order {list(actual)} differs from declared {list(declared)}")

@@ -46,14 +46,16 @@ def write_snapshot(path: str | Path, frame: pd.DataFrame, *, key: str, snapshot_
     for column in columns:
         if isinstance(out[column].dtype, pd.DatetimeTZDtype):
             out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    records = list(out[[key, *columns]].astype(object).where(out[[key, *columns]].notna(), None).itertuples(index=False, name=None))
+    records = list(
+        out[[key, *columns]].astype(object).where(out[[key, *columns]].notna(), None).itertuples(index=False, name=None)
+    )
     placeholders = ", ".join("?" * (len(columns) + 1))
     conn = _connect(path, readonly=False)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-            conn.execute(f'CREATE TABLE {TABLE} (entity_key TEXT PRIMARY KEY, {defs}) WITHOUT ROWID')
+            conn.execute(f"CREATE TABLE {TABLE} (entity_key TEXT PRIMARY KEY, {defs}) WITHOUT ROWID")
             conn.executemany(f"INSERT INTO {TABLE} VALUES ({placeholders})", records)
             conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v TEXT)")
             conn.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('snapshot_id', ?)", [snapshot_id])

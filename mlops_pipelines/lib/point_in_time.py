@@ -31,7 +31,7 @@ class RetrievalError(ValueError):
 def retrieval_sql(views: Sequence[FeatureView], entity_table: str, entity_columns: Sequence[str]) -> str:
     """One query: the entity rows in their original order, with every view's features as of each row's time."""
     selects = [f'_e."{c}"' for c in entity_columns]
-    ctes = [f'_e AS (SELECT *, row_number() OVER () AS _row FROM {entity_table})']
+    ctes = [f"_e AS (SELECT *, row_number() OVER () AS _row FROM {entity_table})"]
     joins: list[str] = []
     for i, view in enumerate(views):
         alias, prefix = f"_f{i}", f"_v{i}"
@@ -49,9 +49,7 @@ def retrieval_sql(views: Sequence[FeatureView], entity_table: str, entity_column
             ttl_us = int(view.ttl.total_seconds() * 1_000_000)
             fresh = f'{alias}."{prefix}_event" >= _e."{ENTITY_TIME}" - INTERVAL ({ttl_us}) MICROSECOND'
         selects += [f'CASE WHEN {fresh} THEN {alias}."{f}" END AS "{f}"' for f in view.features]
-    return (
-        f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM _e {' '.join(joins)} ORDER BY _e._row"
-    )
+    return f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM _e {' '.join(joins)} ORDER BY _e._row"
 
 
 def validate_request(entity_columns: Sequence[str], views: Sequence[FeatureView]) -> None:

@@ -108,7 +108,9 @@ def validate_bars(frame: pd.DataFrame, *, now: datetime | None = None) -> Valida
     accepted = pd.DataFrame(
         {
             "symbol": symbol[ok].astype(object),
-            "sector": (sector[ok].fillna("unknown").replace("", "unknown").astype(object) if sector is not None else "unknown"),
+            "sector": (
+                sector[ok].fillna("unknown").replace("", "unknown").astype(object) if sector is not None else "unknown"
+            ),
             "timestamp": timestamp[ok],
             **{c: numbers[c][ok] for c in NUMERIC_COLUMNS},
             "available_at": available[ok],

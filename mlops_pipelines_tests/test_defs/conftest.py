@@ -23,8 +23,15 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def run_job(definitions: dg.Definitions, instance: dg.DagsterInstance, name: str, *, tags: dict[str, str] | None = None,
-            run_config: dict | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+def run_job(
+    definitions: dg.Definitions,
+    instance: dg.DagsterInstance,
+    name: str,
+    *,
+    tags: dict[str, str] | None = None,
+    run_config: dict | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
     return definitions.resolve_job_def(name).execute_in_process(
         instance=instance, tags=tags or {}, run_config=run_config or {}, raise_on_error=raise_on_error
     )

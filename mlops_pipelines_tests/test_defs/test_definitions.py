@@ -16,7 +16,11 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         assert node.owners, key
         assert node.description, key
     cross = graph.get(dg.AssetKey(["features", "cross_sectional"]))
-    assert {k.to_user_string() for k in cross.parent_keys} == {"raw/market_bars", "features/returns", "features/volatility"}
+    assert {k.to_user_string() for k in cross.parent_keys} == {
+        "raw/market_bars",
+        "features/returns",
+        "features/volatility",
+    }
     assert graph.get(dg.AssetKey(["raw", "market_bars"])).partitions_def is not None
 
 

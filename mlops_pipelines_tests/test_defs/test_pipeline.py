@@ -54,7 +54,9 @@ def test_ingestion_validates_and_reruns_replace(definitions: dg.Definitions, ins
         assert warehouse.row_count(conn, "raw.quarantined_bars") == len(quarantined)
 
 
-def test_quarantine_ratio_check_blocks_above_threshold(definitions: dg.Definitions, instance: dg.DagsterInstance) -> None:
+def test_quarantine_ratio_check_blocks_above_threshold(
+    definitions: dg.Definitions, instance: dg.DagsterInstance
+) -> None:
     config = {"ops": {"market_bars": {"config": {"max_quarantine_ratio": 0.0}}}}
     result = run_job(definitions, instance, "ingestion_job", tags=DAY_RANGE, run_config=config, raise_on_error=False)
     evaluation = check_results(result)["market_bars_quarantine_ratio"]
@@ -72,16 +74,24 @@ def test_features_after_ingestion(definitions: dg.Definitions, instance: dg.Dags
     checks = check_results(result)
     for name in catalog.views:
         assert checks[f"{name}_declared_schema"].passed
-    materializations = {m.asset_key.to_user_string(): m.materialization.metadata
-                        for m in result.get_asset_materialization_events()}
+    materializations = {
+        m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()
+    }
     assert materializations["features/catalog"]["feature_graph_hash"].value == catalog.graph_hash()
     returns = materializations["features/returns"]
     assert returns["dagster/table_name"].value == "features.returns__v1"
-    assert [c.name for c in returns["dagster/column_schema"].value.columns][:4] == ["symbol", "event_ts", "created_ts", "ret_1h"]
+    assert [c.name for c in returns["dagster/column_schema"].value.columns][:4] == [
+        "symbol",
+        "event_ts",
+        "created_ts",
+        "ret_1h",
+    ]
 
     settings = Settings.from_env()
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
-        registry = conn.execute("SELECT name, row_count, dagster_run_id, feature_graph_hash FROM features.catalog").fetchall()
+        registry = conn.execute(
+            "SELECT name, row_count, dagster_run_id, feature_graph_hash FROM features.catalog"
+        ).fetchall()
         bars = warehouse.row_count(conn, "raw.market_bars")
     assert {r[0] for r in registry} == set(catalog.views)
     assert all(r[1] == bars and r[2] == result.run_id and r[3] == catalog.graph_hash() for r in registry)
@@ -105,37 +115,50 @@ def folder_definitions(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dg.De
     return defs()
 
 
-def test_folder_source_quarantines_bad_rows_with_file_and_line(folder_definitions: dg.Definitions,
-                                                               instance: dg.DagsterInstance, data_dir: Path) -> None:
-    write_csv(data_dir / "raw" / "a.csv", [
-        "AAA,2026-01-02T00:00:00Z,10,11,9,10.5,100,tech",
-        "AAA,2026-01-02T01:00:00Z,10,11,9,,100,tech",
-        "AAA,not-a-time,10,11,9,10,100,tech",
-        "BBB,2026-01-02T02:00:00+01:00,10,11,9,10.5,100,energy",  # 01:00 UTC
-    ])
+def test_folder_source_quarantines_bad_rows_with_file_and_line(
+    folder_definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    write_csv(
+        data_dir / "raw" / "a.csv",
+        [
+            "AAA,2026-01-02T00:00:00Z,10,11,9,10.5,100,tech",
+            "AAA,2026-01-02T01:00:00Z,10,11,9,,100,tech",
+            "AAA,not-a-time,10,11,9,10,100,tech",
+            "BBB,2026-01-02T02:00:00+01:00,10,11,9,10.5,100,energy",  # 01:00 UTC
+        ],
+    )
     tolerant = {"ops": {"market_bars": {"config": {"max_quarantine_ratio": 1.0}}}}
-    result = run_job(folder_definitions, instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"},
-                     run_config=tolerant)
+    result = run_job(
+        folder_definitions, instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"}, run_config=tolerant
+    )
     assert result.success
     with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
         accepted = conn.execute('SELECT symbol, "timestamp" FROM raw.market_bars ORDER BY ALL').fetchall()
         bad = conn.execute("SELECT source_row, reason, partition_key FROM raw.quarantined_bars ORDER BY 1").fetchall()
     assert [a[0] for a in accepted] == ["AAA", "BBB"]
-    assert bad == [(3, "close: missing or not a finite number", "2026-01-02"),
-                   (4, "timestamp: missing or unparseable", "__unparseable__")]
+    assert bad == [
+        (3, "close: missing or not a finite number", "2026-01-02"),
+        (4, "timestamp: missing or unparseable", "__unparseable__"),
+    ]
     # running the day again replaces both tables' rows for it, including the unparseable ones of that file
-    assert run_job(folder_definitions, instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"},
-                   run_config=tolerant).success
+    assert run_job(
+        folder_definitions, instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"}, run_config=tolerant
+    ).success
     with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
         assert warehouse.row_count(conn, "raw.quarantined_bars") == 2
 
 
-def test_folder_file_missing_a_column_fails_naming_it(folder_definitions: dg.Definitions,
-                                                     instance: dg.DagsterInstance, data_dir: Path) -> None:
-    write_csv(data_dir / "raw" / "broken.csv", ["AAA,2026-01-02T00:00:00Z,10,11,9,100"],
-              header="symbol,timestamp,open,high,low,volume")
-    result = run_job(folder_definitions, instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"},
-                     raise_on_error=False)
+def test_folder_file_missing_a_column_fails_naming_it(
+    folder_definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    write_csv(
+        data_dir / "raw" / "broken.csv",
+        ["AAA,2026-01-02T00:00:00Z,10,11,9,100"],
+        header="symbol,timestamp,open,high,low,volume",
+    )
+    result = run_job(
+        folder_definitions, instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"}, raise_on_error=False
+    )
     assert not result.success
     message = failure_messages(result)
     assert "broken.csv" in message and "missing required column 'close'" in message

@@ -11,8 +11,11 @@ from mlops_pipelines.resources import MarketDataSource
 
 
 def evaluate(raw_dir: Path, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"market_data": MarketDataSource(kind="folder", raw_dir=str(raw_dir))})
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"market_data": MarketDataSource(kind="folder", raw_dir=str(raw_dir))},
+    )
     result = raw_files_sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result

@@ -13,7 +13,9 @@ from mlops_pipelines.lib.point_in_time import get_historical_features
 from mlops_pipelines_tests.reference_impls import pandas_features
 
 
-def test_views_equal_the_pandas_reference(feature_warehouse: Path, small_bars: pd.DataFrame, catalog: FeatureCatalog) -> None:
+def test_views_equal_the_pandas_reference(
+    feature_warehouse: Path, small_bars: pd.DataFrame, catalog: FeatureCatalog
+) -> None:
     expected = pandas_features(small_bars, {n: v.availability_lag for n, v in catalog.views.items()})
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         for name, view in catalog.views.items():
@@ -25,8 +27,14 @@ def test_views_equal_the_pandas_reference(feature_warehouse: Path, small_bars: p
                 if got[feature].dtype == object:
                     assert (got[feature] == exp[feature]).all(), feature
                     continue
-                np.testing.assert_allclose(got[feature].astype(float), exp[feature].astype(float),
-                                           rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=f"{name}.{feature}")
+                np.testing.assert_allclose(
+                    got[feature].astype(float),
+                    exp[feature].astype(float),
+                    rtol=1e-9,
+                    atol=1e-12,
+                    equal_nan=True,
+                    err_msg=f"{name}.{feature}",
+                )
                 assert got[feature].notna().mean() >= 0.5, f"{name}.{feature} is mostly NULL"
 
 
@@ -53,7 +61,11 @@ def test_missing_upstream_is_a_clear_error(tmp_path: Path, catalog: FeatureCatal
 
 def test_new_version_keeps_the_old_one_readable(feature_warehouse: Path, catalog: FeatureCatalog) -> None:
     v2 = FeatureView.model_validate(
-        {**RETURNS.model_dump(by_alias=True), "version": 2, "sql": RETURNS.sql.replace("lag(close, 4)", "lag(close, 8)")}
+        {
+            **RETURNS.model_dump(by_alias=True),
+            "version": 2,
+            "sql": RETURNS.sql.replace("lag(close, 4)", "lag(close, 8)"),
+        }
     )
     catalog_v2 = FeatureCatalog.from_views([v2 if v.name == "returns" else v for v in FEATURE_VIEWS])
     with warehouse.connect(feature_warehouse) as conn:
@@ -62,20 +74,22 @@ def test_new_version_keeps_the_old_one_readable(feature_warehouse: Path, catalog
             feature_store.materialize_view(conn, catalog_v2, name)
         feature_store.write_registry(conn, catalog_v2, run_id="run-2")
         history = feature_store.registry_versions(conn, "returns")
-        assert history[["version", "is_current", "dagster_run_id"]].values.tolist() == [[2, True, "run-2"], [1, False, "run-1"]]
+        assert history[["version", "is_current", "dagster_run_id"]].values.tolist() == [
+            [2, True, "run-2"],
+            [1, False, "run-1"],
+        ]
         assert history["feature_graph_hash"].nunique() == 2
-        assert warehouse.table_exists(conn, "features.returns__v1") and warehouse.table_exists(conn, "features.returns__v2")
+        assert warehouse.table_exists(conn, "features.returns__v1") and warehouse.table_exists(
+            conn, "features.returns__v2"
+        )
 
         old, new = feature_store.resolve_view_refs(conn, catalog_v2, ["returns@1", "returns"])
         assert (old.table, new.table) == ("features.returns__v1", "features.returns__v2")
         # as of the moment each row became available, retrieval returns exactly that row
-        entities = conn.execute(
-            "SELECT symbol, created_ts AS event_timestamp FROM features.returns__v1 ORDER BY event_ts DESC, symbol LIMIT 5"
-        ).fetchdf()
+        latest_five = "FROM features.returns__v1 ORDER BY event_ts DESC, symbol LIMIT 5"
+        entities = conn.execute(f"SELECT symbol, created_ts AS event_timestamp {latest_five}").fetchdf()
         got_old = get_historical_features(conn, entities, [old])
-        direct = conn.execute(
-            "SELECT ret_4h FROM features.returns__v1 ORDER BY event_ts DESC, symbol LIMIT 5"
-        ).fetchdf()["ret_4h"]
+        direct = conn.execute(f"SELECT ret_4h {latest_five}").fetchdf()["ret_4h"]
         np.testing.assert_allclose(got_old["ret_4h"], direct)
         with pytest.raises(LookupError, match=r"registered versions: \[1, 2\]"):
             feature_store.resolve_view_refs(conn, catalog_v2, ["returns@7"])
@@ -83,8 +97,9 @@ def test_new_version_keeps_the_old_one_readable(feature_warehouse: Path, catalog
     assert ("features.returns__v2", "features.cross_sectional__v1") in lineage
 
 
-def test_latest_vectors_take_the_last_bar_of_every_symbol(feature_warehouse: Path, catalog: FeatureCatalog,
-                                                          small_bars: pd.DataFrame) -> None:
+def test_latest_vectors_take_the_last_bar_of_every_symbol(
+    feature_warehouse: Path, catalog: FeatureCatalog, small_bars: pd.DataFrame
+) -> None:
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         vectors = feature_store.latest_vectors(conn, catalog)
         last = conn.execute(

@@ -80,7 +80,9 @@ def test_upstream_version_bump_changes_downstream_contract() -> None:
 def test_cycle_is_rejected_naming_the_views() -> None:
     a = edit(RETURNS, depends_on=("volatility",), sql="SELECT * FROM {{ volatility }}")
     b = edit(VOLATILITY, depends_on=("returns",), sql="SELECT * FROM {{ returns }}")
-    with pytest.raises(FeatureGraphError, match=r"cycle: (returns -> volatility -> returns|volatility -> returns -> volatility)"):
+    with pytest.raises(
+        FeatureGraphError, match=r"cycle: (returns -> volatility -> returns|volatility -> returns -> volatility)"
+    ):
         catalog_with(a, b)
 
 
@@ -146,8 +148,11 @@ def test_diff_flags_ttl_and_entity_changes(field: str) -> None:
 
 def test_removed_and_added_views() -> None:
     locked = lock_of(catalog_with())
-    extra = edit(RETURNS, name="returns_fast", schema={**{k: v for k, v in RETURNS.schema_.items()
-                                                          if not k.startswith("ret_")}, "ret_fast": "DOUBLE"})
+    extra = edit(
+        RETURNS,
+        name="returns_fast",
+        schema={**{k: v for k, v in RETURNS.schema_.items() if not k.startswith("ret_")}, "ret_fast": "DOUBLE"},
+    )
     changes = {c.view: c.kind for c in diff_lock(locked, lock_of(catalog_with(extra)))}
     assert changes["returns_fast"] == "added"
     reduced = FeatureCatalog.from_views([v for v in FEATURE_VIEWS if v.name != "oscillators"])

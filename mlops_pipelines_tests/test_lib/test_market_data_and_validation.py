@@ -58,8 +58,15 @@ def test_unsupported_file_type(tmp_path: Path) -> None:
         read_source_file(path)
 
 
-GOOD = {"symbol": "AAA", "timestamp": "2026-01-01T00:00:00Z", "open": "10", "high": "11", "low": "9", "close": "10.5",
-        "volume": "100"}
+GOOD = {
+    "symbol": "AAA",
+    "timestamp": "2026-01-01T00:00:00Z",
+    "open": "10",
+    "high": "11",
+    "low": "9",
+    "close": "10.5",
+    "volume": "100",
+}
 
 
 @pytest.mark.parametrize(
@@ -111,7 +118,10 @@ def test_several_reasons_are_all_reported() -> None:
 
 def test_timestamps_with_offsets_convert_to_utc_and_naive_ones_are_utc() -> None:
     frame = pd.DataFrame(
-        [{**GOOD, "timestamp": "2026-01-01T02:00:00+02:00"}, {**GOOD, "symbol": "BBB", "timestamp": "2026-01-01 00:00:00"}]
+        [
+            {**GOOD, "timestamp": "2026-01-01T02:00:00+02:00"},
+            {**GOOD, "symbol": "BBB", "timestamp": "2026-01-01 00:00:00"},
+        ]
     ).assign(source_file="f.csv")
     accepted = validate_bars(frame).accepted
     assert accepted["timestamp"].tolist() == [pd.Timestamp("2026-01-01", tz="UTC")] * 2

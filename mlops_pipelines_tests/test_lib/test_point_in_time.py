@@ -83,7 +83,9 @@ def test_matches_naive_reference_on_random_data(tmp_path: Path, seed: int, ttl: 
     assert len(got) == len(entities)
     assert got["symbol"].tolist() == entities["symbol"].tolist()  # order and multiplicity kept
     np.testing.assert_array_equal(got["label"].to_numpy(), entities["label"].to_numpy())
-    np.testing.assert_allclose(got["pit_x"].to_numpy(dtype=float), expected["pit_x"].to_numpy(dtype=float), equal_nan=True)
+    np.testing.assert_allclose(
+        got["pit_x"].to_numpy(dtype=float), expected["pit_x"].to_numpy(dtype=float), equal_nan=True
+    )
     assert got["pit_x"].notna().any() and got["pit_x"].isna().any()  # the case exercises both outcomes
 
 

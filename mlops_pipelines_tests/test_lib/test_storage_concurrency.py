@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def spawn(code: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(path: Path, timeout: float = 30.0) -> None:
@@ -63,9 +64,11 @@ def test_writer_waits_for_another_process_lock(tmp_path: Path) -> None:
             time.sleep(2.0)
     """)
     wait_for(held)
-    with pytest.raises(warehouse.WarehouseLockTimeout, match="stayed locked"):
-        with warehouse.connect(db, lock_timeout_s=0.3):
-            pass
+    with (
+        pytest.raises(warehouse.WarehouseLockTimeout, match="stayed locked"),
+        warehouse.connect(db, lock_timeout_s=0.3),
+    ):
+        pass
     start = time.monotonic()
     with warehouse.connect(db, lock_timeout_s=30) as conn:
         conn.execute("CREATE TABLE raw.after AS SELECT 1 AS x")

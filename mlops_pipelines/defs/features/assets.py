@@ -61,7 +61,8 @@ def build_view_asset(catalog: FeatureCatalog, view: FeatureView) -> dg.AssetsDef
             problems = feature_store.check_view_schema(conn, view)
             preview = conn.execute(f"SELECT * FROM {view.table} ORDER BY event_ts DESC LIMIT 5").fetchdf()
             nulls = conn.execute(
-                "SELECT " + ", ".join(f'avg(CASE WHEN "{f}" IS NULL THEN 1 ELSE 0 END) AS "{f}"' for f in view.features)
+                "SELECT "
+                + ", ".join(f'avg(CASE WHEN "{f}" IS NULL THEN 1 ELSE 0 END) AS "{f}"' for f in view.features)
                 + f" FROM {view.table}"
             ).fetchdf()
         context.log.info(f"{view.table}: {stats.row_count} rows")

@@ -6,8 +6,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mlops_pipelines.lib.warehouse import replace_rows, table_schema
 from mlops_pipelines.lib.validation import QUARANTINE_COLUMNS, UNPARSEABLE_PARTITION, validate_bars
+from mlops_pipelines.lib.warehouse import replace_rows, table_schema
 from mlops_pipelines.partitions import MARKET_DAYS, WAREHOUSE_POOL
 from mlops_pipelines.resources import MarketDataSource, WarehouseResource
 

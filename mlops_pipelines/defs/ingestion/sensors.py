@@ -5,8 +5,6 @@ from pathlib import Path
 
 import dagster as dg
 
-import pandas as pd
-
 from mlops_pipelines.lib.market_data import file_digest, read_source_file
 from mlops_pipelines.lib.validation import parse_utc
 from mlops_pipelines.partitions import MARKET_DAYS

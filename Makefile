@@ -1,0 +1,42 @@
+# The two commands: `make demo` (runs the main job on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+
+.PHONY: demo test ui lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on the local instance
+	$(BIN)/mlops demo
+
+test: $(STAMP)  ## the full test suite
+	$(BIN)/pytest -n 2
+
+ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pyright
+	$(BIN)/dg check defs
+	$(BIN)/mlops features diff
+
+bench: $(STAMP)  ## every benchmark, each printing its ratio against a baseline measured in the same run
+	$(BIN)/pip install --quiet -e '.[bench]'
+	for b in bench_features bench_point_in_time bench_online_store; do $(BIN)/python -m benchmarks.$$b || exit 1; done
+
+clean:
+	rm -rf data/dagster_home data/*.duckdb* data/*.sqlite* data/mlflow
