@@ -85,7 +85,7 @@ def features_show(name: str) -> None:
             for row in history.itertuples():
                 versions.add_row(
                     str(row.version),
-                    row.table_name,
+                    str(row.table_name),
                     str(row.row_count),
                     str(row.first_event_ts),
                     str(row.last_event_ts),

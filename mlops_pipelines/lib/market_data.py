@@ -85,7 +85,7 @@ def generate_bars(config: SyntheticMarketConfig, start: datetime, end: datetime)
     drift = np.zeros((n_steps, 1))
     volume_level = np.ones((n_steps, 1))
     if config.regime_shift_at is not None:
-        after = np.asarray(times >= config.regime_shift_at)[:, None]
+        after = np.asarray(times >= pd.Timestamp(config.regime_shift_at))[:, None]
         vol = np.where(after, vol * config.shift_vol_multiplier, vol)
         drift = np.where(after, config.shift_drift_hourly, 0.0)
         volume_level = np.where(after, config.shift_volume_multiplier, 1.0)
@@ -149,7 +149,9 @@ def _inject_bad_rows(frame: pd.DataFrame, rate: float, seed: int) -> pd.DataFram
     frame = frame.copy()
     # Decide per bar from a hash of (seed, symbol, timestamp): independent of the generated window.
     keys = frame["symbol"].astype(str) + "|" + frame["timestamp"].astype(str) + f"|{seed}"
-    u = keys.map(lambda k: int(hashlib.blake2b(k.encode(), digest_size=4).hexdigest(), 16) / 2**32)
+    u = pd.Series(
+        [int(hashlib.blake2b(k.encode(), digest_size=4).hexdigest(), 16) / 2**32 for k in keys], index=frame.index
+    )
     bad = (u < rate).to_numpy()
     kind = (u * 1e6).astype(int).to_numpy() % 3
     frame.loc[bad & (kind == 0), "close"] = np.nan
