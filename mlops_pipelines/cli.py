@@ -79,19 +79,19 @@ def features_show(name: str) -> None:
         with warehouse.connect(path, read_only=True) as conn:
             history = feature_store.registry_versions(conn, name)
         if len(history):
-            versions = Table(
-                "version", "table", "rows", "first event", "last event", "registered", "current", title="versions"
-            )
-            for row in history.itertuples():
-                versions.add_row(
-                    str(row.version),
-                    str(row.table_name),
-                    str(row.row_count),
-                    str(row.first_event_ts),
-                    str(row.last_event_ts),
-                    str(row.registered_at),
-                    str(row.is_current),
-                )
+            columns = [
+                "version",
+                "table_name",
+                "row_count",
+                "first_event_ts",
+                "last_event_ts",
+                "registered_at",
+                "dagster_run_id",
+                "is_current",
+            ]
+            versions = Table(*columns, title="registered versions")
+            for row in history[columns].itertuples(index=False):
+                versions.add_row(*(str(value) for value in row))
             console.print(versions)
 
 
