@@ -187,6 +187,7 @@ def demo(
     steps = [
         ("ingestion_job", {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}),
         ("features_job", {}),
+        ("training_job", {}),
     ]
     for job_name, tags in steps:
         console.print(f"[bold]running {job_name}[/bold] {tags or ''}")

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from mlops_pipelines.lib import market_data, warehouse
 from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
+from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.lib.validation import parse_utc
 
 
@@ -87,3 +88,18 @@ class OnlineStoreResource(dg.ConfigurableResource):
 def _utc(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and registry at explicit URIs (local default: SQLite under data/mlflow)."""
+
+    tracking_uri: str = Field(description="MLflow tracking URI (sqlite:///... or http://...); never a file store.")
+    registry_uri: str = Field(description="MLflow registry URI; usually the tracking URI.")
+    artifact_root: str = Field(description="Artifact location for new experiments.")
+
+    def tracking(self) -> Tracking:
+        return Tracking(self.tracking_uri, self.registry_uri, self.artifact_root)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """Where an operator opens the run (the MLflow UI on its default local port)."""
+        return f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"

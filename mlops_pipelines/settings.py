@@ -12,8 +12,13 @@
 | MLOPS_SYNTHETIC_SYMBOLS | 24 | synthetic market size |
 | MLOPS_SYNTHETIC_SEED | 7 | synthetic market seed |
 | MLOPS_REGIME_SHIFT_AT | 2026-02-20 | synthetic regime shift (UTC); empty for none |
+| MLOPS_MLFLOW_TRACKING_URI | sqlite:///$MLOPS_DATA_DIR/mlflow/mlflow.db | MLflow tracking store |
+| MLOPS_MLFLOW_REGISTRY_URI | the tracking URI | MLflow model registry |
+| MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | where new experiments store artifacts |
+| MLOPS_ACTOR | the OS user | identity recorded in the audit log by the CLI |
 """
 
+import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,9 @@ class Settings:
     synthetic_symbols: int
     synthetic_seed: int
     regime_shift_at: str | None
+    mlflow_tracking_uri: str
+    mlflow_registry_uri: str
+    mlflow_artifact_root: str
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -40,6 +48,7 @@ class Settings:
         env = os.environ.get("MLOPS_ENV", "local")
         if env not in ("local", "production"):
             raise ValueError(f"MLOPS_ENV must be 'local' or 'production', got {env!r}")
+        tracking = os.environ.get("MLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
         return cls(
             env=env,
             data_dir=data_dir,
@@ -51,4 +60,12 @@ class Settings:
             synthetic_symbols=int(os.environ.get("MLOPS_SYNTHETIC_SYMBOLS", "24")),
             synthetic_seed=int(os.environ.get("MLOPS_SYNTHETIC_SEED", "7")),
             regime_shift_at=os.environ.get("MLOPS_REGIME_SHIFT_AT", "2026-02-20") or None,
+            mlflow_tracking_uri=tracking,
+            mlflow_registry_uri=os.environ.get("MLOPS_MLFLOW_REGISTRY_URI", tracking),
+            mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", str(data_dir / "mlflow" / "artifacts")),
         )
+
+
+def current_actor() -> str:
+    """Who is acting (recorded in the audit log): MLOPS_ACTOR, else the OS user."""
+    return os.environ.get("MLOPS_ACTOR") or getpass.getuser()

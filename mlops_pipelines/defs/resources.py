@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_pipelines.resources import MarketDataSource, OnlineStoreResource, WarehouseResource
+from mlops_pipelines.resources import MarketDataSource, MlflowResource, OnlineStoreResource, WarehouseResource
 from mlops_pipelines.settings import Settings
 
 
@@ -20,6 +20,11 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             regime_shift_at=settings.regime_shift_at,
         ),
         "online_store": OnlineStoreResource(path=str(settings.online_store_path)),
+        "mlflow": MlflowResource(
+            tracking_uri=settings.mlflow_tracking_uri,
+            registry_uri=settings.mlflow_registry_uri,
+            artifact_root=settings.mlflow_artifact_root,
+        ),
     }
 
 

@@ -1,0 +1,170 @@
+"""Training sets, training runs (MLflow + registry) and the promotion gate, one set of assets per model spec."""
+
+import base64
+
+import dagster as dg
+from mlflow.exceptions import MlflowException
+
+from mlops_pipelines.catalog.feature_views import load_catalog
+from mlops_pipelines.catalog.models import load_model_specs
+from mlops_pipelines.catalog.policies import load_promotion_policy
+from mlops_pipelines.lib import datasets, policy
+from mlops_pipelines.lib.lifecycle import Lifecycle
+from mlops_pipelines.lib.model_specs import ModelSpec
+from mlops_pipelines.lib.training_run import train_and_register
+from mlops_pipelines.partitions import WAREHOUSE_POOL
+from mlops_pipelines.resources import MlflowResource, WarehouseResource
+
+CATALOG = load_catalog()
+SPECS = load_model_specs()
+PIPELINE_ACTOR = "pipeline:dagster"
+
+
+def dataset_key(spec: ModelSpec) -> dg.AssetKey:
+    return dg.AssetKey(["training", f"{spec.name}_dataset"])
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=dataset_key(spec),
+        deps=[dg.AssetKey(["raw", "market_bars"]), *(dg.AssetKey(["features", v]) for v in spec.feature_views)],
+        owners=[spec.owner],
+        kinds={"duckdb", "pandas"},
+        pool=WAREHOUSE_POOL,
+        description=(
+            f"Point-in-time training set of {spec.name}: label `{spec.label.kind}` over {spec.label.horizon_hours}h, "
+            f"features of {', '.join(f'{k}@{v}' for k, v in spec.feature_views.items())} as of each decision, "
+            "time-ordered train/validation/test with purged boundaries. Table "
+            f"training.{spec.name}_dataset; every version kept as training.dataset_<id>."
+        ),
+    )
+    def _dataset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        with warehouse.connect() as conn:
+            data = datasets.build_training_set(conn, spec, CATALOG)
+            dataset_id = datasets.store_training_set(conn, spec, data, run_id=context.run_id)
+        frame = data.frame
+        counts = frame["split"].value_counts()
+        return dg.MaterializeResult(
+            metadata={
+                "dataset_hash": data.dataset_hash,
+                "dataset_id": dataset_id,
+                "dagster/row_count": len(frame),
+                "dagster/table_name": f"training.{spec.name}_dataset",
+                **{f"{split}_rows": int(counts.get(split, 0)) for split in datasets.SPLITS},
+                "label_mean": float(frame["label"].mean()),
+                "first_decision": str(frame["event_timestamp"].min()),
+                "last_decision": str(frame["event_timestamp"].max()),
+                "features": dg.MetadataValue.json(data.features),
+            }
+        )
+
+    return _dataset
+
+
+def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=spec.name,
+        deps=[dataset_key(spec)],
+        owners=[spec.owner],
+        kinds={"lightgbm", "mlflow"},
+        pool=WAREHOUSE_POOL,
+        description=(
+            f"{' '.join(spec.description.split())} One MLflow run per materialization (params, metrics, the "
+            "LightGBM model in its native format, manifest.json, model card, feature importance) and a new "
+            "registered model version in state TRAINED."
+        ),
+    )
+    def _model(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
+    ) -> dg.MaterializeResult:
+        tracking = mlflow.tracking()
+        with warehouse.connect() as conn:
+            data = datasets.load_training_set(conn, spec)
+        outcome = train_and_register(
+            spec,
+            data,
+            CATALOG,
+            tracking,
+            warehouse.connect,
+            actor=PIPELINE_ACTOR,
+            dagster_run_id=context.run_id,
+            asset_key=spec.name,
+        )
+        run = tracking.client().get_run(outcome.run_id)
+        return dg.MaterializeResult(
+            metadata={
+                **{name: float(value) for name, value in outcome.model.metrics.items()},
+                "model_name": spec.name,
+                "model_version": outcome.version,
+                "mlflow_run_id": outcome.run_id,
+                "mlflow_run": dg.MetadataValue.url(mlflow.run_url(run.info.experiment_id, outcome.run_id)),
+                "dataset_hash": data.dataset_hash,
+                "feature_graph_hash": outcome.manifest["feature_graph_hash"],
+                "artifact_sha256": outcome.manifest["artifact_sha256"],
+                "feature_importance": dg.MetadataValue.md(png_markdown(outcome.importance_png, "feature importance")),
+                "model_card": dg.MetadataValue.md(outcome.model_card),
+            }
+        )
+
+    return _model
+
+
+def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=f"{spec.name}_promotion",
+        deps=[dg.AssetKey(spec.name)],
+        owners=[spec.owner],
+        kinds={"mlflow"},
+        pool=WAREHOUSE_POOL,
+        description=(
+            f"The promotion gate of {spec.name}: the newest version's held-out metrics against "
+            "catalog/promotion_policy.yaml. Pass: TRAINED -> VALIDATED -> STAGING (awaiting a four-eyes approval "
+            "for PRODUCTION). Fail: stays TRAINED, with the failed thresholds in the audit log."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                f"{spec.name}_lifecycle_consistent",
+                asset=f"{spec.name}_promotion",
+                description="MLflow states and aliases agree with the audit log.",
+            )
+        ],
+    )
+    def _promotion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource):
+        promotion_policy = load_promotion_policy()
+        client = mlflow.tracking().client()
+        with warehouse.connect() as conn:
+            lifecycle = Lifecycle(client, conn)
+            versions = lifecycle.versions(spec.name)
+            if not versions:
+                raise MlflowException(f"{spec.name} has no registered version; materialize {spec.name} first")
+            newest = versions[-1]
+            metrics = dict(client.get_run(newest.run_id).data.metrics) if newest.run_id else {}
+            metrics["drift_severity"] = "NORMAL"  # replaced by monitoring.model_drift_reports once drift runs
+            result = policy.evaluate(promotion_policy, model=spec.name, strategy=spec.strategy, metrics=metrics)
+            state = lifecycle.gate(spec.name, newest.version, result, actor=PIPELINE_ACTOR)
+            problems = lifecycle.consistency_problems(spec.name)
+        table = "| threshold | limit | observed | passed |\n|---|---|---|---|\n" + "\n".join(
+            f"| {c.name} | {c.threshold} | {c.observed} | {'yes' if c.passed else 'NO'} |" for c in result.checks
+        )
+        context.log.info(f"{spec.name} v{newest.version}: policy {'passed' if result.passed else 'failed'} -> {state}")
+        yield dg.MaterializeResult(
+            metadata={
+                "model_version": newest.version,
+                "lifecycle_state": state,
+                "policy_passed": result.passed,
+                "policy_hash": result.policy_hash,
+                "policy_evaluation": dg.MetadataValue.md(table),
+            }
+        )
+        yield dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
+
+    return _promotion
+
+
+training_assets = [
+    build(spec) for spec in SPECS.values() for build in (build_dataset_asset, build_model_asset, build_promotion_asset)
+]

@@ -1,0 +1,92 @@
+"""Training and the operator jobs of the model lifecycle (launchable from the UI launchpad with typed config)."""
+
+import dagster as dg
+from pydantic import Field
+
+from mlops_pipelines.lib.lifecycle import Lifecycle
+from mlops_pipelines.partitions import WAREHOUSE_POOL
+from mlops_pipelines.resources import MlflowResource, WarehouseResource
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("training"),
+    description="Build training sets, train every model, register versions and apply the promotion gate.",
+)
+
+
+class LifecycleRequest(dg.Config):
+    model: str = Field(description="Registered model name, e.g. direction_classifier.")
+    actor: str = Field(description="Who performs this action (recorded in the audit log).")
+    reason: str = Field(default="", description="Why; recorded in the audit log.")
+
+
+class VersionRequest(LifecycleRequest):
+    version: str = Field(description="Model version number.")
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def approve_model(
+    context: dg.OpExecutionContext, config: VersionRequest, warehouse: WarehouseResource, mlflow: MlflowResource
+) -> None:
+    """Record an approval of a STAGING version (the approver must not be its trainer)."""
+    with warehouse.connect() as conn:
+        Lifecycle(mlflow.tracking().client(), conn).approve(
+            config.model, config.version, approver=config.actor, comment=config.reason
+        )
+    context.log.info(f"{config.actor} approved {config.model} v{config.version}")
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def promote_model(
+    context: dg.OpExecutionContext, config: VersionRequest, warehouse: WarehouseResource, mlflow: MlflowResource
+) -> None:
+    """STAGING -> PRODUCTION (needs a four-eyes approval); the previous production version steps back."""
+    with warehouse.connect() as conn:
+        previous = Lifecycle(mlflow.tracking().client(), conn).promote_to_production(
+            config.model, config.version, actor=config.actor, reason=config.reason or "promoted by operator"
+        )
+    context.log.info(f"{config.model} v{config.version} is in PRODUCTION (previous: {previous})")
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def rollback_model(
+    context: dg.OpExecutionContext, config: LifecycleRequest, warehouse: WarehouseResource, mlflow: MlflowResource
+) -> None:
+    """Put the previous production version back."""
+    with warehouse.connect() as conn:
+        restored = Lifecycle(mlflow.tracking().client(), conn).rollback(
+            config.model, actor=config.actor, reason=config.reason or "rollback by operator"
+        )
+    context.log.info(f"{config.model}: v{restored} restored to PRODUCTION")
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def retire_model(
+    context: dg.OpExecutionContext, config: VersionRequest, warehouse: WarehouseResource, mlflow: MlflowResource
+) -> None:
+    """PRODUCTION -> RETIRED; every artifact is kept."""
+    with warehouse.connect() as conn:
+        Lifecycle(mlflow.tracking().client(), conn).retire(
+            config.model, config.version, actor=config.actor, reason=config.reason or "retired by operator"
+        )
+    context.log.info(f"{config.model} v{config.version} retired")
+
+
+@dg.job(description="Approve a STAGING model version (four-eyes: not its trainer).")
+def approve_model_job() -> None:
+    approve_model()
+
+
+@dg.job(description="Promote an approved STAGING version to PRODUCTION.")
+def promote_model_job() -> None:
+    promote_model()
+
+
+@dg.job(description="Roll a model back to its previous PRODUCTION version.")
+def rollback_model_job() -> None:
+    rollback_model()
+
+
+@dg.job(description="Retire a PRODUCTION version (artifacts are kept).")
+def retire_model_job() -> None:
+    retire_model()

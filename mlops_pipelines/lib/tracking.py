@@ -1,0 +1,167 @@
+"""The one MLflow adapter: explicit tracking and registry URIs, one run per training, ended in ``finally``.
+
+Why not dagster-mlflow: its resource and ``end_mlflow_on_run_finished`` hook are a beta, op-oriented
+integration that drives MLflow's process-global fluent state from environment variables and ends runs from a
+hook (dagster#21872), which does not fit one MLflow run per asset materialization with a status that reflects
+that step. We use ``MlflowClient`` with URIs passed explicitly everywhere (RELIABILITY #6).
+"""
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import mlflow
+import mlflow.lightgbm
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Run, RunStatus
+from mlflow.models import infer_signature
+
+MODEL_FILE = "model.lgb"
+
+
+class TrackingConfigError(ValueError):
+    """A tracking or registry URI that would lose runs (empty, or the deprecated file store)."""
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """A model artifact's sha256 differs from the value recorded at registration."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    model_uri: str
+    model_id: str
+    artifact_sha256: str
+
+
+class Tracking:
+    """MLflow tracking + registry at explicit URIs."""
+
+    def __init__(self, tracking_uri: str, registry_uri: str, artifact_root: str) -> None:
+        for label, uri in (("tracking", tracking_uri), ("registry", registry_uri)):
+            if not uri:
+                raise TrackingConfigError(f"MLflow {label} URI is empty; set it explicitly")
+            if uri.startswith("file:") or "://" not in uri:
+                raise TrackingConfigError(
+                    f"MLflow {label} URI {uri!r} is a file store (deprecated, no registry); use sqlite:/// or a server"
+                )
+        self.tracking_uri, self.registry_uri, self.artifact_root = tracking_uri, registry_uri, artifact_root
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def experiment_id(self, name: str) -> str:
+        client = self.client()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root).resolve().as_uri()
+        return client.create_experiment(name, artifact_location=f"{location}/{name}")
+
+    @contextmanager
+    def run(self, experiment: str, *, run_name: str, tags: dict[str, str]) -> Iterator[Run]:
+        """One MLflow run; FINISHED on success, FAILED (and re-raised) on any exception."""
+        client = self.client()
+        run = client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
+        status = RunStatus.to_string(RunStatus.FAILED)
+        try:
+            yield run
+            status = RunStatus.to_string(RunStatus.FINISHED)
+        finally:
+            client.set_terminated(run.info.run_id, status=status)
+
+    @contextmanager
+    def _fluent(self, run_id: str) -> Iterator[None]:
+        """MLflow's model and dataset logging only has a fluent API: point it at our URIs and our run."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        with mlflow.start_run(run_id=run_id):
+            yield
+
+    def log_booster(self, run_id: str, booster: lgb.Booster, example: pd.DataFrame) -> LoggedModel:
+        """Log a LightGBM booster in its native text format (no pickle) with signature and input example."""
+        signature = infer_signature(example, booster.predict(example))
+        with self._fluent(run_id):
+            info = mlflow.lightgbm.log_model(
+                booster,
+                name="model",
+                signature=signature,
+                input_example=example,
+                # explicit requirements: inferring them imports and probes the environment (seconds per run)
+                pip_requirements=[f"lightgbm=={lgb.__version__}", f"mlflow=={mlflow.__version__}"],
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=info.model_uri, dst_path=tmp, tracking_uri=self.tracking_uri
+                )
+            )
+            sha = file_sha256(local / MODEL_FILE)
+        return LoggedModel(model_uri=info.model_uri, model_id=info.model_id, artifact_sha256=sha)
+
+    def log_dataset(self, run_id: str, frame: pd.DataFrame, *, name: str, digest: str, table: str) -> None:
+        """The run's dataset input: schema, profile and our full-content hash (MLflow keeps 36 characters)."""
+        with self._fluent(run_id):
+            dataset = mlflow.data.from_pandas(frame, name=name, targets="label", digest=digest[:36])
+            mlflow.log_input(dataset, context="training", tags={"table": table, "dataset_hash": digest})
+
+    def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
+        self.client().log_text(run_id, json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
+
+    def load_verified_booster(self, source: str, expected_sha256: str) -> lgb.Booster:
+        """Download a registered model, check its sha256, then load the native file (never a pickle)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri)
+            )
+            actual = file_sha256(local / MODEL_FILE)
+            if actual != expected_sha256:
+                raise ArtifactIntegrityError(
+                    f"{source}/{MODEL_FILE} has sha256 {actual}, but {expected_sha256} was recorded at registration"
+                )
+            return lgb.Booster(model_file=str(local / MODEL_FILE))
+
+
+def git_commit(repo: Path) -> str:
+    head = repo / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref_path = repo / ".git" / ref[5:]
+            if ref_path.exists():
+                return ref_path.read_text().strip()
+            packed = (repo / ".git" / "packed-refs").read_text().splitlines()
+            return next(line.split()[0] for line in packed if line.endswith(ref[5:]))
+        return ref
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def package_versions(
+    names: tuple[str, ...] = ("dagster", "duckdb", "lightgbm", "mlflow", "numpy", "pandas"),
+) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
