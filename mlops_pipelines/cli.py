@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlops_pipelines.catalog.feature_views import load_catalog
+from mlops_pipelines.cli_models import datasets_app, deployments_app, experiments_app, models_app
 from mlops_pipelines.lib import feature_store, warehouse
 from mlops_pipelines.lib.feature_views import FeatureGraphError, diff_lock
 from mlops_pipelines.lib.online_store import OnlineStoreReader
@@ -26,6 +27,10 @@ features_app = typer.Typer(
     help="The feature catalog: list, show, hash, lock, diff, retrieve, lookup, docs.", no_args_is_help=True
 )
 app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
+app.add_typer(experiments_app, name="experiments")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(deployments_app, name="deployments")
 console = Console()
 LOCK_PATH = REPO_ROOT / "mlops_pipelines" / "catalog" / "feature_lock.json"
 DOCS_PATH = REPO_ROOT / "docs" / "feature_catalog.md"

@@ -122,21 +122,20 @@ class FeatureView(BaseModel):
 
 
 def indexed_select(view: FeatureView, body_sql: str) -> str:
-    """``body_sql``'s declared columns plus ``__visible_from`` (see the module docstring), ordered by key and time."""
+    """``body_sql``'s declared columns plus ``__visible_from`` (lib/point_in_time.py explains it).
+
+    A row is dominated when some row of the same key that is later in (event time, created time) order becomes
+    visible no later than it does; ``__visible_from`` is NULL for those and ``max(event, created)`` otherwise.
+    """
     keys = ", ".join(f'"{k}"' for k in view.entities)
     e, c = f'"{view.event_time}"', f'"{view.created_time}"'
     columns = ", ".join(f'"{col}"' for col in view.schema_)
     return f"""
-        SELECT {columns}, CASE WHEN _keep THEN _visible END AS "{VISIBLE_FROM}"
-        FROM (
-            SELECT *,
-                   {e} >= max({e}) OVER _w
-                   AND lead(_visible) OVER _w IS DISTINCT FROM _visible AS _keep
-            FROM (SELECT *, greatest({e}, {c}) AS _visible FROM ({body_sql}) AS _body) AS _rows
-            WINDOW _w AS (PARTITION BY {keys} ORDER BY _visible, {e}, {c}
-                          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-        ) AS _indexed
-        ORDER BY {keys}, {e}, {c}
+        SELECT {columns},
+               CASE WHEN _visible < coalesce(min(_visible) OVER _later, 'infinity'::TIMESTAMPTZ)
+                    THEN _visible END AS "{VISIBLE_FROM}"
+        FROM (SELECT *, greatest({e}, {c}) AS _visible FROM ({body_sql}) AS _body) AS _rows
+        WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
     """
 
 

@@ -124,7 +124,7 @@ class Lifecycle:
 
     def alias_version(self, model: str, alias: str) -> str | None:
         try:
-            return self.client.get_model_version_by_alias(model, alias).version
+            return str(self.client.get_model_version_by_alias(model, alias).version)
         except MlflowException:
             return None
 
@@ -246,9 +246,10 @@ class Lifecycle:
         mv = self.client.create_model_version(
             model, source=source, run_id=run_id, model_id=model_id, tags={**tags, STATE_TAG: State.DRAFT.value}
         )
-        self._apply(model, actor, [_Change(mv.version, "register", None, State.DRAFT, "version created")], {})
-        self.transition(model, mv.version, State.TRAINED, actor=actor, reason=reason)
-        return self.version(model, mv.version)
+        version = str(mv.version)
+        self._apply(model, actor, [_Change(version, "register", None, State.DRAFT, "version created")], {})
+        self.transition(model, version, State.TRAINED, actor=actor, reason=reason)
+        return self.version(model, version)
 
     def gate(self, model: str, version: str | int, result: PolicyResult, *, actor: str) -> str:
         """Apply a policy evaluation: pass -> VALIDATED -> STAGING; fail -> stays (or goes back to) TRAINED."""
@@ -384,14 +385,14 @@ class Lifecycle:
         }
         for mv in self.versions(model):
             tag = mv.tags.get(STATE_TAG)
-            if last_state.get(mv.version) != tag:
-                problems.append(f"v{mv.version}: MLflow says {tag}, audit log says {last_state.get(mv.version)}")
+            if last_state.get(str(mv.version)) != tag:
+                problems.append(f"v{mv.version}: MLflow says {tag}, audit log says {last_state.get(str(mv.version))}")
         expected = {"production": State.PRODUCTION, "staging": State.STAGING, "challenger": State.STAGING}
         for alias, state in expected.items():
             holder = self.alias_version(model, alias)
             if holder is not None and self.state(model, holder) != state:
                 problems.append(f"alias {alias} -> v{holder}, which is {self.state(model, holder)}")
-        in_production = [mv.version for mv in self.versions(model) if mv.tags.get(STATE_TAG) == State.PRODUCTION]
+        in_production = [str(mv.version) for mv in self.versions(model) if mv.tags.get(STATE_TAG) == State.PRODUCTION]
         if len(in_production) > 1:
             problems.append(f"more than one PRODUCTION version: {in_production}")
         seqs = [r[0] for r in self.conn.execute(f"SELECT seq FROM {AUDIT_TABLE} ORDER BY seq").fetchall()]

@@ -8,6 +8,7 @@ that step. We use ``MlflowClient`` with URIs passed explicitly everywhere (RELIA
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from mlflow.entities import Run, RunStatus
 from mlflow.models import infer_signature
 
 MODEL_FILE = "model.lgb"
+# Artifact downloads are internal steps here; MLflow's progress bars only clutter run logs.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class TrackingConfigError(ValueError):
@@ -125,6 +128,10 @@ class Tracking:
 
     def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
         self.client().log_text(run_id, json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
+
+    def read_text_artifact(self, run_id: str, path: str) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(self.client().download_artifacts(run_id, path, tmp)).read_text()
 
     def load_verified_booster(self, source: str, expected_sha256: str) -> lgb.Booster:
         """Download a registered model, check its sha256, then load the native file (never a pickle)."""

@@ -166,5 +166,5 @@ def train_and_register(
                 raise
         client.set_model_version_tag(spec.name, version.version, "model_card", "model_card.md")
     return TrainingOutcome(
-        model=model, run_id=run_id, version=version.version, manifest=manifest, model_card=card, importance_png=png
+        model=model, run_id=run_id, version=str(version.version), manifest=manifest, model_card=card, importance_png=png
     )

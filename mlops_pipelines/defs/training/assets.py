@@ -153,7 +153,7 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         context.log.info(f"{spec.name} v{newest.version}: policy {'passed' if result.passed else 'failed'} -> {state}")
         yield dg.MaterializeResult(
             metadata={
-                "model_version": newest.version,
+                "model_version": str(newest.version),
                 "lifecycle_state": state,
                 "policy_passed": result.passed,
                 "policy_hash": result.policy_hash,

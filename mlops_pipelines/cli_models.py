@@ -1,0 +1,346 @@
+"""``mlops models|experiments|datasets|deployments``: the governed model lifecycle from the command line."""
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from mlflow.exceptions import MlflowException
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mlops_pipelines.catalog.models import load_model_specs
+from mlops_pipelines.catalog.policies import load_promotion_policy
+from mlops_pipelines.lib import deployments, policy, warehouse
+from mlops_pipelines.lib.datasets import DATASET_REGISTRY
+from mlops_pipelines.lib.lifecycle import ApprovalRequired, IllegalTransition, Lifecycle, LifecycleError
+from mlops_pipelines.lib.tracking import Tracking
+from mlops_pipelines.settings import Settings, current_actor
+
+console = Console()
+models_app = typer.Typer(
+    help="Registered models: list, show, history, promote, approve, rollback, retire.", no_args_is_help=True
+)
+experiments_app = typer.Typer(help="MLflow experiments (one per model).", no_args_is_help=True)
+datasets_app = typer.Typer(help="Training sets, by dataset id.", no_args_is_help=True)
+deployments_app = typer.Typer(help="Bind a model version to an environment, after a checklist.", no_args_is_help=True)
+
+Actor = Annotated[str, typer.Option(help="Who acts (audit log). Default: $MLOPS_ACTOR or the OS user.")]
+
+
+def _tracking(settings: Settings) -> Tracking:
+    return Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
+
+
+@contextmanager
+def _lifecycle() -> Iterator[Lifecycle]:
+    settings = Settings.from_env()
+    with warehouse.connect(settings.warehouse_path) as conn:
+        yield Lifecycle(_tracking(settings).client(), conn)
+
+
+@contextmanager
+def _governed() -> Iterator[Lifecycle]:
+    """A lifecycle operation whose refusals become a clear message and exit code 1."""
+    try:
+        with _lifecycle() as lifecycle:
+            yield lifecycle
+    except (IllegalTransition, ApprovalRequired, LifecycleError, policy.PolicyError) as exc:
+        console.print(f"[red]refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    except MlflowException as exc:
+        console.print(f"[red]MLflow:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
+
+
+def _aliases(lifecycle: Lifecycle, model: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for alias in ("production", "staging", "challenger"):
+        version = lifecycle.alias_version(model, alias)
+        if version is not None:
+            out.setdefault(version, "")
+            out[version] = ",".join(filter(None, [out[version], alias]))
+    return out
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every registered model with its versions' states and aliases."""
+    table = Table("model", "versions", "production", "staging", "states")
+    with _lifecycle() as lifecycle:
+        for registered in lifecycle.client.search_registered_models():
+            versions = lifecycle.versions(registered.name)
+            states = ", ".join(f"v{v.version}:{v.tags.get('lifecycle_state')}" for v in versions)
+            production = lifecycle.alias_version(registered.name, "production") or "-"
+            staging = lifecycle.alias_version(registered.name, "staging") or "-"
+            table.add_row(registered.name, str(len(versions)), production, staging, states)
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(name: str, version: Annotated[str | None, typer.Option(help="One version in detail.")] = None) -> None:
+    """Versions, states, metrics; with --version: tags, manifest and lineage to dataset and feature views."""
+    with _governed() as lifecycle:
+        aliases = _aliases(lifecycle, name)
+        if version is None:
+            table = Table("version", "state", "aliases", "key metrics", "dataset", "trained by", "created")
+            for mv in lifecycle.versions(name):
+                metrics = lifecycle.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+                key = {
+                    k: round(v, 4)
+                    for k, v in metrics.items()
+                    if k in ("sharpe", "hit_rate", "test_auc", "rmse_ratio", "test_rmse")
+                }
+                table.add_row(
+                    str(mv.version),
+                    str(mv.tags.get("lifecycle_state")),
+                    aliases.get(str(mv.version), ""),
+                    json.dumps(key),
+                    mv.tags.get("dataset_hash", "")[:12],
+                    mv.tags.get("trained_by", ""),
+                    str(mv.creation_timestamp),
+                )
+            console.print(table)
+            return
+        mv = lifecycle.version(name, version)
+        tracking = _tracking(Settings.from_env())
+        manifest = json.loads(tracking.read_text_artifact(mv.run_id, "manifest.json")) if mv.run_id else {}
+        dataset = (
+            lifecycle.conn.execute(
+                f"SELECT dataset_id, table_name, row_count, first_decision, last_decision FROM {DATASET_REGISTRY} "
+                "WHERE dataset_hash = ? LIMIT 1",
+                [mv.tags.get("dataset_hash")],
+            ).fetchone()
+            if warehouse.table_exists(lifecycle.conn, DATASET_REGISTRY)
+            else None
+        )
+        console.print(
+            f"[bold]{name} v{mv.version}[/bold]  state {mv.tags.get('lifecycle_state')}  "
+            f"aliases {aliases.get(str(mv.version), '-')}"
+        )
+        console.print_json(
+            json.dumps(
+                {
+                    "tags": dict(mv.tags),
+                    "approvals": lifecycle.approvals(name, str(mv.version)),
+                    "lineage": {
+                        "dataset": dict(
+                            zip(
+                                ("dataset_id", "table", "rows", "first_decision", "last_decision"),
+                                [str(x) for x in dataset],
+                                strict=True,
+                            )
+                        )
+                        if dataset
+                        else None,
+                        "feature_views": manifest.get("config", {}).get("feature_views"),
+                        "feature_graph_hash": manifest.get("feature_graph_hash"),
+                        "mlflow_run_id": mv.run_id,
+                        "git_commit": manifest.get("git_commit"),
+                    },
+                    "metrics": manifest.get("metrics"),
+                    "manifest": {k: v for k, v in manifest.items() if k not in ("metrics", "config")},
+                },
+                default=str,
+            )
+        )
+
+
+@models_app.command("history")
+def models_history(name: str) -> None:
+    """The audit log of a model: every transition, approval, rejection and override."""
+    table = Table("seq", "at", "actor", "version", "action", "from", "to", "reason", "policy")
+    with _lifecycle() as lifecycle:
+        for row in lifecycle.history(name):
+            table.add_row(
+                str(row["seq"]),
+                str(row["occurred_at"])[:19],
+                row["actor"],
+                row["version"],
+                row["action"],
+                row["from_state"] or "",
+                row["to_state"] or "",
+                escape(row["reason"] or ""),
+                (row["policy_hash"] or "")[:10],
+            )
+    console.print(table)
+
+
+def _overrides(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--override {item!r}: use KEY=VALUE")
+        out[key.strip()] = None if raw.strip().lower() in ("null", "none") else _number_or_text(raw.strip())
+    return out
+
+
+def _number_or_text(raw: str) -> Any:
+    try:
+        return float(raw) if "." in raw or "e" in raw.lower() else int(raw)
+    except ValueError:
+        return raw
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str,
+    version: Annotated[str, typer.Option(help="Version to promote.")],
+    to: Annotated[str, typer.Option(help="staging (policy gate) or production (needs approval).")] = "production",
+    override: Annotated[list[str], typer.Option(help="Policy threshold for this request, KEY=VALUE.")] = [],  # noqa: B006
+    actor: Actor = "",
+    reason: str = "",
+) -> None:
+    """Run the policy gate (to staging, with optional request overrides) or promote to production."""
+    actor = actor or current_actor()
+    with _governed() as lifecycle:
+        if to == "staging":
+            spec = load_model_specs().get(name)
+            strategy = spec.strategy if spec else lifecycle.version(name, version).tags.get("strategy", "")
+            mv = lifecycle.version(name, version)
+            metrics = dict(lifecycle.client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+            metrics["drift_severity"] = "NORMAL"
+            result = policy.evaluate(
+                load_promotion_policy(), model=name, strategy=strategy, metrics=metrics, request=_overrides(override)
+            )
+            state = lifecycle.gate(name, version, result, actor=actor)
+            for check in result.checks:
+                mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
+                console.print(f"  {mark} {check.name}: observed {check.observed}, threshold {check.threshold}")
+            console.print(f"{name} v{version} is now {state}")
+            if not result.passed:
+                raise typer.Exit(1)
+        elif to == "production":
+            previous = lifecycle.promote_to_production(name, version, actor=actor, reason=reason or "promoted via CLI")
+            console.print(
+                f"{name} v{version} is in PRODUCTION" + (f"; v{previous} stepped back to STAGING" if previous else "")
+            )
+        else:
+            raise typer.BadParameter("--to must be staging or production")
+
+
+@models_app.command("approve")
+def models_approve(name: str, version: Annotated[str, typer.Option()], comment: str = "", actor: Actor = "") -> None:
+    """Approve a STAGING version for production (the approver must not be its trainer)."""
+    actor = actor or current_actor()
+    with _governed() as lifecycle:
+        lifecycle.approve(name, version, approver=actor, comment=comment)
+    console.print(f"{actor} approved {name} v{version}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: str, actor: Actor = "", reason: str = "") -> None:
+    """Restore the previous production version."""
+    with _governed() as lifecycle:
+        restored = lifecycle.rollback(name, actor=actor or current_actor(), reason=reason or "rollback via CLI")
+    console.print(f"{name}: v{restored} is in PRODUCTION again")
+
+
+@models_app.command("retire")
+def models_retire(name: str, version: Annotated[str, typer.Option()], actor: Actor = "", reason: str = "") -> None:
+    """PRODUCTION -> RETIRED; artifacts are kept."""
+    with _governed() as lifecycle:
+        lifecycle.retire(name, version, actor=actor or current_actor(), reason=reason or "retired via CLI")
+    console.print(f"{name} v{version} retired (artifacts kept)")
+
+
+@experiments_app.command("show")
+def experiments_show(name: str) -> None:
+    """The runs of an experiment, newest first, with status and headline metrics."""
+    client = _tracking(Settings.from_env()).client()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        console.print(f"[red]no experiment {name!r}[/red]")
+        raise typer.Exit(1)
+    table = Table("run", "status", "started", "dagster run", "dataset", "metrics")
+    for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"]):
+        metrics = {k: round(v, 4) for k, v in sorted(run.data.metrics.items())[:6]}
+        table.add_row(
+            run.info.run_id[:12],
+            run.info.status,
+            str(run.info.start_time),
+            run.data.tags.get("dagster_run_id", "")[:8],
+            run.data.tags.get("dataset_hash", "")[:12],
+            json.dumps(metrics),
+        )
+    console.print(table)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Every stored training set."""
+    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
+        rows = (
+            conn.execute(
+                f"SELECT dataset_id, model, row_count, train_rows, validation_rows, test_rows, first_decision, "
+                f"last_decision, created_at FROM {DATASET_REGISTRY} ORDER BY created_at DESC"
+            ).fetchall()
+            if warehouse.table_exists(conn, DATASET_REGISTRY)
+            else []
+        )
+    table = Table("id", "model", "rows", "train", "val", "test", "first", "last", "created")
+    for row in rows:
+        table.add_row(*(str(v)[:19] for v in row))
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(dataset_id: str) -> None:
+    """One training set: hash, table, splits, time range, features, label, the run that built it."""
+    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
+        cursor = conn.execute(f"SELECT * FROM {DATASET_REGISTRY} WHERE dataset_id = ? LIMIT 1", [dataset_id])
+        row = cursor.fetchone()
+        columns = [d[0] for d in cursor.description]
+    if row is None:
+        console.print(f"[red]no dataset {dataset_id!r}[/red]")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+
+
+@deployments_app.command("create")
+def deployments_create(
+    model: str,
+    version: Annotated[str, typer.Option()],
+    environment: Annotated[str, typer.Option(help="staging or production")] = "production",
+    actor: Actor = "",
+) -> None:
+    """Check approvals, policy, drift and rollback target; record the deployment (exit 1 if blocked)."""
+    with _governed() as lifecycle:
+        record = deployments.create_deployment(lifecycle, model, version, environment, actor=actor or current_actor())
+    for item in json.loads(record["checklist"]):
+        mark = "[green]ok[/green]" if item["passed"] else "[red]NO[/red]"
+        console.print(f"  {mark} {item['name']}: {escape(item['detail'])}")
+    console.print(f"deployment {record['deployment_id']}: {record['status']}")
+    if record["status"] != "ready":
+        raise typer.Exit(1)
+
+
+@deployments_app.command("list")
+def deployments_list(model: str | None = None) -> None:
+    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
+        rows = deployments.list_deployments(conn, model)
+    table = Table("id", "model", "version", "environment", "status", "by", "at")
+    for r in rows:
+        table.add_row(
+            r["deployment_id"],
+            r["model"],
+            r["version"],
+            r["environment"],
+            r["status"],
+            r["created_by"],
+            str(r["created_at"])[:19],
+        )
+    console.print(table)
+
+
+@deployments_app.command("show")
+def deployments_show(deployment_id: str) -> None:
+    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
+        rows = [r for r in deployments.list_deployments(conn) if r["deployment_id"] == deployment_id]
+    if not rows:
+        console.print(f"[red]no deployment {deployment_id!r}[/red]")
+        raise typer.Exit(1)
+    console.print_json(json.dumps({**rows[0], "checklist": json.loads(rows[0]["checklist"])}, default=str))
