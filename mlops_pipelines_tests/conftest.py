@@ -48,3 +48,27 @@ def feature_warehouse(tmp_path: Path, small_bars: pd.DataFrame, catalog: Feature
         for name in catalog.topological_order():
             feature_store.materialize_view(conn, catalog, name)
     yield path
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store migrated once per session; tests get a copy (migrations take seconds)."""
+    from mlops_pipelines.lib.tracking import Tracking
+
+    root = tmp_path_factory.mktemp("mlflow_template")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    Tracking(uri, uri, str(root / "artifacts")).experiment_id("template")
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, mlflow_template: Path):
+    """A real MLflow tracking + registry store (SQLite) under tmp_path."""
+    import shutil
+
+    from mlops_pipelines.lib.tracking import Tracking
+
+    (tmp_path / "mlflow").mkdir()
+    shutil.copy(mlflow_template, tmp_path / "mlflow" / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    return Tracking(uri, uri, str(tmp_path / "mlflow" / "artifacts"))

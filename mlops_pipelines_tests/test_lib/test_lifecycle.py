@@ -1,0 +1,192 @@
+"""The lifecycle state machine on a real MLflow registry and a real DuckDB audit log."""
+
+import itertools
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.lifecycle import (
+    ALLOWED,
+    ApprovalRequired,
+    IllegalTransition,
+    Lifecycle,
+    LifecycleError,
+    State,
+    check_transition,
+)
+from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
+from mlops_pipelines.lib.tracking import Tracking
+
+MODEL = "toy_model"
+PASSING = PromotionPolicy.model_validate({"defaults": {"min_sharpe": 0.0}})
+FAILING = PromotionPolicy.model_validate({"defaults": {"min_sharpe": 99.0}})
+
+
+@pytest.mark.parametrize(("source", "target"), list(itertools.product(State, State)))
+def test_every_pair_of_states(source: State, target: State) -> None:
+    if (source, target) in ALLOWED:
+        check_transition(MODEL, "1", source, target)
+    else:
+        with pytest.raises(IllegalTransition, match=f"{source.value} -> {target.value} is not allowed"):
+            check_transition(MODEL, "1", source, target)
+
+
+def new_version(tracking: Tracking, db: Path, trainer: str = "trainer") -> str:
+    """A real (tiny) LightGBM model, logged and registered as TRAINED."""
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    booster = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(x, (x["a"] > 0).astype(int)), 5)
+    with tracking.run(MODEL, run_name="toy", tags={"trained_by": trainer}) as run:
+        tracking.client().log_metric(run.info.run_id, "sharpe", 1.0)
+        logged = tracking.log_booster(run.info.run_id, booster, x.head(3))
+    with warehouse.connect(db) as conn:
+        mv = Lifecycle(tracking.client(), conn).register(
+            MODEL, source=logged.model_uri, run_id=run.info.run_id, model_id=logged.model_id,
+            tags={"trained_by": trainer, "artifact_sha256": logged.artifact_sha256, "feature_graph_hash": "g1"},
+            actor=trainer, reason="test",
+        )
+    return str(mv.version)
+
+
+def staged_version(tracking: Tracking, db: Path, approver: str | None = "reviewer") -> str:
+    version = new_version(tracking, db)
+    with warehouse.connect(db) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        result = evaluate(PASSING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
+        assert lifecycle.gate(MODEL, version, result, actor="pipeline") == State.STAGING
+        if approver:
+            lifecycle.approve(MODEL, version, approver=approver, comment="ok")
+    return version
+
+
+def test_register_gate_and_four_eyes(tracking: Tracking, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    version = new_version(tracking, db)
+    with warehouse.connect(db) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        assert lifecycle.state(MODEL, version) == State.TRAINED
+        rejected = evaluate(FAILING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
+        assert lifecycle.gate(MODEL, version, rejected, actor="pipeline") == State.TRAINED
+        with pytest.raises(LifecycleError, match="only STAGING versions are approved"):
+            lifecycle.approve(MODEL, version, approver="reviewer", comment="too early")
+        passed = evaluate(PASSING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
+        assert lifecycle.gate(MODEL, version, passed, actor="pipeline") == State.STAGING
+        assert lifecycle.alias_version(MODEL, "staging") == version
+
+        with pytest.raises(ApprovalRequired, match="trained this version"):
+            lifecycle.approve(MODEL, version, approver="trainer", comment="self-approval")
+        with pytest.raises(ApprovalRequired, match="needs an approval"):
+            lifecycle.promote_to_production(MODEL, version, actor="ops", reason="no approval yet")
+        lifecycle.approve(MODEL, version, approver="reviewer", comment="reviewed")
+        with pytest.raises(ApprovalRequired, match="requester"):  # the approver cannot also be the requester
+            lifecycle.promote_to_production(MODEL, version, actor="reviewer", reason="self-request")
+        with pytest.raises(IllegalTransition, match="STAGING -> RETIRED"):
+            lifecycle.retire(MODEL, version, actor="ops", reason="not allowed from STAGING")
+        assert lifecycle.promote_to_production(MODEL, version, actor="ops", reason="go") is None
+        assert lifecycle.state(MODEL, version) == State.PRODUCTION
+        assert lifecycle.alias_version(MODEL, "production") == version
+        assert lifecycle.alias_version(MODEL, "staging") is None
+        actions = [(r["action"], r["from_state"], r["to_state"]) for r in lifecycle.history(MODEL)]
+        assert actions == [
+            ("register", None, "DRAFT"), ("transition", "DRAFT", "TRAINED"),
+            ("gate_rejected", "TRAINED", "TRAINED"), ("transition", "TRAINED", "VALIDATED"),
+            ("transition", "VALIDATED", "STAGING"), ("approval", "STAGING", "STAGING"),
+            ("transition", "STAGING", "PRODUCTION"),
+        ]
+        assert lifecycle.history(MODEL)[2]["policy_hash"] == FAILING.digest()
+        assert lifecycle.consistency_problems(MODEL) == []
+
+
+def test_failed_revalidation_sends_staging_back_to_trained(tracking: Tracking, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    version = staged_version(tracking, db, approver=None)
+    with warehouse.connect(db) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        failed = evaluate(FAILING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
+        assert lifecycle.gate(MODEL, version, failed, actor="pipeline") == State.TRAINED
+        assert lifecycle.alias_version(MODEL, "staging") is None
+        assert lifecycle.consistency_problems(MODEL) == []
+
+
+def test_new_production_moves_old_out_and_rollback_restores_it(tracking: Tracking, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    first = staged_version(tracking, db)
+    with warehouse.connect(db) as conn:
+        Lifecycle(tracking.client(), conn).promote_to_production(MODEL, first, actor="ops", reason="v1")
+    second = staged_version(tracking, db)
+    with warehouse.connect(db) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        assert lifecycle.alias_version(MODEL, "challenger") == second  # it challenges the champion
+        assert lifecycle.promote_to_production(MODEL, second, actor="ops", reason="v2") == first
+        states = {str(mv.version): mv.tags["lifecycle_state"] for mv in lifecycle.versions(MODEL)}
+        assert states == {first: "STAGING", second: "PRODUCTION"}
+        assert lifecycle.rollback_target(MODEL) == first
+
+        assert lifecycle.rollback(MODEL, actor="ops", reason="bad fills") == first
+        states = {str(mv.version): mv.tags["lifecycle_state"] for mv in lifecycle.versions(MODEL)}
+        assert states == {first: "PRODUCTION", second: "STAGING"}
+        assert lifecycle.alias_version(MODEL, "production") == first
+        assert lifecycle.consistency_problems(MODEL) == []
+
+        lifecycle.retire(MODEL, first, actor="ops", reason="end of life")
+        assert lifecycle.state(MODEL, first) == State.RETIRED
+        assert lifecycle.alias_version(MODEL, "production") is None
+        with pytest.raises(LifecycleError, match="no production version"):
+            lifecycle.rollback(MODEL, actor="ops", reason="nothing left")
+        # retired keeps every artifact: the model still loads and verifies
+        mv = lifecycle.version(MODEL, first)
+        assert tracking.load_verified_booster(mv.source, mv.tags["artifact_sha256"]).num_trees() == 5
+        assert lifecycle.consistency_problems(MODEL) == []
+
+
+def test_consistency_check_detects_disagreement(tracking: Tracking, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    version = new_version(tracking, db)
+    tracking.client().set_model_version_tag(MODEL, version, "lifecycle_state", "PRODUCTION")  # behind our back
+    with warehouse.connect(db) as conn:
+        problems = Lifecycle(tracking.client(), conn).consistency_problems(MODEL)
+    assert problems == [f"v{version}: MLflow says PRODUCTION, audit log says TRAINED"]
+
+
+PROMOTE = textwrap.dedent("""
+    import sys
+    from mlops_pipelines.lib import warehouse
+    from mlops_pipelines.lib.lifecycle import Lifecycle
+    from mlops_pipelines.lib.tracking import Tracking
+    uri, db, version, go = sys.argv[1:5]
+    from pathlib import Path
+    import time
+    while not Path(go).exists():
+        time.sleep(0.005)
+    with warehouse.connect(db) as conn:
+        Lifecycle(Tracking(uri, uri, "unused").client(), conn).promote_to_production(
+            "toy_model", version, actor="ops-" + version, reason="race")
+""")
+
+
+@pytest.mark.slow
+def test_concurrent_promotions_leave_one_production_and_no_gap(tracking: Tracking, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    versions = [staged_version(tracking, db) for _ in range(2)]
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", PROMOTE, tracking.tracking_uri, str(db), v, str(go)],
+                              stderr=subprocess.PIPE, text=True) for v in versions]
+    go.touch()  # release both at once
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    with warehouse.connect(db) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        states = sorted(str(mv.tags["lifecycle_state"]) for mv in lifecycle.versions(MODEL))
+        assert states == ["PRODUCTION", "STAGING"]
+        assert lifecycle.consistency_problems(MODEL) == []  # includes: audit seq has no gaps
+        production = lifecycle.alias_version(MODEL, "production")
+        other = next(v for v in versions if v != production)
+        # the later promotion superseded the earlier one, in one operation
+        assert lifecycle.rollback_target(MODEL) == other
