@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: demo test ui lint bench clean
+.PHONY: demo test ui mlflow-ui lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version'
@@ -27,6 +27,9 @@ test: $(STAMP)  ## the full test suite
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store: http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -36,7 +39,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## every benchmark, each printing its ratio against a baseline measured in the same run
 	$(BIN)/pip install --quiet -e '.[bench]'
-	for b in bench_features bench_point_in_time bench_online_store; do $(BIN)/python -m benchmarks.$$b || exit 1; done
+	for b in bench_features bench_point_in_time bench_online_store bench_training; do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
 clean:
 	rm -rf data/dagster_home data/*.duckdb* data/*.sqlite* data/mlflow

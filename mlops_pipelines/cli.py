@@ -223,8 +223,35 @@ def _print_summary(settings: Settings, home: Path) -> None:
     if reasons:
         console.print(escape("quarantined rows by reason: " + "; ".join(f"{r} ({n})" for r, n in reasons)))
     console.print(f"feature-graph hash: {catalog.graph_hash()}")
+    _print_models(settings)
     console.print(f"warehouse: {settings.warehouse_path}\nonline store: {settings.online_store_path}")
+    console.print(f"MLflow: {settings.mlflow_tracking_uri}  ->  `make mlflow-ui` (http://127.0.0.1:5000)")
     console.print(f"Dagster home: {home}  ->  `make ui` opens the UI on it (http://127.0.0.1:3000)")
+
+
+def _print_models(settings: Settings) -> None:
+    from mlops_pipelines.lib.lifecycle import Lifecycle
+    from mlops_pipelines.lib.tracking import Tracking
+
+    tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
+    table = Table("model", "version", "state", "headline metrics", title="Model versions")
+    staged = []
+    with warehouse.connect(settings.warehouse_path) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        for registered in lifecycle.client.search_registered_models():
+            for mv in lifecycle.versions(registered.name):
+                metrics = lifecycle.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+                shown = {k: round(v, 3) for k, v in metrics.items() if k in ("sharpe", "hit_rate", "rmse_ratio")}
+                state = str(mv.tags.get("lifecycle_state"))
+                table.add_row(registered.name, str(mv.version), state, json.dumps(shown))
+                if state == "STAGING":
+                    staged.append((registered.name, str(mv.version)))
+    console.print(table)
+    for name, version in staged:
+        console.print(
+            f"{name} v{version} awaits approval: `.venv/bin/mlops models approve {name} --version "
+            f"{version} --actor <reviewer>` then `.venv/bin/mlops models promote {name} --version {version}`"
+        )
 
 
 def main() -> None:

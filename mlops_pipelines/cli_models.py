@@ -3,6 +3,7 @@
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -53,6 +54,10 @@ def _governed() -> Iterator[Lifecycle]:
     except MlflowException as exc:
         console.print(f"[red]MLflow:[/red] {escape(exc.message)}")
         raise typer.Exit(2) from exc
+
+
+def _when(epoch_ms: int | None) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if epoch_ms else ""
 
 
 def _aliases(lifecycle: Lifecycle, model: str) -> dict[str, str]:
@@ -201,7 +206,7 @@ def models_promote(
             spec = load_model_specs().get(name)
             strategy = spec.strategy if spec else lifecycle.version(name, version).tags.get("strategy", "")
             mv = lifecycle.version(name, version)
-            metrics = dict(lifecycle.client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+            metrics: dict[str, Any] = dict(lifecycle.client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
             metrics["drift_severity"] = "NORMAL"
             result = policy.evaluate(
                 load_promotion_policy(), model=name, strategy=strategy, metrics=metrics, request=_overrides(override)

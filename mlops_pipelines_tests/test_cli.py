@@ -14,7 +14,18 @@ from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.online_store import write_snapshot
 from mlops_pipelines.lib.point_in_time import get_historical_features
 
-runner = CliRunner(env={"COLUMNS": "250"})  # rich tables must not wrap names
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich tables must not wrap names, whatever terminal the tests run in."""
+    from rich.console import Console
+
+    from mlops_pipelines import cli, cli_models
+
+    for module in (cli, cli_models):
+        monkeypatch.setattr(module, "console", Console(width=250))
 
 
 def invoke(*args: str) -> tuple[int, str]:

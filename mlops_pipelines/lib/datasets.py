@@ -115,8 +115,9 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
             conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS {DATASET_REGISTRY} (
                     dataset_id VARCHAR, dataset_hash VARCHAR, model VARCHAR, table_name VARCHAR, row_count BIGINT,
-                    train_rows BIGINT, validation_rows BIGINT, test_rows BIGINT, first_decision TIMESTAMP WITH TIME ZONE,
-                    last_decision TIMESTAMP WITH TIME ZONE, features VARCHAR, feature_views VARCHAR,
+                    train_rows BIGINT, validation_rows BIGINT, test_rows BIGINT,
+                    first_decision TIMESTAMP WITH TIME ZONE, last_decision TIMESTAMP WITH TIME ZONE,
+                    features VARCHAR, feature_views VARCHAR,
                     label VARCHAR, dagster_run_id VARCHAR, created_at TIMESTAMP WITH TIME ZONE)"""
             )
             counts = data.frame["split"].value_counts()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 BAR_INTERVAL = timedelta(hours=1)
 REQUIRED_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
@@ -42,6 +43,7 @@ class SyntheticMarketConfig:
     shift_volume_multiplier: float = 1.8
     feed_latency: timedelta = timedelta(seconds=30)
     bad_row_rate: float = 0.0
+    momentum: float = 0.1  # AR(1) coefficient of idiosyncratic hourly returns: a weak, learnable signal
     sectors: tuple[str, ...] = field(
         default=("technology", "financials", "energy", "healthcare", "industrials", "consumer", "utilities")
     )
@@ -91,7 +93,8 @@ def generate_bars(config: SyntheticMarketConfig, start: datetime, end: datetime)
         volume_level = np.where(after, config.shift_volume_multiplier, 1.0)
 
     sector_idx = np.arange(n_sym) % n_sec
-    shocks = 0.5 * draws["market"] + 0.4 * draws["sector"][:, sector_idx] + 0.76 * draws["idio"]
+    idio = lfilter([1.0], [1.0, -config.momentum], draws["idio"], axis=0) * np.sqrt(1 - config.momentum**2)
+    shocks = 0.5 * draws["market"] + 0.4 * draws["sector"][:, sector_idx] + 0.76 * idio
     log_ret = drift + vol * shocks
     close = start_price[None, :] * np.exp(np.cumsum(log_ret, axis=0))
     open_ = np.vstack([start_price[None, :], close[:-1]]) * np.exp(0.0002 * draws["gap"])

@@ -10,6 +10,7 @@ def render_model_card(
     spec: ModelSpec, catalog: FeatureCatalog, manifest: dict[str, Any], data_summary: dict[str, Any]
 ) -> str:
     metrics = manifest["metrics"]
+    used = set(spec.features(catalog))
     label = spec.label
     lines = [
         f"# Model card: {spec.name}",
@@ -38,7 +39,7 @@ def render_model_card(
         "| view | version | features |",
         "|---|---|---|",
         *[
-            f"| {view} | {version} | {', '.join(f for f in catalog.views[view].features if f not in spec.exclude_features)} |"
+            f"| {view} | {version} | {', '.join(f for f in catalog.views[view].features if f in used)} |"
             for view, version in spec.feature_views.items()
         ],
         "",
@@ -53,7 +54,8 @@ def render_model_card(
         "- Trained on hourly bars of the symbols above; behaviour on other instruments or bar sizes is unknown.",
         "- Held-out metrics come from one chronological split; regime changes after the test window are not covered.",
         "- Strategy metrics ignore transaction costs and use equal weights; the backtest report is the reference.",
-        f"- Serving refuses this version if the live feature graph differs from `{manifest['feature_graph_hash'][:12]}`.",
+        "- Serving refuses this version if the live feature graph differs from "
+        f"`{manifest['feature_graph_hash'][:12]}`.",
         "",
         f"Code: git commit `{manifest['git_commit']}`, training run `{manifest['mlflow_run_id']}`, "
         f"Dagster run `{manifest['dagster_run_id']}`.",

@@ -60,8 +60,11 @@ def load_for_inference(
                 model,
                 str(mv.version),
                 actor=actor,
-                reason=f"loaded despite feature graph {recorded[:12]} != live {live_graph_hash[:12]}: {override_reason}",
+                reason=f"loaded despite feature graph {recorded[:12]} != live {live_graph_hash[:12]}: "
+                f"{override_reason}",
             )
+    if not mv.source or "artifact_sha256" not in mv.tags:
+        raise LookupError(f"{model} v{mv.version} has no source or no recorded artifact sha256: refusing to load it")
     booster = tracking.load_verified_booster(mv.source, mv.tags["artifact_sha256"])
     return LoadedModel(
         name=model,

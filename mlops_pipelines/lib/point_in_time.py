@@ -8,9 +8,9 @@ on. A row is never the answer if another row with the same key became visible no
 column ``__visible_from``: that time for the rows that can be an answer, NULL for the dominated ones (which
 includes all but the best of rows that become visible at the same instant). Along ``__visible_from`` the
 remaining rows' (event_ts, created_ts) strictly grow, so the answer at t is the last row with
-``__visible_from <= t``: an ASOF join, as cheap as a bare one. The TTL is then a filter on that row's event_ts: if the best visible row is
-too old, every other visible row is older still. The index is computed once per materialization, from the
-table alone, so it is the same whatever the query.
+``__visible_from <= t``: an ASOF join, as cheap as a bare one. The TTL is then a filter on that row's
+event_ts: if the best visible row is too old, every other visible row is older still. The index is computed
+once per materialization, from the table alone, so it is the same whatever the query.
 """
 
 from collections.abc import Sequence

@@ -62,7 +62,8 @@ def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[s
         else:
             metrics[f"{prefix}_rmse"] = float(np.sqrt(np.mean((pred - y) ** 2)))
             metrics[f"{prefix}_mae"] = float(np.mean(np.abs(pred - y)))
-            metrics[f"{prefix}_ic"] = float(stats.spearmanr(pred, y).statistic)
+            # Spearman information coefficient: Pearson correlation of the ranks
+            metrics[f"{prefix}_ic"] = float(np.corrcoef(stats.rankdata(pred), stats.rankdata(y))[0, 1])
             if "realized_vol_24h" in part:
                 persistence = part["realized_vol_24h"].to_numpy()
                 ok = np.isfinite(persistence)

@@ -26,7 +26,10 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
     assert "data:image/png;base64," in model_meta["feature_importance"].value
     assert meta["training/direction_classifier_dataset"]["dataset_hash"].value == model_meta["dataset_hash"].value
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"direction_classifier_lifecycle_consistent": True, "volatility_forecaster_lifecycle_consistent": True}
+    assert checks == {
+        "direction_classifier_lifecycle_consistent": True,
+        "volatility_forecaster_lifecycle_consistent": True,
+    }
 
     settings = Settings.from_env()
     tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
@@ -43,18 +46,35 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
     def op_config(op: str, **values: str) -> dict:
         return {"ops": {op: {"config": values}}}
 
-    denied = run_job(definitions, instance, "approve_model_job", raise_on_error=False,
-                     run_config=op_config("approve_model", model=model, version="1", actor="pipeline:dagster"))
+    denied = run_job(
+        definitions,
+        instance,
+        "approve_model_job",
+        raise_on_error=False,
+        run_config=op_config("approve_model", model=model, version="1", actor="pipeline:dagster"),
+    )
     assert not denied.success  # the trainer cannot approve
-    run_job(definitions, instance, "approve_model_job",
-            run_config=op_config("approve_model", model=model, version="1", actor="reviewer", reason="ok"))
-    run_job(definitions, instance, "promote_model_job",
-            run_config=op_config("promote_model", model=model, version="1", actor="operator"))
+    run_job(
+        definitions,
+        instance,
+        "approve_model_job",
+        run_config=op_config("approve_model", model=model, version="1", actor="reviewer", reason="ok"),
+    )
+    run_job(
+        definitions,
+        instance,
+        "promote_model_job",
+        run_config=op_config("promote_model", model=model, version="1", actor="operator"),
+    )
     with warehouse.connect(settings.warehouse_path) as conn:
         lifecycle = Lifecycle(tracking.client(), conn)
         assert lifecycle.state(model, "1") == "PRODUCTION"
         assert lifecycle.consistency_problems(model) == []
-    run_job(definitions, instance, "retire_model_job",
-            run_config=op_config("retire_model", model=model, version="1", actor="operator", reason="test"))
+    run_job(
+        definitions,
+        instance,
+        "retire_model_job",
+        run_config=op_config("retire_model", model=model, version="1", actor="operator", reason="test"),
+    )
     with warehouse.connect(settings.warehouse_path) as conn:
         assert Lifecycle(tracking.client(), conn).state(model, "1") == "RETIRED"

@@ -48,9 +48,13 @@ def new_version(tracking: Tracking, db: Path, trainer: str = "trainer") -> str:
         logged = tracking.log_booster(run.info.run_id, booster, x.head(3))
     with warehouse.connect(db) as conn:
         mv = Lifecycle(tracking.client(), conn).register(
-            MODEL, source=logged.model_uri, run_id=run.info.run_id, model_id=logged.model_id,
+            MODEL,
+            source=logged.model_uri,
+            run_id=run.info.run_id,
+            model_id=logged.model_id,
             tags={"trained_by": trainer, "artifact_sha256": logged.artifact_sha256, "feature_graph_hash": "g1"},
-            actor=trainer, reason="test",
+            actor=trainer,
+            reason="test",
         )
     return str(mv.version)
 
@@ -95,9 +99,12 @@ def test_register_gate_and_four_eyes(tracking: Tracking, tmp_path: Path) -> None
         assert lifecycle.alias_version(MODEL, "staging") is None
         actions = [(r["action"], r["from_state"], r["to_state"]) for r in lifecycle.history(MODEL)]
         assert actions == [
-            ("register", None, "DRAFT"), ("transition", "DRAFT", "TRAINED"),
-            ("gate_rejected", "TRAINED", "TRAINED"), ("transition", "TRAINED", "VALIDATED"),
-            ("transition", "VALIDATED", "STAGING"), ("approval", "STAGING", "STAGING"),
+            ("register", None, "DRAFT"),
+            ("transition", "DRAFT", "TRAINED"),
+            ("gate_rejected", "TRAINED", "TRAINED"),
+            ("transition", "TRAINED", "VALIDATED"),
+            ("transition", "VALIDATED", "STAGING"),
+            ("approval", "STAGING", "STAGING"),
             ("transition", "STAGING", "PRODUCTION"),
         ]
         assert lifecycle.history(MODEL)[2]["policy_hash"] == FAILING.digest()
@@ -176,8 +183,14 @@ def test_concurrent_promotions_leave_one_production_and_no_gap(tracking: Trackin
     db = tmp_path / "w.duckdb"
     versions = [staged_version(tracking, db) for _ in range(2)]
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", PROMOTE, tracking.tracking_uri, str(db), v, str(go)],
-                              stderr=subprocess.PIPE, text=True) for v in versions]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROMOTE, tracking.tracking_uri, str(db), v, str(go)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for v in versions
+    ]
     go.touch()  # release both at once
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""

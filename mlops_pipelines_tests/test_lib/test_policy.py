@@ -39,8 +39,12 @@ def test_evaluate_reports_every_threshold() -> None:
 
 
 def test_unmeasured_metric_fails_and_severity_orders() -> None:
-    result = evaluate(POLICY, model="plain", strategy="other", metrics={"sharpe": 1, "max_drawdown": 0.1,
-                                                                       "hit_rate": 0.6, "drift_severity": "SEVERE"})
+    result = evaluate(
+        POLICY,
+        model="plain",
+        strategy="other",
+        metrics={"sharpe": 1, "max_drawdown": 0.1, "hit_rate": 0.6, "drift_severity": "SEVERE"},
+    )
     assert [c.name for c in result.checks if not c.passed] == ["max_drift_severity"]
     missing = evaluate(POLICY, model="plain", strategy="other", metrics={})
     assert not missing.passed and all(c.observed is None for c in missing.checks)
@@ -48,8 +52,10 @@ def test_unmeasured_metric_fails_and_severity_orders() -> None:
 
 def test_hash_changes_with_a_threshold() -> None:
     other = POLICY.model_copy(update={"defaults": POLICY.defaults.model_copy(update={"min_sharpe": 0.6})})
-    assert other.digest() != POLICY.digest() and POLICY.digest() == PromotionPolicy.model_validate(
-        POLICY.model_dump()).digest()
+    assert (
+        other.digest() != POLICY.digest()
+        and POLICY.digest() == PromotionPolicy.model_validate(POLICY.model_dump()).digest()
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,8 +63,10 @@ def test_hash_changes_with_a_threshold() -> None:
     [
         ("defaults:\n  min_hit_rate: 2\n", r"policy.yaml: key 'defaults.min_hit_rate': Input should be less"),
         ("defaults:\n  min_sharp: 1\n", r"policy.yaml: key 'defaults.min_sharp': Extra inputs are not permitted"),
-        ("defaults: {}\nstrategies:\n  x:\n    max_drift_severity: HUGE\n",
-         r"key 'strategies.x.max_drift_severity': Input should be 'NORMAL', 'MODERATE' or 'SEVERE'"),
+        (
+            "defaults: {}\nstrategies:\n  x:\n    max_drift_severity: HUGE\n",
+            r"key 'strategies.x.max_drift_severity': Input should be 'NORMAL', 'MODERATE' or 'SEVERE'",
+        ),
         ("strategies: {}\n", r"key 'defaults': Field required"),
         ("defaults: [unclosed\n", r"policy.yaml: not valid YAML"),
     ],

@@ -33,21 +33,26 @@ def test_labels_match_a_pandas_computation(feature_warehouse: Path, small_bars: 
     bars["fwd4"] = np.log(close.shift(-4) / bars["close"])
     r = np.log(bars["close"] / close.shift(1))
     bars["fwd_vol24"] = pd.concat([r.groupby(bars["symbol"]).shift(-k) for k in range(1, 25)], axis=1).std(
-        axis=1, skipna=False) * np.sqrt(8760)
+        axis=1, skipna=False
+    ) * np.sqrt(8760)
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         direction = conn.execute(datasets.label_sql(DIRECTION_CLASSIFIER)).fetchdf()
         vol = conn.execute(datasets.label_sql(VOLATILITY_FORECASTER)).fetchdf()
     expected = bars.dropna(subset=["fwd4"])
     assert len(direction) == len(expected)
-    merged = direction.merge(expected.assign(event_timestamp=expected["timestamp"] + pd.Timedelta(minutes=65)),
-                             on=["symbol", "event_timestamp"])
+    merged = direction.merge(
+        expected.assign(event_timestamp=expected["timestamp"] + pd.Timedelta(minutes=65)),
+        on=["symbol", "event_timestamp"],
+    )
     assert len(merged) == len(direction)
     np.testing.assert_allclose(merged["forward_return"], merged["fwd4"], rtol=1e-12)
     assert (merged["label"] == (merged["fwd4"] > 0).astype(float)).all()
     assert (merged["label_available_at"] == merged["timestamp"] + pd.Timedelta(hours=5)).all()
     vol_expected = bars.dropna(subset=["fwd_vol24"])
-    merged_vol = vol.merge(vol_expected.assign(event_timestamp=vol_expected["timestamp"] + pd.Timedelta(minutes=65)),
-                           on=["symbol", "event_timestamp"])
+    merged_vol = vol.merge(
+        vol_expected.assign(event_timestamp=vol_expected["timestamp"] + pd.Timedelta(minutes=65)),
+        on=["symbol", "event_timestamp"],
+    )
     assert len(merged_vol) == len(vol) == len(vol_expected)
     np.testing.assert_allclose(merged_vol["label"], merged_vol["fwd_vol24"], rtol=1e-9)
 
@@ -71,8 +76,10 @@ def test_dataset_hash_covers_full_content(training_set: datasets.TrainingSet) ->
     changed = frame.copy()
     changed.loc[changed.index[-1], "ret_1h"] = 123.0  # the very last row: not a head() hash
     assert datasets.dataset_hash(changed) != training_set.dataset_hash
-    code = ("import pandas as pd, sys; from mlops_pipelines.lib.datasets import dataset_hash; "
-            "print(dataset_hash(pd.read_pickle(sys.argv[1])))")
+    code = (
+        "import pandas as pd, sys; from mlops_pipelines.lib.datasets import dataset_hash; "
+        "print(dataset_hash(pd.read_pickle(sys.argv[1])))"
+    )
     path = Path(__file__).parent / "_frame.pkl"
     try:
         frame.to_pickle(path)
@@ -101,11 +108,20 @@ def test_file_store_is_refused() -> None:
         Tracking("", "", "/tmp/a")
 
 
-def test_training_run_registers_a_verified_version(training_set: datasets.TrainingSet, tracking: Tracking,
-                                                   feature_warehouse: Path, catalog: FeatureCatalog) -> None:
+def test_training_run_registers_a_verified_version(
+    training_set: datasets.TrainingSet, tracking: Tracking, feature_warehouse: Path, catalog: FeatureCatalog
+) -> None:
     connect = partial(warehouse.connect, feature_warehouse)
-    outcome = train_and_register(DIRECTION_CLASSIFIER, training_set, catalog, tracking, connect, actor="alice",
-                                 dagster_run_id="run-123", asset_key="direction_classifier")
+    outcome = train_and_register(
+        DIRECTION_CLASSIFIER,
+        training_set,
+        catalog,
+        tracking,
+        connect,
+        actor="alice",
+        dagster_run_id="run-123",
+        asset_key="direction_classifier",
+    )
     client = tracking.client()
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
@@ -116,8 +132,17 @@ def test_training_run_registers_a_verified_version(training_set: datasets.Traini
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
     assert {"manifest.json", "model_card.md", "feature_importance.png"} <= artifacts
     manifest = json.loads(tracking.read_text_artifact(outcome.run_id, "manifest.json"))
-    for key in ("feature_graph_hash", "training_config_hash", "dataset_hash", "git_commit", "code_version",
-                "dagster_run_id", "package_versions", "metrics", "config"):
+    for key in (
+        "feature_graph_hash",
+        "training_config_hash",
+        "dataset_hash",
+        "git_commit",
+        "code_version",
+        "dagster_run_id",
+        "package_versions",
+        "metrics",
+        "config",
+    ):
         assert manifest[key], key
     assert manifest["feature_graph_hash"] == catalog.graph_hash()
     assert manifest["dataset_hash"] == training_set.dataset_hash
@@ -129,13 +154,21 @@ def test_training_run_registers_a_verified_version(training_set: datasets.Traini
 
     loaded = load_for_inference(tracking, "direction_classifier", outcome.version, live_graph_hash=catalog.graph_hash())
     test = training_set.split("test")
-    np.testing.assert_allclose(loaded.booster.predict(test[training_set.features]),
-                               outcome.model.booster.predict(test[training_set.features]))
+    np.testing.assert_allclose(
+        loaded.booster.predict(test[training_set.features]), outcome.model.booster.predict(test[training_set.features])
+    )
 
     with pytest.raises(FeatureGraphMismatch, match="trained on feature graph"):
         load_for_inference(tracking, "direction_classifier", outcome.version, live_graph_hash="f" * 64)
-    load_for_inference(tracking, "direction_classifier", outcome.version, live_graph_hash="f" * 64,
-                       connect_warehouse=connect, override_reason="incident 42", actor="oncall")
+    load_for_inference(
+        tracking,
+        "direction_classifier",
+        outcome.version,
+        live_graph_hash="f" * 64,
+        connect_warehouse=connect,
+        override_reason="incident 42",
+        actor="oncall",
+    )
     with warehouse.connect(feature_warehouse) as conn:
         history = Lifecycle(client, conn).history("direction_classifier")
     assert history[-1]["action"] == "override" and "incident 42" in history[-1]["reason"]
@@ -147,12 +180,21 @@ def test_training_run_registers_a_verified_version(training_set: datasets.Traini
         load_for_inference(tracking, "direction_classifier", outcome.version, live_graph_hash=catalog.graph_hash())
 
 
-def test_failed_training_leaves_no_version_and_a_failed_run(training_set: datasets.TrainingSet, tracking: Tracking,
-                                                             feature_warehouse: Path, catalog: FeatureCatalog) -> None:
+def test_failed_training_leaves_no_version_and_a_failed_run(
+    training_set: datasets.TrainingSet, tracking: Tracking, feature_warehouse: Path, catalog: FeatureCatalog
+) -> None:
     broken = DIRECTION_CLASSIFIER.model_copy(update={"hyperparameters": {"objective": "no_such_objective"}})
     with pytest.raises(Exception, match="no_such_objective"):
-        train_and_register(broken, training_set, catalog, tracking, partial(warehouse.connect, feature_warehouse),
-                           actor="alice", dagster_run_id="run-9", asset_key="direction_classifier")
+        train_and_register(
+            broken,
+            training_set,
+            catalog,
+            tracking,
+            partial(warehouse.connect, feature_warehouse),
+            actor="alice",
+            dagster_run_id="run-9",
+            asset_key="direction_classifier",
+        )
     client = tracking.client()
     [run] = client.search_runs([client.get_experiment_by_name("direction_classifier").experiment_id])
     assert run.info.status == "FAILED"

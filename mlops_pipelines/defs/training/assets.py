@@ -1,6 +1,7 @@
 """Training sets, training runs (MLflow + registry) and the promotion gate, one set of assets per model spec."""
 
 import base64
+from typing import Any
 
 import dagster as dg
 from mlflow.exceptions import MlflowException
@@ -142,7 +143,7 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             if not versions:
                 raise MlflowException(f"{spec.name} has no registered version; materialize {spec.name} first")
             newest = versions[-1]
-            metrics = dict(client.get_run(newest.run_id).data.metrics) if newest.run_id else {}
+            metrics: dict[str, Any] = dict(client.get_run(newest.run_id).data.metrics) if newest.run_id else {}
             metrics["drift_severity"] = "NORMAL"  # replaced by monitoring.model_drift_reports once drift runs
             result = policy.evaluate(promotion_policy, model=spec.name, strategy=spec.strategy, metrics=metrics)
             state = lifecycle.gate(spec.name, newest.version, result, actor=PIPELINE_ACTOR)
