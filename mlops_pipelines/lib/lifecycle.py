@@ -26,6 +26,7 @@ from mlops_pipelines.lib.policy import PolicyResult
 
 AUDIT_TABLE = "governance.model_audit_log"
 APPROVALS_TABLE = "governance.model_approvals"
+REVIEWS_TABLE = "governance.model_reviews"
 STATE_TAG = "lifecycle_state"
 
 
@@ -88,13 +89,21 @@ CREATE TABLE IF NOT EXISTS {APPROVALS_TABLE} (
 )"""
 
 
+_REVIEWS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {REVIEWS_TABLE} (
+    model VARCHAR NOT NULL, version VARCHAR NOT NULL, status VARCHAR NOT NULL, report_uri VARCHAR,
+    requested_by VARCHAR, requested_at TIMESTAMP WITH TIME ZONE, reviewer VARCHAR, comment VARCHAR,
+    decided_at TIMESTAMP WITH TIME ZONE
+)"""
+
+
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(_AUDIT_DDL)
-    conn.execute(_APPROVALS_DDL)
+    for ddl in (_AUDIT_DDL, _APPROVALS_DDL, _REVIEWS_DDL):
+        conn.execute(ddl)
 
 
 @dataclass
-class _Change:
+class Change:
     version: str
     action: str
     from_state: str | None
@@ -141,11 +150,11 @@ class Lifecycle:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
     # ---- writing -----------------------------------------------------------------------------------------
-    def _apply(
+    def record(
         self,
         model: str,
         actor: str,
-        changes: list[_Change],
+        changes: list[Change],
         aliases: dict[str, str | None],
         extra: tuple[str, list[Any]] | None = None,
     ) -> str:
@@ -204,10 +213,10 @@ class Lifecycle:
         check_transition(model, version, current, to_state)
         if to_state == State.PRODUCTION:
             raise LifecycleError("use promote_to_production: PRODUCTION needs approvals and moves the old version out")
-        self._apply(
+        self.record(
             model,
             actor,
-            [_Change(version, "transition", current, to_state, reason, policy)],
+            [Change(version, "transition", current, to_state, reason, policy)],
             self._aliases_after(model, version, to_state),
         )
 
@@ -247,7 +256,7 @@ class Lifecycle:
             model, source=source, run_id=run_id, model_id=model_id, tags={**tags, STATE_TAG: State.DRAFT.value}
         )
         version = str(mv.version)
-        self._apply(model, actor, [_Change(version, "register", None, State.DRAFT, "version created")], {})
+        self.record(model, actor, [Change(version, "register", None, State.DRAFT, "version created")], {})
         self.transition(model, version, State.TRAINED, actor=actor, reason=reason)
         return self.version(model, version)
 
@@ -275,7 +284,7 @@ class Lifecycle:
         if current == State.STAGING:
             self.transition(model, version, State.TRAINED, actor=actor, reason=reason, policy=result)
         else:
-            self._apply(model, actor, [_Change(version, "gate_rejected", current, current, reason, result)], {})
+            self.record(model, actor, [Change(version, "gate_rejected", current, current, reason, result)], {})
         return self.state(model, version)
 
     def approve(self, model: str, version: str | int, *, approver: str, comment: str) -> None:
@@ -290,7 +299,7 @@ class Lifecycle:
             f"INSERT INTO {APPROVALS_TABLE} VALUES (?, ?, ?, ?, ?)",
             [model, version, approver, comment, datetime.now(UTC)],
         )
-        change = _Change(
+        change = Change(
             version,
             "approval",
             State.STAGING,
@@ -298,7 +307,7 @@ class Lifecycle:
             comment,
             approvals=[{"approver": approver, "comment": comment}],
         )
-        self._apply(model, approver, [change], {}, extra=insert)
+        self.record(model, approver, [change], {}, extra=insert)
 
     def promote_to_production(self, model: str, version: str | int, *, actor: str, reason: str) -> str | None:
         """STAGING -> PRODUCTION with a four-eyes approval; the previous production version moves to STAGING in
@@ -314,20 +323,27 @@ class Lifecycle:
                 f"({trainer!r}) and the requester ({actor!r}); recorded approvals: "
                 f"{[a['approver'] for a in self.approvals(model, version)]}"
             )
+        review = self.conn.execute(
+            f"SELECT status FROM {REVIEWS_TABLE} WHERE model = ? AND version = ? ORDER BY requested_at DESC LIMIT 1",
+            [model, version],
+        ).fetchone()
+        if review is None or review[0] != "APPROVED":
+            raise ApprovalRequired(
+                f"{model} v{version}: PRODUCTION needs an APPROVED compliance review "
+                f"({review[0] if review else 'no compliance review yet'})"
+            )
         previous = self.alias_version(model, "production")
         changes = []
         if previous is not None and previous != version:
-            changes.append(
-                _Change(previous, "superseded", State.PRODUCTION, State.STAGING, f"superseded by v{version}")
-            )
-        changes.append(_Change(version, "transition", State.STAGING, State.PRODUCTION, reason, approvals=valid))
+            changes.append(Change(previous, "superseded", State.PRODUCTION, State.STAGING, f"superseded by v{version}"))
+        changes.append(Change(version, "transition", State.STAGING, State.PRODUCTION, reason, approvals=valid))
         aliases: dict[str, str | None] = {"production": version}
         for alias in ("staging", "challenger"):
             if self.alias_version(model, alias) == version:
                 aliases[alias] = None
         if previous is not None and previous != version:
             aliases["staging"] = previous  # the rollback target stays one step away
-        self._apply(model, actor, changes, aliases)
+        self.record(model, actor, changes, aliases)
         return previous
 
     def rollback(self, model: str, *, actor: str, reason: str) -> str:
@@ -340,12 +356,12 @@ class Lifecycle:
             raise LifecycleError(f"{model} v{current}: no previous production version to roll back to")
         if self.state(model, target) != State.STAGING:
             raise LifecycleError(f"{model}: rollback target v{target} is {self.state(model, target)}, not STAGING")
-        self._apply(
+        self.record(
             model,
             actor,
             [
-                _Change(current, "rollback", State.PRODUCTION, State.STAGING, reason),
-                _Change(target, "rollback", State.STAGING, State.PRODUCTION, f"restored by rollback of v{current}"),
+                Change(current, "rollback", State.PRODUCTION, State.STAGING, reason),
+                Change(target, "rollback", State.STAGING, State.PRODUCTION, f"restored by rollback of v{current}"),
             ],
             {"production": target, "staging": current, "challenger": None},
         )
@@ -369,7 +385,7 @@ class Lifecycle:
     def record_override(self, model: str, version: str | int, *, actor: str, reason: str) -> None:
         """An explicit override (e.g. serving despite a feature-graph mismatch) is itself audited."""
         state = self.state(model, version)
-        self._apply(model, actor, [_Change(str(version), "override", state, state, reason)], {})
+        self.record(model, actor, [Change(str(version), "override", state, state, reason)], {})
 
     # ---- verification ------------------------------------------------------------------------------------
     def consistency_problems(self, model: str) -> list[str]:

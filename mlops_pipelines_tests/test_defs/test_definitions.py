@@ -10,10 +10,19 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
     graph = definitions.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     views = {f"features/{name}" for name in load_catalog().views}
-    models = {f"{prefix}{name}{suffix}" for name in load_model_specs()
-              for prefix, suffix in (("training/", "_dataset"), ("", ""), ("", "_promotion"))}
-    assert keys == {"raw/market_bars", "raw/quarantined_bars", "features/catalog", "features/online_store", *views,
-                    *models}
+    models = {
+        f"{prefix}{name}{suffix}"
+        for name in load_model_specs()
+        for prefix, suffix in (("training/", "_dataset"), ("", ""), ("", "_promotion"))
+    }
+    assert keys == {
+        "raw/market_bars",
+        "raw/quarantined_bars",
+        "features/catalog",
+        "features/online_store",
+        *views,
+        *models,
+    }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         expected_group = {"raw": "ingestion", "features": "features"}.get(key.path[0], "training")
@@ -34,8 +43,15 @@ def test_checks_jobs_and_sensors(definitions: dg.Definitions) -> None:
     checks = {key.name for key in graph.asset_check_keys}
     assert {"market_bars_quarantine_ratio", "market_bars_unique_bars"} <= checks
     assert {f"{name}_declared_schema" for name in load_catalog().views} <= checks
-    for job in ("ingestion_job", "features_job", "training_job", "approve_model_job", "promote_model_job",
-                "rollback_model_job", "retire_model_job"):
+    for job in (
+        "ingestion_job",
+        "features_job",
+        "training_job",
+        "approve_model_job",
+        "promote_model_job",
+        "rollback_model_job",
+        "retire_model_job",
+    ):
         assert definitions.resolve_job_def(job), job
     assert {f"{name}_lifecycle_consistent" for name in load_model_specs()} <= checks
     sensor = definitions.resolve_sensor_def("raw_files_sensor")

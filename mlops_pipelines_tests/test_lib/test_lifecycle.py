@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib import reviews, warehouse
 from mlops_pipelines.lib.lifecycle import (
     ALLOWED,
     ApprovalRequired,
@@ -67,6 +67,8 @@ def staged_version(tracking: Tracking, db: Path, approver: str | None = "reviewe
         assert lifecycle.gate(MODEL, version, result, actor="pipeline") == State.STAGING
         if approver:
             lifecycle.approve(MODEL, version, approver=approver, comment="ok")
+            reviews.request_review(lifecycle, MODEL, version, report_uri="report.html", actor="pipeline")
+            reviews.decide(lifecycle, MODEL, version, approve=True, reviewer="compliance", comment="signed off")
     return version
 
 
@@ -89,6 +91,16 @@ def test_register_gate_and_four_eyes(tracking: Tracking, tmp_path: Path) -> None
         with pytest.raises(ApprovalRequired, match="needs an approval"):
             lifecycle.promote_to_production(MODEL, version, actor="ops", reason="no approval yet")
         lifecycle.approve(MODEL, version, approver="reviewer", comment="reviewed")
+        with pytest.raises(ApprovalRequired, match="APPROVED compliance review"):
+            lifecycle.promote_to_production(MODEL, version, actor="ops", reason="no sign-off yet")
+        reviews.request_review(lifecycle, MODEL, version, report_uri="r.html", actor="pipeline")
+        with pytest.raises(ApprovalRequired, match="cannot review"):
+            reviews.decide(lifecycle, MODEL, version, approve=True, reviewer="trainer", comment="self")
+        reviews.decide(lifecycle, MODEL, version, approve=False, reviewer="compliance", comment="missing data")
+        with pytest.raises(ApprovalRequired, match=r"compliance review \(REJECTED\)"):
+            lifecycle.promote_to_production(MODEL, version, actor="ops", reason="rejected")
+        reviews.request_review(lifecycle, MODEL, version, report_uri="r2.html", actor="pipeline")
+        reviews.decide(lifecycle, MODEL, version, approve=True, reviewer="compliance", comment="fixed")
         with pytest.raises(ApprovalRequired, match="requester"):  # the approver cannot also be the requester
             lifecycle.promote_to_production(MODEL, version, actor="reviewer", reason="self-request")
         with pytest.raises(IllegalTransition, match="STAGING -> RETIRED"):
@@ -105,6 +117,10 @@ def test_register_gate_and_four_eyes(tracking: Tracking, tmp_path: Path) -> None
             ("transition", "TRAINED", "VALIDATED"),
             ("transition", "VALIDATED", "STAGING"),
             ("approval", "STAGING", "STAGING"),
+            ("review_requested", "STAGING", "STAGING"),
+            ("review_rejected", "STAGING", "STAGING"),
+            ("review_requested", "STAGING", "STAGING"),
+            ("review_approved", "STAGING", "STAGING"),
             ("transition", "STAGING", "PRODUCTION"),
         ]
         assert lifecycle.history(MODEL)[2]["policy_hash"] == FAILING.digest()
@@ -164,7 +180,7 @@ def test_consistency_check_detects_disagreement(tracking: Tracking, tmp_path: Pa
 
 PROMOTE = textwrap.dedent("""
     import sys
-    from mlops_pipelines.lib import warehouse
+    from mlops_pipelines.lib import reviews, warehouse
     from mlops_pipelines.lib.lifecycle import Lifecycle
     from mlops_pipelines.lib.tracking import Tracking
     uri, db, version, go = sys.argv[1:5]
