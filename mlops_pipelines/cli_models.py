@@ -14,7 +14,7 @@ from rich.table import Table
 
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_promotion_policy
-from mlops_pipelines.lib import deployments, policy, warehouse
+from mlops_pipelines.lib import deployments, policy, promotion, warehouse
 from mlops_pipelines.lib.datasets import DATASET_REGISTRY
 from mlops_pipelines.lib.lifecycle import ApprovalRequired, IllegalTransition, Lifecycle, LifecycleError
 from mlops_pipelines.lib.tracking import Tracking
@@ -205,9 +205,7 @@ def models_promote(
         if to == "staging":
             spec = load_model_specs().get(name)
             strategy = spec.strategy if spec else lifecycle.version(name, version).tags.get("strategy", "")
-            mv = lifecycle.version(name, version)
-            metrics: dict[str, Any] = dict(lifecycle.client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
-            metrics["drift_severity"] = "NORMAL"
+            metrics = promotion.observed_metrics(lifecycle.client, lifecycle.conn, name, version)
             result = policy.evaluate(
                 load_promotion_policy(), model=name, strategy=strategy, metrics=metrics, request=_overrides(override)
             )

@@ -3,8 +3,14 @@
 from pathlib import Path
 
 from mlops_pipelines.lib.policy import PromotionPolicy, load_policy
+from mlops_pipelines.lib.scenarios import ScenarioCatalog, load_scenarios
 
 PROMOTION_POLICY_PATH = Path(__file__).with_name("promotion_policy.yaml")
+SCENARIOS_PATH = Path(__file__).with_name("scenarios.yaml")
+
+
+def load_scenario_catalog() -> ScenarioCatalog:
+    return load_scenarios(SCENARIOS_PATH)
 
 
 def load_promotion_policy() -> PromotionPolicy:

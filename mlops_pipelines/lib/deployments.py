@@ -10,9 +10,9 @@ import duckdb
 
 from mlops_pipelines.lib import warehouse
 from mlops_pipelines.lib.lifecycle import AUDIT_TABLE, Lifecycle, State
+from mlops_pipelines.lib.promotion import DRIFT_TABLE, drift_severity
 
 DEPLOYMENTS_TABLE = "governance.deployments"
-DRIFT_TABLE = "monitoring.model_drift_reports"
 ENVIRONMENT_STATES = {"production": {State.PRODUCTION}, "staging": {State.STAGING, State.PRODUCTION}}
 
 
@@ -79,12 +79,7 @@ def checklist(lifecycle: Lifecycle, model: str, version: str, environment: str) 
 def _drift_item(conn: duckdb.DuckDBPyConnection, model: str) -> ChecklistItem:
     if not warehouse.table_exists(conn, DRIFT_TABLE):
         return ChecklistItem("drift_normal", True, "no drift report yet (drift monitoring not run)")
-    row = conn.execute(
-        f"SELECT max(CASE severity WHEN 'SEVERE' THEN 2 WHEN 'MODERATE' THEN 1 ELSE 0 END) FROM {DRIFT_TABLE} "
-        f"WHERE model = ? AND window_end = (SELECT max(window_end) FROM {DRIFT_TABLE} WHERE model = ?)",
-        [model, model],
-    ).fetchone()
-    worst = ("NORMAL", "MODERATE", "SEVERE")[int(row[0])] if row and row[0] is not None else "NORMAL"
+    worst = drift_severity(conn, model)
     return ChecklistItem("drift_normal", worst == "NORMAL", f"latest drift severity {worst}")
 
 

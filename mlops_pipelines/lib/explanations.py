@@ -37,7 +37,7 @@ class Explanation:
                     "row": int(idx) if isinstance(idx, (int, np.integer)) else str(idx),
                     "raw_prediction": float(self.prediction.loc[idx]),
                     "contributions": {k: float(v) for k, v in top.items()},
-                    "values": {k: float(self.sample.loc[idx, k]) for k in top.index},
+                    "values": {k: float(self.sample.at[idx, k]) for k in top.index},
                 }
             )
         return rows

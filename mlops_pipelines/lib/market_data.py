@@ -43,7 +43,7 @@ class SyntheticMarketConfig:
     shift_volume_multiplier: float = 1.8
     feed_latency: timedelta = timedelta(seconds=30)
     bad_row_rate: float = 0.0
-    momentum: float = 0.1  # AR(1) coefficient of idiosyncratic hourly returns: a weak, learnable signal
+    momentum: float = 0.3  # AR(1) coefficient of idiosyncratic hourly returns: a weak, learnable signal
     sectors: tuple[str, ...] = field(
         default=("technology", "financials", "energy", "healthcare", "industrials", "consumer", "utilities")
     )

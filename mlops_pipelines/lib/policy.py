@@ -28,6 +28,8 @@ class Thresholds(BaseModel):
     max_rmse_ratio: float | None = Field(default=None, gt=0)
     max_drift_severity: Severity | None = None
     min_test_rows: int | None = Field(default=None, ge=0)
+    min_sharpe_excess_vs_buy_and_hold: float | None = None  # holdout backtest: candidate Sharpe - buy-and-hold
+    max_drawdown_excess_vs_champion: float | None = Field(default=None, ge=0)  # candidate MDD - champion MDD
 
 
 class PromotionPolicy(BaseModel):
@@ -117,6 +119,8 @@ def evaluate(
         "max_rmse_ratio": ("rmse_ratio", lambda o, t: o <= t),
         "max_drift_severity": ("drift_severity", lambda o, t: SEVERITIES.index(o) <= SEVERITIES.index(t)),
         "min_test_rows": ("test_rows", lambda o, t: o >= t),
+        "min_sharpe_excess_vs_buy_and_hold": ("sharpe_excess_vs_buy_and_hold", lambda o, t: o >= t),
+        "max_drawdown_excess_vs_champion": ("drawdown_excess_vs_champion", lambda o, t: o <= t),
     }
     checks = []
     for key, threshold in thresholds.items():

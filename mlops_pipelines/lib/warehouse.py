@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-SCHEMAS = ("raw", "features", "training", "monitoring", "governance")
+SCHEMAS = ("raw", "features", "training", "evaluation", "monitoring", "governance")
 _LOCK_ERROR = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -133,22 +133,25 @@ def replace_rows(
     params: list[object] | None = None,
     create_sql: str | None = None,
 ) -> None:
-    """In one transaction: create the table if needed, delete the rows matching ``where``, append ``frame``.
+    """In one transaction: create the table if needed (from ``create_sql``, else from ``frame``'s columns),
+    delete the rows matching ``where``, append ``frame``.
 
-    Re-running the same slice (a partition, a file) therefore replaces it and never duplicates it.
+    Re-running the same slice (a partition, a file, a model version) therefore replaces it, never duplicates it.
     """
     quoted = quote_table(name)
-    with transaction(conn):
-        if create_sql is not None:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({create_sql})")
-        conn.execute(f"DELETE FROM {quoted} WHERE {where}", params or [])
-        if len(frame):
-            conn.register("_incoming", frame)
-            try:
+    conn.register("_incoming", frame)
+    try:
+        with transaction(conn):
+            if create_sql is not None:
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({create_sql})")
+            elif not table_exists(conn, name):
+                conn.execute(f"CREATE TABLE {quoted} AS SELECT * FROM _incoming WHERE false")
+            conn.execute(f"DELETE FROM {quoted} WHERE {where}", params or [])
+            if len(frame):
                 columns = ", ".join(f'"{c}"' for c in frame.columns)
                 conn.execute(f"INSERT INTO {quoted} ({columns}) SELECT {columns} FROM _incoming")
-            finally:
-                conn.unregister("_incoming")
+    finally:
+        conn.unregister("_incoming")
 
 
 def to_utc_micros(series: pd.Series) -> pd.Series:

@@ -10,10 +10,12 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
     graph = definitions.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     views = {f"features/{name}" for name in load_catalog().views}
-    models = {
-        f"{prefix}{name}{suffix}"
+    training = {f"training/{name}_dataset" for name in load_model_specs()} | set(load_model_specs())
+    training |= {f"{name}_promotion" for name in load_model_specs()}
+    evaluation = {
+        f"{name}_{suffix}"
         for name in load_model_specs()
-        for prefix, suffix in (("training/", "_dataset"), ("", ""), ("", "_promotion"))
+        for suffix in ("backtest", "explanations", "compliance_report")
     }
     assert keys == {
         "raw/market_bars",
@@ -21,11 +23,14 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "features/catalog",
         "features/online_store",
         *views,
-        *models,
+        *training,
+        *evaluation,
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        expected_group = {"raw": "ingestion", "features": "features"}.get(key.path[0], "training")
+        expected_group = {"raw": "ingestion", "features": "features"}.get(
+            key.path[0], "evaluation" if key.to_user_string() in evaluation else "training"
+        )
         assert node.group_name == expected_group, key
         assert node.owners, key
         assert node.description, key

@@ -27,9 +27,15 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
     assert meta["training/direction_classifier_dataset"]["dataset_hash"].value == model_meta["dataset_hash"].value
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
-        "direction_classifier_lifecycle_consistent": True,
-        "volatility_forecaster_lifecycle_consistent": True,
+        f"{name}_{check}": True
+        for name in ("direction_classifier", "volatility_forecaster")
+        for check in ("lifecycle_consistent", "explanations_available")
     }
+    report = meta["direction_classifier_compliance_report"]
+    assert report["review_status"].value == "PENDING_REVIEW" and report["report"].value.endswith("report.html")
+    backtest = meta["direction_classifier_backtest"]
+    assert "| holdout | candidate |" in backtest["comparison"].value
+    assert isinstance(backtest["sharpe_excess_vs_buy_and_hold"].value, float)
 
     settings = Settings.from_env()
     tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
@@ -43,7 +49,7 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
             result = evaluate(permissive, model=model, strategy="directional", metrics={"test_rows": 10})
             assert Lifecycle(tracking.client(), conn).gate(model, "1", result, actor="operator") == "STAGING"
 
-    def op_config(op: str, **values: str) -> dict:
+    def op_config(op: str, **values: object) -> dict:
         return {"ops": {op: {"config": values}}}
 
     denied = run_job(
@@ -59,6 +65,24 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
         instance,
         "approve_model_job",
         run_config=op_config("approve_model", model=model, version="1", actor="reviewer", reason="ok"),
+    )
+    rejected_by_trainer = run_job(
+        definitions,
+        instance,
+        "review_model_job",
+        raise_on_error=False,
+        run_config=op_config(
+            "review_model", model=model, version="1", actor="pipeline:dagster", approve=True, reason="self"
+        ),
+    )
+    assert not rejected_by_trainer.success
+    run_job(
+        definitions,
+        instance,
+        "review_model_job",
+        run_config=op_config(
+            "review_model", model=model, version="1", actor="compliance", approve=True, reason="report reviewed"
+        ),
     )
     run_job(
         definitions,

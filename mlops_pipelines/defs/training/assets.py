@@ -1,7 +1,6 @@
 """Training sets, training runs (MLflow + registry) and the promotion gate, one set of assets per model spec."""
 
 import base64
-from typing import Any
 
 import dagster as dg
 from mlflow.exceptions import MlflowException
@@ -9,7 +8,7 @@ from mlflow.exceptions import MlflowException
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_promotion_policy
-from mlops_pipelines.lib import datasets, policy
+from mlops_pipelines.lib import datasets, policy, promotion
 from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.training_run import train_and_register
@@ -117,14 +116,15 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
 def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=f"{spec.name}_promotion",
-        deps=[dg.AssetKey(spec.name)],
+        deps=[dg.AssetKey(f"{spec.name}_compliance_report")],
         owners=[spec.owner],
         kinds={"mlflow"},
         pool=WAREHOUSE_POOL,
         description=(
-            f"The promotion gate of {spec.name}: the newest version's held-out metrics against "
-            "catalog/promotion_policy.yaml. Pass: TRAINED -> VALIDATED -> STAGING (awaiting a four-eyes approval "
-            "for PRODUCTION). Fail: stays TRAINED, with the failed thresholds in the audit log."
+            f"The promotion gate of {spec.name}: the newest version's held-out metrics and holdout backtest "
+            "against catalog/promotion_policy.yaml. Pass: TRAINED -> VALIDATED -> STAGING (awaiting a four-eyes "
+            "approval and a compliance sign-off for PRODUCTION). Fail: stays TRAINED, with the failed thresholds "
+            "in the audit log."
         ),
         check_specs=[
             dg.AssetCheckSpec(
@@ -143,8 +143,7 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             if not versions:
                 raise MlflowException(f"{spec.name} has no registered version; materialize {spec.name} first")
             newest = versions[-1]
-            metrics: dict[str, Any] = dict(client.get_run(newest.run_id).data.metrics) if newest.run_id else {}
-            metrics["drift_severity"] = "NORMAL"  # replaced by monitoring.model_drift_reports once drift runs
+            metrics = promotion.observed_metrics(client, conn, spec.name, str(newest.version))
             result = policy.evaluate(promotion_policy, model=spec.name, strategy=spec.strategy, metrics=metrics)
             state = lifecycle.gate(spec.name, newest.version, result, actor=PIPELINE_ACTOR)
             problems = lifecycle.consistency_problems(spec.name)

@@ -3,14 +3,18 @@
 import dagster as dg
 from pydantic import Field
 
+from mlops_pipelines.lib import reviews
 from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import MlflowResource, WarehouseResource
 
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.groups("training"),
-    description="Build training sets, train every model, register versions and apply the promotion gate.",
+    selection=dg.AssetSelection.groups("training", "evaluation"),
+    description=(
+        "Build training sets, train and register every model, evaluate it (backtest, SHAP, compliance report) "
+        "and apply the promotion gate."
+    ),
 )
 
 
@@ -34,6 +38,27 @@ def approve_model(
             config.model, config.version, approver=config.actor, comment=config.reason
         )
     context.log.info(f"{config.actor} approved {config.model} v{config.version}")
+
+
+class ReviewDecision(VersionRequest):
+    approve: bool = Field(description="true: APPROVED, false: REJECTED.")
+
+
+@dg.op(pool=WAREHOUSE_POOL)
+def review_model(
+    context: dg.OpExecutionContext, config: ReviewDecision, warehouse: WarehouseResource, mlflow: MlflowResource
+) -> None:
+    """Sign off (or reject) the pending compliance review of a version; the reviewer must not be its trainer."""
+    with warehouse.connect() as conn:
+        status = reviews.decide(
+            Lifecycle(mlflow.tracking().client(), conn),
+            config.model,
+            config.version,
+            approve=config.approve,
+            reviewer=config.actor,
+            comment=config.reason,
+        )
+    context.log.info(f"{config.actor}: compliance review of {config.model} v{config.version} -> {status}")
 
 
 @dg.op(pool=WAREHOUSE_POOL)
@@ -75,6 +100,11 @@ def retire_model(
 @dg.job(description="Approve a STAGING model version (four-eyes: not its trainer).")
 def approve_model_job() -> None:
     approve_model()
+
+
+@dg.job(description="Approve or reject the compliance review of a model version (reviewer: not its trainer).")
+def review_model_job() -> None:
+    review_model()
 
 
 @dg.job(description="Promote an approved STAGING version to PRODUCTION.")
