@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlops_pipelines.catalog.feature_views import load_catalog
-from mlops_pipelines.cli_models import datasets_app, deployments_app, experiments_app, models_app
+from mlops_pipelines.cli_models import datasets_app, deployments_app, experiments_app, models_app, reviews_app
 from mlops_pipelines.lib import feature_store, warehouse
 from mlops_pipelines.lib.feature_views import FeatureGraphError, diff_lock
 from mlops_pipelines.lib.online_store import OnlineStoreReader
@@ -31,6 +31,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(deployments_app, name="deployments")
+app.add_typer(reviews_app, name="reviews")
 console = Console()
 LOCK_PATH = REPO_ROOT / "mlops_pipelines" / "catalog" / "feature_lock.json"
 DOCS_PATH = REPO_ROOT / "docs" / "feature_catalog.md"

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_promotion_policy
-from mlops_pipelines.lib import deployments, policy, promotion, warehouse
+from mlops_pipelines.lib import deployments, policy, promotion, reviews, warehouse
 from mlops_pipelines.lib.datasets import DATASET_REGISTRY
 from mlops_pipelines.lib.lifecycle import ApprovalRequired, IllegalTransition, Lifecycle, LifecycleError
 from mlops_pipelines.lib.tracking import Tracking
@@ -26,6 +26,7 @@ models_app = typer.Typer(
 )
 experiments_app = typer.Typer(help="MLflow experiments (one per model).", no_args_is_help=True)
 datasets_app = typer.Typer(help="Training sets, by dataset id.", no_args_is_help=True)
+reviews_app = typer.Typer(help="Compliance sign-off: list, approve, reject.", no_args_is_help=True)
 deployments_app = typer.Typer(help="Bind a model version to an environment, after a checklist.", no_args_is_help=True)
 
 Actor = Annotated[str, typer.Option(help="Who acts (audit log). Default: $MLOPS_ACTOR or the OS user.")]
@@ -347,3 +348,57 @@ def deployments_show(deployment_id: str) -> None:
         console.print(f"[red]no deployment {deployment_id!r}[/red]")
         raise typer.Exit(1)
     console.print_json(json.dumps({**rows[0], "checklist": json.loads(rows[0]["checklist"])}, default=str))
+
+
+@reviews_app.command("list")
+def reviews_list(
+    status: Annotated[str | None, typer.Option(help="PENDING_REVIEW, APPROVED or REJECTED.")] = None,
+) -> None:
+    """Compliance reviews, newest first, with the report each one is about."""
+    table = Table("model", "version", "status", "requested", "reviewer", "comment", "report")
+    with _lifecycle() as lifecycle:
+        for r in reviews.list_reviews(lifecycle, status):
+            table.add_row(
+                r["model"],
+                r["version"],
+                r["status"],
+                str(r["requested_at"])[:19],
+                r["reviewer"] or "",
+                escape(r["comment"] or ""),
+                r["report_uri"] or "",
+            )
+    console.print(table)
+
+
+def _decide(name: str, version: str, approve: bool, comment: str, actor: str) -> None:
+    with _governed() as lifecycle:
+        try:
+            status = reviews.decide(
+                lifecycle, name, version, approve=approve, reviewer=actor or current_actor(), comment=comment
+            )
+        except ValueError as exc:
+            console.print(f"[red]refused:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    console.print(f"{name} v{version}: compliance review {status}")
+
+
+@reviews_app.command("approve")
+def reviews_approve(
+    name: str,
+    version: Annotated[str, typer.Option()],
+    comment: Annotated[str, typer.Option(help="Required: what was reviewed.")],
+    actor: Actor = "",
+) -> None:
+    """Sign off a version's compliance report (the reviewer must not be its trainer)."""
+    _decide(name, version, True, comment, actor)
+
+
+@reviews_app.command("reject")
+def reviews_reject(
+    name: str,
+    version: Annotated[str, typer.Option()],
+    comment: Annotated[str, typer.Option(help="Required: why.")],
+    actor: Actor = "",
+) -> None:
+    """Reject a version's compliance report; it cannot reach PRODUCTION until a new report is approved."""
+    _decide(name, version, False, comment, actor)

@@ -37,7 +37,12 @@ class Explanation:
                     "row": int(idx) if isinstance(idx, (int, np.integer)) else str(idx),
                     "raw_prediction": float(self.prediction.loc[idx]),
                     "contributions": {k: float(v) for k, v in top.items()},
-                    "values": {k: float(self.sample.at[idx, k]) for k in top.index},
+                    "values": {
+                        k: float(v)
+                        for k, v in zip(
+                            top.index, self.sample.loc[idx, list(top.index)].to_numpy(dtype=float), strict=True
+                        )
+                    },
                 }
             )
         return rows
@@ -59,10 +64,17 @@ def explain(booster: lgb.Booster, frame: pd.DataFrame, features: list[str]) -> E
 
 
 def shap_reference(booster: lgb.Booster, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
-    """The same values from ``shap.TreeExplainer`` (the reference implementation)."""
+    """The same values from ``shap.TreeExplainer``'s own TreeSHAP, an independent implementation.
+
+    For a LightGBM booster, ``shap`` would call LightGBM's ``pred_contrib`` itself (the fast path we already
+    use); marking the parsed tree ensemble as ``internal`` makes it run its own C++ algorithm over the trees
+    it parsed from the model dump, so the comparison checks one implementation against another.
+    """
     import shap
 
-    values = shap.TreeExplainer(booster).shap_values(frame[features].astype("float64"))
+    explainer = shap.TreeExplainer(booster)
+    explainer.model.model_type = "internal"
+    values = explainer.shap_values(frame[features].astype("float64"), check_additivity=False)
     return np.asarray(values[1] if isinstance(values, list) else values)
 
 
