@@ -112,7 +112,10 @@ def models_show(name: str, version: Annotated[str | None, typer.Option(help="One
             return
         mv = lifecycle.version(name, version)
         tracking = _tracking(Settings.from_env())
-        manifest = json.loads(tracking.read_text_artifact(mv.run_id, "manifest.json")) if mv.run_id else {}
+        try:
+            manifest = json.loads(tracking.read_text_artifact(mv.run_id, "manifest.json")) if mv.run_id else {}
+        except (MlflowException, OSError):  # a version registered outside our training runs has no manifest
+            manifest = {}
         dataset = (
             lifecycle.conn.execute(
                 f"SELECT dataset_id, table_name, row_count, first_decision, last_decision FROM {DATASET_REGISTRY} "

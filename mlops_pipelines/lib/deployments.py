@@ -60,20 +60,25 @@ def checklist(lifecycle: Lifecycle, model: str, version: str, environment: str) 
         )
     )
     items.append(_drift_item(conn, model))
-    target = (
-        lifecycle.rollback_target(model) if state == State.PRODUCTION else lifecycle.alias_version(model, "production")
-    )
-    if target is None and state == State.PRODUCTION:
-        items.append(ChecklistItem("rollback_target_known", True, "first production version: nothing to roll back to"))
-    else:
-        items.append(
-            ChecklistItem(
-                "rollback_target_known",
-                target is not None,
-                f"rollback target v{target}" if target else "no rollback target",
-            )
-        )
+    items.append(_rollback_item(lifecycle, model, version, state))
     return items
+
+
+def _rollback_item(lifecycle: Lifecycle, model: str, version: str, state: str) -> ChecklistItem:
+    """Known when there is a version to go back to, or when nothing of this model was ever in production."""
+    if state == State.PRODUCTION:
+        target = lifecycle.rollback_target(model)
+    else:
+        target = lifecycle.alias_version(model, "production")
+    if target is not None:
+        return ChecklistItem("rollback_target_known", True, f"rollback target v{target}")
+    row = lifecycle.conn.execute(
+        f"SELECT count(*) FROM {AUDIT_TABLE} WHERE model = ? AND to_state = 'PRODUCTION' AND version <> ?",
+        [model, version],
+    ).fetchone()
+    if row is None or row[0] == 0:
+        return ChecklistItem("rollback_target_known", True, "first deployment of this model: nothing to roll back to")
+    return ChecklistItem("rollback_target_known", False, "other versions were in production, none is restorable")
 
 
 def _drift_item(conn: duckdb.DuckDBPyConnection, model: str) -> ChecklistItem:

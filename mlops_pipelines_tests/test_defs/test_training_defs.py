@@ -39,6 +39,20 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
 
     settings = Settings.from_env()
     tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
+
+    # a failing explanation is reported on its asset (check failed, error in metadata); the run still succeeds
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("shap exploded")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("mlops_pipelines.lib.explanations.explain", broken)
+        explained = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("direction_classifier_explanations")]
+        )
+    assert explained.success
+    [failed] = explained.get_asset_check_evaluations()
+    assert not failed.passed and "shap exploded" in failed.metadata["error"].value
+
     model = "direction_classifier"
     gate = meta[f"{model}_promotion"]
     assert gate["lifecycle_state"].value == ("STAGING" if gate["policy_passed"].value else "TRAINED")
