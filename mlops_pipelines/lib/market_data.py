@@ -193,15 +193,6 @@ def list_source_files(raw_dir: Path) -> list[Path]:
     return sorted(p for p in raw_dir.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content: the sensor's change detector and part of its run key."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _with_micro_timestamps(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("timestamp", "available_at"):
         frame[column] = frame[column].astype("datetime64[us, UTC]")

@@ -6,7 +6,6 @@ hook (dagster#21872), which does not fit one MLflow run per asset materializatio
 that step. We use ``MlflowClient`` with URIs passed explicitly everywhere (RELIABILITY #6).
 """
 
-import hashlib
 import json
 import os
 import tempfile
@@ -28,6 +27,8 @@ from mlflow.entities import DatasetInput, InputTag, Run, RunStatus
 from mlflow.lightgbm import log_model as log_lightgbm_model
 from mlflow.models import infer_signature
 
+from mlops_pipelines.lib.files import sha256_file
+
 MODEL_FILE = "model.lgb"
 # Artifact downloads are internal steps here; MLflow's progress bars only clutter run logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -39,14 +40,6 @@ class TrackingConfigError(ValueError):
 
 class ArtifactIntegrityError(RuntimeError):
     """A model artifact's sha256 differs from the value recorded at registration."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,7 +109,7 @@ class Tracking:
             )
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(download_artifacts(artifact_uri=info.model_uri, dst_path=tmp, tracking_uri=self.tracking_uri))
-            sha = file_sha256(local / MODEL_FILE)
+            sha = sha256_file(local / MODEL_FILE)
         return LoggedModel(model_uri=info.model_uri, model_id=info.model_id, artifact_sha256=sha)
 
     def log_dataset(self, run_id: str, frame: pd.DataFrame, *, name: str, digest: str, table: str) -> None:
@@ -148,7 +141,7 @@ class Tracking:
         """Download a registered model, check its sha256, then load the native file (never a pickle)."""
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri))
-            actual = file_sha256(local / MODEL_FILE)
+            actual = sha256_file(local / MODEL_FILE)
             if actual != expected_sha256:
                 raise ArtifactIntegrityError(
                     f"{source}/{MODEL_FILE} has sha256 {actual}, but {expected_sha256} was recorded at registration"

@@ -1,6 +1,5 @@
 """Backtest replay, SHAP explanations and the compliance report of each model's newest version."""
 
-import base64
 import json
 import tempfile
 from datetime import timedelta
@@ -14,6 +13,7 @@ from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_promotion_policy, load_scenario_catalog
 from mlops_pipelines.lib import compliance, datasets, evaluation, explanations, policy, promotion, reviews
+from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.model_loading import load_for_inference
 from mlops_pipelines.lib.model_specs import ModelSpec
@@ -27,10 +27,6 @@ CATALOG = load_catalog()
 SPECS = load_model_specs()
 PIPELINE_ACTOR = "pipeline:dagster"
 SHAP_SAMPLE = 2000
-
-
-def png_md(png: bytes, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def newest_version(tracking: Tracking, model: str) -> Any:
@@ -132,7 +128,7 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "scenarios": len(results),
                 "champion_version": str(champion) if evaluation.CHAMPION in models else "none",
                 "comparison": dg.MetadataValue.md(table),
-                "equity_curves": dg.MetadataValue.md("\n\n".join(png_md(p, k) for k, p in pngs.items())),
+                "equity_curves": dg.MetadataValue.md("\n\n".join(png_markdown(p, k) for k, p in pngs.items())),
                 "dagster/row_count": len(frame),
                 "dagster/table_name": promotion.BACKTEST_TABLE,
             }
@@ -195,7 +191,7 @@ def build_explanations_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "model_version": str(mv.version),
                 "rows_explained": len(sample),
                 "global_importance": dg.MetadataValue.md(importance),
-                "summary_plot": dg.MetadataValue.md(png_md(png, "SHAP summary")),
+                "summary_plot": dg.MetadataValue.md(png_markdown(png, "SHAP summary")),
                 "largest_predictions": dg.MetadataValue.json(result.local()),
             }
         )

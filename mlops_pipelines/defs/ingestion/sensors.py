@@ -5,7 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_pipelines.lib.market_data import file_digest, read_source_file
+from mlops_pipelines.lib.files import sha256_file
+from mlops_pipelines.lib.market_data import read_source_file
 from mlops_pipelines.lib.validation import parse_utc
 from mlops_pipelines.partitions import MARKET_DAYS
 from mlops_pipelines.resources import MarketDataSource
@@ -36,7 +37,7 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDat
     requests: list[dg.RunRequest] = []
     current: dict[str, str] = {}
     for path in market_data.files():
-        digest = file_digest(path)
+        digest = sha256_file(path)
         current[str(path)] = digest
         if seen.get(str(path)) == digest:
             continue

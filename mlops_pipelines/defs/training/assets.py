@@ -1,7 +1,5 @@
 """Training sets, training runs (MLflow + registry) and the promotion gate, one set of assets per model spec."""
 
-import base64
-
 import dagster as dg
 from mlflow.exceptions import MlflowException
 
@@ -9,6 +7,7 @@ from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_promotion_policy
 from mlops_pipelines.lib import datasets, policy, promotion
+from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.training_run import train_and_register
@@ -22,10 +21,6 @@ PIPELINE_ACTOR = "pipeline:dagster"
 
 def dataset_key(spec: ModelSpec) -> dg.AssetKey:
     return dg.AssetKey(["training", f"{spec.name}_dataset"])
-
-
-def png_markdown(png: bytes, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
