@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from mlops_pipelines.lib.datasets import TrainingSet
 from mlops_pipelines.lib.feature_views import FeatureCatalog
@@ -49,14 +47,16 @@ def config_hash(spec: ModelSpec) -> str:
 
 def importance_plot(model: TrainedModel, title: str) -> bytes:
     top = model.importance.head(20)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(top) + 1.2))
+    # Figure + Agg canvas directly: pyplot's global figure manager costs more than the plot itself
+    fig = Figure(figsize=(7, 0.3 * len(top) + 1.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.barh(top.index, top.to_numpy(), color="#3b6ea5")
     ax.set_xlabel("total gain")
     ax.set_title(title)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -113,7 +113,8 @@ def train_and_register(
         model = train(spec, data)
         for key, value in model.metrics.items():
             client.log_metric(run_id, key, value)
-        logged = tracking.log_booster(run_id, model.booster, signature_frame(data.split("train"), data.features))
+        # rows are in time order, so the first ones are training rows
+        logged = tracking.log_booster(run_id, model.booster, signature_frame(data.frame, data.features))
         manifest = {
             "model": spec.name,
             "feature_graph_hash": catalog.graph_hash(),
