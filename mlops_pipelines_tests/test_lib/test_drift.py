@@ -1,0 +1,82 @@
+"""Drift statistics against scipy and straightforward reference implementations, and their edge cases."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from mlops_pipelines.lib.drift import CONSTANT, EMPTY, OK, TOO_FEW, categorical_drift, numeric_drift
+
+
+def naive_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """PSI written out: decile edges of the reference, shares per bin, floor 1e-4, sum (c - r) ln(c / r)."""
+    edges = np.unique(np.quantile(reference, [i / bins for i in range(1, bins)]))
+    total = 0.0
+    for low, high in zip([-np.inf, *edges], [*edges, np.inf], strict=True):
+        r = max(
+            np.mean((reference >= low) & (reference < high)) if np.isfinite(low) else np.mean(reference < high), 1e-4
+        )
+        c = max(np.mean((current >= low) & (current < high)) if np.isfinite(low) else np.mean(current < high), 1e-4)
+        total += (c - r) * np.log(c / r)
+    return total
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_numeric_statistics_match_references(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ref = pd.DataFrame({"a": rng.normal(0, 1, 3000), "b": rng.exponential(1, 3000)})
+    cur = pd.DataFrame({"a": rng.normal(0.3 * seed / 4, 1.2, 800), "b": rng.exponential(1 + seed / 10, 800)})
+    cur.loc[cur.index[:40], "a"] = np.nan  # missing values are counted, not compared
+    out = numeric_drift(ref, cur, ["a", "b"]).set_index("feature")
+    for column in ("a", "b"):
+        r, c = ref[column].dropna().to_numpy(), cur[column].dropna().to_numpy()
+        expected = stats.ks_2samp(r, c, method="asymp")
+        assert out.loc[column, "ks_statistic"] == pytest.approx(expected.statistic, abs=1e-12)
+        assert out.loc[column, "ks_pvalue"] == pytest.approx(expected.pvalue, abs=1e-9)
+        assert out.loc[column, "psi"] == pytest.approx(naive_psi(r, c), abs=1e-12)
+        assert out.loc[column, "mean_shift_sd"] == pytest.approx((c.mean() - r.mean()) / r.std(ddof=1))
+        assert out.loc[column, "variance_ratio"] == pytest.approx(c.var(ddof=1) / r.var(ddof=1))
+        assert out.loc[column, "status"] == OK
+    assert out.loc["a", "missing_share_current"] == pytest.approx(40 / 800)
+
+
+def test_shift_is_seen_and_no_shift_is_small() -> None:
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"x": rng.normal(size=20_000)})
+    same = numeric_drift(ref, pd.DataFrame({"x": rng.normal(size=5_000)}), ["x"]).iloc[0]
+    shifted = numeric_drift(ref, pd.DataFrame({"x": rng.normal(1.0, 2.0, 5_000)}), ["x"]).iloc[0]
+    assert same["psi"] < 0.02 and abs(same["mean_shift_sd"]) < 0.05
+    assert shifted["psi"] > 0.5 and shifted["mean_shift_sd"] > 0.9 and shifted["variance_ratio"] > 3.5
+
+
+def test_edge_cases_are_reported_never_as_drift() -> None:
+    ref = pd.DataFrame(
+        {"empty": [np.nan] * 100, "constant": [1.0] * 100, "fine": np.arange(100.0), "tiny": np.arange(100.0)}
+    )
+    cur = pd.DataFrame(
+        {"empty": [np.nan] * 50, "constant": [5.0] * 50, "fine": np.arange(50.0), "tiny": [np.nan] * 45 + [1.0] * 5}
+    )
+    out = numeric_drift(ref, cur, list(ref.columns)).set_index("feature")
+    assert out["status"].to_dict() == {"empty": EMPTY, "constant": CONSTANT, "fine": OK, "tiny": TOO_FEW}
+    assert out.loc[["empty", "constant", "tiny"], ["psi", "ks_statistic", "mean_shift_sd"]].isna().all().all()
+    empty_window = numeric_drift(ref, cur.iloc[:0], ["fine"]).iloc[0]
+    assert empty_window["status"] == EMPTY and np.isnan(empty_window["missing_share_current"])
+
+
+def test_categorical_psi_chi2_and_unseen_categories() -> None:
+    ref = pd.DataFrame({"sector": ["tech"] * 500 + ["energy"] * 300 + ["utilities"] * 200})
+    cur = pd.DataFrame({"sector": ["tech"] * 100 + ["energy"] * 60 + ["crypto"] * 40})  # a category never seen
+    row = categorical_drift(ref, cur, ["sector"]).iloc[0]
+    categories = ["crypto", "energy", "tech", "utilities"]
+    r = np.clip(np.array([0, 300, 500, 200]) / 1000, 1e-4, None)
+    c = np.clip(np.array([40, 60, 100, 0]) / 200, 1e-4, None)
+    assert row["psi"] == pytest.approx(np.sum((c - r) * np.log(c / r)))
+    expected = stats.chisquare([40, 60, 100, 0], r / r.sum() * 200)
+    assert row["chi2_statistic"] == pytest.approx(expected.statistic) and row["chi2_pvalue"] == pytest.approx(
+        expected.pvalue
+    )
+    assert len(categories) == 4 and row["status"] == OK
+    steady = categorical_drift(ref, ref.sample(frac=0.3, random_state=0), ["sector"]).iloc[0]
+    assert steady["psi"] < 0.01
+    constant = categorical_drift(pd.DataFrame({"s": ["a"] * 50}), pd.DataFrame({"s": ["a"] * 40}), ["s"]).iloc[0]
+    assert constant["status"] == CONSTANT
