@@ -1,11 +1,16 @@
 """Drift statistics against scipy and straightforward reference implementations, and their edge cases."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.drift import CONSTANT, EMPTY, OK, TOO_FEW, categorical_drift, numeric_drift
+from mlops_pipelines.lib.drift_policy import DriftPolicy, classify, feature_severity, load_drift_policy, model_severity
+from mlops_pipelines.lib.policy import PolicyError
 
 
 def naive_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
@@ -80,3 +85,52 @@ def test_categorical_psi_chi2_and_unseen_categories() -> None:
     assert steady["psi"] < 0.01
     constant = categorical_drift(pd.DataFrame({"s": ["a"] * 50}), pd.DataFrame({"s": ["a"] * 40}), ["s"]).iloc[0]
     assert constant["status"] == CONSTANT
+
+
+POLICY = load_drift_policy_file()
+
+
+def stat_row(psi: float = 0.0, shift: float = 0.0, ratio: float = 1.0, status: str = OK) -> dict[str, object]:
+    return {"feature": "x", "status": status, "psi": psi, "mean_shift_sd": shift, "variance_ratio": ratio}
+
+
+@pytest.mark.parametrize(
+    ("row", "group", "expected"),
+    [
+        (stat_row(), None, "NORMAL"),
+        (stat_row(psi=0.1), None, "MODERATE"),  # bands are inclusive at the lower edge
+        (stat_row(psi=0.3), None, "SEVERE"),
+        (stat_row(shift=-0.7), None, "MODERATE"),  # absolute shift
+        (stat_row(ratio=1.3), None, "MODERATE"),
+        (stat_row(ratio=0.4), None, "SEVERE"),
+        (stat_row(psi=0.3, shift=1.5, ratio=1.9), "level", "MODERATE"),  # level features: wider bands
+        (stat_row(psi=9.0, status=CONSTANT), None, "NORMAL"),  # never drift when not comparable
+    ],
+)
+def test_feature_severity(row: dict[str, object], group: str | None, expected: str) -> None:
+    assert feature_severity(row, POLICY.thresholds("x", group)) == expected
+
+
+def test_feature_override_beats_group_and_default() -> None:
+    policy = DriftPolicy.model_validate({**POLICY.model_dump(), "features": {"x": {"psi": [0.5, 0.9]}}})
+    assert policy.thresholds("x", "level")["psi"] == (0.5, 0.9)
+    assert policy.thresholds("x", "level")["abs_mean_shift_sd"] == (1.0, 2.0)  # still the group's
+    frame = pd.DataFrame([stat_row(psi=0.6)])
+    assert classify(frame, policy, {"x": None}).tolist() == ["MODERATE"]
+
+
+def test_model_aggregation() -> None:
+    order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
+    normal = dict.fromkeys(order, "NORMAL")
+    assert model_severity(normal, order, POLICY) == "NORMAL"
+    assert model_severity({**normal, "b": "SEVERE"}, order, POLICY) == "SEVERE"  # a top-3 feature
+    assert model_severity({**normal, "j": "SEVERE"}, order, POLICY) == "MODERATE"  # 10% moderate-or-worse
+    assert model_severity({**normal, "h": "MODERATE", "i": "MODERATE", "j": "MODERATE"}, order, POLICY) == "SEVERE"
+    assert model_severity({}, order, POLICY) == "NORMAL"
+
+
+def test_invalid_drift_policy_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "drift.yaml"
+    path.write_text("defaults:\n  psi: [0.3, 0.1]\n")
+    with pytest.raises(PolicyError, match=r"drift.yaml: key 'defaults': .*psi: 0.3 must be below 0.1"):
+        load_drift_policy(path)

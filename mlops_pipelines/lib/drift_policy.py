@@ -1,0 +1,113 @@
+"""Severity of drift: NORMAL / MODERATE / SEVERE per feature from effect-size thresholds
+(catalog/drift_policy.yaml, default < group < feature), and per model by a documented aggregation."""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from mlops_pipelines.lib.drift import OK
+from mlops_pipelines.lib.policy import PolicyError
+
+SEVERITIES = ("NORMAL", "MODERATE", "SEVERE")
+Band = tuple[float, float]
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    psi: Band | None = None
+    abs_mean_shift_sd: Band | None = None
+    variance_ratio_moderate: Band | None = None
+    variance_ratio_severe: Band | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Thresholds":
+        for name in ("psi", "abs_mean_shift_sd", "variance_ratio_moderate", "variance_ratio_severe"):
+            band = getattr(self, name)
+            if band is not None and not band[0] < band[1]:
+                raise ValueError(f"{name}: {band[0]} must be below {band[1]}")
+        return self
+
+
+class Aggregation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_features: int = 3
+    severe_share: float = 0.3
+    moderate_share: float = 0.1
+
+
+class DriftPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: Thresholds
+    groups: dict[str, Thresholds] = {}
+    features: dict[str, Thresholds] = {}
+    aggregation: Aggregation = Aggregation()
+
+    def thresholds(self, feature: str, group: str | None) -> dict[str, Any]:
+        merged = self.defaults.model_dump()
+        for layer in (self.groups.get(group or ""), self.features.get(feature)):
+            if layer is not None:
+                merged.update(layer.model_dump(exclude_unset=True))
+        return merged
+
+
+def load_drift_policy(path: str | Path) -> DriftPolicy:
+    path = Path(path)
+    try:
+        return DriftPolicy.model_validate(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise PolicyError(f"{path}: key {'.'.join(str(p) for p in error['loc'])!r}: {error['msg']}") from exc
+
+
+def feature_severity(row: Mapping[Any, Any], limits: Mapping[str, Any]) -> str:
+    """Worst level over the metrics; a column that could not be compared (empty, constant, tiny) is NORMAL."""
+    if row["status"] != OK:
+        return "NORMAL"
+    level = 0
+    for metric, value in (("psi", row["psi"]), ("abs_mean_shift_sd", abs(row["mean_shift_sd"]))):
+        band = limits.get(metric)
+        if band is not None and pd.notna(value):
+            level = max(level, 2 if value >= band[1] else 1 if value >= band[0] else 0)
+    ratio = row["variance_ratio"]
+    if pd.notna(ratio):
+        for severity, key in ((2, "variance_ratio_severe"), (1, "variance_ratio_moderate")):
+            band = limits.get(key)
+            if band is not None and not band[0] <= ratio <= band[1]:
+                level = max(level, severity)
+                break
+    return SEVERITIES[level]
+
+
+def classify(stats: pd.DataFrame, policy: DriftPolicy, groups: Mapping[str, str | None]) -> pd.Series:
+    return pd.Series(
+        [
+            feature_severity(row, policy.thresholds(row["feature"], groups.get(row["feature"])))
+            for row in stats.to_dict("records")
+        ],
+        index=stats.index,
+        name="severity",
+    )
+
+
+def model_severity(severities: Mapping[str, str], importance_order: Sequence[str], policy: DriftPolicy) -> str:
+    """SEVERE when a top-importance feature is SEVERE or the share of MODERATE-or-worse features reaches
+    ``severe_share``; MODERATE when that share reaches ``moderate_share``; else NORMAL."""
+    if not severities:
+        return "NORMAL"
+    agg = policy.aggregation
+    top = [f for f in importance_order if f in severities][: agg.top_features]
+    if any(severities[f] == "SEVERE" for f in top):
+        return "SEVERE"
+    share = sum(s != "NORMAL" for s in severities.values()) / len(severities)
+    if share >= agg.severe_share:
+        return "SEVERE"
+    return "MODERATE" if share >= agg.moderate_share else "NORMAL"
