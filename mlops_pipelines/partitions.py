@@ -8,3 +8,5 @@ from mlops_pipelines.settings import Settings
 WAREHOUSE_POOL = "warehouse"
 
 MARKET_DAYS = dg.DailyPartitionsDefinition(start_date=Settings.from_env().market_start, timezone="UTC")
+
+MARKET_HOURS = dg.HourlyPartitionsDefinition(start_date=f"{Settings.from_env().market_start}-00:00", timezone="UTC")

@@ -128,6 +128,7 @@ def train_and_register(
             "artifact_sha256": logged.artifact_sha256,
             "package_versions": package_versions(),
             "metrics": model.metrics,
+            "feature_importance": {k: float(v) for k, v in model.importance.items()},  # gain, descending
             "features": data.features,
             "config": spec.model_dump(mode="json"),
             "created_at": datetime.now(UTC).isoformat(),

@@ -22,13 +22,14 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "raw/quarantined_bars",
         "features/catalog",
         "features/online_store",
+        "monitoring/feature_drift",
         *views,
         *training,
         *evaluation,
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        expected_group = {"raw": "ingestion", "features": "features"}.get(
+        expected_group = {"raw": "ingestion", "features": "features", "monitoring": "monitoring"}.get(
             key.path[0], "evaluation" if key.to_user_string() in evaluation else "training"
         )
         assert node.group_name == expected_group, key
@@ -56,6 +57,8 @@ def test_checks_jobs_and_sensors(definitions: dg.Definitions) -> None:
         "promote_model_job",
         "rollback_model_job",
         "retire_model_job",
+        "review_model_job",
+        "drift_job",
     ):
         assert definitions.resolve_job_def(job), job
     assert {f"{name}_lifecycle_consistent" for name in load_model_specs()} <= checks

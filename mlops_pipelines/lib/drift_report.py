@@ -1,0 +1,136 @@
+"""A model's feature-drift report for one window: statistics, severities, the rows that persist, a picture."""
+
+import io
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mlops_pipelines.lib import drift, drift_policy
+from mlops_pipelines.lib.feature_views import FeatureCatalog
+from mlops_pipelines.lib.model_specs import ModelSpec
+from mlops_pipelines.lib.warehouse import quote_table
+
+REPORTS_TABLE = "monitoring.model_drift_reports"
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    model: str
+    version: str
+    window_start: datetime
+    window_end: datetime
+    reference_start: datetime
+    stats: pd.DataFrame  # drift.COLUMNS + severity
+    severity: str
+    reference: pd.DataFrame
+    current: pd.DataFrame
+
+    def rows(self, partition_key: str) -> pd.DataFrame:
+        out = self.stats.assign(
+            model=self.model,
+            version=self.version,
+            partition_key=partition_key,
+            window_start=self.window_start,
+            window_end=self.window_end,
+            reference_start=self.reference_start,
+            reference_end=self.window_start,
+            model_severity=self.severity,
+        )
+        for column in ("window_start", "window_end", "reference_start", "reference_end"):
+            out[column] = pd.to_datetime(out[column], utc=True).astype("datetime64[us, UTC]")
+        return out
+
+    def worst(self, n: int = 5) -> pd.DataFrame:
+        rank = self.stats.assign(_order=self.stats["severity"].map({"SEVERE": 0, "MODERATE": 1, "NORMAL": 2}))
+        return rank.sort_values(["_order", "psi"], ascending=[True, False]).drop(columns="_order").head(n)
+
+
+def feature_frame(
+    conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, start: datetime, end: datetime
+) -> pd.DataFrame:
+    """The model's features for rows whose event time is in [start, end), one view at a time (no join needed:
+    drift is per feature)."""
+    parts = []
+    for name in spec.feature_views:
+        view = catalog.views[name]
+        columns = [f for f in view.features if f in spec.features(catalog) or f == "sector"]
+        selected = ", ".join(f'"{c}"' for c in columns)
+        frame = conn.execute(
+            f"SELECT {selected} FROM {quote_table(view.table)} "
+            f'WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
+            [start, end],
+        ).fetchdf()
+        parts.append(frame.reset_index(drop=True))
+    return pd.concat(parts, axis=1) if parts else pd.DataFrame()
+
+
+def build_report(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    version: str,
+    catalog: FeatureCatalog,
+    policy: drift_policy.DriftPolicy,
+    importance: list[str],
+    *,
+    window_end: datetime,
+    current: timedelta,
+    reference: timedelta,
+) -> DriftReport:
+    window_start = window_end - current
+    reference_start = window_start - reference
+    cur = feature_frame(conn, spec, catalog, window_start, window_end)
+    ref = feature_frame(conn, spec, catalog, reference_start, window_start)
+    numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c])]
+    categorical = [c for c in ref.columns if c not in numeric]
+    stats = pd.concat(
+        [drift.numeric_drift(ref, cur, numeric), drift.categorical_drift(ref, cur, categorical)], ignore_index=True
+    )
+    groups = {
+        f: catalog.views[v].tags.get("drift_group") for v in spec.feature_views for f in catalog.views[v].features
+    }
+    stats["severity"] = drift_policy.classify(stats, policy, groups)
+    severity = drift_policy.model_severity(
+        dict(zip(stats["feature"], stats["severity"], strict=True)), importance, policy
+    )
+    return DriftReport(
+        model=spec.name,
+        version=version,
+        window_start=window_start,
+        window_end=window_end,
+        reference_start=reference_start,
+        stats=stats,
+        severity=severity,
+        reference=ref,
+        current=cur,
+    )
+
+
+def histograms_png(report: DriftReport, features: list[str]) -> bytes:
+    """Reference vs current distributions of the given numeric features, side by side."""
+    features = [f for f in features if f in report.reference and pd.api.types.is_numeric_dtype(report.reference[f])]
+    fig = Figure(figsize=(4 * max(len(features), 1), 3))
+    FigureCanvasAgg(fig)
+    for i, feature in enumerate(features):
+        ax = fig.add_subplot(1, len(features), i + 1)
+        ref, cur = report.reference[feature].dropna(), report.current[feature].dropna()
+        if len(ref) and len(cur):
+            edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=40).tolist()
+            ax.hist(ref, bins=edges, density=True, alpha=0.5, label="reference")
+            ax.hist(cur, bins=edges, density=True, alpha=0.5, label="current")
+        severity = report.stats.set_index("feature").loc[feature, "severity"]
+        ax.set_title(f"{feature} ({severity})", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"{report.model} v{report.version}: {report.window_start:%Y-%m-%d %H:%M} .. "
+        f"{report.window_end:%Y-%m-%d %H:%M} UTC",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()

@@ -1,0 +1,70 @@
+"""Drift reports on a market with an injected regime shift: quiet before it, SEVERE after it."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER
+from mlops_pipelines.catalog.policies import load_drift_policy_file
+from mlops_pipelines.lib import feature_store, warehouse
+from mlops_pipelines.lib.drift_report import build_report, histograms_png
+from mlops_pipelines.lib.feature_views import FeatureCatalog
+from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.validation import validate_bars
+
+SHIFT = datetime(2026, 2, 20, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def shifted_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mlops_pipelines.catalog.feature_views import load_catalog
+
+    catalog = load_catalog()
+    path = tmp_path_factory.mktemp("drift") / "w.duckdb"
+    config = SyntheticMarketConfig(n_symbols=12, regime_shift_at=SHIFT)
+    bars = validate_bars(generate_bars(config, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)))
+    with warehouse.connect(path) as conn:
+        conn.register("_bars", bars.accepted)
+        conn.execute("CREATE TABLE raw.market_bars AS SELECT * FROM _bars")
+        for name in catalog.topological_order():
+            feature_store.materialize_view(conn, catalog, name)
+    return path
+
+
+def report_at(path: Path, catalog: FeatureCatalog, end: datetime):
+    with warehouse.connect(path, read_only=True) as conn:
+        return build_report(
+            conn,
+            DIRECTION_CLASSIFIER,
+            "1",
+            catalog,
+            load_drift_policy_file(),
+            DIRECTION_CLASSIFIER.features(catalog),
+            window_end=end,
+            current=timedelta(days=1),
+            reference=timedelta(days=30),
+        )
+
+
+def test_regime_shift_is_severe(shifted_warehouse: Path, catalog: FeatureCatalog) -> None:
+    before = report_at(shifted_warehouse, catalog, datetime(2026, 2, 14, tzinfo=UTC))
+    after = report_at(shifted_warehouse, catalog, datetime(2026, 2, 23, tzinfo=UTC))
+    # short-horizon returns: quiet before the shift, SEVERE after it (variance x 6.25 in the synthetic market)
+    assert before.stats.set_index("feature").loc["ret_1h", "severity"] == "NORMAL"
+    assert after.severity == "SEVERE"
+    assert (after.stats["severity"] == "SEVERE").sum() > (before.stats["severity"] == "SEVERE").sum()
+    stats = after.stats.set_index("feature")
+    assert stats.loc["ret_1h", "variance_ratio"] > 3 and stats.loc["ret_1h", "severity"] == "SEVERE"
+    assert set(stats.index) == {*DIRECTION_CLASSIFIER.features(catalog), "sector"}
+    assert stats.loc["sector", "kind"] == "categorical" and stats.loc["sector", "severity"] == "NORMAL"
+    rows = after.rows("2026-02-22-23:00")
+    assert len(rows) == len(stats) and (rows["model_severity"] == "SEVERE").all()
+    assert rows["window_end"].iloc[0] == datetime(2026, 2, 23, tzinfo=UTC)
+    assert rows["reference_start"].iloc[0] == datetime(2026, 1, 23, tzinfo=UTC)
+    assert histograms_png(after, after.worst(3)["feature"].tolist()).startswith(b"\x89PNG")
+
+
+def test_empty_current_window_is_reported_not_drift(shifted_warehouse: Path, catalog: FeatureCatalog) -> None:
+    report = report_at(shifted_warehouse, catalog, datetime(2026, 6, 1, tzinfo=UTC))  # no bars yet
+    assert set(report.stats["status"]) == {"empty"} and report.severity == "NORMAL"
