@@ -90,6 +90,12 @@ def _utc(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+class DriftStatusResource(dg.ConfigurableResource):
+    """The latest drift severity per model (a small JSON file the retraining sensor reads)."""
+
+    path: str = Field(description="JSON file written atomically by monitoring/feature_drift.")
+
+
 class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking and registry at explicit URIs (local default: SQLite under data/mlflow)."""
 

@@ -2,7 +2,13 @@
 
 import dagster as dg
 
-from mlops_pipelines.resources import MarketDataSource, MlflowResource, OnlineStoreResource, WarehouseResource
+from mlops_pipelines.resources import (
+    DriftStatusResource,
+    MarketDataSource,
+    MlflowResource,
+    OnlineStoreResource,
+    WarehouseResource,
+)
 from mlops_pipelines.settings import Settings
 
 
@@ -20,6 +26,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             regime_shift_at=settings.regime_shift_at,
         ),
         "online_store": OnlineStoreResource(path=str(settings.online_store_path)),
+        "drift_status": DriftStatusResource(path=str(settings.data_dir / "monitoring" / "drift_status.json")),
         "mlflow": MlflowResource(
             tracking_uri=settings.mlflow_tracking_uri,
             registry_uri=settings.mlflow_registry_uri,

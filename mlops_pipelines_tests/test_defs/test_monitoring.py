@@ -1,9 +1,14 @@
 """The hourly drift schedule (UTC, across DST changes) and the drift asset on a real instance."""
 
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 
+from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
+from mlops_pipelines.lib.drift_status import update_status
+from mlops_pipelines.resources import DriftStatusResource
 from mlops_pipelines_tests.test_defs.conftest import run_job
 
 
@@ -36,3 +41,57 @@ def test_drift_asset_without_deployed_models(definitions: dg.Definitions, instan
     result = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-01-03-12:00"})
     [event] = result.get_asset_materialization_events()
     assert event.materialization.metadata["most_drifted"].value == "no deployed model"
+
+
+# ---- retraining sensor -----------------------------------------------------------------------------------------
+def evaluate_sensor(instance: dg.DagsterInstance, status_path: Path, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"drift_status": DriftStatusResource(path=str(status_path))}
+    )
+    result = retraining_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def severe(status_path: Path, model: str, window_end: datetime, severity: str = "SEVERE") -> None:
+    update_status(status_path, model, {"version": "3", "severity": severity, "window_end": window_end.isoformat()})
+
+
+def test_severe_drift_requests_one_retraining_per_episode(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    status = tmp_path / "drift_status.json"
+    t0 = datetime(2026, 2, 21, 0, tzinfo=UTC)
+    assert evaluate_sensor(instance, status, None).run_requests == []  # no report yet
+    severe(status, "volatility_forecaster", t0, severity="MODERATE")
+    severe(status, "direction_classifier", t0)
+    start = time.perf_counter()
+    first = evaluate_sensor(instance, status, None)
+    assert time.perf_counter() - start < 1.0  # reads the status file only
+    [request] = first.run_requests or []
+    assert request.run_key == f"retrain:direction_classifier:{t0.isoformat()}"
+    assert request.tags["retrain_model"] == "direction_classifier"
+    assert dg.AssetKey("direction_classifier_promotion") in (request.asset_selection or [])
+    assert dg.AssetKey("volatility_forecaster") not in (request.asset_selection or [])
+
+    # the same report again, and the next hours of the same episode (inside the cooldown): nothing
+    assert not evaluate_sensor(instance, status, first.cursor).run_requests
+    severe(status, "direction_classifier", t0 + timedelta(hours=5))
+    in_episode = evaluate_sensor(instance, status, first.cursor)
+    assert not in_episode.run_requests
+    # a day later the drift is still SEVERE: a new episode, a new retraining
+    severe(status, "direction_classifier", t0 + timedelta(hours=30))
+    later = evaluate_sensor(instance, status, in_episode.cursor)
+    assert [r.run_key for r in later.run_requests or []] == [
+        f"retrain:direction_classifier:{(t0 + timedelta(hours=30)).isoformat()}"
+    ]
+
+
+def test_no_second_retraining_while_one_runs(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    status = tmp_path / "drift_status.json"
+    severe(status, "direction_classifier", datetime(2026, 2, 21, tzinfo=UTC))
+    job = definitions.resolve_job_def("training_job")
+    instance.create_run_for_job(job, tags={"retrain_model": "direction_classifier"}, status=dg.DagsterRunStatus.STARTED)
+    result = evaluate_sensor(instance, status, None)
+    assert not result.run_requests
+    assert result.skip_reason is not None and "already in progress" in str(result.skip_reason)

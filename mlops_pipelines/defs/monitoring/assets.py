@@ -11,10 +11,11 @@ from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.drift_report import REPORTS_TABLE, build_report, histograms_png
+from mlops_pipelines.lib.drift_status import update_status
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.warehouse import replace_rows
 from mlops_pipelines.partitions import MARKET_HOURS, WAREHOUSE_POOL
-from mlops_pipelines.resources import MlflowResource, WarehouseResource
+from mlops_pipelines.resources import DriftStatusResource, MlflowResource, WarehouseResource
 
 CATALOG = load_catalog()
 SPECS = load_model_specs()
@@ -34,7 +35,11 @@ class DriftConfig(dg.Config):
     pool=WAREHOUSE_POOL,
 )
 def feature_drift(
-    context: dg.AssetExecutionContext, config: DriftConfig, warehouse: WarehouseResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    config: DriftConfig,
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    drift_status: DriftStatusResource,
 ) -> dg.MaterializeResult:
     """Per deployed model and feature: PSI, KS, mean shift, variance ratio, chi-squared, missing share of the last
     day against the 30 days before it, a severity per feature and per model (catalog/drift_policy.yaml).
@@ -75,6 +80,16 @@ def feature_drift(
                 report.rows(context.partition_key),
                 where="partition_key = ? AND model = ?",
                 params=[context.partition_key, spec.name],
+            )
+            update_status(
+                drift_status.path,
+                spec.name,
+                {
+                    "version": str(version),
+                    "severity": report.severity,
+                    "window_end": window_end.isoformat(),
+                    "partition_key": context.partition_key,
+                },
             )
             worst = report.worst()
             metadata[f"{spec.name}_severity"] = report.severity

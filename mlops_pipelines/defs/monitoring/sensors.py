@@ -1,0 +1,82 @@
+"""SEVERE drift of a deployed model -> one retraining run of that model (dataset -> training -> evaluation ->
+promotion gate). Reads only the drift-status file: it returns in milliseconds (RELIABILITY #8, #9)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from mlops_pipelines.catalog.models import load_model_specs
+from mlops_pipelines.lib.drift_status import read_status
+from mlops_pipelines.resources import DriftStatusResource
+
+SPECS = load_model_specs()
+COOLDOWN = timedelta(hours=24)  # one drift episode -> one retraining
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def retraining_assets(model: str) -> list[dg.AssetKey]:
+    return [
+        dg.AssetKey(["training", f"{model}_dataset"]),
+        dg.AssetKey(model),
+        *(
+            dg.AssetKey(f"{model}_{suffix}")
+            for suffix in ("backtest", "explanations", "compliance_report", "promotion")
+        ),
+    ]
+
+
+@dg.sensor(
+    job_name="training_job",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="SEVERE feature drift -> retrain that model, once per episode (cooldown), one run at a time.",
+)
+def retraining_sensor(context: dg.SensorEvaluationContext, drift_status: DriftStatusResource) -> dg.SensorResult:
+    cursor: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
+    requests, skipped = [], []
+    for model, entry in sorted(read_status(drift_status.path).items()):
+        if model not in SPECS or entry.get("severity") != "SEVERE":
+            continue
+        window_end = entry["window_end"]
+        seen = cursor.get(model, {})
+        if seen.get("window_end") == window_end:
+            continue  # this report was handled already
+        last = seen.get("triggered_window_end")
+        if last and datetime.fromisoformat(window_end) - datetime.fromisoformat(last) < COOLDOWN:
+            skipped.append(dg.SkipReason(f"{model}: in cooldown since the retraining for {last}"))
+            cursor[model] = {**seen, "window_end": window_end}
+            continue
+        active = context.instance.get_run_records(
+            dg.RunsFilter(statuses=ACTIVE, tags={"retrain_model": model}), limit=1
+        )
+        if active:
+            skipped.append(dg.SkipReason(f"{model}: a retraining run is already in progress"))
+            continue  # not recorded: look again at the next tick
+        requests.append(
+            dg.RunRequest(
+                run_key=f"retrain:{model}:{window_end}",
+                asset_selection=retraining_assets(model),
+                tags={
+                    "retrain_model": model,
+                    "trigger": "severe_drift",
+                    "drift_window_end": window_end,
+                    "drifting_version": str(entry.get("version")),
+                },
+            )
+        )
+        cursor[model] = {
+            "window_end": window_end,
+            "triggered_window_end": window_end,
+            "triggered_at": datetime.now(UTC).isoformat(),
+        }
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=json.dumps(cursor, sort_keys=True),
+        skip_reason=skipped[0] if skipped and not requests else None,
+    )
