@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from mlops_pipelines.lib.drift import OK
-from mlops_pipelines.lib.policy import PolicyError
+from mlops_pipelines.lib.policy import load_yaml_model
 
 SEVERITIES = ("NORMAL", "MODERATE", "SEVERE")
 Band = tuple[float, float]
@@ -58,14 +57,7 @@ class DriftPolicy(BaseModel):
 
 
 def load_drift_policy(path: str | Path) -> DriftPolicy:
-    path = Path(path)
-    try:
-        return DriftPolicy.model_validate(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise PolicyError(f"{path}: key {'.'.join(str(p) for p in error['loc'])!r}: {error['msg']}") from exc
+    return load_yaml_model(path, DriftPolicy)
 
 
 def feature_severity(row: Mapping[Any, Any], limits: Mapping[str, Any]) -> str:

@@ -4,7 +4,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -64,16 +64,24 @@ def _first_error(exc: ValidationError) -> str:
     return f"key {key!r}: {error['msg']}"
 
 
-def load_policy(path: str | Path) -> PromotionPolicy:
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(path: str | Path, model: type[M]) -> M:
+    """A YAML file validated by a pydantic model; any problem raises PolicyError naming file, key and reason."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
     try:
-        return PromotionPolicy.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise PolicyError(f"{path}: {_first_error(exc)}") from exc
+
+
+def load_policy(path: str | Path) -> PromotionPolicy:
+    return load_yaml_model(path, PromotionPolicy)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,9 @@
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlops_pipelines.lib.policy import PolicyError
+from mlops_pipelines.lib.policy import load_yaml_model
 
 HOLDOUT = "holdout"
 
@@ -54,12 +53,4 @@ class ScenarioCatalog(BaseModel):
 
 def load_scenarios(path: str | Path) -> ScenarioCatalog:
     """Raises PolicyError naming the file, the key and the reason."""
-    path = Path(path)
-    try:
-        return ScenarioCatalog.model_validate(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"])
-        raise PolicyError(f"{path}: key {key!r}: {error['msg']}") from exc
+    return load_yaml_model(path, ScenarioCatalog)
