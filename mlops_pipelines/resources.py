@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_pipelines.lib import market_data, warehouse
+from mlops_pipelines.lib.alerts import Alerter, build_sinks
 from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
 from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.lib.validation import parse_utc
@@ -94,6 +95,25 @@ class DriftStatusResource(dg.ConfigurableResource):
     """The latest drift severity per model (a small JSON file the retraining sensor reads)."""
 
     path: str = Field(description="JSON file written atomically by monitoring/feature_drift.")
+
+
+class AlertsResource(dg.ConfigurableResource):
+    """Where alerts go (sinks per environment) and the record of what was already sent."""
+
+    sinks: list[str] = Field(default=["log", "jsonl"], description="log, jsonl, webhook, slack")
+    directory: str = Field(description="Holds alerts.jsonl and the dedup state.")
+    webhook_url: str | None = Field(default=None, description="Generic webhook (sink 'webhook').")
+    slack_webhook_url: str | None = Field(default=None, description="Slack incoming webhook (sink 'slack').")
+
+    def alerter(self) -> Alerter:
+        directory = Path(self.directory)
+        sinks = build_sinks(
+            self.sinks,
+            jsonl_path=directory / "alerts.jsonl",
+            webhook_url=self.webhook_url,
+            slack_url=self.slack_webhook_url,
+        )
+        return Alerter(sinks, directory / "sent_alerts.json")
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -16,6 +16,9 @@
 | MLOPS_MLFLOW_REGISTRY_URI | the tracking URI | MLflow model registry |
 | MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | where new experiments store artifacts |
 | MLOPS_ACTOR | the OS user | identity recorded in the audit log by the CLI |
+| MLOPS_ALERT_SINKS | log,jsonl | alert sinks: log, jsonl, webhook, slack |
+| MLOPS_ALERT_WEBHOOK_URL | (none) | generic webhook for alerts |
+| MLOPS_SLACK_WEBHOOK_URL | (none) | Slack incoming webhook for alerts |
 """
 
 import getpass
@@ -41,6 +44,9 @@ class Settings:
     mlflow_tracking_uri: str
     mlflow_registry_uri: str
     mlflow_artifact_root: str
+    alert_sinks: tuple[str, ...]
+    alert_webhook_url: str | None
+    slack_webhook_url: str | None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -63,6 +69,9 @@ class Settings:
             mlflow_tracking_uri=tracking,
             mlflow_registry_uri=os.environ.get("MLOPS_MLFLOW_REGISTRY_URI", tracking),
             mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", str(data_dir / "mlflow" / "artifacts")),
+            alert_sinks=tuple(s.strip() for s in os.environ.get("MLOPS_ALERT_SINKS", "log,jsonl").split(",") if s),
+            alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None,
+            slack_webhook_url=os.environ.get("MLOPS_SLACK_WEBHOOK_URL") or None,
         )
 
 

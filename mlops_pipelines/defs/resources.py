@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mlops_pipelines.resources import (
+    AlertsResource,
     DriftStatusResource,
     MarketDataSource,
     MlflowResource,
@@ -26,6 +27,12 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             regime_shift_at=settings.regime_shift_at,
         ),
         "online_store": OnlineStoreResource(path=str(settings.online_store_path)),
+        "alerts": AlertsResource(
+            sinks=list(settings.alert_sinks),
+            directory=str(settings.data_dir / "alerts"),
+            webhook_url=settings.alert_webhook_url,
+            slack_webhook_url=settings.slack_webhook_url,
+        ),
         "drift_status": DriftStatusResource(path=str(settings.data_dir / "monitoring" / "drift_status.json")),
         "mlflow": MlflowResource(
             tracking_uri=settings.mlflow_tracking_uri,

@@ -1,14 +1,17 @@
 """The hourly drift schedule (UTC, across DST changes) and the drift asset on a real instance."""
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
+from mlops_pipelines.defs.monitoring.alerts import run_failure_alerts
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
 from mlops_pipelines.lib.drift_status import update_status
-from mlops_pipelines.resources import DriftStatusResource
+from mlops_pipelines.resources import AlertsResource, DriftStatusResource
 from mlops_pipelines_tests.test_defs.conftest import run_job
 
 
@@ -95,3 +98,32 @@ def test_no_second_retraining_while_one_runs(
     result = evaluate_sensor(instance, status, None)
     assert not result.run_requests
     assert result.skip_reason is not None and "already in progress" in str(result.skip_reason)
+
+
+def test_failed_run_raises_one_alert(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+) -> None:
+    monkeypatch.setenv("MLOPS_MARKET_SOURCE", "folder")
+    (data_dir / "raw").mkdir(parents=True)
+    (data_dir / "raw" / "broken.csv").write_text("symbol,timestamp\nAAA,2026-01-02T00:00:00Z\n")
+    from mlops_pipelines.definitions import defs
+
+    definitions = defs()
+    result = run_job(
+        definitions, instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"}, raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    alerts = AlertsResource(sinks=["jsonl"], directory=str(tmp := data_dir / "alerts"))
+    for _ in range(2):  # the sensor may see the same failure twice: one alert
+        context = dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alerts",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=failure,
+            resources={"alerts": alerts},
+        ).for_run_failure()
+        run_failure_alerts(context)
+    [line] = (tmp / "alerts.jsonl").read_text().splitlines()
+    alert = json.loads(line)
+    assert alert["kind"] == "run_failed" and alert["episode"] == result.run_id and alert["subject"] == "ingestion_job"

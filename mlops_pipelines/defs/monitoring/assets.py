@@ -10,12 +10,13 @@ from pydantic import Field
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_drift_policy_file
+from mlops_pipelines.lib.alerts import Alert
 from mlops_pipelines.lib.drift_report import REPORTS_TABLE, build_report, histograms_png
 from mlops_pipelines.lib.drift_status import update_status
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.warehouse import replace_rows
 from mlops_pipelines.partitions import MARKET_HOURS, WAREHOUSE_POOL
-from mlops_pipelines.resources import DriftStatusResource, MlflowResource, WarehouseResource
+from mlops_pipelines.resources import AlertsResource, DriftStatusResource, MlflowResource, WarehouseResource
 
 CATALOG = load_catalog()
 SPECS = load_model_specs()
@@ -40,6 +41,7 @@ def feature_drift(
     warehouse: WarehouseResource,
     mlflow: MlflowResource,
     drift_status: DriftStatusResource,
+    alerts: AlertsResource,
 ) -> dg.MaterializeResult:
     """Per deployed model and feature: PSI, KS, mean shift, variance ratio, chi-squared, missing share of the last
     day against the 30 days before it, a severity per feature and per model (catalog/drift_policy.yaml).
@@ -92,6 +94,16 @@ def feature_drift(
                 },
             )
             worst = report.worst()
+            if report.severity == "SEVERE":
+                alerts.alerter().raise_alert(
+                    Alert(
+                        kind="severe_drift",
+                        subject=spec.name,
+                        episode=window_end.date().isoformat(),
+                        summary=f"v{version}: feature drift SEVERE ({', '.join(worst['feature'].head(3))})",
+                        details={"version": str(version), "window_end": window_end.isoformat()},
+                    )
+                )
             metadata[f"{spec.name}_severity"] = report.severity
             metadata[f"{spec.name}_severity_code"] = SEVERITY_CODE[report.severity]
             tables.append(
