@@ -10,8 +10,10 @@ import pytest
 
 from mlops_pipelines.defs.monitoring.alerts import run_failure_alerts
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
+from mlops_pipelines.lib import warehouse
 from mlops_pipelines.lib.drift_status import update_status
 from mlops_pipelines.resources import AlertsResource, DriftStatusResource
+from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job
 
 
@@ -127,3 +129,37 @@ def test_failed_run_raises_one_alert(
     [line] = (tmp / "alerts.jsonl").read_text().splitlines()
     alert = json.loads(line)
     assert alert["kind"] == "run_failed" and alert["episode"] == result.run_id and alert["subject"] == "ingestion_job"
+
+
+@pytest.mark.slow
+def test_regime_shift_closes_the_loop(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    """Train, deploy to staging, run the drift job after the shift: SEVERE report persisted, status written,
+    Evidently HTML rendered, one alert, and the sensor asks for exactly one retraining of that model."""
+    days = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-02-24"}
+    run_job(definitions, instance, "ingestion_job", tags=days)
+    run_job(definitions, instance, "features_job")
+    training = run_job(definitions, instance, "training_job")
+    gate = {
+        m.asset_key.to_user_string(): m.materialization.metadata for m in training.get_asset_materialization_events()
+    }
+    assert gate["direction_classifier_promotion"]["lifecycle_state"].value == "STAGING"
+
+    drift = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-02-23-23:00"})
+    [event] = drift.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert metadata["direction_classifier_severity"].value == "SEVERE"
+    assert Path(metadata["direction_classifier_evidently_report"].value).exists()
+    settings = Settings.from_env()
+    with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT model, model_severity, window_end FROM monitoring.model_drift_reports"
+        ).fetchall()
+    assert rows == [("direction_classifier", "SEVERE", datetime(2026, 2, 24, tzinfo=UTC))]
+    alerts = [json.loads(line) for line in (data_dir / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    assert [a["kind"] for a in alerts] == ["severe_drift"]
+
+    status = data_dir / "monitoring" / "drift_status.json"
+    [request] = evaluate_sensor(instance, status, None).run_requests or []
+    assert request.run_key == "retrain:direction_classifier:2026-02-24T00:00:00+00:00"

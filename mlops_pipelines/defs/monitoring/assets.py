@@ -2,6 +2,7 @@
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 from mlflow.exceptions import MlflowException
@@ -11,8 +12,9 @@ from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.alerts import Alert
-from mlops_pipelines.lib.drift_report import REPORTS_TABLE, build_report, histograms_png
+from mlops_pipelines.lib.drift_report import REPORTS_TABLE, DriftReport, build_report, histograms_png
 from mlops_pipelines.lib.drift_status import update_status
+from mlops_pipelines.lib.evidently_report import render_drift_report
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.warehouse import replace_rows
 from mlops_pipelines.partitions import MARKET_HOURS, WAREHOUSE_POOL
@@ -21,6 +23,19 @@ from mlops_pipelines.resources import AlertsResource, DriftStatusResource, Mlflo
 CATALOG = load_catalog()
 SPECS = load_model_specs()
 SEVERITY_CODE = {"NORMAL": 0, "MODERATE": 1, "SEVERE": 2}
+
+
+def evidently_html(context: dg.AssetExecutionContext, report: DriftReport, status_path: str) -> str:
+    """A browsable Evidently report (capped sample) next to the drift status; our statistics stay the truth."""
+    path = Path(status_path).parent / "evidently" / report.model / f"{context.partition_key}.html"
+    try:
+        html, _ = render_drift_report(report.reference, report.current)
+    except Exception as exc:  # a rendering problem must not lose the drift report itself
+        context.log.warning(f"Evidently report for {report.model} not rendered: {exc!r}")
+        return f"not rendered: {exc!r}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return str(path)
 
 
 class DriftConfig(dg.Config):
@@ -94,6 +109,8 @@ def feature_drift(
                 },
             )
             worst = report.worst()
+            if report.severity != "NORMAL":
+                metadata[f"{spec.name}_evidently_report"] = evidently_html(context, report, drift_status.path)
             if report.severity == "SEVERE":
                 alerts.alerter().raise_alert(
                     Alert(
