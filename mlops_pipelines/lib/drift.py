@@ -53,10 +53,15 @@ def binned_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def ks_2samp_asymp(a_sorted: np.ndarray, b_sorted: np.ndarray) -> tuple[float, float]:
     """The two-sided KS statistic from sorted samples, and its asymptotic p-value, as scipy computes them."""
     n, m = len(a_sorted), len(b_sorted)
+    # Merge the two sorted samples (a stable sort of two sorted runs is a linear merge), then walk the pooled
+    # order once: the empirical CDFs, compared at the last position of every run of equal values (ties).
     pooled = np.concatenate([a_sorted, b_sorted])
-    cdf_a = np.searchsorted(a_sorted, pooled, side="right") / n
-    cdf_b = np.searchsorted(b_sorted, pooled, side="right") / m
-    statistic = float(np.max(np.abs(cdf_a - cdf_b)))
+    order = np.argsort(pooled, kind="stable")
+    from_a = order < n
+    diff = np.cumsum(np.where(from_a, 1.0 / n, -1.0 / m))
+    values = pooled[order]
+    run_ends = np.append(values[1:] != values[:-1], True)
+    statistic = float(np.max(np.abs(diff[run_ends])))
     en = n * m / (n + m)
     return statistic, float(np.clip(stats.kstwo.sf(statistic, np.round(en)), 0, 1))
 

@@ -134,3 +134,13 @@ def test_invalid_drift_policy_names_file_and_key(tmp_path: Path) -> None:
     path.write_text("defaults:\n  psi: [0.3, 0.1]\n")
     with pytest.raises(PolicyError, match=r"drift.yaml: key 'defaults': .*psi: 0.3 must be below 0.1"):
         load_drift_policy(path)
+
+
+def test_ks_with_many_ties_matches_scipy() -> None:
+    rng = np.random.default_rng(9)
+    ref = pd.DataFrame({"x": rng.integers(0, 12, 3000).astype(float)})
+    cur = pd.DataFrame({"x": rng.integers(1, 12, 900).astype(float)})
+    row = numeric_drift(ref, cur, ["x"]).iloc[0]
+    expected = stats.ks_2samp(ref["x"], cur["x"], method="asymp")
+    assert row["ks_statistic"] == pytest.approx(expected.statistic, abs=1e-12)
+    assert row["ks_pvalue"] == pytest.approx(expected.pvalue, abs=1e-9)
