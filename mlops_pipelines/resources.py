@@ -13,6 +13,7 @@ from pydantic import Field
 
 from mlops_pipelines.lib import market_data, warehouse
 from mlops_pipelines.lib.alerts import Alerter, build_sinks
+from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
 from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.lib.validation import parse_utc
@@ -129,3 +130,10 @@ class MlflowResource(dg.ConfigurableResource):
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """Where an operator opens the run (the MLflow UI on its default local port)."""
         return f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@contextmanager
+def open_lifecycle(warehouse: WarehouseResource, mlflow: MlflowResource) -> Iterator[Lifecycle]:
+    """The lifecycle over MLflow, holding the warehouse connection (the cross-process mutex) until the end."""
+    with warehouse.connect() as conn:
+        yield Lifecycle(mlflow.tracking().client(), conn)

@@ -14,14 +14,13 @@ from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_promotion_policy, load_scenario_catalog
 from mlops_pipelines.lib import compliance, datasets, evaluation, explanations, policy, promotion, reviews
 from mlops_pipelines.lib.files import png_markdown
-from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.model_loading import load_for_inference
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.point_in_time import ENTITY_TIME
 from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.lib.warehouse import replace_rows
 from mlops_pipelines.partitions import WAREHOUSE_POOL
-from mlops_pipelines.resources import MlflowResource, WarehouseResource
+from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
 
 CATALOG = load_catalog()
 SPECS = load_model_specs()
@@ -231,9 +230,8 @@ def build_compliance_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         }
         shap_files = {a.path for a in client.list_artifacts(mv.run_id, "explanations")}
         shap_ok = "explanations/shap_summary.png" in shap_files
-        with warehouse.connect() as conn:
-            lifecycle = Lifecycle(client, conn)
-            metrics = promotion.observed_metrics(client, conn, spec.name, version)
+        with open_lifecycle(warehouse, mlflow) as lifecycle:
+            metrics = promotion.observed_metrics(client, lifecycle.conn, spec.name, version)
             evaluation_result = policy.evaluate(
                 load_promotion_policy(), model=spec.name, strategy=spec.strategy, metrics=metrics
             )

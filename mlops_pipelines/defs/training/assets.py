@@ -6,13 +6,12 @@ from mlflow.exceptions import MlflowException
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_promotion_policy
-from mlops_pipelines.lib import datasets, policy, promotion
+from mlops_pipelines.lib import compliance, datasets, policy, promotion
 from mlops_pipelines.lib.files import png_markdown
-from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.training_run import train_and_register
 from mlops_pipelines.partitions import WAREHOUSE_POOL
-from mlops_pipelines.resources import MlflowResource, WarehouseResource
+from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
 
 CATALOG = load_catalog()
 SPECS = load_model_specs()
@@ -131,20 +130,15 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     )
     def _promotion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource):
         promotion_policy = load_promotion_policy()
-        client = mlflow.tracking().client()
-        with warehouse.connect() as conn:
-            lifecycle = Lifecycle(client, conn)
+        with open_lifecycle(warehouse, mlflow) as lifecycle:
             versions = lifecycle.versions(spec.name)
             if not versions:
                 raise MlflowException(f"{spec.name} has no registered version; materialize {spec.name} first")
             newest = versions[-1]
-            metrics = promotion.observed_metrics(client, conn, spec.name, str(newest.version))
+            metrics = promotion.observed_metrics(lifecycle.client, lifecycle.conn, spec.name, str(newest.version))
             result = policy.evaluate(promotion_policy, model=spec.name, strategy=spec.strategy, metrics=metrics)
             state = lifecycle.gate(spec.name, newest.version, result, actor=PIPELINE_ACTOR)
             problems = lifecycle.consistency_problems(spec.name)
-        table = "| threshold | limit | observed | passed |\n|---|---|---|---|\n" + "\n".join(
-            f"| {c.name} | {c.threshold} | {c.observed} | {'yes' if c.passed else 'NO'} |" for c in result.checks
-        )
         context.log.info(f"{spec.name} v{newest.version}: policy {'passed' if result.passed else 'failed'} -> {state}")
         yield dg.MaterializeResult(
             metadata={
@@ -152,7 +146,7 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "lifecycle_state": state,
                 "policy_passed": result.passed,
                 "policy_hash": result.policy_hash,
-                "policy_evaluation": dg.MetadataValue.md(table),
+                "policy_evaluation": dg.MetadataValue.md(compliance.policy_markdown(result)),
             }
         )
         yield dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})

@@ -4,9 +4,8 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_pipelines.lib import reviews
-from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.partitions import WAREHOUSE_POOL
-from mlops_pipelines.resources import MlflowResource, WarehouseResource
+from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
 
 training_job = dg.define_asset_job(
     "training_job",
@@ -28,20 +27,18 @@ class VersionRequest(LifecycleRequest):
     version: str = Field(description="Model version number.")
 
 
+class ReviewDecision(VersionRequest):
+    approve: bool = Field(description="true: APPROVED, false: REJECTED.")
+
+
 @dg.op(pool=WAREHOUSE_POOL)
 def approve_model(
     context: dg.OpExecutionContext, config: VersionRequest, warehouse: WarehouseResource, mlflow: MlflowResource
 ) -> None:
     """Record an approval of a STAGING version (the approver must not be its trainer)."""
-    with warehouse.connect() as conn:
-        Lifecycle(mlflow.tracking().client(), conn).approve(
-            config.model, config.version, approver=config.actor, comment=config.reason
-        )
+    with open_lifecycle(warehouse, mlflow) as lifecycle:
+        lifecycle.approve(config.model, config.version, approver=config.actor, comment=config.reason)
     context.log.info(f"{config.actor} approved {config.model} v{config.version}")
-
-
-class ReviewDecision(VersionRequest):
-    approve: bool = Field(description="true: APPROVED, false: REJECTED.")
 
 
 @dg.op(pool=WAREHOUSE_POOL)
@@ -49,9 +46,9 @@ def review_model(
     context: dg.OpExecutionContext, config: ReviewDecision, warehouse: WarehouseResource, mlflow: MlflowResource
 ) -> None:
     """Sign off (or reject) the pending compliance review of a version; the reviewer must not be its trainer."""
-    with warehouse.connect() as conn:
+    with open_lifecycle(warehouse, mlflow) as lifecycle:
         status = reviews.decide(
-            Lifecycle(mlflow.tracking().client(), conn),
+            lifecycle,
             config.model,
             config.version,
             approve=config.approve,
@@ -66,8 +63,8 @@ def promote_model(
     context: dg.OpExecutionContext, config: VersionRequest, warehouse: WarehouseResource, mlflow: MlflowResource
 ) -> None:
     """STAGING -> PRODUCTION (needs a four-eyes approval); the previous production version steps back."""
-    with warehouse.connect() as conn:
-        previous = Lifecycle(mlflow.tracking().client(), conn).promote_to_production(
+    with open_lifecycle(warehouse, mlflow) as lifecycle:
+        previous = lifecycle.promote_to_production(
             config.model, config.version, actor=config.actor, reason=config.reason or "promoted by operator"
         )
     context.log.info(f"{config.model} v{config.version} is in PRODUCTION (previous: {previous})")
@@ -78,10 +75,8 @@ def rollback_model(
     context: dg.OpExecutionContext, config: LifecycleRequest, warehouse: WarehouseResource, mlflow: MlflowResource
 ) -> None:
     """Put the previous production version back."""
-    with warehouse.connect() as conn:
-        restored = Lifecycle(mlflow.tracking().client(), conn).rollback(
-            config.model, actor=config.actor, reason=config.reason or "rollback by operator"
-        )
+    with open_lifecycle(warehouse, mlflow) as lifecycle:
+        restored = lifecycle.rollback(config.model, actor=config.actor, reason=config.reason or "rollback by operator")
     context.log.info(f"{config.model}: v{restored} restored to PRODUCTION")
 
 
@@ -90,8 +85,8 @@ def retire_model(
     context: dg.OpExecutionContext, config: VersionRequest, warehouse: WarehouseResource, mlflow: MlflowResource
 ) -> None:
     """PRODUCTION -> RETIRED; every artifact is kept."""
-    with warehouse.connect() as conn:
-        Lifecycle(mlflow.tracking().client(), conn).retire(
+    with open_lifecycle(warehouse, mlflow) as lifecycle:
+        lifecycle.retire(
             config.model, config.version, actor=config.actor, reason=config.reason or "retired by operator"
         )
     context.log.info(f"{config.model} v{config.version} retired")
