@@ -32,27 +32,48 @@ class Thresholds(BaseModel):
         return self
 
 
+class Group(Thresholds):
+    """Thresholds shared by a group of features: the views tagged ``drift_group: <name>`` and the features
+    listed in ``members`` (a member listed here wins over its view's tag)."""
+
+    members: list[str] = []
+
+
 class Aggregation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     top_features: int = 3
-    severe_share: float = 0.3
-    moderate_share: float = 0.1
+    severe_share: float = 0.2
+    moderate_share: float = 0.2
 
 
 class DriftPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     defaults: Thresholds
-    groups: dict[str, Thresholds] = {}
+    groups: dict[str, Group] = {}
     features: dict[str, Thresholds] = {}
     aggregation: Aggregation = Aggregation()
 
-    def thresholds(self, feature: str, group: str | None) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _one_group_per_feature(self) -> "DriftPolicy":
+        seen: dict[str, str] = {}
+        for name, group in self.groups.items():
+            for member in group.members:
+                if member in seen:
+                    raise ValueError(f"feature {member!r} is a member of both {seen[member]!r} and {name!r}")
+                seen[member] = name
+        return self
+
+    def group_of(self, feature: str, view_group: str | None) -> str | None:
+        return next((name for name, g in self.groups.items() if feature in g.members), view_group)
+
+    def thresholds(self, feature: str, view_group: str | None) -> dict[str, Any]:
+        """default < group (listed membership, else the view's tag) < feature."""
         merged = self.defaults.model_dump()
-        for layer in (self.groups.get(group or ""), self.features.get(feature)):
+        for layer in (self.groups.get(self.group_of(feature, view_group) or ""), self.features.get(feature)):
             if layer is not None:
-                merged.update(layer.model_dump(exclude_unset=True))
+                merged.update(layer.model_dump(exclude_unset=True, exclude={"members"}))
         return merged
 
 
@@ -91,15 +112,16 @@ def classify(stats: pd.DataFrame, policy: DriftPolicy, groups: Mapping[str, str 
 
 
 def model_severity(severities: Mapping[str, str], importance_order: Sequence[str], policy: DriftPolicy) -> str:
-    """SEVERE when a top-importance feature is SEVERE or the share of MODERATE-or-worse features reaches
-    ``severe_share``; MODERATE when that share reaches ``moderate_share``; else NORMAL."""
+    """SEVERE when one of the ``top_features`` by importance is SEVERE or the share of SEVERE features reaches
+    ``severe_share``; MODERATE when a top feature is MODERATE or the share of MODERATE-or-worse features reaches
+    ``moderate_share``; else NORMAL."""
     if not severities:
         return "NORMAL"
     agg = policy.aggregation
-    top = [f for f in importance_order if f in severities][: agg.top_features]
-    if any(severities[f] == "SEVERE" for f in top):
+    top = [severities[f] for f in importance_order if f in severities][: agg.top_features]
+    n = len(severities)
+    if "SEVERE" in top or sum(s == "SEVERE" for s in severities.values()) / n >= agg.severe_share:
         return "SEVERE"
-    share = sum(s != "NORMAL" for s in severities.values()) / len(severities)
-    if share >= agg.severe_share:
-        return "SEVERE"
-    return "MODERATE" if share >= agg.moderate_share else "NORMAL"
+    if any(s != "NORMAL" for s in top) or sum(s != "NORMAL" for s in severities.values()) / n >= agg.moderate_share:
+        return "MODERATE"
+    return "NORMAL"

@@ -87,9 +87,10 @@ def build_report(
     ref = feature_frame(conn, spec, catalog, reference_start, window_start)
     numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c])]
     categorical = [c for c in ref.columns if c not in numeric]
-    stats = pd.concat(
-        [drift.numeric_drift(ref, cur, numeric), drift.categorical_drift(ref, cur, categorical)], ignore_index=True
-    )
+    parts = [drift.numeric_drift(ref, cur, numeric)]
+    if categorical:
+        parts.append(drift.categorical_drift(ref, cur, categorical))
+    stats = pd.concat(parts, ignore_index=True)
     groups = {
         f: catalog.views[v].tags.get("drift_group") for v in spec.feature_views for f in catalog.views[v].features
     }

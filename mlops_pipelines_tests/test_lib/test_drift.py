@@ -114,7 +114,7 @@ def test_feature_severity(row: dict[str, object], group: str | None, expected: s
 def test_feature_override_beats_group_and_default() -> None:
     policy = DriftPolicy.model_validate({**POLICY.model_dump(), "features": {"x": {"psi": [0.5, 0.9]}}})
     assert policy.thresholds("x", "level")["psi"] == (0.5, 0.9)
-    assert policy.thresholds("x", "level")["abs_mean_shift_sd"] == (1.0, 2.0)  # still the group's
+    assert policy.thresholds("x", "level")["abs_mean_shift_sd"] == (1.5, 2.0)  # still the group's
     frame = pd.DataFrame([stat_row(psi=0.6)])
     assert classify(frame, policy, {"x": None}).tolist() == ["MODERATE"]
 
@@ -124,9 +124,23 @@ def test_model_aggregation() -> None:
     normal = dict.fromkeys(order, "NORMAL")
     assert model_severity(normal, order, POLICY) == "NORMAL"
     assert model_severity({**normal, "b": "SEVERE"}, order, POLICY) == "SEVERE"  # a top-3 feature
-    assert model_severity({**normal, "j": "SEVERE"}, order, POLICY) == "MODERATE"  # 10% moderate-or-worse
-    assert model_severity({**normal, "h": "MODERATE", "i": "MODERATE", "j": "MODERATE"}, order, POLICY) == "SEVERE"
+    assert model_severity({**normal, "c": "MODERATE"}, order, POLICY) == "MODERATE"  # a top-3 feature
+    assert model_severity({**normal, "j": "SEVERE"}, order, POLICY) == "NORMAL"  # 10% of the features, not top-3
+    assert model_severity({**normal, "i": "MODERATE", "j": "SEVERE"}, order, POLICY) == "MODERATE"  # 20% >= 0.2
+    assert model_severity({**normal, "i": "MODERATE", "j": "MODERATE"}, order, POLICY) == "MODERATE"
+    assert model_severity({**normal, "i": "SEVERE", "j": "SEVERE"}, order, POLICY) == "SEVERE"  # 20% SEVERE
     assert model_severity({}, order, POLICY) == "NORMAL"
+
+
+def test_group_membership_beats_the_view_tag_and_is_unique() -> None:
+    assert POLICY.group_of("ret_120h", None) == "slow"
+    assert POLICY.group_of("ret_120h", "level") == "slow"  # listed membership wins over the view's tag
+    assert POLICY.group_of("realized_vol_24h", "level") == "level"
+    assert POLICY.thresholds("ret_120h", None)["psi"] == tuple(POLICY.groups["slow"].psi or ())
+    raw = POLICY.model_dump()
+    raw["groups"]["level"]["members"] = ["ret_1h"]
+    with pytest.raises(ValueError, match="'ret_1h' is a member of both 'returns' and 'level'"):
+        DriftPolicy.model_validate(raw)
 
 
 def test_invalid_drift_policy_names_file_and_key(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def shifted_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     catalog = load_catalog()
     path = tmp_path_factory.mktemp("drift") / "w.duckdb"
-    config = SyntheticMarketConfig(n_symbols=12, regime_shift_at=SHIFT)
+    config = SyntheticMarketConfig(n_symbols=24, regime_shift_at=SHIFT)  # the demo's market
     bars = validate_bars(generate_bars(config, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)))
     with warehouse.connect(path) as conn:
         conn.register("_bars", bars.accepted)
@@ -68,3 +68,22 @@ def test_regime_shift_is_severe(shifted_warehouse: Path, catalog: FeatureCatalog
 def test_empty_current_window_is_reported_not_drift(shifted_warehouse: Path, catalog: FeatureCatalog) -> None:
     report = report_at(shifted_warehouse, catalog, datetime(2026, 6, 1, tzinfo=UTC))  # no bars yet
     assert set(report.stats["status"]) == {"empty"} and report.severity == "NORMAL"
+
+
+def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(
+    shifted_warehouse: Path, catalog: FeatureCatalog
+) -> None:
+    """The calibration claim of catalog/drift_policy.yaml, replayed: on each of the 20 days before the shift no
+    feature is SEVERE (so no model is, whatever its importance order); on each day of the week after it, enough
+    features are SEVERE that the model is SEVERE whatever its importance order."""
+    policy = load_drift_policy_file()
+    for day in range(1, 21):
+        report = report_at(shifted_warehouse, catalog, SHIFT - timedelta(days=20 - day))
+        severe = report.stats.loc[report.stats["severity"] == "SEVERE", "feature"].tolist()
+        assert severe == [], f"{report.window_end:%Y-%m-%d}: {severe}"
+        assert report.severity != "SEVERE"
+    for day in range(1, 8):
+        report = report_at(shifted_warehouse, catalog, SHIFT + timedelta(days=day))
+        share = (report.stats["severity"] == "SEVERE").mean()
+        assert share >= policy.aggregation.severe_share, f"{report.window_end:%Y-%m-%d}: {share:.2f}"
+        assert report.severity == "SEVERE"
