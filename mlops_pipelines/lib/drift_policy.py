@@ -9,6 +9,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from mlops_pipelines.lib.drift import OK
+from mlops_pipelines.lib.performance import PerformancePolicy
 from mlops_pipelines.lib.policy import load_yaml_model
 
 SEVERITIES = ("NORMAL", "MODERATE", "SEVERE")
@@ -54,6 +55,7 @@ class DriftPolicy(BaseModel):
     groups: dict[str, Group] = {}
     features: dict[str, Thresholds] = {}
     aggregation: Aggregation = Aggregation()
+    performance: PerformancePolicy = PerformancePolicy()
 
     @model_validator(mode="after")
     def _one_group_per_feature(self) -> "DriftPolicy":

@@ -5,17 +5,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mlops_pipelines.lib import drift, drift_policy
+from mlops_pipelines.lib import drift, drift_policy, model_monitoring
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.warehouse import quote_table
 
 REPORTS_TABLE = "monitoring.model_drift_reports"
+PREDICTION_REPORTS_TABLE = "monitoring.prediction_drift_reports"
+PREDICTION = "prediction"
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,48 @@ def build_report(
         severity=severity,
         reference=ref,
         current=cur,
+    )
+
+
+def build_prediction_report(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    version: str,
+    catalog: FeatureCatalog,
+    policy: drift_policy.DriftPolicy,
+    booster: lgb.Booster,
+    *,
+    window_end: datetime,
+    current: timedelta,
+    reference: timedelta,
+    max_reference_rows: int,
+) -> DriftReport:
+    """The version's outputs on the current window's decisions vs on (a deterministic subset of) the reference
+    window's: the same statistics and thresholds as a feature named ``prediction``."""
+    window_start = window_end - current
+    reference_start = window_start - reference
+    scored = {
+        name: model_monitoring.score(conn, spec, catalog, booster, rows)[[PREDICTION]]
+        for name, rows in (
+            ("current", model_monitoring.decision_rows(conn, spec, window_start, window_end)),
+            (
+                "reference",
+                model_monitoring.decision_rows(conn, spec, reference_start, window_start, max_rows=max_reference_rows),
+            ),
+        )
+    }
+    stats = drift.numeric_drift(scored["reference"], scored["current"], [PREDICTION])
+    stats["severity"] = drift_policy.classify(stats, policy, {})
+    return DriftReport(
+        model=spec.name,
+        version=version,
+        window_start=window_start,
+        window_end=window_end,
+        reference_start=reference_start,
+        stats=stats,
+        severity=str(stats["severity"].iloc[0]),
+        reference=scored["reference"],
+        current=scored["current"],
     )
 
 

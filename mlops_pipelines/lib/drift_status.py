@@ -1,9 +1,12 @@
-"""The latest drift severity per model, as a small JSON file written atomically by the drift asset.
+"""The latest monitoring signals per model (feature drift, prediction drift, performance), as a small JSON file
+written atomically by the monitoring assets: ``{model: {signal: {"severity": ..., "window_end": ..., ...}}}``.
 
-Sensors read this file instead of the warehouse: it is tiny, never locked, and never half-written (the new
-content is written to a temporary file and renamed over the old one, RELIABILITY #2 and #9).
+Sensors read this file instead of the warehouse: it is tiny, never locked for long, and never half-written (the
+new content goes to a temporary file renamed over the old one; writers take a lock so that two assets updating
+different signals do not lose each other's entry, RELIABILITY #2 and #9).
 """
 
+import fcntl
 import json
 import os
 import tempfile
@@ -11,20 +14,22 @@ from pathlib import Path
 from typing import Any
 
 
-def read_status(path: str | Path) -> dict[str, dict[str, Any]]:
+def read_status(path: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     path = Path(path)
     if not path.exists():
         return {}
     return json.loads(path.read_text())
 
 
-def update_status(path: str | Path, model: str, entry: dict[str, Any]) -> None:
-    """Replace one model's entry; other models' entries are kept."""
+def update_status(path: str | Path, model: str, signal: str, entry: dict[str, Any]) -> None:
+    """Replace one signal of one model; every other entry is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    status = read_status(path)
-    status[model] = entry
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".drift_status.", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(status, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        status = read_status(path)
+        status.setdefault(model, {})[signal] = entry
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".drift_status.", suffix=".json")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(status, handle, indent=2, sort_keys=True)
+        os.replace(tmp, path)

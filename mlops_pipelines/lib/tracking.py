@@ -108,7 +108,7 @@ class Tracking:
                 pip_requirements=[f"lightgbm=={lgb.__version__}", f"mlflow=={mlflow.__version__}"],
             )
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(download_artifacts(artifact_uri=info.model_uri, dst_path=tmp, tracking_uri=self.tracking_uri))
+            local = Path(download_artifacts(artifact_uri=self.artifact_location(info.model_uri), dst_path=tmp))
             sha = sha256_file(local / MODEL_FILE)
         return LoggedModel(model_uri=info.model_uri, model_id=info.model_id, artifact_sha256=sha)
 
@@ -137,10 +137,17 @@ class Tracking:
         with tempfile.TemporaryDirectory() as tmp:
             return Path(self.client().download_artifacts(run_id, path, tmp)).read_text()
 
+    def artifact_location(self, source: str) -> str:
+        """Where a model's files are. MLflow resolves a ``models:/<model id>`` URI with its process-global
+        tracking URI, not ours (a fresh process would look in ./mlruns): resolve it with our client instead."""
+        if source.startswith("models:/m-"):
+            return self.client().get_logged_model(source.removeprefix("models:/")).artifact_location
+        return source
+
     def load_verified_booster(self, source: str, expected_sha256: str) -> lgb.Booster:
         """Download a registered model, check its sha256, then load the native file (never a pickle)."""
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri))
+            local = Path(download_artifacts(artifact_uri=self.artifact_location(source), dst_path=tmp))
             actual = sha256_file(local / MODEL_FILE)
             if actual != expected_sha256:
                 raise ArtifactIntegrityError(

@@ -55,21 +55,13 @@ def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[s
         prefix = "val" if split == "validation" else "test"
         pred = predict(booster, part, data.features)
         y = part["label"].to_numpy()
-        if spec.task == "classification":
-            metrics[f"{prefix}_auc"] = auc(y, pred)
-            metrics[f"{prefix}_logloss"] = log_loss(y, pred)
-            metrics[f"{prefix}_hit_rate"] = float(np.mean((pred > 0.5) == (y > 0.5)))
-        else:
-            metrics[f"{prefix}_rmse"] = float(np.sqrt(np.mean((pred - y) ** 2)))
-            metrics[f"{prefix}_mae"] = float(np.mean(np.abs(pred - y)))
-            # Spearman information coefficient: Pearson correlation of the ranks
-            metrics[f"{prefix}_ic"] = float(np.corrcoef(stats.rankdata(pred), stats.rankdata(y))[0, 1])
-            if "realized_vol_24h" in part:
-                persistence = part["realized_vol_24h"].to_numpy()
-                ok = np.isfinite(persistence)
-                baseline = float(np.sqrt(np.mean((persistence[ok] - y[ok]) ** 2)))
-                model = float(np.sqrt(np.mean((pred[ok] - y[ok]) ** 2)))
-                metrics[f"{prefix}_rmse_ratio"] = model / baseline if baseline > 0 else float("nan")
+        metrics.update({f"{prefix}_{name}": value for name, value in quality_metrics(spec.task, y, pred).items()})
+        if spec.task == "regression" and "realized_vol_24h" in part:
+            persistence = part["realized_vol_24h"].to_numpy()
+            ok = np.isfinite(persistence)
+            baseline = float(np.sqrt(np.mean((persistence[ok] - y[ok]) ** 2)))
+            model = float(np.sqrt(np.mean((pred[ok] - y[ok]) ** 2)))
+            metrics[f"{prefix}_rmse_ratio"] = model / baseline if baseline > 0 else float("nan")
     test = data.split("test")
     metrics["test_rows"] = float(len(test))
     metrics["train_rows"] = float(len(data.split("train")))
@@ -81,6 +73,22 @@ def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[s
     elif "test_rmse_ratio" in metrics:
         metrics["rmse_ratio"] = metrics["test_rmse_ratio"]
     return metrics
+
+
+def quality_metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The model-quality metrics of a task: reported on validation and test at training, and on labelled live
+    decisions by monitoring (the same definitions, so they compare)."""
+    if task == "classification":
+        return {
+            "auc": auc(y, pred),
+            "logloss": log_loss(y, pred),
+            "hit_rate": float(np.mean((pred > 0.5) == (y > 0.5))),
+        }
+    return {
+        "rmse": float(np.sqrt(np.mean((pred - y) ** 2))),
+        "mae": float(np.mean(np.abs(pred - y))),
+        "ic": spearman_ic(pred, y),
+    }
 
 
 def directional_pnl(frame: pd.DataFrame, probability: np.ndarray, horizon: int) -> pd.Series:
@@ -115,6 +123,11 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
         return float("nan")
     ranks = stats.rankdata(score)
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def spearman_ic(prediction: np.ndarray, outcome: np.ndarray) -> float:
+    """Information coefficient: the Spearman rank correlation of forecasts and outcomes."""
+    return float(np.corrcoef(stats.rankdata(prediction), stats.rankdata(outcome))[0, 1])
 
 
 def log_loss(y: np.ndarray, p: np.ndarray) -> float:

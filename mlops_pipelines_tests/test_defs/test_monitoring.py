@@ -44,8 +44,41 @@ def test_drift_asset_without_deployed_models(definitions: dg.Definitions, instan
     )
     run_job(definitions, instance, "features_job")
     result = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-01-03-12:00"})
-    [event] = result.get_asset_materialization_events()
-    assert event.materialization.metadata["most_drifted"].value == "no deployed model"
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    assert metadata.keys() == {
+        "monitoring/feature_drift",
+        "monitoring/prediction_drift",
+        "monitoring/model_performance",
+    }
+    assert metadata["monitoring/feature_drift"]["most_drifted"].value == "no deployed model"
+    assert metadata["monitoring/prediction_drift"]["most_drifted"].value == "no deployed model"
+    assert metadata["monitoring/model_performance"]["performance"].value == "no deployed model"
+
+
+def test_failed_blocking_check_raises_one_alert(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    config = {"ops": {"market_bars": {"config": {"max_quarantine_ratio": 0.0}}}}
+    tags = {"dagster/partition": "2026-01-02"}
+    result = run_job(definitions, instance, "ingestion_job", tags=tags, run_config=config, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    alerts = AlertsResource(sinks=["jsonl"], directory=str(data_dir / "alerts"))
+    for _ in range(2):  # the sensor may see the same failure twice: one alert each
+        context = dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alerts",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=failure,
+            resources={"alerts": alerts},
+        ).for_run_failure()
+        run_failure_alerts(context)
+    check, run = (json.loads(line) for line in (data_dir / "alerts" / "alerts.jsonl").read_text().splitlines())
+    assert check["kind"] == "check_failed" and check["episode"] == result.run_id
+    assert check["subject"] == "raw/market_bars:market_bars_quarantine_ratio"
+    assert float(check["details"]["metadata"]["threshold"]) == 0.0
+    assert run["kind"] == "run_failed" and run["subject"] == "ingestion_job"
 
 
 # ---- retraining sensor -----------------------------------------------------------------------------------------
@@ -58,8 +91,11 @@ def evaluate_sensor(instance: dg.DagsterInstance, status_path: Path, cursor: str
     return result
 
 
-def severe(status_path: Path, model: str, window_end: datetime, severity: str = "SEVERE") -> None:
-    update_status(status_path, model, {"version": "3", "severity": severity, "window_end": window_end.isoformat()})
+def severe(
+    status_path: Path, model: str, window_end: datetime, severity: str = "SEVERE", signal: str = "feature_drift"
+) -> None:
+    entry = {"version": "3", "severity": severity, "window_end": window_end.isoformat()}
+    update_status(status_path, model, signal, entry)
 
 
 def test_severe_drift_requests_one_retraining_per_episode(instance: dg.DagsterInstance, tmp_path: Path) -> None:
@@ -88,6 +124,21 @@ def test_severe_drift_requests_one_retraining_per_episode(instance: dg.DagsterIn
     assert [r.run_key for r in later.run_requests or []] == [
         f"retrain:direction_classifier:{(t0 + timedelta(hours=30)).isoformat()}"
     ]
+
+
+def test_critical_performance_retrains_and_two_signals_make_one_request(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    status = tmp_path / "drift_status.json"
+    t0 = datetime(2026, 2, 21, 0, tzinfo=UTC)
+    severe(status, "volatility_forecaster", t0, severity="WARNING", signal="performance")
+    severe(status, "volatility_forecaster", t0, severity="SEVERE", signal="prediction_drift")  # not a trigger
+    assert not evaluate_sensor(instance, status, None).run_requests
+    severe(status, "volatility_forecaster", t0, severity="CRITICAL", signal="performance")
+    severe(status, "volatility_forecaster", t0, signal="feature_drift")
+    [request] = evaluate_sensor(instance, status, None).run_requests or []
+    assert request.run_key == f"retrain:volatility_forecaster:{t0.isoformat()}"
+    assert request.tags["trigger"] == "feature_drift,performance"
 
 
 def test_no_second_retraining_while_one_runs(
@@ -147,8 +198,10 @@ def test_regime_shift_closes_the_loop(
     assert gate["direction_classifier_promotion"]["lifecycle_state"].value == "STAGING"
 
     drift = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-02-23-23:00"})
-    [event] = drift.get_asset_materialization_events()
-    metadata = event.materialization.metadata
+    by_asset = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in drift.get_asset_materialization_events()
+    }
+    metadata = by_asset["monitoring/feature_drift"]
     assert metadata["direction_classifier_severity"].value == "SEVERE"
     assert Path(metadata["direction_classifier_evidently_report"].value).exists()
     settings = Settings.from_env()
@@ -158,7 +211,9 @@ def test_regime_shift_closes_the_loop(
         ).fetchall()
     assert rows == [("direction_classifier", "SEVERE", datetime(2026, 2, 24, tzinfo=UTC))]
     alerts = [json.loads(line) for line in (data_dir / "alerts" / "alerts.jsonl").read_text().splitlines()]
-    assert [a["kind"] for a in alerts] == ["severe_drift"]
+    assert next(a["kind"] for a in alerts if a["subject"] == "direction_classifier") == "severe_drift"
+    assert "direction_classifier_prediction_psi" in by_asset["monitoring/prediction_drift"]
+    assert "direction_classifier_auc" in by_asset["monitoring/model_performance"]
 
     status = data_dir / "monitoring" / "drift_status.json"
     [request] = evaluate_sensor(instance, status, None).run_requests or []

@@ -1,4 +1,5 @@
-"""Alerts on failed runs. (SEVERE drift alerts are raised by monitoring/feature_drift itself.)"""
+"""Alerts on failed runs and on the failed blocking asset checks that made them fail. (SEVERE drift and
+CRITICAL performance alerts are raised by the monitoring assets themselves.)"""
 
 import dagster as dg
 
@@ -9,12 +10,29 @@ from mlops_pipelines.resources import AlertsResource
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Every failed run -> one alert to the configured sinks.",
+    description="Every failed run -> one alert, plus one per failed blocking asset check in it.",
 )
 def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: AlertsResource) -> None:
     run = context.dagster_run
+    alerter = alerts.alerter()
+    # A blocking check that fails stops its step, so it always ends in a failed run: this sensor sees them all.
+    for entry in context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.asset_check_evaluation_data if entry.dagster_event else None
+        if evaluation is None or evaluation.passed or not evaluation.blocking:
+            continue
+        subject = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        alerter.raise_alert(
+            Alert(
+                kind="check_failed",
+                subject=subject,
+                episode=run.run_id,
+                summary=f"blocking check {subject} failed"
+                + (f": {evaluation.description}" if evaluation.description else ""),
+                details={"run_id": run.run_id, "metadata": {k: str(v.value) for k, v in evaluation.metadata.items()}},
+            )
+        )
     message = context.failure_event.message or "run failed"
-    alerts.alerter().raise_alert(
+    alerter.raise_alert(
         Alert(
             kind="run_failed",
             subject=run.job_name,

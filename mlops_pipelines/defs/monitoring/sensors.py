@@ -1,5 +1,6 @@
-"""SEVERE drift of a deployed model -> one retraining run of that model (dataset -> training -> evaluation ->
-promotion gate). Reads only the drift-status file: it returns in milliseconds (RELIABILITY #8, #9)."""
+"""SEVERE feature drift or a CRITICAL performance drop of a deployed model -> one retraining run of that model
+(dataset -> training -> evaluation -> promotion gate). Reads only the status file: it returns in milliseconds
+(RELIABILITY #8, #9)."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from mlops_pipelines.resources import DriftStatusResource
 
 SPECS = load_model_specs()
 COOLDOWN = timedelta(hours=24)  # one drift episode -> one retraining
+TRIGGERS = {"feature_drift": "SEVERE", "performance": "CRITICAL"}  # signal -> the verdict that retrains
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -35,15 +37,17 @@ def retraining_assets(model: str) -> list[dg.AssetKey]:
     job_name="training_job",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="SEVERE feature drift -> retrain that model, once per episode (cooldown), one run at a time.",
+    description="SEVERE feature drift or CRITICAL performance -> retrain that model, once per episode (cooldown), "
+    "one run at a time.",
 )
 def retraining_sensor(context: dg.SensorEvaluationContext, drift_status: DriftStatusResource) -> dg.SensorResult:
     cursor: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
     requests, skipped = [], []
-    for model, entry in sorted(read_status(drift_status.path).items()):
-        if model not in SPECS or entry.get("severity") != "SEVERE":
+    for model, signals in sorted(read_status(drift_status.path).items()):
+        firing = {name: entry for name, entry in signals.items() if entry.get("severity") == TRIGGERS.get(name)}
+        if model not in SPECS or not firing:
             continue
-        window_end = entry["window_end"]
+        window_end = max(entry["window_end"] for entry in firing.values())
         seen = cursor.get(model, {})
         if seen.get("window_end") == window_end:
             continue  # this report was handled already
@@ -64,9 +68,9 @@ def retraining_sensor(context: dg.SensorEvaluationContext, drift_status: DriftSt
                 asset_selection=retraining_assets(model),
                 tags={
                     "retrain_model": model,
-                    "trigger": "severe_drift",
+                    "trigger": ",".join(sorted(firing)),
                     "drift_window_end": window_end,
-                    "drifting_version": str(entry.get("version")),
+                    "drifting_version": ",".join(sorted({str(e.get("version")) for e in firing.values()})),
                 },
             )
         )

@@ -1,0 +1,56 @@
+"""A deployed model's decisions, replayed from the warehouse: the decision rows of a window, point-in-time
+features at each decision time, the model's output and, once it is known, the label. Prediction drift and
+realized performance (concept drift) are computed from these rows."""
+
+from datetime import datetime
+
+import duckdb
+import lightgbm as lgb
+import pandas as pd
+
+from mlops_pipelines.lib import training
+from mlops_pipelines.lib.datasets import label_sql
+from mlops_pipelines.lib.feature_views import FeatureCatalog
+from mlops_pipelines.lib.model_specs import ModelSpec
+from mlops_pipelines.lib.point_in_time import ENTITY_TIME, get_historical_features
+
+
+def decision_rows(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    start: datetime,
+    end: datetime,
+    *,
+    labelled_by: datetime | None = None,
+    max_rows: int | None = None,
+) -> pd.DataFrame:
+    """One row per symbol and decision time in [start, end) (a decision follows each bar close by the spec's
+    delay). With ``labelled_by``: only the decisions whose label was known by then, with ``label``.
+    ``max_rows`` keeps a deterministic subset (the lowest row hashes), so a long window stays cheap to score."""
+    if labelled_by is None:
+        source = (
+            f'SELECT symbol, "timestamp" + INTERVAL 1 HOUR + INTERVAL {spec.decision_delay_minutes} MINUTE '
+            f"AS {ENTITY_TIME} FROM raw.market_bars"
+        )
+        where, params = "", [start, end]
+    else:
+        source = f"SELECT symbol, {ENTITY_TIME}, label, label_available_at FROM ({label_sql(spec)})"
+        where, params = "AND label_available_at <= ?", [start, end, labelled_by]
+    limit = f"ORDER BY hash(symbol, {ENTITY_TIME}) LIMIT {int(max_rows)}" if max_rows else ""
+    frame = conn.execute(
+        f"SELECT * FROM ({source}) WHERE {ENTITY_TIME} >= ? AND {ENTITY_TIME} < ? {where} {limit}", params
+    ).fetchdf()
+    return frame.drop(columns=["label_available_at"], errors="ignore")
+
+
+def score(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    catalog: FeatureCatalog,
+    booster: lgb.Booster,
+    decisions: pd.DataFrame,
+) -> pd.DataFrame:
+    """The decision rows with their point-in-time features and the model's ``prediction``."""
+    frame = get_historical_features(conn, decisions, [catalog.views[name] for name in spec.feature_views])
+    frame["prediction"] = training.predict(booster, frame, booster.feature_name()) if len(frame) else []
+    return frame
