@@ -1,6 +1,7 @@
 """Training sets (labels, purge, hash), training metrics, and a full training run on a real MLflow store."""
 
 import json
+import os
 import subprocess
 import sys
 from functools import partial
@@ -109,7 +110,11 @@ def test_file_store_is_refused() -> None:
 
 
 def test_training_run_registers_a_verified_version(
-    training_set: datasets.TrainingSet, tracking: Tracking, feature_warehouse: Path, catalog: FeatureCatalog
+    training_set: datasets.TrainingSet,
+    tracking: Tracking,
+    feature_warehouse: Path,
+    catalog: FeatureCatalog,
+    tmp_path: Path,
 ) -> None:
     connect = partial(warehouse.connect, feature_warehouse)
     outcome = train_and_register(
@@ -157,6 +162,31 @@ def test_training_run_registers_a_verified_version(
     np.testing.assert_allclose(
         loaded.booster.predict(test[training_set.features]), outcome.model.booster.predict(test[training_set.features])
     )
+    # a fresh process (no MLflow URI set globally, as in serving or monitoring) loads it from our URIs alone
+    script = (
+        "import sys; from mlops_pipelines.lib.tracking import Tracking; t = Tracking(*sys.argv[1:4]); "
+        "mv = t.client().get_model_version('direction_classifier', sys.argv[4]); "
+        "print(t.load_verified_booster(mv.source, mv.tags['artifact_sha256']).num_trees())"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            tracking.tracking_uri,
+            tracking.registry_uri,
+            tracking.artifact_root,
+            outcome.version,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=elsewhere,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},  # set_tracking_uri exports it
+    )
+    assert int(fresh.stdout.split()[-1]) == loaded.booster.num_trees()
 
     with pytest.raises(FeatureGraphMismatch, match="trained on feature graph"):
         load_for_inference(tracking, "direction_classifier", outcome.version, live_graph_hash="f" * 64)
