@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -175,9 +176,13 @@ def features_docs(out: Annotated[Path, typer.Option(help="Markdown page to write
 @app.command()
 def demo(
     start: Annotated[str, typer.Option(help="First day to ingest (UTC).")] = "2026-01-01",
-    end: Annotated[str, typer.Option(help="Last day to ingest (UTC), inclusive.")] = "2026-03-01",
+    train_until: Annotated[
+        str, typer.Option(help="Last day the first model is trained on (before the synthetic regime shift).")
+    ] = "2026-02-14",
+    end: Annotated[str, typer.Option(help="Last day to ingest (UTC), inclusive; monitored day by day.")] = "2026-02-21",
 ) -> None:
-    """Materialize the whole graph on the local instance (data/dagster_home) and say what was built where."""
+    """Materialize the whole graph on the local instance (data/dagster_home): ingest, features, train, then
+    replay the days after the training cut through the hourly monitoring and the retraining sensor."""
     settings = Settings.from_env()
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
@@ -186,24 +191,20 @@ def demo(
 
     import dagster as dg
 
+    from mlops_pipelines import demo as story
     from mlops_pipelines.definitions import defs
 
-    definitions = defs()
-    instance = dg.DagsterInstance.get()
-    steps = [
-        ("ingestion_job", {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}),
-        ("features_job", {}),
-        ("training_job", {}),
-    ]
-    for job_name, tags in steps:
-        console.print(f"[bold]running {job_name}[/bold] {tags or ''}")
-        result = definitions.resolve_job_def(job_name).execute_in_process(
-            instance=instance, tags=tags, run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    plan = story.DemoPlan(start=first, train_until=min(date.fromisoformat(train_until), last), end=last)
+    try:
+        retrainings = story.run(
+            defs(), dg.DagsterInstance.get(), plan, lambda step: console.print(f"[bold]{escape(step)}[/bold]")
         )
-        if not result.success:
-            console.print(f"[red]{job_name} failed[/red] (run {result.run_id}); see `make ui`")
-            raise typer.Exit(1)
+    except RuntimeError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from exc
     _print_summary(settings, home)
+    _print_monitoring(settings, retrainings)
 
 
 def _print_summary(settings: Settings, home: Path) -> None:
@@ -253,6 +254,30 @@ def _print_models(settings: Settings) -> None:
             f"{name} v{version} awaits approval: `.venv/bin/mlops models approve {name} --version "
             f"{version} --actor <reviewer>` then `.venv/bin/mlops models promote {name} --version {version}`"
         )
+
+
+def _print_monitoring(settings: Settings, retrainings: list[str]) -> None:
+    with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+        if not warehouse.table_exists(conn, "monitoring.model_drift_reports"):
+            return
+        rows = conn.execute(
+            """SELECT d.model, d.version, d.partition_key, any_value(d.model_severity),
+                      any_value(p.model_severity), any_value(m.model_status)
+               FROM monitoring.model_drift_reports d
+               LEFT JOIN monitoring.prediction_drift_reports p USING (partition_key, model)
+               LEFT JOIN monitoring.model_performance m USING (partition_key, model)
+               GROUP BY ALL ORDER BY d.model, d.partition_key"""
+        ).fetchall()
+    tables: dict[str, Table] = {}
+    for model, version, *cells in rows:
+        title = f"{model} v{version}: one drift run per day"
+        table = tables.setdefault(
+            title, Table("hour (UTC)", "feature drift", "prediction drift", "performance", title=title)
+        )
+        table.add_row(*(str(c) for c in cells))
+    for table in tables.values():
+        console.print(table)
+    console.print(f"retraining runs requested by retraining_sensor: {len(retrainings)}")
 
 
 def main() -> None:

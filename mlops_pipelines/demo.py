@@ -1,0 +1,81 @@
+"""The demo's story, on the local instance: a model is trained on the market before its regime shift, the
+hourly monitoring replays the days around the shift (NORMAL before, SEVERE after), the retraining sensor turns
+the SEVERE report into a retraining run, and a new version appears. Everything runs through Dagster jobs on the
+instance `make ui` opens, so the runs, the drift metadata over partitions and the retraining are in the UI."""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import dagster as dg
+
+RETRAINING_SENSOR = "retraining_sensor"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    start: date
+    train_until: date  # last day the first model sees
+    end: date  # last day ingested
+
+    @property
+    def monitored_hours(self) -> list[str]:
+        """The last hour of each day from the day before the training cut to the end (one drift run per day)."""
+        days = (self.end - self.train_until).days
+        return [f"{self.train_until + timedelta(days=d):%Y-%m-%d}-23:00" for d in range(days)]
+
+
+def run(
+    definitions: dg.Definitions,
+    instance: dg.DagsterInstance,
+    plan: DemoPlan,
+    say: Callable[[str], None],
+) -> list[str]:
+    """Materialize the story; returns the run ids of the retraining runs the sensor requested."""
+
+    def job(
+        name: str, tags: dict[str, str] | None = None, asset_selection: Sequence[dg.AssetKey] | None = None
+    ) -> dg.ExecuteInProcessResult:
+        result = definitions.resolve_job_def(name).execute_in_process(
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            tags=tags,
+            asset_selection=asset_selection,
+        )
+        if not result.success:
+            raise RuntimeError(f"{name} failed (run {result.run_id}); see `make ui`")
+        return result
+
+    def ingest(first: date, last: date) -> None:
+        say(f"ingestion_job {first} .. {last}")
+        job(
+            "ingestion_job",
+            tags={"dagster/asset_partition_range_start": str(first), "dagster/asset_partition_range_end": str(last)},
+        )
+        say("features_job")
+        job("features_job")
+
+    ingest(plan.start, plan.train_until)
+    say("training_job (dataset, training, backtest, SHAP, compliance report, promotion gate)")
+    job("training_job")
+    if plan.end <= plan.train_until:
+        return []
+    ingest(plan.train_until + timedelta(days=1), plan.end)
+
+    sensor = definitions.resolve_sensor_def(RETRAINING_SENSOR)
+    cursor: str | None = None
+    retrainings = []
+    for partition in plan.monitored_hours:
+        say(f"drift_job {partition} (feature drift, prediction drift, model performance)")
+        job("drift_job", tags={"dagster/partition": partition})
+        # one sensor tick, as the daemon would run it between two drift runs
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=definitions.resources, sensor_name=RETRAINING_SENSOR
+        )
+        tick = sensor.evaluate_tick(context)
+        cursor = tick.cursor
+        for request in tick.run_requests or []:
+            say(f"{RETRAINING_SENSOR} requested {request.run_key}: running it")
+            tags = {**request.tags, "dagster/sensor_name": RETRAINING_SENSOR, "dagster/run_key": request.run_key or ""}
+            retrainings.append(job("training_job", asset_selection=request.asset_selection, tags=tags).run_id)
+    return retrainings
