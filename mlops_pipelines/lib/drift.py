@@ -8,7 +8,11 @@ reference, or has fewer rows than ``min_rows`` on either side gets that status a
 never reported as drift (RELIABILITY #11).
 """
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,45 +44,113 @@ def psi(reference_share: np.ndarray, current_share: np.ndarray) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
-    """Interior bin edges at the reference's quantiles (duplicates merged: a spike is one bin)."""
-    return np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+def quantile_edges(reference_sorted: np.ndarray, bins: int) -> np.ndarray:
+    """Interior bin edges at the reference's quantiles, numpy's default (linear) interpolation read straight
+    off the sorted sample; duplicates merged, so a spike is one bin."""
+    position = np.linspace(0, 1, bins + 1)[1:-1] * (len(reference_sorted) - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, len(reference_sorted) - 1)
+    below, above = reference_sorted[low], reference_sorted[high]
+    return np.unique(below + (above - below) * (position - low))
 
 
-def binned_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
-    return counts / max(len(values), 1)
+def binned_shares(values_sorted: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of values per bin [edge_i-1, edge_i), from a sorted sample: one binary search per edge."""
+    cumulative = np.searchsorted(values_sorted, edges, side="left")
+    return np.diff(np.concatenate([[0], cumulative, [len(values_sorted)]])) / max(len(values_sorted), 1)
 
 
-def ks_2samp_asymp(a_sorted: np.ndarray, b_sorted: np.ndarray) -> tuple[float, float]:
-    """The two-sided KS statistic from sorted samples, and its asymptotic p-value, as scipy computes them."""
+def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
+    """The two-sided KS statistic of two sorted samples without merging them: both empirical CDFs are step
+    functions, so the largest gap is at a value of ``b`` (right limits) or just before one (left limits). One
+    binary search of ``b`` in ``a`` per side, O(m log n), instead of sorting the pooled sample."""
     n, m = len(a_sorted), len(b_sorted)
-    # Merge the two sorted samples (a stable sort of two sorted runs is a linear merge), then walk the pooled
-    # order once: the empirical CDFs, compared at the last position of every run of equal values (ties).
-    pooled = np.concatenate([a_sorted, b_sorted])
-    order = np.argsort(pooled, kind="stable")
-    from_a = order < n
-    diff = np.cumsum(np.where(from_a, 1.0 / n, -1.0 / m))
-    values = pooled[order]
-    run_ends = np.append(values[1:] != values[:-1], True)
-    statistic = float(np.max(np.abs(diff[run_ends])))
-    en = n * m / (n + m)
-    return statistic, float(np.clip(stats.kstwo.sf(statistic, np.round(en)), 0, 1))
+    gaps = [
+        np.searchsorted(a_sorted, b_sorted, side=side) / n - np.searchsorted(b_sorted, b_sorted, side=side) / m
+        for side in ("right", "left")
+    ]
+    return float(max(np.max(np.abs(gaps[0])), np.max(np.abs(gaps[1]))))
 
 
-def numeric_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str], *, bins: int = 10, min_rows: int = 30
+def ks_pvalue(statistic: float, n: int, m: int) -> float:
+    """The asymptotic p-value as scipy's ``ks_2samp(method="asymp")`` computes it."""
+    return float(np.clip(stats.kstwo.sf(statistic, np.round(n * m / (n + m))), 0, 1))
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """What drift needs of a reference window, computed once: the row count, each numeric column's finite
+    values sorted, each categorical column's counts. The hourly job reuses it for every hour that shares the
+    reference window (``save``/``load``: one ``.npz``, no pickle)."""
+
+    rows: int
+    numeric: dict[str, np.ndarray] = field(default_factory=dict)
+    categorical: dict[str, pd.Series] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        reference: pd.DataFrame,
+        numeric: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        *,
+        threads: int | None = None,
+    ) -> "ReferenceProfile":
+        def sorted_finite(name: str) -> np.ndarray:
+            values = reference[name].to_numpy(dtype=float)
+            return np.sort(values[np.isfinite(values)])
+
+        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:  # numpy's sort releases the GIL
+            columns = dict(zip(numeric, pool.map(sorted_finite, numeric), strict=True))
+        counts = {name: reference[name].dropna().astype(str).value_counts() for name in categorical}
+        return cls(rows=len(reference), numeric=columns, categorical=counts)
+
+    def sample(self, n: int) -> pd.DataFrame:
+        """``n`` values per column spread evenly over the reference's distribution (evenly spaced ranks; category
+        counts in proportion): a deterministic stand-in for the window, for plots and the Evidently report."""
+        columns: dict[str, object] = {
+            name: values[np.linspace(0, len(values) - 1, n).round().astype(int)] if len(values) else np.full(n, np.nan)
+            for name, values in self.numeric.items()
+        }
+        for name, counts in self.categorical.items():
+            repeats = np.round(counts.to_numpy() / max(int(counts.sum()), 1) * n).astype(int)
+            values = np.repeat(counts.index.to_numpy(dtype=str), repeats)[:n]
+            columns[name] = np.concatenate([values, np.full(n - len(values), None, dtype=object)])
+        return pd.DataFrame(columns)
+
+    def save(self, path: Path) -> None:
+        arrays = {f"numeric/{name}": values for name, values in self.numeric.items()}
+        for name, counts in self.categorical.items():
+            arrays[f"categories/{name}"] = counts.index.to_numpy(dtype=str)
+            arrays[f"counts/{name}"] = counts.to_numpy(dtype=np.int64)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **{"rows": np.asarray(self.rows, dtype=np.int64), **arrays})
+        tmp.replace(path)  # atomic: a reader never sees half a profile
+
+    @classmethod
+    def load(cls, path: Path) -> "ReferenceProfile":
+        with np.load(path, allow_pickle=False) as data:
+            numeric = {k.removeprefix("numeric/"): data[k] for k in data.files if k.startswith("numeric/")}
+            categorical = {
+                k.removeprefix("counts/"): pd.Series(data[k], index=data[k.replace("counts/", "categories/", 1)])
+                for k in data.files
+                if k.startswith("counts/")
+            }
+            return cls(rows=int(data["rows"]), numeric=numeric, categorical=categorical)
+
+
+def compare(
+    profile: ReferenceProfile, current: pd.DataFrame, *, bins: int = 10, min_rows: int = 30, threads: int | None = None
 ) -> pd.DataFrame:
-    """One row of statistics per numeric column."""
-    ref_all = reference[list(columns)].to_numpy(dtype=float)
-    cur_all = current[list(columns)].to_numpy(dtype=float)
-    # sort every column at once; NaNs go last and are cut off per column
-    ref_sorted, cur_sorted = np.sort(ref_all, axis=0), np.sort(cur_all, axis=0)
-    ref_valid, cur_valid = np.isfinite(ref_all).sum(axis=0), np.isfinite(cur_all).sum(axis=0)
-    rows = []
-    for j, name in enumerate(columns):
-        ref, cur = ref_sorted[: ref_valid[j], j], cur_sorted[: cur_valid[j], j]
-        row = _base_row(name, "numeric", len(ref_all), len(cur_all), len(ref), len(cur))
+    """One row of statistics per column of the profile: numeric columns first, then categorical ones.
+    Numeric columns are independent and run on ``threads`` (default: one per core)."""
+
+    def numeric_row(name: str) -> dict[str, object]:
+        ref = profile.numeric[name]
+        cur_all = current[name].to_numpy(dtype=float)
+        cur = np.sort(cur_all[np.isfinite(cur_all)])
+        row = _base_row(name, "numeric", profile.rows, len(cur_all), len(ref), len(cur))
         if len(ref) == 0 or len(cur) == 0:
             row["status"] = EMPTY
         elif len(ref) < min_rows or len(cur) < min_rows:
@@ -88,44 +160,65 @@ def numeric_drift(
         else:
             edges = quantile_edges(ref, bins)
             ref_std = float(np.std(ref, ddof=1))
+            statistic = ks_statistic(ref, cur)
             row.update(
                 psi=psi(binned_shares(ref, edges), binned_shares(cur, edges)),
                 mean_shift_sd=float((cur.mean() - ref.mean()) / ref_std),
                 variance_ratio=float(np.var(cur, ddof=1) / ref_std**2) if len(cur) > 1 else np.nan,
+                ks_statistic=statistic,
+                ks_pvalue=ks_pvalue(statistic, len(ref), len(cur)),
             )
-            row["ks_statistic"], row["ks_pvalue"] = ks_2samp_asymp(ref, cur)
-        rows.append(row)
+        return row
+
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        rows = list(pool.map(numeric_row, profile.numeric))
+    rows += [
+        categorical_row(name, counts, profile.rows, current[name], min_rows)
+        for name, counts in profile.categorical.items()
+    ]
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def numeric_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str], *, bins: int = 10, min_rows: int = 30
+) -> pd.DataFrame:
+    """One row of statistics per numeric column (a profile of ``reference``, then ``compare``)."""
+    return compare(ReferenceProfile.of(reference, columns), current, bins=bins, min_rows=min_rows)
 
 
 def categorical_drift(
     reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str], *, min_rows: int = 30
 ) -> pd.DataFrame:
+    return compare(ReferenceProfile.of(reference, categorical=columns), current, min_rows=min_rows)
+
+
+def categorical_row(
+    name: str, ref_counts_by_category: pd.Series, ref_rows: int, current: pd.Series, min_rows: int
+) -> dict[str, object]:
     """PSI over categories (unseen ones included) and chi-squared of current counts vs reference shares."""
-    rows = []
-    for name in columns:
-        ref, cur = reference[name].dropna().astype(str), current[name].dropna().astype(str)
-        row = _base_row(name, "categorical", len(reference), len(current), len(ref), len(cur))
-        if len(ref) == 0 or len(cur) == 0:
-            row["status"] = EMPTY
-        elif len(ref) < min_rows or len(cur) < min_rows:
-            row["status"] = TOO_FEW
-        elif ref.nunique() == 1 and set(cur.unique()) <= set(ref.unique()):
-            row["status"] = CONSTANT
-        else:
-            categories = sorted(set(ref) | set(cur))
-            ref_counts = ref.value_counts().reindex(categories, fill_value=0).to_numpy(dtype=float)
-            cur_counts = cur.value_counts().reindex(categories, fill_value=0).to_numpy(dtype=float)
-            ref_share = np.clip(ref_counts / ref_counts.sum(), EPSILON, None)
-            expected = ref_share / ref_share.sum() * cur_counts.sum()
-            chi2 = stats.chisquare(cur_counts, expected)
-            row.update(
-                psi=psi(ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()),
-                chi2_statistic=float(chi2.statistic),
-                chi2_pvalue=float(chi2.pvalue),
-            )
-        rows.append(row)
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    cur = current.dropna().astype(str)
+    n_ref = int(ref_counts_by_category.sum())
+    row = _base_row(name, "categorical", ref_rows, len(current), n_ref, len(cur))
+    seen = set(ref_counts_by_category.index)
+    if n_ref == 0 or len(cur) == 0:
+        row["status"] = EMPTY
+    elif n_ref < min_rows or len(cur) < min_rows:
+        row["status"] = TOO_FEW
+    elif len(seen) == 1 and set(cur.unique()) <= seen:
+        row["status"] = CONSTANT
+    else:
+        categories = sorted(seen | set(cur))
+        ref_counts = ref_counts_by_category.reindex(categories, fill_value=0).to_numpy(dtype=float)
+        cur_counts = cur.value_counts().reindex(categories, fill_value=0).to_numpy(dtype=float)
+        ref_share = np.clip(ref_counts / ref_counts.sum(), EPSILON, None)
+        expected = ref_share / ref_share.sum() * cur_counts.sum()
+        chi2 = stats.chisquare(cur_counts, expected)
+        row.update(
+            psi=psi(ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()),
+            chi2_statistic=float(chi2.statistic),
+            chi2_pvalue=float(chi2.pvalue),
+        )
+    return row
 
 
 def _base_row(name: str, kind: str, n_ref_rows: int, n_cur_rows: int, n_ref: int, n_cur: int) -> dict[str, object]:

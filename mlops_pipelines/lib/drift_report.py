@@ -1,8 +1,10 @@
 """A model's feature-drift report for one window: statistics, severities, the rows that persist, a picture."""
 
+import hashlib
 import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import lightgbm as lgb
@@ -28,9 +30,10 @@ class DriftReport:
     window_start: datetime
     window_end: datetime
     reference_start: datetime
+    reference_end: datetime
     stats: pd.DataFrame  # drift.COLUMNS + severity
     severity: str
-    reference: pd.DataFrame
+    reference: drift.ReferenceProfile
     current: pd.DataFrame
 
     def rows(self, partition_key: str) -> pd.DataFrame:
@@ -41,7 +44,7 @@ class DriftReport:
             window_start=self.window_start,
             window_end=self.window_end,
             reference_start=self.reference_start,
-            reference_end=self.window_start,
+            reference_end=self.reference_end,
             model_severity=self.severity,
         )
         for column in ("window_start", "window_end", "reference_start", "reference_end"):
@@ -72,6 +75,56 @@ def feature_frame(
     return pd.concat(parts, axis=1) if parts else pd.DataFrame()
 
 
+def reference_window(window_start: datetime, reference: timedelta) -> tuple[datetime, datetime]:
+    """The reference ends at the start of the current window's first UTC day, so that the 24 hourly runs of a
+    day share one reference window (and its cached profile)."""
+    end = window_start.replace(hour=0, minute=0, second=0, microsecond=0)
+    return end - reference, end
+
+
+def window_fingerprint(
+    conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, start: datetime, end: datetime
+) -> str:
+    """Row count and an order-independent hash of the rows of every view in the window: a re-materialized
+    view changes it, so a cached profile is never used for data it was not computed from."""
+    parts = []
+    for name in spec.feature_views:
+        view = catalog.views[name]
+        count, digest = conn.execute(
+            f"SELECT count(*), coalesce(sum(hash(row_)::HUGEINT), 0) FROM {quote_table(view.table)} AS row_ "
+            f'WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
+            [start, end],
+        ).fetchone() or (0, 0)
+        parts.append(f"{name}:{count}:{digest}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def reference_profile(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    catalog: FeatureCatalog,
+    start: datetime,
+    end: datetime,
+    cache_dir: Path | None,
+) -> drift.ReferenceProfile:
+    """The model's reference profile for [start, end): from ``cache_dir`` when this exact window content was
+    profiled before, else computed from the warehouse (and cached, keeping the 3 newest per model)."""
+    path = None
+    if cache_dir is not None:
+        key = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-{window_fingerprint(conn, spec, catalog, start, end)}"
+        path = cache_dir / spec.name / f"{key}.npz"
+        if path.exists():
+            return drift.ReferenceProfile.load(path)
+    frame = feature_frame(conn, spec, catalog, start, end)
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+    profile = drift.ReferenceProfile.of(frame, numeric, [c for c in frame.columns if c not in numeric])
+    if path is not None:
+        profile.save(path)
+        for stale in sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-3]:
+            stale.unlink(missing_ok=True)
+    return profile
+
+
 def build_report(
     conn: duckdb.DuckDBPyConnection,
     spec: ModelSpec,
@@ -83,17 +136,13 @@ def build_report(
     window_end: datetime,
     current: timedelta,
     reference: timedelta,
+    profile_cache: Path | None = None,
 ) -> DriftReport:
     window_start = window_end - current
-    reference_start = window_start - reference
+    reference_start, reference_end = reference_window(window_start, reference)
+    profile = reference_profile(conn, spec, catalog, reference_start, reference_end, profile_cache)
     cur = feature_frame(conn, spec, catalog, window_start, window_end)
-    ref = feature_frame(conn, spec, catalog, reference_start, window_start)
-    numeric = [c for c in ref.columns if pd.api.types.is_numeric_dtype(ref[c])]
-    categorical = [c for c in ref.columns if c not in numeric]
-    parts = [drift.numeric_drift(ref, cur, numeric)]
-    if categorical:
-        parts.append(drift.categorical_drift(ref, cur, categorical))
-    stats = pd.concat(parts, ignore_index=True)
+    stats = drift.compare(profile, cur)
     groups = {
         f: catalog.views[v].tags.get("drift_group") for v in spec.feature_views for f in catalog.views[v].features
     }
@@ -107,9 +156,10 @@ def build_report(
         window_start=window_start,
         window_end=window_end,
         reference_start=reference_start,
+        reference_end=reference_end,
         stats=stats,
         severity=severity,
-        reference=ref,
+        reference=profile,
         current=cur,
     )
 
@@ -130,7 +180,7 @@ def build_prediction_report(
     """The version's outputs on the current window's decisions vs on (a deterministic subset of) the reference
     window's: the same statistics and thresholds as a feature named ``prediction``."""
     window_start = window_end - current
-    reference_start = window_start - reference
+    reference_start, reference_end = reference_window(window_start, reference)
     scored = {
         name: model_monitoring.score(conn, spec, catalog, booster, rows)[[PREDICTION]]
         for name, rows in (
@@ -141,7 +191,8 @@ def build_prediction_report(
             ),
         )
     }
-    stats = drift.numeric_drift(scored["reference"], scored["current"], [PREDICTION])
+    profile = drift.ReferenceProfile.of(scored["reference"], [PREDICTION])
+    stats = drift.compare(profile, scored["current"])
     stats["severity"] = drift_policy.classify(stats, policy, {})
     return DriftReport(
         model=spec.name,
@@ -149,21 +200,22 @@ def build_prediction_report(
         window_start=window_start,
         window_end=window_end,
         reference_start=reference_start,
+        reference_end=reference_end,
         stats=stats,
         severity=str(stats["severity"].iloc[0]),
-        reference=scored["reference"],
+        reference=profile,
         current=scored["current"],
     )
 
 
 def histograms_png(report: DriftReport, features: list[str]) -> bytes:
     """Reference vs current distributions of the given numeric features, side by side."""
-    features = [f for f in features if f in report.reference and pd.api.types.is_numeric_dtype(report.reference[f])]
+    features = [f for f in features if f in report.reference.numeric]
     fig = Figure(figsize=(4 * max(len(features), 1), 3))
     FigureCanvasAgg(fig)
     for i, feature in enumerate(features):
         ax = fig.add_subplot(1, len(features), i + 1)
-        ref, cur = report.reference[feature].dropna(), report.current[feature].dropna()
+        ref, cur = report.reference.numeric[feature], report.current[feature].dropna()
         if len(ref) and len(cur):
             edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=40).tolist()
             ax.hist(ref, bins=edges, density=True, alpha=0.5, label="reference")

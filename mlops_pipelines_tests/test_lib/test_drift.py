@@ -8,7 +8,16 @@ import pytest
 from scipy import stats
 
 from mlops_pipelines.catalog.policies import load_drift_policy_file
-from mlops_pipelines.lib.drift import CONSTANT, EMPTY, OK, TOO_FEW, categorical_drift, numeric_drift
+from mlops_pipelines.lib.drift import (
+    CONSTANT,
+    EMPTY,
+    OK,
+    TOO_FEW,
+    ReferenceProfile,
+    categorical_drift,
+    compare,
+    numeric_drift,
+)
 from mlops_pipelines.lib.drift_policy import DriftPolicy, classify, feature_severity, load_drift_policy, model_severity
 from mlops_pipelines.lib.policy import PolicyError
 
@@ -158,3 +167,19 @@ def test_ks_with_many_ties_matches_scipy() -> None:
     expected = stats.ks_2samp(ref["x"], cur["x"], method="asymp")
     assert row["ks_statistic"] == pytest.approx(expected.statistic, abs=1e-12)
     assert row["ks_pvalue"] == pytest.approx(expected.pvalue, abs=1e-9)
+
+
+def test_reference_profile_round_trips_and_gives_the_same_statistics(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    ref = pd.DataFrame({"x": rng.normal(size=5000), "c": rng.choice(["a", "b", "c"], 5000)})
+    ref.loc[ref.index[:50], "x"] = np.nan
+    cur = pd.DataFrame({"x": rng.normal(0.4, 1.0, 1000), "c": rng.choice(["a", "b", "z"], 1000)})
+    profile = ReferenceProfile.of(ref, ["x"], ["c"])
+    profile.save(tmp_path / "p.npz")
+    loaded = ReferenceProfile.load(tmp_path / "p.npz")
+    assert loaded.rows == 5000 and loaded.categorical["c"].to_dict() == profile.categorical["c"].to_dict()
+    direct = pd.concat([numeric_drift(ref, cur, ["x"]), categorical_drift(ref, cur, ["c"])], ignore_index=True)
+    pd.testing.assert_frame_equal(compare(loaded, cur), direct)
+    sample = loaded.sample(500)  # evenly spaced ranks: the sample's deciles are the reference's
+    np.testing.assert_allclose(sample["x"].quantile([0.1, 0.5, 0.9]), ref["x"].quantile([0.1, 0.5, 0.9]), atol=0.02)
+    assert sample["c"].value_counts(normalize=True).round(1).to_dict() == {"a": 0.3, "b": 0.3, "c": 0.3}

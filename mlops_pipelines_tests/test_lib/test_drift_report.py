@@ -1,8 +1,10 @@
 """Drift reports on a market with an injected regime shift: quiet before it, SEVERE after it."""
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER
@@ -87,3 +89,44 @@ def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(
         share = (report.stats["severity"] == "SEVERE").mean()
         assert share >= policy.aggregation.severe_share, f"{report.window_end:%Y-%m-%d}: {share:.2f}"
         assert report.severity == "SEVERE"
+
+
+def test_cached_profile_is_reused_for_the_same_window_content_only(
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path
+) -> None:
+    cache = tmp_path / "profiles"
+    end = datetime(2026, 2, 23, tzinfo=UTC)
+    path = tmp_path / "w.duckdb"  # this test rewrites a view: a copy, the module's warehouse stays as it was
+    shutil.copy(shifted_warehouse, path)
+
+    def report(window_end: datetime):
+        with warehouse.connect(path) as conn:
+            return build_report(
+                conn,
+                DIRECTION_CLASSIFIER,
+                "1",
+                catalog,
+                load_drift_policy_file(),
+                DIRECTION_CLASSIFIER.features(catalog),
+                window_end=window_end,
+                current=timedelta(days=1),
+                reference=timedelta(days=30),
+                profile_cache=cache,
+            )
+
+    first = report(end)
+    [cached] = list((cache / DIRECTION_CLASSIFIER.name).glob("*.npz"))
+    later_hour = report(end + timedelta(hours=5))  # same day: same reference window, the profile is reused
+    assert list((cache / DIRECTION_CLASSIFIER.name).glob("*.npz")) == [cached]
+    assert later_hour.reference_end == first.reference_end == datetime(2026, 2, 22, tzinfo=UTC)
+    uncached = report_at(shifted_warehouse, catalog, end)
+    pd.testing.assert_frame_equal(first.stats, uncached.stats)
+    # a re-materialized view changes the reference content: a new profile, not the stale one
+    with warehouse.connect(path) as conn:
+        conn.execute(
+            "UPDATE features.returns__v1 SET ret_1h = ret_1h * 2 WHERE event_ts >= ? AND event_ts < ?",
+            [datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)],
+        )
+    changed = report(end)
+    assert len(list((cache / DIRECTION_CLASSIFIER.name).glob("*.npz"))) == 2
+    assert not changed.stats.set_index("feature").loc["ret_1h"].equals(first.stats.set_index("feature").loc["ret_1h"])

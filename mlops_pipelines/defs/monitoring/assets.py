@@ -40,6 +40,7 @@ from mlops_pipelines.resources import AlertsResource, DriftStatusResource, Mlflo
 CATALOG = load_catalog()
 SPECS = load_model_specs()
 FEATURE_ASSETS = [dg.AssetKey(["features", name]) for name in CATALOG.views]
+EVIDENTLY_SAMPLE = 5000  # rows per window Evidently renders (it is slow on large windows, RELIABILITY #12)
 SEVERITY_CODE = {"NORMAL": 0, "MODERATE": 1, "SEVERE": 2, "INSUFFICIENT": -1, "OK": 0, "WARNING": 1, "CRITICAL": 2}
 
 
@@ -90,7 +91,7 @@ def evidently_html(context: dg.AssetExecutionContext, report: DriftReport, statu
     """A browsable Evidently report (capped sample) next to the drift status; our statistics stay the truth."""
     path = Path(status_path).parent / "evidently" / report.model / f"{context.partition_key}.html"
     try:
-        html, _ = render_drift_report(report.reference, report.current)
+        html, _ = render_drift_report(report.reference.sample(EVIDENTLY_SAMPLE), report.current)
     except Exception as exc:  # a rendering problem must not lose the drift report itself
         context.log.warning(f"Evidently report for {report.model} not rendered: {exc!r}")
         return f"not rendered: {exc!r}"
@@ -154,6 +155,7 @@ def feature_drift(
                 window_end=window_end,
                 current=timedelta(hours=config.current_hours),
                 reference=timedelta(days=config.reference_days),
+                profile_cache=Path(drift_status.path).parent / "reference_profiles",
             )
             replace_rows(
                 conn,
