@@ -114,7 +114,7 @@ OSCILLATORS = FeatureView(
 
 CROSS_SECTIONAL = FeatureView(
     name="cross_sectional",
-    version=1,
+    version=2,
     owner="team:signals",
     description=(
         "Where a symbol stands against the market at the same bar: percentile rank of its 24-bar return and "
@@ -124,26 +124,33 @@ CROSS_SECTIONAL = FeatureView(
     ttl=TTL,
     availability_lag=timedelta(seconds=10),
     depends_on=("raw.market_bars", "returns", "volatility"),
+    # v2: the per-bar arrival time and the sector mean are GROUP BYs joined back (v1: two more window sorts of
+    # every row); same values. The ranks need their order, so they stay windows.
     sql="""
-        WITH joined AS (
+        WITH joined AS MATERIALIZED (
             SELECT r.symbol, r.event_ts, b.sector, r.ret_24h, v.realized_vol_24h,
                    greatest(r.created_ts, v.created_ts) AS created_ts
             FROM {{ returns }} AS r
             JOIN {{ volatility }} AS v USING (symbol, event_ts)
             JOIN {{ raw.market_bars }} AS b
               ON b.symbol = r.symbol AND b."timestamp" + INTERVAL 1 HOUR = r.event_ts
-        )
-        SELECT symbol,
-               event_ts,
-               max(created_ts) OVER (PARTITION BY event_ts) AS created_ts,
-               sector,
-               CASE WHEN ret_24h IS NOT NULL THEN
-                   percent_rank() OVER (PARTITION BY event_ts, ret_24h IS NULL ORDER BY ret_24h) END AS ret_24h_xs_rank,
-               CASE WHEN realized_vol_24h IS NOT NULL THEN
-                   percent_rank() OVER (PARTITION BY event_ts, realized_vol_24h IS NULL ORDER BY realized_vol_24h)
+        ),
+        bar_arrived AS (SELECT event_ts, max(created_ts) AS created_ts FROM joined GROUP BY event_ts),
+        sector_mean AS (SELECT event_ts, sector, avg(ret_24h) AS ret_24h FROM joined GROUP BY event_ts, sector)
+        SELECT j.symbol,
+               j.event_ts,
+               a.created_ts,
+               j.sector,
+               CASE WHEN j.ret_24h IS NOT NULL THEN
+                   percent_rank() OVER (PARTITION BY j.event_ts, j.ret_24h IS NULL ORDER BY j.ret_24h)
+               END AS ret_24h_xs_rank,
+               CASE WHEN j.realized_vol_24h IS NOT NULL THEN
+                   percent_rank() OVER (PARTITION BY j.event_ts, j.realized_vol_24h IS NULL ORDER BY j.realized_vol_24h)
                END AS vol_24h_xs_rank,
-               ret_24h - avg(ret_24h) OVER (PARTITION BY event_ts, sector) AS ret_24h_sector_rel
-        FROM joined
+               j.ret_24h - s.ret_24h AS ret_24h_sector_rel
+        FROM joined AS j
+        JOIN bar_arrived AS a USING (event_ts)
+        JOIN sector_mean AS s ON s.event_ts = j.event_ts AND s.sector IS NOT DISTINCT FROM j.sector
     """,
     schema={
         **KEYS,

@@ -10,7 +10,7 @@ DIRECTION_CLASSIFIER = ModelSpec(
     strategy="directional",
     task="classification",
     label=LabelSpec(kind="forward_return_sign", horizon_hours=4),
-    feature_views={"returns": 1, "volatility": 1, "oscillators": 1, "cross_sectional": 1},
+    feature_views={"returns": 1, "volatility": 1, "oscillators": 1, "cross_sectional": 2},
     exclude_features=("sector",),
     hyperparameters={
         "objective": "binary",

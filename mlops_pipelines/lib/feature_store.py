@@ -15,6 +15,8 @@ from mlops_pipelines.lib.feature_views import (
     VISIBLE_FROM,
     FeatureCatalog,
     FeatureView,
+    exact_index_update_sql,
+    fast_indexed_select,
     parse_view_ref,
     schema_mismatches,
 )
@@ -48,8 +50,23 @@ def materialize_view(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, n
         table = dep if "." in dep else catalog.views[dep].table
         if not warehouse.table_exists(conn, table):
             raise LookupError(f"feature view {name!r} needs {table}, which has not been materialized yet")
-    rows = warehouse.replace_table(conn, view.table, catalog.render_sql(name))
+    rows = write_indexed(conn, view, catalog.render_body(name))
     return view_stats(conn, view, rows)
+
+
+def write_indexed(conn: duckdb.DuckDBPyConnection, view: FeatureView, body_sql: str) -> int:
+    """Replace ``view.table`` with ``body_sql``'s rows plus the point-in-time index, in one transaction; returns
+    the row count.
+
+    The index is written by the cheap ``fast_indexed_select`` and then made exact for the keys it could not
+    decide (those with a NULL in it: late corrections, ties); append-only data has none, so the second
+    statement only scans. The result equals ``indexed_select`` row for row.
+    """
+    table = warehouse.quote_table(view.table)
+    with warehouse.transaction(conn):
+        conn.execute(f"CREATE OR REPLACE TABLE {table} AS {fast_indexed_select(view, body_sql)}")
+        conn.execute(exact_index_update_sql(view, table))
+        return warehouse.row_count(conn, view.table)
 
 
 def view_stats(conn: duckdb.DuckDBPyConnection, view: FeatureView, rows: int | None = None) -> ViewStats:

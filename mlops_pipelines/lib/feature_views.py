@@ -126,6 +126,8 @@ def indexed_select(view: FeatureView, body_sql: str) -> str:
 
     A row is dominated when some row of the same key that is later in (event time, created time) order becomes
     visible no later than it does; ``__visible_from`` is NULL for those and ``max(event, created)`` otherwise.
+    This is the exact definition, a suffix minimum per key; ``fast_indexed_select`` is the cheap first pass that
+    the materializer uses, with this as the fallback for the keys it cannot decide.
     """
     keys = ", ".join(f'"{k}"' for k in view.entities)
     e, c = f'"{view.event_time}"', f'"{view.created_time}"'
@@ -136,6 +138,54 @@ def indexed_select(view: FeatureView, body_sql: str) -> str:
                     THEN _visible END AS "{VISIBLE_FROM}"
         FROM (SELECT *, greatest({e}, {c}) AS _visible FROM ({body_sql}) AS _body) AS _rows
         WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+    """
+
+
+def fast_indexed_select(view: FeatureView, body_sql: str) -> str:
+    """Like ``indexed_select``, but comparing each row with the next row of its key only (``lead``).
+
+    Why: the suffix minimum over all later rows is a segment-tree aggregate, about twice the cost of ``lead``
+    over the same sort, and for append-only data (bars: the created time grows with the event time) the
+    visibility times of a key strictly increase, so the next row *is* the minimum of the later ones.
+
+    Exact wherever it does not return NULL for any row of a key: then the key's visibility times strictly
+    increase (a NULL time or a step that does not increase gives NULL), so every row's later minimum is its
+    successor's time. A NULL it returns is also right (the successor alone dominates the row), but a row that
+    is not NULL may still be dominated by a row further on when the key's times dip later; those keys, and
+    only those, are recomputed with ``exact_index_update_sql``.
+    """
+    keys = ", ".join(f'"{k}"' for k in view.entities)
+    e, c = f'"{view.event_time}"', f'"{view.created_time}"'
+    columns = ", ".join(f'"{col}"' for col in view.schema_)
+    return f"""
+        SELECT {columns},
+               CASE WHEN _visible < coalesce(lead(_visible) OVER (PARTITION BY {keys} ORDER BY {e}, {c}),
+                                             'infinity'::TIMESTAMPTZ)
+                    THEN _visible END AS "{VISIBLE_FROM}"
+        FROM (SELECT *, greatest({e}, {c}) AS _visible FROM ({body_sql}) AS _body) AS _rows
+    """
+
+
+def exact_index_update_sql(view: FeatureView, table_sql: str) -> str:
+    """Recompute ``__visible_from`` exactly (``indexed_select``) for the keys of ``table_sql`` that have a NULL
+    in it after ``fast_indexed_select``: the only keys whose fast index can be wrong. Rows are matched by
+    ``rowid``, so the statement is right even for duplicated (key, event, created) rows."""
+    keys = ", ".join(f'"{k}"' for k in view.entities)
+    e, c = f'"{view.event_time}"', f'"{view.created_time}"'
+    same_key = " AND ".join(f'_n."{k}" IS NOT DISTINCT FROM _t."{k}"' for k in view.entities)
+    return f"""
+        UPDATE {table_sql} SET "{VISIBLE_FROM}" = _exact._index
+        FROM (
+            SELECT _rid,
+                   CASE WHEN _visible < coalesce(min(_visible) OVER _later, 'infinity'::TIMESTAMPTZ)
+                        THEN _visible END AS _index
+            FROM (
+                SELECT rowid AS _rid, {keys}, {e}, {c}, greatest({e}, {c}) AS _visible FROM {table_sql} AS _t
+                WHERE EXISTS (SELECT 1 FROM {table_sql} AS _n WHERE _n."{VISIBLE_FROM}" IS NULL AND {same_key})
+            ) AS _rows
+            WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+        ) AS _exact
+        WHERE {table_sql}.rowid = _exact._rid
     """
 
 
@@ -255,8 +305,12 @@ class FeatureCatalog:
 
     def render_sql(self, name: str) -> str:
         """The view's SQL with references replaced by physical tables, the availability lag applied and the
-        point-in-time index column added."""
+        point-in-time index column added (the exact, single-statement form; see ``render_body``)."""
+        return indexed_select(self.views[name], self.render_body(name))
 
+    def render_body(self, name: str) -> str:
+        """The view's SQL with references replaced by physical tables and the availability lag applied: the rows
+        the materializer indexes (lib/feature_store.py)."""
         view = self.views[name]
 
         def table_for(match: re.Match[str]) -> str:
@@ -265,11 +319,10 @@ class FeatureCatalog:
 
         body = _REF.sub(table_for, view.sql)
         lag_us = int(view.availability_lag.total_seconds() * 1_000_000)
-        lagged = (
+        return (
             f'SELECT * REPLACE ("{view.created_time}" + INTERVAL ({lag_us}) MICROSECOND AS "{view.created_time}") '
             f"FROM ({body}) AS _view"
         )
-        return indexed_select(view, lagged)
 
     def graph_hash(self) -> str:
         """sha256 over the canonical JSON of every view's contract (sorted by name, version)."""

@@ -94,7 +94,7 @@ def test_new_version_keeps_the_old_one_readable(feature_warehouse: Path, catalog
         with pytest.raises(LookupError, match=r"registered versions: \[1, 2\]"):
             feature_store.resolve_view_refs(conn, catalog_v2, ["returns@7"])
         lineage = conn.execute("SELECT upstream, downstream FROM features.lineage ORDER BY ALL").fetchall()
-    assert ("features.returns__v2", "features.cross_sectional__v1") in lineage
+    assert ("features.returns__v2", "features.cross_sectional__v2") in lineage
 
 
 def test_latest_vectors_take_the_last_bar_of_every_symbol(

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib import feature_store, warehouse
 from mlops_pipelines.lib.feature_views import FeatureView, indexed_select
 from mlops_pipelines.lib.point_in_time import RetrievalError, get_historical_features
 from mlops_pipelines_tests.reference_impls import naive_point_in_time
@@ -34,8 +34,9 @@ def view(ttl: timedelta | None, name: str = "pit") -> FeatureView:
 
 
 def write_history(conn, v: FeatureView, history: pd.DataFrame) -> None:
+    """The materializer's path: fast index, then the exact one for the keys it cannot decide."""
     conn.register("_hist", history)
-    warehouse.replace_table(conn, v.table, indexed_select(v, "SELECT * FROM _hist"))
+    feature_store.write_indexed(conn, v, "SELECT * FROM _hist")
     conn.unregister("_hist")
 
 
@@ -87,6 +88,44 @@ def test_matches_naive_reference_on_random_data(tmp_path: Path, seed: int, ttl: 
         got["pit_x"].to_numpy(dtype=float), expected["pit_x"].to_numpy(dtype=float), equal_nan=True
     )
     assert got["pit_x"].notna().any() and got["pit_x"].isna().any()  # the case exercises both outcomes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_index_equals_the_exact_definition(tmp_path: Path, seed: int) -> None:
+    """``write_indexed`` (lead, then the exact suffix minimum for undecided keys) against ``indexed_select``
+    (the suffix minimum everywhere), on data mixing append-only keys with keys that have late rows and ties,
+    and on a two-column entity key."""
+    history, _ = random_case(seed)
+    rng = np.random.default_rng(seed)
+    hours = pd.Timestamp("2026-03-02", tz="UTC") + pd.to_timedelta(np.arange(50), unit="h")
+    append_only = pd.DataFrame(  # created 30 s after each event: every row visible, the fast path decides all
+        {"symbol": "APPEND", "event_ts": hours, "created_ts": hours + pd.Timedelta(seconds=30)}
+    ).assign(pit_x=rng.normal(size=50))
+    # a dip two rows on: the fast path keeps the first row (4 < 5), the exact index drops it (3 <= 4)
+    dip = pd.DataFrame(
+        {"symbol": "DIP", "event_ts": [T0, T0 + pd.Timedelta(minutes=1), T0 + pd.Timedelta(minutes=2)]}
+    ).assign(created_ts=lambda d: d["event_ts"] + pd.to_timedelta([4, 4, 1], unit="min"), pit_x=[1.0, 2.0, 3.0])
+    rows = pd.concat([history, append_only, dip], ignore_index=True)
+    for col in ("event_ts", "created_ts"):
+        rows[col] = rows[col].astype("datetime64[us, UTC]")
+    rows["desk"] = rng.choice(["x", "y"], len(rows))
+    two_keys = view(None, "pk").model_copy(
+        update={
+            "entities": ("symbol", "desk"),
+            "schema_": {"desk": "VARCHAR", **view(None, "pk").schema_},
+        }
+    )
+    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+        conn.register("_hist", rows.rename(columns={"pit_x": "pk_x"}))
+        for v in (view(None, "pk"), two_keys):
+            conn.execute(f"CREATE OR REPLACE TABLE features.expected AS {indexed_select(v, 'SELECT * FROM _hist')}")
+            feature_store.write_indexed(conn, v, "SELECT * FROM _hist")
+            expected = conn.execute("SELECT * FROM features.expected ORDER BY ALL").fetchdf()
+            got = conn.execute(f"SELECT * FROM {v.table} ORDER BY ALL").fetchdf()
+            pd.testing.assert_frame_equal(got, expected)
+            dropped = expected.loc[expected["symbol"] == "DIP", "__visible_from"].isna().tolist()
+            assert dropped == [True, True, False] or len(v.entities) == 2
+            assert expected.loc[expected["symbol"] == "APPEND", "__visible_from"].notna().all()
 
 
 def test_boundaries_late_rows_and_ties(tmp_path: Path) -> None:
