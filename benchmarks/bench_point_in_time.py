@@ -15,7 +15,8 @@ import pandas as pd
 
 from benchmarks._common import best_of
 from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.feature_views import FeatureView, indexed_select
+from mlops_pipelines.lib.feature_store import write_indexed
+from mlops_pipelines.lib.feature_views import FeatureView
 from mlops_pipelines.lib.point_in_time import retrieval_sql
 
 N_KEYS = 5_000
@@ -60,9 +61,7 @@ def build(conn: duckdb.DuckDBPyConnection, n_entities: int, n_history: int, view
         """)
     keys = rng.integers(0, N_KEYS, n_entities)
     indexing = best_of(
-        lambda: [
-            warehouse.replace_table(conn, v.table, indexed_select(v, f"SELECT * FROM {v.table}_source")) for v in views
-        ],
+        lambda: [write_indexed(conn, v, f"SELECT * FROM {v.table}_source") for v in views],
         repeat=1,
     )
     offsets = rng.integers(0, hours * 3600, n_entities)

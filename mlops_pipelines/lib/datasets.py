@@ -27,9 +27,10 @@ class TrainingSet:
         return self.frame[self.frame["split"] == name]
 
 
-def label_sql(spec: ModelSpec) -> str:
-    """Entity rows with their label, from ``raw.market_bars``. The decision is taken ``decision_delay`` after the
-    bar closes; the label needs the next ``horizon`` bars and is known when the last of them closes."""
+def label_sql(spec: ModelSpec, bars: str = "raw.market_bars") -> str:
+    """Entity rows with their label, from ``bars`` (a table or a parenthesized query over ``raw.market_bars``).
+    The decision is taken ``decision_delay`` after the bar closes; the label needs the next ``horizon`` bars and
+    is known when the last of them closes."""
     h, delay = spec.label.horizon_hours, spec.decision_delay_minutes
     if spec.label.kind == "forward_return_sign":
         label = "CASE WHEN forward_return > 0 THEN 1 ELSE 0 END"
@@ -44,7 +45,7 @@ def label_sql(spec: ModelSpec) -> str:
                    ln(close / lag(close) OVER w) AS r,
                    ln(lead(close, {h}) OVER w / close) AS forward_return,
                    lead("timestamp", {h}) OVER w + INTERVAL 1 HOUR AS label_available_at
-            FROM raw.market_bars
+            FROM {bars} AS _bars
             WINDOW w AS (PARTITION BY symbol ORDER BY "timestamp")
         ), labelled AS (
             SELECT *{extra}

@@ -303,11 +303,6 @@ class FeatureCatalog:
     def downstream(self, name: str) -> list[str]:
         return sorted(v.name for v in self.views.values() if name in v.depends_on)
 
-    def render_sql(self, name: str) -> str:
-        """The view's SQL with references replaced by physical tables, the availability lag applied and the
-        point-in-time index column added (the exact, single-statement form; see ``render_body``)."""
-        return indexed_select(self.views[name], self.render_body(name))
-
     def render_body(self, name: str) -> str:
         """The view's SQL with references replaced by physical tables and the availability lag applied: the rows
         the materializer indexes (lib/feature_store.py)."""

@@ -2,7 +2,7 @@
 features at each decision time, the model's output and, once it is known, the label. Prediction drift and
 realized performance (concept drift) are computed from these rows."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import lightgbm as lgb
@@ -34,7 +34,14 @@ def decision_rows(
         )
         where, params = "", [start, end]
     else:
-        source = f"SELECT symbol, {ENTITY_TIME}, label, label_available_at FROM ({label_sql(spec)})"
+        # only the bars a label in the window can use: from the first decision's bar (and the one before it, for
+        # its first return) to the time labels must be known by
+        first_bar = start - timedelta(hours=2, minutes=spec.decision_delay_minutes)
+        bars = (
+            f"(SELECT * FROM raw.market_bars WHERE \"timestamp\" >= TIMESTAMPTZ '{first_bar.isoformat()}' "
+            f"AND \"timestamp\" < TIMESTAMPTZ '{labelled_by.isoformat()}')"
+        )
+        source = f"SELECT symbol, {ENTITY_TIME}, label, label_available_at FROM ({label_sql(spec, bars)})"
         where, params = "AND label_available_at <= ?", [start, end, labelled_by]
     limit = f"ORDER BY hash(symbol, {ENTITY_TIME}) LIMIT {int(max_rows)}" if max_rows else ""
     frame = conn.execute(

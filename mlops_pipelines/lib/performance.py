@@ -45,6 +45,7 @@ class PerformancePolicy(BaseModel):
 
     window_hours: int = 72
     min_labelled: int = 200
+    max_labelled: int = 200_000  # a deterministic subset beyond this: the metrics' precision does not need more
     auto_demote: bool = False
     metrics: dict[str, MetricRule] = {}
 
@@ -119,7 +120,9 @@ def build_performance_report(
     """The version's decisions of the last ``policy.window_hours`` whose labels are known at ``window_end``,
     scored and compared with ``baseline`` (the version's validation metrics)."""
     window_start = window_end - timedelta(hours=policy.window_hours)
-    decisions = model_monitoring.decision_rows(conn, spec, window_start, window_end, labelled_by=window_end)
+    decisions = model_monitoring.decision_rows(
+        conn, spec, window_start, window_end, labelled_by=window_end, max_rows=policy.max_labelled
+    )
     scored = model_monitoring.score(conn, spec, catalog, booster, decisions)
     realized = (
         quality_metrics(spec.task, scored["label"].to_numpy(), scored["prediction"].to_numpy()) if len(scored) else {}

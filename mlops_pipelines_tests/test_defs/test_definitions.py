@@ -23,6 +23,8 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "features/catalog",
         "features/online_store",
         "monitoring/feature_drift",
+        "monitoring/prediction_drift",
+        "monitoring/model_performance",
         *views,
         *training,
         *evaluation,

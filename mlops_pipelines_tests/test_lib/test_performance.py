@@ -11,6 +11,7 @@ from scipy import stats
 
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
 from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.datasets import label_sql
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.model_monitoring import decision_rows, score
 from mlops_pipelines.lib.performance import INSUFFICIENT, MetricRule, PerformancePolicy, assess, overall
@@ -77,6 +78,12 @@ def test_only_decisions_whose_label_is_known_count(feature_warehouse: Path) -> N
             assert rows[ENTITY_TIME].max() == pd.Timestamp(last_decision)
             hours = int((last_decision - delay - start) / timedelta(hours=1)) + 1  # hourly decisions, both ends in
             assert len(rows) == 6 * hours and rows["label"].notna().all()
+            # the bars are cut to what the window's labels need: the labels equal those over every bar
+            full = conn.execute(label_sql(spec)).fetchdf()
+            full = full[(full[ENTITY_TIME] >= start) & (full[ENTITY_TIME] < end) & (full["label_available_at"] <= end)]
+            merged = rows.merge(full, on=["symbol", ENTITY_TIME], suffixes=("", "_full"), validate="1:1")
+            assert len(merged) == len(full) == len(rows)
+            np.testing.assert_allclose(merged["label"], merged["label_full"], rtol=1e-12)
             everything = decision_rows(conn, spec, start, end)
             assert len(everything) == 6 * 48 and "label" not in everything
 
