@@ -61,15 +61,18 @@ def binned_shares(values_sorted: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def ks_statistic(a_sorted: np.ndarray, b_sorted: np.ndarray) -> float:
-    """The two-sided KS statistic of two sorted samples without merging them: both empirical CDFs are step
-    functions, so the largest gap is at a value of ``b`` (right limits) or just before one (left limits). One
-    binary search of ``b`` in ``a`` per side, O(m log n), instead of sorting the pooled sample."""
+    """The two-sided KS statistic of two sorted samples without merging them. Both empirical CDFs are step
+    functions, so the largest gap is at a distinct value of ``b`` (right limits) or just before one (left
+    limits). ``b``'s own CDF there comes from its runs of equal values; ``a``'s from one binary search per
+    distinct value of ``b`` (a second one only where ``a`` holds that exact value): O(m log n)."""
     n, m = len(a_sorted), len(b_sorted)
-    gaps = [
-        np.searchsorted(a_sorted, b_sorted, side=side) / n - np.searchsorted(b_sorted, b_sorted, side=side) / m
-        for side in ("right", "left")
-    ]
-    return float(max(np.max(np.abs(gaps[0])), np.max(np.abs(gaps[1]))))
+    starts = np.flatnonzero(np.concatenate([[True], b_sorted[1:] != b_sorted[:-1]]))  # first index of each run
+    values, ends = b_sorted[starts], np.append(starts[1:], m)
+    a_right = np.searchsorted(a_sorted, values, side="right")  # count of a <= value
+    a_left = a_right.copy()  # count of a < value: the same unless a holds the value itself
+    tied = (a_right > 0) & (a_sorted[a_right - 1] == values)
+    a_left[tied] = np.searchsorted(a_sorted, values[tied], side="left")
+    return float(max(np.max(np.abs(a_right / n - ends / m)), np.max(np.abs(a_left / n - starts / m))))
 
 
 def ks_pvalue(statistic: float, n: int, m: int) -> float:
@@ -98,11 +101,13 @@ class ReferenceProfile:
     ) -> "ReferenceProfile":
         def sorted_finite(name: str) -> np.ndarray:
             values = reference[name].to_numpy(dtype=float)
-            return np.sort(values[np.isfinite(values)])
+            finite = values[np.isfinite(values)]  # a copy: sorted in place
+            finite.sort()
+            return finite
 
         with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:  # numpy's sort releases the GIL
             columns = dict(zip(numeric, pool.map(sorted_finite, numeric), strict=True))
-        counts = {name: reference[name].dropna().astype(str).value_counts() for name in categorical}
+        counts = {name: category_counts(reference[name]) for name in categorical}
         return cls(rows=len(reference), numeric=columns, categorical=counts)
 
     def sample(self, n: int) -> pd.DataFrame:
@@ -192,24 +197,30 @@ def categorical_drift(
     return compare(ReferenceProfile.of(reference, categorical=columns), current, min_rows=min_rows)
 
 
+def category_counts(values: pd.Series) -> pd.Series:
+    """Counts per category as text (missing values left out): counted first, then the few labels converted."""
+    counts = values.value_counts(dropna=True)
+    return counts.groupby(counts.index.astype(str)).sum()
+
+
 def categorical_row(
     name: str, ref_counts_by_category: pd.Series, ref_rows: int, current: pd.Series, min_rows: int
 ) -> dict[str, object]:
     """PSI over categories (unseen ones included) and chi-squared of current counts vs reference shares."""
-    cur = current.dropna().astype(str)
-    n_ref = int(ref_counts_by_category.sum())
-    row = _base_row(name, "categorical", ref_rows, len(current), n_ref, len(cur))
-    seen = set(ref_counts_by_category.index)
-    if n_ref == 0 or len(cur) == 0:
+    cur_counts_by_category = category_counts(current)
+    n_ref, n_cur = int(ref_counts_by_category.sum()), int(cur_counts_by_category.sum())
+    row = _base_row(name, "categorical", ref_rows, len(current), n_ref, n_cur)
+    seen, now = set(ref_counts_by_category.index), set(cur_counts_by_category.index)
+    if n_ref == 0 or n_cur == 0:
         row["status"] = EMPTY
-    elif n_ref < min_rows or len(cur) < min_rows:
+    elif n_ref < min_rows or n_cur < min_rows:
         row["status"] = TOO_FEW
-    elif len(seen) == 1 and set(cur.unique()) <= seen:
+    elif len(seen) == 1 and now <= seen:
         row["status"] = CONSTANT
     else:
-        categories = sorted(seen | set(cur))
+        categories = sorted(seen | now)
         ref_counts = ref_counts_by_category.reindex(categories, fill_value=0).to_numpy(dtype=float)
-        cur_counts = cur.value_counts().reindex(categories, fill_value=0).to_numpy(dtype=float)
+        cur_counts = cur_counts_by_category.reindex(categories, fill_value=0).to_numpy(dtype=float)
         ref_share = np.clip(ref_counts / ref_counts.sum(), EPSILON, None)
         expected = ref_share / ref_share.sum() * cur_counts.sum()
         chi2 = stats.chisquare(cur_counts, expected)

@@ -16,6 +16,7 @@ from mlops_pipelines.lib.drift import (
     ReferenceProfile,
     categorical_drift,
     compare,
+    ks_statistic,
     numeric_drift,
 )
 from mlops_pipelines.lib.drift_policy import DriftPolicy, classify, feature_severity, load_drift_policy, model_severity
@@ -183,3 +184,13 @@ def test_reference_profile_round_trips_and_gives_the_same_statistics(tmp_path: P
     sample = loaded.sample(500)  # evenly spaced ranks: the sample's deciles are the reference's
     np.testing.assert_allclose(sample["x"].quantile([0.1, 0.5, 0.9]), ref["x"].quantile([0.1, 0.5, 0.9]), atol=0.02)
     assert sample["c"].value_counts(normalize=True).round(1).to_dict() == {"a": 0.3, "b": 0.3, "c": 0.3}
+
+
+def test_ks_statistic_equals_scipy_on_small_samples_full_of_ties() -> None:
+    """The binary-search KS (right and left limits at b's distinct values) against scipy's merge."""
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n, m = rng.integers(1, 60, 2)
+        a = np.sort(rng.integers(0, 8, n).astype(float))
+        b = np.sort(rng.integers(0, 8, m).astype(float))
+        assert ks_statistic(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12), (a, b)
