@@ -80,6 +80,18 @@ def ks_pvalue(statistic: float, n: int, m: int) -> float:
     return float(np.clip(stats.kstwo.sf(statistic, np.round(n * m / (n + m))), 0, 1))
 
 
+def sorted_finite(columns: dict[str, np.ndarray], *, threads: int | None = None) -> dict[str, np.ndarray]:
+    """Each column's finite values, sorted; columns on ``threads`` (numpy's sort releases the GIL)."""
+
+    def one(values: np.ndarray) -> np.ndarray:
+        finite = values[np.isfinite(values)]  # a copy: sorted in place
+        finite.sort()
+        return finite
+
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        return dict(zip(columns, pool.map(one, columns.values()), strict=True))
+
+
 @dataclass(frozen=True)
 class ReferenceProfile:
     """What drift needs of a reference window, computed once: the row count, each numeric column's finite
@@ -99,14 +111,7 @@ class ReferenceProfile:
         *,
         threads: int | None = None,
     ) -> "ReferenceProfile":
-        def sorted_finite(name: str) -> np.ndarray:
-            values = reference[name].to_numpy(dtype=float)
-            finite = values[np.isfinite(values)]  # a copy: sorted in place
-            finite.sort()
-            return finite
-
-        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:  # numpy's sort releases the GIL
-            columns = dict(zip(numeric, pool.map(sorted_finite, numeric), strict=True))
+        columns = sorted_finite({name: reference[name].to_numpy(dtype=float) for name in numeric}, threads=threads)
         counts = {name: category_counts(reference[name]) for name in categorical}
         return cls(rows=len(reference), numeric=columns, categorical=counts)
 

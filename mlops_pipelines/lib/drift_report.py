@@ -5,6 +5,7 @@ import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import lightgbm as lgb
@@ -14,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mlops_pipelines.lib import drift, drift_policy, model_monitoring
-from mlops_pipelines.lib.feature_views import FeatureCatalog
+from mlops_pipelines.lib.feature_views import FeatureCatalog, FeatureView
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.warehouse import quote_table
 
@@ -56,23 +57,55 @@ class DriftReport:
         return rank.sort_values(["_order", "psi"], ascending=[True, False]).drop(columns="_order").head(n)
 
 
+def view_columns(
+    conn: duckdb.DuckDBPyConnection, view: FeatureView, columns: list[str], start: datetime, end: datetime
+) -> dict[str, np.ndarray]:
+    """Columns of the view's rows whose event time is in [start, end), as arrays (numeric ones as float with
+    NaN for NULL): no DataFrame is built, since drift works column by column."""
+    selected = ", ".join(f'"{c}"' for c in columns)
+    arrays = conn.execute(
+        f'SELECT {selected} FROM {quote_table(view.table)} WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
+        [start, end],
+    ).fetchnumpy()
+    return {c: _unmasked(v, float if view.schema_[c] == "DOUBLE" else object) for c, v in arrays.items()}
+
+
+def _unmasked(values: object, dtype: type) -> np.ndarray:
+    """DuckDB returns a masked array when a column has NULLs: NaN (numbers) or None (text) in their place."""
+    mask = np.ma.getmaskarray(values)  # type: ignore[arg-type]
+    out = np.asarray(np.ma.getdata(values), dtype=dtype)  # type: ignore[arg-type]
+    if mask.any():
+        out = out.copy()
+        out[mask] = np.nan if dtype is float else None
+    return out
+
+
+def model_columns(spec: ModelSpec, catalog: FeatureCatalog, view: FeatureView) -> list[str]:
+    return [f for f in view.features if f in spec.features(catalog) or f == "sector"]
+
+
+Memo = dict[tuple[str, str, datetime, datetime], Any]  # what one run already read, for the next model
+
+
 def feature_frame(
-    conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, start: datetime, end: datetime
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    catalog: FeatureCatalog,
+    start: datetime,
+    end: datetime,
+    memo: Memo | None = None,
 ) -> pd.DataFrame:
     """The model's features for rows whose event time is in [start, end), one view at a time (no join needed:
-    drift is per feature)."""
-    parts = []
+    drift is per feature). With ``memo``, each view's window is read once for every model that uses it."""
+    memo = {} if memo is None else memo
+    columns: dict[str, np.ndarray] = {}
     for name in spec.feature_views:
         view = catalog.views[name]
-        columns = [f for f in view.features if f in spec.features(catalog) or f == "sector"]
-        selected = ", ".join(f'"{c}"' for c in columns)
-        frame = conn.execute(
-            f"SELECT {selected} FROM {quote_table(view.table)} "
-            f'WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
-            [start, end],
-        ).fetchdf()
-        parts.append(frame.reset_index(drop=True))
-    return pd.concat(parts, axis=1) if parts else pd.DataFrame()
+        key = ("columns", view.table, start, end)
+        if key not in memo:
+            memo[key] = view_columns(conn, view, list(view.features), start, end)
+        columns.update({c: memo[key][c] for c in model_columns(spec, catalog, view)})
+    return pd.DataFrame(columns)
 
 
 def reference_window(window_start: datetime, reference: timedelta) -> tuple[datetime, datetime]:
@@ -82,21 +115,54 @@ def reference_window(window_start: datetime, reference: timedelta) -> tuple[date
     return end - reference, end
 
 
-def window_fingerprint(
-    conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, start: datetime, end: datetime
-) -> str:
-    """Row count and an order-independent hash of the rows of every view in the window: a re-materialized
-    view changes it, so a cached profile is never used for data it was not computed from."""
-    parts = []
-    for name in spec.feature_views:
-        view = catalog.views[name]
-        count, digest = conn.execute(
-            f"SELECT count(*), coalesce(sum(hash(row_)::HUGEINT), 0) FROM {quote_table(view.table)} AS row_ "
-            f'WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
-            [start, end],
-        ).fetchone() or (0, 0)
-        parts.append(f"{name}:{count}:{digest}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+def window_fingerprint(conn: duckdb.DuckDBPyConnection, view: FeatureView, start: datetime, end: datetime) -> str:
+    """Row count and an order-independent hash of the view's rows in the window: a re-materialized view changes
+    it, so a cached profile is never used for data it was not computed from."""
+    count, digest = conn.execute(
+        f"SELECT count(*), coalesce(sum(hash(row_)::HUGEINT), 0) FROM {quote_table(view.table)} AS row_ "
+        f'WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
+        [start, end],
+    ).fetchone() or (0, 0)
+    return hashlib.sha256(f"{view.table}:{count}:{digest}".encode()).hexdigest()[:16]
+
+
+def view_profile(
+    conn: duckdb.DuckDBPyConnection, view: FeatureView, start: datetime, end: datetime, cache_dir: Path | None
+) -> drift.ReferenceProfile:
+    """Every feature of one view over [start, end): from ``cache_dir`` when this exact window content was
+    profiled before (by any model: they share views), else from the warehouse, then cached (3 newest kept)."""
+    path = None
+    if cache_dir is not None:
+        key = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-{window_fingerprint(conn, view, start, end)}"
+        path = cache_dir / view.table / f"{key}.npz"
+        if path.exists():
+            return drift.ReferenceProfile.load(path)
+    numeric = [f for f in view.features if view.schema_[f] == "DOUBLE"]
+    categorical = [f for f in view.features if f not in numeric]
+    arrays = view_columns(conn, view, numeric, start, end)
+    counts = {
+        name: pd.Series(
+            dict(
+                conn.execute(
+                    f'SELECT CAST("{name}" AS VARCHAR), count(*) FROM {quote_table(view.table)} '
+                    f'WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ? AND "{name}" IS NOT NULL GROUP BY 1',
+                    [start, end],
+                ).fetchall()
+            ),
+            dtype="int64",
+        )
+        for name in categorical
+    }
+    [(rows,)] = conn.execute(
+        f'SELECT count(*) FROM {quote_table(view.table)} WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
+        [start, end],
+    ).fetchall()
+    profile = drift.ReferenceProfile(rows=rows, numeric=drift.sorted_finite(arrays), categorical=counts)
+    if path is not None:
+        profile.save(path)
+        for stale in sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-3]:
+            stale.unlink(missing_ok=True)
+    return profile
 
 
 def reference_profile(
@@ -106,23 +172,24 @@ def reference_profile(
     start: datetime,
     end: datetime,
     cache_dir: Path | None,
+    memo: Memo | None = None,
 ) -> drift.ReferenceProfile:
-    """The model's reference profile for [start, end): from ``cache_dir`` when this exact window content was
-    profiled before, else computed from the warehouse (and cached, keeping the 3 newest per model)."""
-    path = None
-    if cache_dir is not None:
-        key = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-{window_fingerprint(conn, spec, catalog, start, end)}"
-        path = cache_dir / spec.name / f"{key}.npz"
-        if path.exists():
-            return drift.ReferenceProfile.load(path)
-    frame = feature_frame(conn, spec, catalog, start, end)
-    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
-    profile = drift.ReferenceProfile.of(frame, numeric, [c for c in frame.columns if c not in numeric])
-    if path is not None:
-        profile.save(path)
-        for stale in sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-3]:
-            stale.unlink(missing_ok=True)
-    return profile
+    """The model's reference profile: its features' part of each of its views' profiles. (Views share the
+    entity and time grid, so their row counts agree; the largest is kept.)"""
+    memo = {} if memo is None else memo
+    profiles = []
+    for name in spec.feature_views:
+        view = catalog.views[name]
+        key = ("profile", view.table, start, end)
+        if key not in memo:
+            memo[key] = view_profile(conn, view, start, end, cache_dir)
+        profiles.append((view, memo[key]))
+    wanted = {c for view, _ in profiles for c in model_columns(spec, catalog, view)}
+    return drift.ReferenceProfile(
+        rows=max((p.rows for _, p in profiles), default=0),
+        numeric={c: v for _, p in profiles for c, v in p.numeric.items() if c in wanted},
+        categorical={c: v for _, p in profiles for c, v in p.categorical.items() if c in wanted},
+    )
 
 
 def build_report(
@@ -137,11 +204,12 @@ def build_report(
     current: timedelta,
     reference: timedelta,
     profile_cache: Path | None = None,
+    memo: Memo | None = None,
 ) -> DriftReport:
     window_start = window_end - current
     reference_start, reference_end = reference_window(window_start, reference)
-    profile = reference_profile(conn, spec, catalog, reference_start, reference_end, profile_cache)
-    cur = feature_frame(conn, spec, catalog, window_start, window_end)
+    profile = reference_profile(conn, spec, catalog, reference_start, reference_end, profile_cache, memo)
+    cur = feature_frame(conn, spec, catalog, window_start, window_end, memo)
     stats = drift.compare(profile, cur)
     groups = {
         f: catalog.views[v].tags.get("drift_group") for v in spec.feature_views for f in catalog.views[v].features
@@ -182,12 +250,12 @@ def build_prediction_report(
     window_start = window_end - current
     reference_start, reference_end = reference_window(window_start, reference)
     scored = {
-        name: model_monitoring.score(conn, spec, catalog, booster, rows)[[PREDICTION]]
+        name: model_monitoring.logged_scores(conn, spec, version, catalog, booster, rows)[[PREDICTION]]
         for name, rows in (
             ("current", model_monitoring.decision_rows(conn, spec, window_start, window_end)),
             (
                 "reference",
-                model_monitoring.decision_rows(conn, spec, reference_start, window_start, max_rows=max_reference_rows),
+                model_monitoring.decision_rows(conn, spec, reference_start, reference_end, max_rows=max_reference_rows),
             ),
         )
     }
@@ -215,11 +283,16 @@ def histograms_png(report: DriftReport, features: list[str]) -> bytes:
     FigureCanvasAgg(fig)
     for i, feature in enumerate(features):
         ax = fig.add_subplot(1, len(features), i + 1)
-        ref, cur = report.reference.numeric[feature], report.current[feature].dropna()
+        ref, cur = report.reference.numeric[feature], report.current[feature].dropna().to_numpy()
         if len(ref) and len(cur):
-            edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=40).tolist()
-            ax.hist(ref, bins=edges, density=True, alpha=0.5, label="reference")
-            ax.hist(cur, bins=edges, density=True, alpha=0.5, label="current")
+            # counts computed here (the reference is sorted: one binary search per edge), only bars drawn
+            edges = np.linspace(min(ref[0], cur.min()), max(ref[-1], cur.max()), 41)
+            ref_counts = np.diff(np.searchsorted(ref, edges, side="right"))
+            ref_counts[0] += np.searchsorted(ref, edges[0], side="right")  # values equal to the first edge
+            cur_counts, _ = np.histogram(cur, bins=edges)
+            width = np.diff(edges)
+            for counts, label in ((ref_counts, "reference"), (cur_counts, "current")):
+                ax.stairs(counts / counts.sum() / width, edges, fill=True, alpha=0.5, label=label)
         severity = report.stats.set_index("feature").loc[feature, "severity"]
         ax.set_title(f"{feature} ({severity})", fontsize=9)
         ax.legend(fontsize=7)

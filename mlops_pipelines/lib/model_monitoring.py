@@ -1,6 +1,10 @@
 """A deployed model's decisions, replayed from the warehouse: the decision rows of a window, point-in-time
 features at each decision time, the model's output and, once it is known, the label. Prediction drift and
-realized performance (concept drift) are computed from these rows."""
+realized performance (concept drift) are computed from these rows.
+
+Outputs go to a prediction log (``monitoring.predictions``): a version's output for a decision never changes
+(its features are point-in-time), so each hourly run scores only the decisions no run has scored yet.
+"""
 
 from datetime import datetime, timedelta
 
@@ -8,7 +12,7 @@ import duckdb
 import lightgbm as lgb
 import pandas as pd
 
-from mlops_pipelines.lib import training
+from mlops_pipelines.lib import training, warehouse
 from mlops_pipelines.lib.datasets import label_sql
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.model_specs import ModelSpec
@@ -61,3 +65,57 @@ def score(
     frame = get_historical_features(conn, decisions, [catalog.views[name] for name in spec.feature_views])
     frame["prediction"] = training.predict(booster, frame, booster.feature_name()) if len(frame) else []
     return frame
+
+
+PREDICTIONS_TABLE = "monitoring.predictions"
+PREDICTIONS_DDL = f"""
+    model VARCHAR, version VARCHAR, symbol VARCHAR, {ENTITY_TIME} TIMESTAMP WITH TIME ZONE, prediction DOUBLE,
+    logged_at TIMESTAMP WITH TIME ZONE
+"""
+
+
+def logged_scores(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    version: str,
+    catalog: FeatureCatalog,
+    booster: lgb.Booster,
+    decisions: pd.DataFrame,
+) -> pd.DataFrame:
+    """``decisions`` with the version's ``prediction``: read from the prediction log, after scoring (and
+    logging, in one transaction) the decisions it does not hold yet."""
+    table = warehouse.quote_table(PREDICTIONS_TABLE)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({PREDICTIONS_DDL})")
+    logged = (
+        f"(SELECT symbol, {ENTITY_TIME}, prediction FROM {table} WHERE model = ? AND version = ? "
+        f"AND {ENTITY_TIME} BETWEEN (SELECT min({ENTITY_TIME}) FROM _decisions) "
+        f"AND (SELECT max({ENTITY_TIME}) FROM _decisions))"
+    )
+    conn.register("_decisions", decisions)
+    try:
+        missing = conn.execute(
+            f"SELECT symbol, {ENTITY_TIME} FROM _decisions ANTI JOIN {logged} AS _l USING (symbol, {ENTITY_TIME})",
+            [spec.name, version],
+        ).fetchdf()
+        if len(missing):
+            scored = score(conn, spec, catalog, booster, missing)[["symbol", ENTITY_TIME, "prediction"]]
+            conn.register("_scored", scored)
+            with warehouse.transaction(conn):
+                conn.execute(
+                    f"INSERT INTO {table} SELECT ?, ?, symbol, {ENTITY_TIME}, prediction, now() FROM _scored",
+                    [spec.name, version],
+                )
+            conn.unregister("_scored")
+        return conn.execute(
+            f"SELECT _d.*, _l.prediction FROM _decisions AS _d JOIN {logged} AS _l USING (symbol, {ENTITY_TIME})",
+            [spec.name, version],
+        ).fetchdf()
+    finally:
+        conn.unregister("_decisions")
+
+
+def prune_predictions(conn: duckdb.DuckDBPyConnection, model: str, before: datetime) -> None:
+    """The log keeps what monitoring reads: nothing older than the oldest reference window."""
+    if warehouse.table_exists(conn, PREDICTIONS_TABLE):
+        table = warehouse.quote_table(PREDICTIONS_TABLE)
+        conn.execute(f"DELETE FROM {table} WHERE model = ? AND {ENTITY_TIME} < ?", [model, before])

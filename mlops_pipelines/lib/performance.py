@@ -123,7 +123,7 @@ def build_performance_report(
     decisions = model_monitoring.decision_rows(
         conn, spec, window_start, window_end, labelled_by=window_end, max_rows=policy.max_labelled
     )
-    scored = model_monitoring.score(conn, spec, catalog, booster, decisions)
+    scored = model_monitoring.logged_scores(conn, spec, version, catalog, booster, decisions)
     realized = (
         quality_metrics(spec.task, scored["label"].to_numpy(), scored["prediction"].to_numpy()) if len(scored) else {}
     )

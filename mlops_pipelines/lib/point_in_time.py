@@ -37,16 +37,26 @@ def retrieval_sql(views: Sequence[FeatureView], entity_table: str, entity_column
         alias, prefix = f"_f{i}", f"_v{i}"
         keys = ", ".join(f'"{k}"' for k in view.entities)
         features = ", ".join(f'"{f}"' for f in view.features)
+        # Only rows that can answer some entity row: visible by the latest entity time and, with a TTL, not older
+        # than the earliest entity time minus the TTL (a row older than that fails the TTL for every entity row,
+        # and so does any row the ASOF join would pick instead of it). A short window then sorts a slice of the
+        # view, not all of it.
+        ttl_us = None if view.ttl is None else int(view.ttl.total_seconds() * 1_000_000)
+        window = f'"{VISIBLE_FROM}" <= (SELECT max("{ENTITY_TIME}") FROM {entity_table})'
+        if ttl_us is not None:
+            window += (
+                f' AND "{view.event_time}" >= (SELECT min("{ENTITY_TIME}") FROM {entity_table}) '
+                f"- INTERVAL ({ttl_us}) MICROSECOND"
+            )
         ctes.append(
             f'{alias} AS (SELECT {keys}, "{VISIBLE_FROM}", "{view.event_time}" AS "{prefix}_event", {features} '
-            f'FROM {quote_table(view.table)} WHERE "{VISIBLE_FROM}" IS NOT NULL)'
+            f'FROM {quote_table(view.table)} WHERE "{VISIBLE_FROM}" IS NOT NULL AND {window})'
         )
         on = " AND ".join(f'_e."{k}" = {alias}."{k}"' for k in view.entities)
         joins.append(f'ASOF LEFT JOIN {alias} ON {on} AND _e."{ENTITY_TIME}" >= {alias}."{VISIBLE_FROM}"')
-        if view.ttl is None:
+        if ttl_us is None:
             fresh = f'{alias}."{prefix}_event" IS NOT NULL'
         else:
-            ttl_us = int(view.ttl.total_seconds() * 1_000_000)
             fresh = f'{alias}."{prefix}_event" >= _e."{ENTITY_TIME}" - INTERVAL ({ttl_us}) MICROSECOND'
         selects += [f'CASE WHEN {fresh} THEN {alias}."{f}" END AS "{f}"' for f in view.features]
     return f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM _e {' '.join(joins)} ORDER BY _e._row"

@@ -115,18 +115,20 @@ def test_cached_profile_is_reused_for_the_same_window_content_only(
             )
 
     first = report(end)
-    [cached] = list((cache / DIRECTION_CLASSIFIER.name).glob("*.npz"))
-    later_hour = report(end + timedelta(hours=5))  # same day: same reference window, the profile is reused
-    assert list((cache / DIRECTION_CLASSIFIER.name).glob("*.npz")) == [cached]
+    cached = sorted(cache.rglob("*.npz"))
+    assert len(cached) == len(DIRECTION_CLASSIFIER.feature_views)  # one profile per view, shared by models
+    later_hour = report(end + timedelta(hours=5))  # same day: same reference window, the profiles are reused
+    assert sorted(cache.rglob("*.npz")) == cached
     assert later_hour.reference_end == first.reference_end == datetime(2026, 2, 22, tzinfo=UTC)
     uncached = report_at(shifted_warehouse, catalog, end)
     pd.testing.assert_frame_equal(first.stats, uncached.stats)
-    # a re-materialized view changes the reference content: a new profile, not the stale one
+    # a re-materialized view changes its reference content: that view is profiled again, not read stale
     with warehouse.connect(path) as conn:
         conn.execute(
             "UPDATE features.returns__v1 SET ret_1h = ret_1h * 2 WHERE event_ts >= ? AND event_ts < ?",
             [datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)],
         )
     changed = report(end)
-    assert len(list((cache / DIRECTION_CLASSIFIER.name).glob("*.npz"))) == 2
+    assert len(list(cache.rglob("*.npz"))) == len(cached) + 1
+    assert len(list((cache / "features.returns__v1").glob("*.npz"))) == 2
     assert not changed.stats.set_index("feature").loc["ret_1h"].equals(first.stats.set_index("feature").loc["ret_1h"])

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
-from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib import model_monitoring, warehouse
 from mlops_pipelines.lib.datasets import label_sql
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.model_monitoring import decision_rows, score
@@ -106,3 +106,35 @@ def test_reference_subset_is_deterministic_and_scored(feature_warehouse: Path, c
     assert len(scored) == 100 and scored["prediction"].between(0, 1).all()
     expected = booster.predict(scored[features])
     np.testing.assert_allclose(scored["prediction"], expected)
+
+
+def test_prediction_log_scores_each_decision_once(
+    feature_warehouse: Path, catalog: FeatureCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = DIRECTION_CLASSIFIER
+    features = spec.features(catalog)
+    x = pd.DataFrame(np.random.default_rng(1).normal(size=(300, len(features))), columns=features)
+    booster = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(x, (x.iloc[:, 1] > 0).astype(int)), 5)
+    scored_rows: list[int] = []
+    real_score = model_monitoring.score
+
+    def counting_score(*args, **kwargs):  # the real scorer, counting what it is asked to score
+        out = real_score(*args, **kwargs)
+        scored_rows.append(len(out))
+        return out
+
+    monkeypatch.setattr(model_monitoring, "score", counting_score)
+    day = datetime(2026, 1, 8, tzinfo=UTC)
+    with warehouse.connect(feature_warehouse) as conn:
+        first = decision_rows(conn, spec, day, day + timedelta(hours=12))
+        logged = model_monitoring.logged_scores(conn, spec, "1", catalog, booster, first)
+        overlapping = decision_rows(conn, spec, day + timedelta(hours=6), day + timedelta(hours=18))
+        again = model_monitoring.logged_scores(conn, spec, "1", catalog, booster, overlapping)
+        other_version = model_monitoring.logged_scores(conn, spec, "2", catalog, booster, first)
+        [(rows,)] = conn.execute("SELECT count(*) FROM monitoring.predictions").fetchall()
+        direct = real_score(conn, spec, catalog, booster, overlapping)
+    assert scored_rows == [6 * 12, 6 * 6, 6 * 12]  # the overlap is read from the log, not scored again
+    assert rows == 6 * 18 + 6 * 12 and len(logged) == len(other_version) == 6 * 12
+    merged = again.merge(direct, on=["symbol", ENTITY_TIME], suffixes=("", "_direct"), validate="1:1")
+    np.testing.assert_allclose(merged["prediction"], merged["prediction_direct"])
+    assert len(merged) == 6 * 12

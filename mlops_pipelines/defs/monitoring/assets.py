@@ -22,6 +22,7 @@ from mlops_pipelines.lib.drift_report import (
     PREDICTION_REPORTS_TABLE,
     REPORTS_TABLE,
     DriftReport,
+    Memo,
     build_prediction_report,
     build_report,
     histograms_png,
@@ -31,6 +32,7 @@ from mlops_pipelines.lib.evidently_report import render_drift_report
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.lifecycle import Lifecycle, LifecycleError
 from mlops_pipelines.lib.model_loading import load_for_inference
+from mlops_pipelines.lib.model_monitoring import prune_predictions
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.performance import PERFORMANCE_TABLE, build_performance_report
 from mlops_pipelines.lib.warehouse import replace_rows
@@ -141,6 +143,7 @@ def feature_drift(
     tracking = mlflow.tracking()
     window_end = context.partition_time_window.end
     reports, extra = [], {}
+    memo: Memo = {}  # the models share views: each view's windows are read (and profiled) once per run
     with warehouse.connect() as conn:
         for model in deployed_versions(tracking.client(), context.log):
             manifest = json.loads(tracking.read_text_artifact(model.run_id, "manifest.json")) if model.run_id else {}
@@ -156,6 +159,7 @@ def feature_drift(
                 current=timedelta(hours=config.current_hours),
                 reference=timedelta(days=config.reference_days),
                 profile_cache=Path(drift_status.path).parent / "reference_profiles",
+                memo=memo,
             )
             replace_rows(
                 conn,
@@ -208,8 +212,9 @@ def prediction_drift(
 ) -> dg.MaterializeResult:
     """The distribution of each deployed version's outputs on the last day's decisions against its outputs on
     the 30 days before (point-in-time features, the registered artifact, sha256-checked). Same statistics and
-    thresholds as a feature; rows persist to monitoring.prediction_drift_reports. Reported, not a retraining
-    trigger: outputs move with the inputs, which feature drift already judges."""
+    thresholds as a feature; rows persist to monitoring.prediction_drift_reports, outputs to the prediction log
+    monitoring.predictions (each decision scored once, kept for one reference window). Reported, not a
+    retraining trigger: outputs move with the inputs, which feature drift already judges."""
     policy = load_drift_policy(config.policy_path)
     tracking = mlflow.tracking()
     reports = []
@@ -235,6 +240,7 @@ def prediction_drift(
                 where="partition_key = ? AND model = ?",
                 params=[context.partition_key, model.spec.name],
             )
+            prune_predictions(conn, model.spec.name, before=report.reference_start)
             update_status(
                 drift_status.path,
                 model.spec.name,
