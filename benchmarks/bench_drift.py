@@ -8,12 +8,13 @@
 2. Ours at the full size (``--current`` rows vs 5x as many), cold and warm.
 3. The whole hourly drift job (feature drift, prediction drift, realized performance, for both models, with
    Evidently HTML and PNGs) through Dagster, on a warehouse whose current day holds ``--current`` feature rows
-   and whose reference (5 days) holds 5x as many: the first run of a reference window (profiles built) and the
-   next hour (profiles reused).
+   and whose reference (5 days) holds 5x as many: the first run after deployment (nothing cached, every
+   decision scored), the next hour, and the first hour of the next reference window (profiles rebuilt).
 
 Targets (issue #4): at least 40x faster than Evidently; the whole hourly job under 30 s at 1M vs 5M.
 
     .venv/bin/python -m benchmarks.bench_drift [--current 1000000] [--compare-current 100000]
+        [--skip-scans | --skip-job] [--workdir DIR: keep the job's prepared warehouse between runs]
 """
 
 import argparse
