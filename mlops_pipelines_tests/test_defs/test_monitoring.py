@@ -57,15 +57,11 @@ def test_drift_asset_without_deployed_models(definitions: dg.Definitions, instan
     assert metadata["monitoring/model_performance"]["performance"].value == "no deployed model"
 
 
-def test_failed_blocking_check_raises_one_alert(
-    definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
-) -> None:
-    config = {"ops": {"market_bars": {"config": {"max_quarantine_ratio": 0.0}}}}
-    tags = {"dagster/partition": "2026-01-02"}
-    result = run_job(definitions, instance, "ingestion_job", tags=tags, run_config=config, raise_on_error=False)
+def failure_alerts(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, directory: Path) -> list[dict]:
+    """Run ``run_failure_alerts`` on a failed run twice (a sensor may see a failure twice) and read the alerts."""
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    alerts = AlertsResource(sinks=["jsonl"], directory=str(data_dir / "alerts"))
-    for _ in range(2):  # the sensor may see the same failure twice: one alert each
+    alerts = AlertsResource(sinks=["jsonl"], directory=str(directory))
+    for _ in range(2):
         context = dg.build_run_status_sensor_context(
             sensor_name="run_failure_alerts",
             dagster_instance=instance,
@@ -74,7 +70,16 @@ def test_failed_blocking_check_raises_one_alert(
             resources={"alerts": alerts},
         ).for_run_failure()
         run_failure_alerts(context)
-    check, run = (json.loads(line) for line in (data_dir / "alerts" / "alerts.jsonl").read_text().splitlines())
+    return [json.loads(line) for line in (directory / "alerts.jsonl").read_text().splitlines()]
+
+
+def test_failed_blocking_check_raises_one_alert(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    config = {"ops": {"market_bars": {"config": {"max_quarantine_ratio": 0.0}}}}
+    tags = {"dagster/partition": "2026-01-02"}
+    result = run_job(definitions, instance, "ingestion_job", tags=tags, run_config=config, raise_on_error=False)
+    check, run = failure_alerts(instance, result, data_dir / "alerts")
     assert check["kind"] == "check_failed" and check["episode"] == result.run_id
     assert check["subject"] == "raw/market_bars:market_bars_quarantine_ratio"
     assert float(check["details"]["metadata"]["threshold"]) == 0.0
@@ -166,19 +171,7 @@ def test_failed_run_raises_one_alert(
         definitions, instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"}, raise_on_error=False
     )
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    alerts = AlertsResource(sinks=["jsonl"], directory=str(tmp := data_dir / "alerts"))
-    for _ in range(2):  # the sensor may see the same failure twice: one alert
-        context = dg.build_run_status_sensor_context(
-            sensor_name="run_failure_alerts",
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-            dagster_event=failure,
-            resources={"alerts": alerts},
-        ).for_run_failure()
-        run_failure_alerts(context)
-    [line] = (tmp / "alerts.jsonl").read_text().splitlines()
-    alert = json.loads(line)
+    [alert] = failure_alerts(instance, result, data_dir / "alerts")
     assert alert["kind"] == "run_failed" and alert["episode"] == result.run_id and alert["subject"] == "ingestion_job"
 
 

@@ -34,8 +34,8 @@ def shifted_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def report_at(path: Path, catalog: FeatureCatalog, end: datetime):
-    with warehouse.connect(path, read_only=True) as conn:
+def report_at(path: Path, catalog: FeatureCatalog, end: datetime, profile_cache: Path | None = None):
+    with warehouse.connect(path) as conn:
         return build_report(
             conn,
             DIRECTION_CLASSIFIER,
@@ -46,6 +46,7 @@ def report_at(path: Path, catalog: FeatureCatalog, end: datetime):
             window_end=end,
             current=timedelta(days=1),
             reference=timedelta(days=30),
+            profile_cache=profile_cache,
         )
 
 
@@ -99,25 +100,12 @@ def test_cached_profile_is_reused_for_the_same_window_content_only(
     path = tmp_path / "w.duckdb"  # this test rewrites a view: a copy, the module's warehouse stays as it was
     shutil.copy(shifted_warehouse, path)
 
-    def report(window_end: datetime):
-        with warehouse.connect(path) as conn:
-            return build_report(
-                conn,
-                DIRECTION_CLASSIFIER,
-                "1",
-                catalog,
-                load_drift_policy_file(),
-                DIRECTION_CLASSIFIER.features(catalog),
-                window_end=window_end,
-                current=timedelta(days=1),
-                reference=timedelta(days=30),
-                profile_cache=cache,
-            )
-
-    first = report(end)
+    first = report_at(path, catalog, end, cache)
     cached = sorted(cache.rglob("*.npz"))
     assert len(cached) == len(DIRECTION_CLASSIFIER.feature_views)  # one profile per view, shared by models
-    later_hour = report(end + timedelta(hours=5))  # same day: same reference window, the profiles are reused
+    later_hour = report_at(
+        path, catalog, end + timedelta(hours=5), cache
+    )  # same day: same reference window, the profiles are reused
     assert sorted(cache.rglob("*.npz")) == cached
     assert later_hour.reference_end == first.reference_end == datetime(2026, 2, 22, tzinfo=UTC)
     uncached = report_at(shifted_warehouse, catalog, end)
@@ -128,7 +116,7 @@ def test_cached_profile_is_reused_for_the_same_window_content_only(
             "UPDATE features.returns__v1 SET ret_1h = ret_1h * 2 WHERE event_ts >= ? AND event_ts < ?",
             [datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)],
         )
-    changed = report(end)
+    changed = report_at(path, catalog, end, cache)
     assert len(list(cache.rglob("*.npz"))) == len(cached) + 1
     assert len(list((cache / "features.returns__v1").glob("*.npz"))) == 2
     assert not changed.stats.set_index("feature").loc["ret_1h"].equals(first.stats.set_index("feature").loc["ret_1h"])
