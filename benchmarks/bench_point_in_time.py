@@ -93,6 +93,10 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=5_000_000)
     args = parser.parse_args()
     views = [make_view(i) for i in range(3)]
+    if args.history < len(views) * N_KEYS:
+        parser.error(
+            f"--history must be at least {len(views) * N_KEYS:,}: one hourly row per key ({N_KEYS:,}) per view"
+        )
     with tempfile.TemporaryDirectory() as tmp, warehouse.connect(Path(tmp) / "bench.duckdb") as conn:
         indexing_s = build(conn, args.entities, args.history, views)
         history = sum(warehouse.row_count(conn, v.table) for v in views)
