@@ -56,6 +56,7 @@ class DriftPolicy(BaseModel):
     features: dict[str, Thresholds] = {}
     aggregation: Aggregation = Aggregation()
     performance: PerformancePolicy = PerformancePolicy()
+    predictions: dict[str, Thresholds] = {}  # per model, over ``defaults``: the deployed version's outputs
 
     @model_validator(mode="after")
     def _one_group_per_feature(self) -> "DriftPolicy":
@@ -77,6 +78,11 @@ class DriftPolicy(BaseModel):
             if layer is not None:
                 merged.update(layer.model_dump(exclude_unset=True, exclude={"members"}))
         return merged
+
+    def prediction_thresholds(self, model: str) -> dict[str, Any]:
+        """default < the model's ``predictions`` entry: what its outputs' drift is judged by."""
+        override = self.predictions.get(model)
+        return {**self.defaults.model_dump(), **(override.model_dump(exclude_unset=True) if override else {})}
 
 
 def load_drift_policy(path: str | Path) -> DriftPolicy:

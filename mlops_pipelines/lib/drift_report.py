@@ -246,7 +246,7 @@ def build_prediction_report(
     max_reference_rows: int,
 ) -> DriftReport:
     """The version's outputs on the current window's decisions vs on (a deterministic subset of) the reference
-    window's: the same statistics and thresholds as a feature named ``prediction``."""
+    window's: the same statistics as a feature, judged by the model's ``predictions`` thresholds."""
     window_start = window_end - current
     reference_start, reference_end = reference_window(window_start, reference)
     scored = {
@@ -261,7 +261,8 @@ def build_prediction_report(
     }
     profile = drift.ReferenceProfile.of(scored["reference"], [PREDICTION])
     stats = drift.compare(profile, scored["current"])
-    stats["severity"] = drift_policy.classify(stats, policy, {})
+    limits = policy.prediction_thresholds(spec.name)
+    stats["severity"] = [drift_policy.feature_severity(row, limits) for row in stats.to_dict("records")]
     return DriftReport(
         model=spec.name,
         version=version,

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from mlops_pipelines.catalog.models import MODEL_SPECS
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.drift import (
     CONSTANT,
@@ -127,6 +128,16 @@ def test_feature_override_beats_group_and_default() -> None:
     assert policy.thresholds("x", "level")["abs_mean_shift_sd"] == (1.5, 2.0)  # still the group's
     frame = pd.DataFrame([stat_row(psi=0.6)])
     assert classify(frame, policy, {"x": None}).tolist() == ["MODERATE"]
+
+
+def test_prediction_thresholds_are_per_model_over_the_defaults() -> None:
+    assert set(POLICY.predictions) <= set(MODEL_SPECS), "a predictions entry names no model of the catalog"
+    policy = DriftPolicy.model_validate({**POLICY.model_dump(), "predictions": {"m": {"psi": [0.5, 0.9]}}})
+    assert policy.prediction_thresholds("m")["psi"] == (0.5, 0.9)
+    assert policy.prediction_thresholds("m")["abs_mean_shift_sd"] == POLICY.defaults.abs_mean_shift_sd
+    assert policy.prediction_thresholds("other") == POLICY.defaults.model_dump()
+    row = stat_row(psi=0.6)
+    assert [feature_severity(row, policy.prediction_thresholds(m)) for m in ("m", "other")] == ["MODERATE", "SEVERE"]
 
 
 def test_model_aggregation() -> None:

@@ -4,15 +4,20 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+import lightgbm as lgb
 import pandas as pd
 import pytest
 
-from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER
+from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib import feature_store, warehouse
-from mlops_pipelines.lib.drift_report import build_report, histograms_png
+from mlops_pipelines.lib.datasets import TrainingSet, assign_splits, build_training_set, dataset_hash
+from mlops_pipelines.lib.drift_report import build_prediction_report, build_report, histograms_png
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.model_specs import ModelSpec
+from mlops_pipelines.lib.training import train
 from mlops_pipelines.lib.validation import validate_bars
 
 SHIFT = datetime(2026, 2, 20, tzinfo=UTC)
@@ -90,6 +95,40 @@ def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(
         share = (report.stats["severity"] == "SEVERE").mean()
         assert share >= policy.aggregation.severe_share, f"{report.window_end:%Y-%m-%d}: {share:.2f}"
         assert report.severity == "SEVERE"
+
+
+def trained_before(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, end: datetime):
+    """The model as the demo trains it: on the decisions whose labels were known before ``end``."""
+    full = build_training_set(conn, spec, catalog)
+    frame = full.frame[full.frame["label_available_at"] < end].drop(columns="split").reset_index(drop=True)
+    frame["split"] = assign_splits(frame, spec.split_fractions)
+    frame = frame[frame["split"] != "purged"].reset_index(drop=True)
+    return train(spec, TrainingSet(frame=frame, features=full.features, dataset_hash=dataset_hash(frame))).booster
+
+
+def test_prediction_drift_policy_is_quiet_before_the_shift_and_severe_after(
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path
+) -> None:
+    """The calibration claim of drift_policy.yaml's ``predictions``, replayed with both models trained on the
+    market up to 6 days before the shift: no day of the 21 before it is SEVERE, each day of the week after is."""
+    path = tmp_path / "w.duckdb"  # the prediction log is written: a copy, the module's warehouse stays as it was
+    shutil.copy(shifted_warehouse, path)
+    policy = load_drift_policy_file()
+    with warehouse.connect(path) as conn:
+        for spec in (DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER):
+            booster: lgb.Booster = trained_before(conn, spec, catalog, SHIFT - timedelta(days=6))
+
+            def severity(end: datetime, spec: ModelSpec = spec, booster: lgb.Booster = booster) -> str:
+                report = build_prediction_report(
+                    conn, spec, "1", catalog, policy, booster, window_end=end, current=timedelta(days=1),
+                    reference=timedelta(days=30), max_reference_rows=50_000,
+                )  # fmt: skip
+                return f"{end:%m-%d} {report.severity}"
+
+            before = [severity(SHIFT - timedelta(days=d)) for d in range(20, -1, -1)]
+            assert not [day for day in before if day.endswith("SEVERE")], (spec.name, before)
+            after = [severity(SHIFT + timedelta(days=d)) for d in range(1, 8)]
+            assert all(day.endswith("SEVERE") for day in after), (spec.name, after)
 
 
 def test_cached_profile_is_reused_for_the_same_window_content_only(
