@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.catalog.policies import load_promotion_policy
+from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
 from mlops_pipelines.lib import deployments, policy, promotion, reviews, warehouse
 from mlops_pipelines.lib.datasets import DATASET_REGISTRY
 from mlops_pipelines.lib.lifecycle import ApprovalRequired, IllegalTransition, Lifecycle, LifecycleError
@@ -209,9 +210,15 @@ def models_promote(
         if to == "staging":
             spec = load_model_specs().get(name)
             strategy = spec.strategy if spec else lifecycle.version(name, version).tags.get("strategy", "")
-            metrics = promotion.observed_metrics(lifecycle.client, lifecycle.conn, name, version)
+            metrics = promotion.observed_metrics(
+                lifecycle.client, lifecycle.conn, name, version, spec, load_catalog(), load_drift_policy_file()
+            )
             result = policy.evaluate(
-                load_promotion_policy(), model=name, strategy=strategy, metrics=metrics, request=_overrides(override)
+                load_promotion_policy(),
+                model=name,
+                strategy=strategy,
+                metrics=metrics,
+                request=_overrides(override),
             )
             state = lifecycle.gate(name, version, result, actor=actor)
             for check in result.checks:

