@@ -119,6 +119,13 @@ def classify(stats: pd.DataFrame, policy: DriftPolicy, groups: Mapping[str, str 
     )
 
 
+def comparable_severities(stats: pd.DataFrame) -> dict[str, str]:
+    """Feature -> severity of the features that could be compared (status ok). An empty, constant or tiny column
+    says nothing about drift: counted as NORMAL it would dilute the share of drifted features."""
+    usable = stats[stats["status"] == OK]
+    return dict(zip(usable["feature"], usable["severity"], strict=True))
+
+
 def model_severity(severities: Mapping[str, str], importance_order: Sequence[str], policy: DriftPolicy) -> str:
     """SEVERE when one of the ``top_features`` by importance is SEVERE or the share of SEVERE features reaches
     ``severe_share``; MODERATE when a top feature is MODERATE or the share of MODERATE-or-worse features reaches

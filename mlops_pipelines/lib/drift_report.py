@@ -221,9 +221,7 @@ def build_report(
         f: catalog.views[v].tags.get("drift_group") for v in spec.feature_views for f in catalog.views[v].features
     }
     stats["severity"] = drift_policy.classify(stats, policy, groups)
-    severity = drift_policy.model_severity(
-        dict(zip(stats["feature"], stats["severity"], strict=True)), importance, policy
-    )
+    severity = drift_policy.model_severity(drift_policy.comparable_severities(stats), importance, policy)
     return DriftReport(
         model=spec.name,
         version=version,

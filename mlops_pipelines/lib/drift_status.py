@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,20 @@ def read_status(path: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     return json.loads(path.read_text())
 
 
-def update_status(path: str | Path, model: str, signal: str, entry: dict[str, Any]) -> None:
-    """Replace one signal of one model; every other entry is kept."""
+def update_status(path: str | Path, model: str, signal: str, entry: dict[str, Any]) -> bool:
+    """Replace one signal of one model, unless the stored entry is of a later window (a backfill of an old hour
+    must not hide today's SEVERE from the sensor); every other entry is kept. Returns whether it was written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         status = read_status(path)
+        stored = status.get(model, {}).get(signal)
+        if stored and datetime.fromisoformat(stored["window_end"]) > datetime.fromisoformat(entry["window_end"]):
+            return False
         status.setdefault(model, {})[signal] = entry
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".drift_status.", suffix=".json")
         with os.fdopen(fd, "w") as handle:
             json.dump(status, handle, indent=2, sort_keys=True)
         os.replace(tmp, path)
+    return True

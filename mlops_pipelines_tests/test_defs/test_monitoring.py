@@ -11,7 +11,7 @@ import pytest
 from mlops_pipelines.defs.monitoring.alerts import run_failure_alerts
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
 from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.drift_status import update_status
+from mlops_pipelines.lib.drift_status import read_status, update_status
 from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
 from mlops_pipelines.lib.tracking import Tracking
@@ -132,6 +132,18 @@ def test_severe_drift_requests_one_retraining_per_episode(instance: dg.DagsterIn
     assert [r.run_key for r in later.run_requests or []] == [
         f"retrain:direction_classifier:{(t0 + timedelta(hours=30)).isoformat()}"
     ]
+
+
+def test_a_backfilled_old_hour_does_not_hide_the_latest_signal(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+    status = tmp_path / "drift_status.json"
+    t0 = datetime(2026, 2, 21, 0, tzinfo=UTC)
+    severe(status, "direction_classifier", t0)
+    severe(status, "direction_classifier", t0 - timedelta(days=3), severity="NORMAL")  # a backfill
+    assert read_status(status)["direction_classifier"]["feature_drift"]["severity"] == "SEVERE"
+    [request] = evaluate_sensor(instance, status, None).run_requests or []
+    assert request.run_key == f"retrain:direction_classifier:{t0.isoformat()}"
+    severe(status, "direction_classifier", t0, severity="MODERATE")  # the same hour re-run: replaced
+    assert read_status(status)["direction_classifier"]["feature_drift"]["severity"] == "MODERATE"
 
 
 def test_critical_performance_retrains_and_two_signals_make_one_request(

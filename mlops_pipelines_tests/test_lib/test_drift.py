@@ -20,7 +20,14 @@ from mlops_pipelines.lib.drift import (
     ks_statistic,
     numeric_drift,
 )
-from mlops_pipelines.lib.drift_policy import DriftPolicy, classify, feature_severity, load_drift_policy, model_severity
+from mlops_pipelines.lib.drift_policy import (
+    DriftPolicy,
+    classify,
+    comparable_severities,
+    feature_severity,
+    load_drift_policy,
+    model_severity,
+)
 from mlops_pipelines.lib.policy import PolicyError
 
 
@@ -151,6 +158,16 @@ def test_model_aggregation() -> None:
     assert model_severity({**normal, "i": "MODERATE", "j": "MODERATE"}, order, POLICY) == "MODERATE"
     assert model_severity({**normal, "i": "SEVERE", "j": "SEVERE"}, order, POLICY) == "SEVERE"  # 20% SEVERE
     assert model_severity({}, order, POLICY) == "NORMAL"
+
+
+def test_features_that_could_not_be_compared_do_not_dilute_the_model_severity() -> None:
+    rows = [stat_row(status="empty") for _ in range(5)] + [stat_row() for _ in range(4)] + [stat_row(psi=0.5)]
+    stats = pd.DataFrame(rows).assign(feature=[f"f{i}" for i in range(10)])
+    stats["severity"] = classify(stats, POLICY, {})
+    severities = comparable_severities(stats)
+    assert sorted(severities) == [f"f{i}" for i in range(5, 10)]
+    assert model_severity(severities, [], POLICY) == "SEVERE"  # 1 of 5 comparable features: the 20% share
+    assert model_severity(dict(zip(stats["feature"], stats["severity"], strict=True)), [], POLICY) == "NORMAL"
 
 
 def test_group_membership_beats_the_view_tag_and_is_unique() -> None:
