@@ -34,6 +34,10 @@ _CATALOG_COLUMNS = """
 """
 
 
+class ViewSchemaError(ValueError):
+    """A view's SQL produced columns or types other than its declared schema."""
+
+
 @dataclass(frozen=True)
 class ViewStats:
     table: str
@@ -58,6 +62,7 @@ def write_indexed(conn: duckdb.DuckDBPyConnection, view: FeatureView, body_sql: 
     """Replace ``view.table`` with ``body_sql``'s rows plus the point-in-time index, in one transaction; returns
     the row count.
 
+    A result that does not match the declared schema is rolled back (``ViewSchemaError``).
     The index is written by the cheap ``fast_indexed_select`` and then made exact for the keys it could not
     decide (those with a NULL in it: late corrections, ties); append-only data has none, so the second
     statement only scans. The result equals ``indexed_select`` row for row.
@@ -66,6 +71,12 @@ def write_indexed(conn: duckdb.DuckDBPyConnection, view: FeatureView, body_sql: 
     with warehouse.transaction(conn):
         conn.execute(f"CREATE OR REPLACE TABLE {table} AS {fast_indexed_select(view, body_sql)}")
         conn.execute(exact_index_update_sql(view, table))
+        problems = check_view_schema(conn, view)
+        if problems:  # raised before COMMIT: the table readers see keeps its declared schema
+            raise ViewSchemaError(
+                f"feature view {view.name!r} v{view.version}: its SQL does not produce the declared schema "
+                f"({'; '.join(problems)}); {view.table} was left as it was"
+            )
         return warehouse.row_count(conn, view.table)
 
 

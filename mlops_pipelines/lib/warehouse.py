@@ -12,7 +12,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import duckdb
@@ -132,16 +132,18 @@ def replace_rows(
     where: str,
     params: list[object] | None = None,
     create_sql: str | None = None,
+    own_transaction: bool = True,
 ) -> None:
     """In one transaction: create the table if needed (from ``create_sql``, else from ``frame``'s columns),
-    delete the rows matching ``where``, append ``frame``.
+    delete the rows matching ``where``, append ``frame``. ``own_transaction=False``: inside the caller's
+    ``transaction``, to replace several tables all or nothing.
 
     Re-running the same slice (a partition, a file, a model version) therefore replaces it, never duplicates it.
     """
     quoted = quote_table(name)
     conn.register("_incoming", frame)
     try:
-        with transaction(conn):
+        with transaction(conn) if own_transaction else nullcontext(conn):
             if create_sql is not None:
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({create_sql})")
             elif not table_exists(conn, name):
@@ -150,8 +152,11 @@ def replace_rows(
             if len(frame):
                 columns = ", ".join(f'"{c}"' for c in frame.columns)
                 conn.execute(f"INSERT INTO {quoted} ({columns}) SELECT {columns} FROM _incoming")
-    finally:
-        conn.unregister("_incoming")
+    except BaseException:
+        with suppress(duckdb.Error):  # fails inside the caller's aborted transaction: the first error is the news
+            conn.unregister("_incoming")
+        raise
+    conn.unregister("_incoming")
 
 
 def to_utc_micros(series: pd.Series) -> pd.Series:

@@ -1,5 +1,6 @@
 """Materialized views against an independent pandas implementation; registry, versions, online snapshot."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,21 @@ def test_declared_schema_check(feature_warehouse: Path, catalog: FeatureCatalog)
             assert feature_store.check_view_schema(conn, view) == []
         conn.execute("ALTER TABLE features.returns__v1 DROP COLUMN ret_4h")
         assert feature_store.check_view_schema(conn, catalog.views["returns"]) == ["missing column 'ret_4h' (DOUBLE)"]
+
+
+def test_sql_that_breaks_the_declared_schema_never_replaces_the_table(
+    feature_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path
+) -> None:
+    path = tmp_path / "w.duckdb"
+    shutil.copy(feature_warehouse, path)
+    view = catalog.views["returns"]
+    body = catalog.render_body("returns").replace("ln(close / lag(close, 1) OVER w)", "1")  # INTEGER, not DOUBLE
+    with warehouse.connect(path) as conn:
+        before = conn.execute(f"SELECT count(*), sum(ret_1h) FROM {view.table}").fetchone()
+        with pytest.raises(feature_store.ViewSchemaError, match=r"'returns' v1.*'ret_1h' is INTEGER, declared DOUBLE"):
+            feature_store.write_indexed(conn, view, body)
+        assert conn.execute(f"SELECT count(*), sum(ret_1h) FROM {view.table}").fetchone() == before
+        assert feature_store.check_view_schema(conn, view) == []
 
 
 def test_missing_upstream_is_a_clear_error(tmp_path: Path, catalog: FeatureCatalog) -> None:

@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -51,6 +52,21 @@ def test_killed_writer_leaves_the_previous_table_intact(tmp_path: Path) -> None:
     with warehouse.connect(db) as conn:
         assert warehouse.table_schema(conn, "features.t") == {"x": "BIGINT"}
         assert warehouse.row_count(conn, "features.t") == 10
+
+
+def test_tables_replaced_together_are_replaced_all_or_nothing(tmp_path: Path) -> None:
+    """Ingestion replaces the day's bars and its quarantined rows in one transaction: a failure in the second
+    write leaves the first table as it was."""
+    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+        warehouse.replace_rows(conn, "raw.a", pd.DataFrame({"x": [1, 2]}), where="true")
+        warehouse.replace_rows(conn, "raw.b", pd.DataFrame({"y": [1]}), where="true")
+        with pytest.raises(duckdb.ConversionException, match="not a number"), warehouse.transaction(conn):
+            warehouse.replace_rows(conn, "raw.a", pd.DataFrame({"x": [9]}), where="true", own_transaction=False)
+            warehouse.replace_rows(
+                conn, "raw.b", pd.DataFrame({"y": ["not a number"]}), where="true", own_transaction=False
+            )
+        assert conn.execute("SELECT x FROM raw.a ORDER BY x").fetchall() == [(1,), (2,)]
+        assert conn.execute("SELECT y FROM raw.b").fetchall() == [(1,)]
 
 
 def test_writer_waits_for_another_process_lock(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_pipelines.lib.validation import QUARANTINE_COLUMNS, UNPARSEABLE_PARTITION, validate_bars
-from mlops_pipelines.lib.warehouse import replace_rows, table_schema
+from mlops_pipelines.lib.warehouse import replace_rows, table_schema, transaction
 from mlops_pipelines.partitions import MARKET_DAYS, WAREHOUSE_POOL
 from mlops_pipelines.resources import MarketDataSource, WarehouseResource
 
@@ -81,23 +81,26 @@ def market_bars(
     files = sorted(set(raw["source_file"].dropna().astype(str))) if len(raw) else []
 
     with warehouse.connect() as conn:
-        replace_rows(
-            conn,
-            BARS_TABLE,
-            accepted,
-            where='"timestamp" >= ? AND "timestamp" < ?',
-            params=[window.start, window.end],
-            create_sql=BARS_DDL,
-        )
-        keys = list(context.partition_keys)
-        replace_rows(
-            conn,
-            QUARANTINE_TABLE,
-            quarantined[list(QUARANTINE_COLUMNS)],
-            where="partition_key IN (SELECT unnest(?)) OR (partition_key = ? AND source_file IN (SELECT unnest(?)))",
-            params=[keys, UNPARSEABLE_PARTITION, files],
-            create_sql=QUARANTINE_DDL,
-        )
+        with transaction(conn):  # accepted and quarantined rows of the days: both replaced, or neither
+            replace_rows(
+                conn,
+                BARS_TABLE,
+                accepted,
+                where='"timestamp" >= ? AND "timestamp" < ?',
+                params=[window.start, window.end],
+                create_sql=BARS_DDL,
+                own_transaction=False,
+            )
+            replace_rows(
+                conn,
+                QUARANTINE_TABLE,
+                quarantined[list(QUARANTINE_COLUMNS)],
+                where="partition_key IN (SELECT unnest(?)) "
+                "OR (partition_key = ? AND source_file IN (SELECT unnest(?)))",
+                params=[list(context.partition_keys), UNPARSEABLE_PARTITION, files],
+                create_sql=QUARANTINE_DDL,
+                own_transaction=False,
+            )
         schema = table_schema(conn, BARS_TABLE)
 
     reasons = Counter(r for text in quarantined["reason"] for r in text.split("; "))
