@@ -136,9 +136,16 @@ def indexed_select(view: FeatureView, body_sql: str) -> str:
         SELECT {columns},
                CASE WHEN _visible < coalesce(min(_visible) OVER _later, 'infinity'::TIMESTAMPTZ)
                     THEN _visible END AS "{VISIBLE_FROM}"
-        FROM (SELECT *, greatest({e}, {c}) AS _visible FROM ({body_sql}) AS _body) AS _rows
+        FROM (SELECT *, {_visible_sql(e, c)} AS _visible FROM ({body_sql}) AS _body) AS _rows
         WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
     """
+
+
+def _visible_sql(event: str, created: str) -> str:
+    """When a row becomes servable: ``max(event, created)``; never when either time is NULL (a row whose
+    creation time is unknown cannot be shown to have existed at any t). DuckDB's greatest() skips NULLs."""
+    never = "'infinity'::TIMESTAMPTZ"
+    return f"greatest(coalesce({event}, {never}), coalesce({created}, {never}))"
 
 
 def fast_indexed_select(view: FeatureView, body_sql: str) -> str:
@@ -162,7 +169,7 @@ def fast_indexed_select(view: FeatureView, body_sql: str) -> str:
                CASE WHEN _visible < coalesce(lead(_visible) OVER (PARTITION BY {keys} ORDER BY {e}, {c}),
                                              'infinity'::TIMESTAMPTZ)
                     THEN _visible END AS "{VISIBLE_FROM}"
-        FROM (SELECT *, greatest({e}, {c}) AS _visible FROM ({body_sql}) AS _body) AS _rows
+        FROM (SELECT *, {_visible_sql(e, c)} AS _visible FROM ({body_sql}) AS _body) AS _rows
     """
 
 
@@ -180,7 +187,7 @@ def exact_index_update_sql(view: FeatureView, table_sql: str) -> str:
                    CASE WHEN _visible < coalesce(min(_visible) OVER _later, 'infinity'::TIMESTAMPTZ)
                         THEN _visible END AS _index
             FROM (
-                SELECT rowid AS _rid, {keys}, {e}, {c}, greatest({e}, {c}) AS _visible FROM {table_sql} AS _t
+                SELECT rowid AS _rid, {keys}, {e}, {c}, {_visible_sql(e, c)} AS _visible FROM {table_sql} AS _t
                 WHERE EXISTS (SELECT 1 FROM {table_sql} AS _n WHERE _n."{VISIBLE_FROM}" IS NULL AND {same_key})
             ) AS _rows
             WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)

@@ -20,6 +20,7 @@ import pandas as pd
 
 SCHEMAS = ("raw", "features", "training", "evaluation", "monitoring", "governance")
 _LOCK_ERROR = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
+_STORAGE_VERSION_ERROR = re.compile(r"version number|storage version|serializ", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
@@ -60,6 +61,8 @@ def connect(
             conn = duckdb.connect(str(path), read_only=read_only, config=config)
             break
         except duckdb.IOException as exc:
+            if _STORAGE_VERSION_ERROR.search(str(exc)):
+                raise WarehouseVersionError(_version_message(path, exc)) from exc
             if not _LOCK_ERROR.search(str(exc)):
                 raise
             if time.monotonic() >= deadline:
@@ -68,11 +71,8 @@ def connect(
                 ) from exc
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
-        except duckdb.SerializationException as exc:  # pragma: no cover - depends on the file on disk
-            raise WarehouseVersionError(
-                f"{path} was written by a DuckDB storage version this build ({duckdb.__version__}) cannot read; "
-                "re-create it or pin the matching duckdb version"
-            ) from exc
+        except duckdb.SerializationException as exc:
+            raise WarehouseVersionError(_version_message(path, exc)) from exc
     try:
         # Set after connecting: the ICU extension that owns TimeZone loads with the database, not before it.
         conn.execute("SET TimeZone = 'UTC'")
@@ -82,6 +82,13 @@ def connect(
         yield conn
     finally:
         conn.close()
+
+
+def _version_message(path: Path, exc: Exception) -> str:
+    return (
+        f"{path} was written by a DuckDB storage version this build ({duckdb.__version__}) cannot read; "
+        f"re-create it or pin the matching duckdb version ({exc})"
+    )
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -57,6 +57,7 @@ def random_case(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
     # exact duplicates of (symbol, event_ts, created_ts) make the answer ambiguous; the contract has none
     history = history.drop_duplicates(["symbol", "event_ts", "created_ts"]).reset_index(drop=True)
+    history.loc[rng.random(len(history)) < 0.03, "created_ts"] = pd.NaT  # unknown creation: never visible
     for col in ("event_ts", "created_ts"):
         history[col] = history[col].astype("datetime64[us, UTC]")
     m = 300

@@ -69,6 +69,29 @@ def test_tables_replaced_together_are_replaced_all_or_nothing(tmp_path: Path) ->
         assert conn.execute("SELECT y FROM raw.b").fetchall() == [(1,)]
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        duckdb.IOException(
+            "IO Error: Trying to read a database file with version number 39, but we can only read version 64"
+        ),
+        duckdb.SerializationException("Serialization Error: Failed to deserialize: field id mismatch"),
+    ],
+)
+def test_unreadable_storage_version_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: duckdb.Error
+) -> None:
+    """What DuckDB raises for a file of another storage version (faked: writing one needs that other build)."""
+
+    def connect(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(duckdb, "connect", connect)
+    expected = r"w\.duckdb.*storage version.*pin the matching"
+    with pytest.raises(warehouse.WarehouseVersionError, match=expected), warehouse.connect(tmp_path / "w.duckdb"):
+        pass
+
+
 def test_writer_waits_for_another_process_lock(tmp_path: Path) -> None:
     db, held = tmp_path / "w.duckdb", tmp_path / "held"
     child = spawn(f"""
