@@ -1,5 +1,6 @@
 """Ingestion and features materialized on a real Dagster instance, DuckDB file and SQLite online store."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -146,6 +147,38 @@ def test_folder_source_quarantines_bad_rows_with_file_and_line(
     ).success
     with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
         assert warehouse.row_count(conn, "raw.quarantined_bars") == 2
+
+
+def test_a_corrected_file_is_a_revision_available_from_its_arrival(
+    folder_definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    rows = [f"AAA,2026-01-02T{h:02d}:00:00Z,10,11,9,10.5,100,tech" for h in range(24)]
+    write_csv(data_dir / "raw" / "a.csv", rows)
+    day = {"dagster/partition": "2026-01-02"}
+    run_job(folder_definitions, instance, "ingestion_job", tags=day)
+    run_job(folder_definitions, instance, "ingestion_job", tags=day)  # the same file again: nothing changes
+    rows[5] = "AAA,2026-01-02T05:00:00Z,10,11,9,10.8,100,tech"  # the vendor corrects one close
+    write_csv(data_dir / "raw" / "a.csv", rows)
+    before = datetime.now(UTC)
+    result = run_job(folder_definitions, instance, "ingestion_job", tags=day)
+    run_job(folder_definitions, instance, "features_job")
+
+    [meta] = [
+        m.metadata for m in result.asset_materializations_for_node("market_bars") if m.metadata.get("revised_bars")
+    ]
+    assert meta["revised_bars"].value == 1 and meta["withdrawn_bars"].value == 0
+    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
+        revised = conn.execute(
+            'SELECT close, available_at FROM raw.market_bars WHERE "timestamp" = ?',
+            [datetime(2026, 1, 2, 5, tzinfo=UTC)],
+        ).fetchone()
+        kept = conn.execute("SELECT close, available_at, reason FROM raw.market_bar_revisions").fetchall()
+        [(created,)] = conn.execute(
+            "SELECT created_ts FROM features.returns__v1 WHERE event_ts = ?", [datetime(2026, 1, 2, 6, tzinfo=UTC)]
+        ).fetchall()
+    assert revised is not None and revised[0] == 10.8 and revised[1] >= before  # served from its arrival only
+    assert kept == [(10.5, datetime(2026, 1, 2, 6, tzinfo=UTC), "revised")]  # the old version: nothing lost
+    assert created >= before  # the bar's features are not visible before the correction arrived
 
 
 def test_folder_file_missing_a_column_fails_naming_it(

@@ -1,11 +1,13 @@
 """Raw market bars: validated per daily partition, rejected rows kept in quarantine with their reasons."""
 
 from collections import Counter
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mlops_pipelines.lib.revisions import REVISIONS_DDL, REVISIONS_TABLE, reconcile
 from mlops_pipelines.lib.validation import QUARANTINE_COLUMNS, UNPARSEABLE_PARTITION, validate_bars
 from mlops_pipelines.lib.warehouse import replace_rows, table_schema, transaction
 from mlops_pipelines.partitions import MARKET_DAYS, WAREHOUSE_POOL
@@ -39,7 +41,9 @@ class IngestionConfig(dg.Config):
             BARS_KEY,
             description=(
                 "Hourly OHLCV bars per symbol (UTC), one daily partition per day. Only rows that passed "
-                "validation; re-materializing a day replaces it."
+                "validation; re-materializing a day replaces it. A bar that comes back with other values is a "
+                "revision: available from its arrival time, the version it replaces kept in "
+                "raw.market_bar_revisions."
             ),
             kinds={"duckdb", "pandas"},
             metadata={"dagster/table_name": BARS_TABLE},
@@ -80,15 +84,26 @@ def market_bars(
     accepted, quarantined = result.accepted, result.quarantined
     files = sorted(set(raw["source_file"].dropna().astype(str))) if len(raw) else []
 
+    in_window = '"timestamp" >= ? AND "timestamp" < ?'
     with warehouse.connect() as conn:
-        with transaction(conn):  # accepted and quarantined rows of the days: both replaced, or neither
+        with transaction(conn):  # bars, revisions and quarantined rows of the days: all replaced, or none
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {BARS_TABLE} ({BARS_DDL})")
+            stored = conn.execute(f"SELECT * FROM {BARS_TABLE} WHERE {in_window}", [window.start, window.end]).fetchdf()
+            reconciled = reconcile(stored, accepted, now=datetime.now(UTC))
             replace_rows(
                 conn,
                 BARS_TABLE,
-                accepted,
-                where='"timestamp" >= ? AND "timestamp" < ?',
+                reconciled.bars,
+                where=in_window,
                 params=[window.start, window.end],
-                create_sql=BARS_DDL,
+                own_transaction=False,
+            )
+            replace_rows(
+                conn,
+                REVISIONS_TABLE,
+                reconciled.superseded,
+                where="false",  # append: every superseded version is kept
+                create_sql=REVISIONS_DDL,
                 own_transaction=False,
             )
             replace_rows(
@@ -107,7 +122,7 @@ def market_bars(
     ratio = result.quarantine_ratio
     context.log.info(
         f"{len(accepted)} bars accepted, {len(quarantined)} quarantined ({ratio:.3%}) for {window.start:%Y-%m-%d}"
-        f"..{window.end:%Y-%m-%d}"
+        f"..{window.end:%Y-%m-%d}; {reconciled.revised} revised, {reconciled.withdrawn} withdrawn"
     )
     # A multi-day run reports one materialization per day with the same metadata: the run's totals.
     single_day = len(context.partition_keys) == 1
@@ -117,6 +132,8 @@ def market_bars(
             **({"dagster/row_count": len(accepted)} if single_day else {}),
             "rows_in_run": len(accepted),
             "days_in_run": len(context.partition_keys),
+            "revised_bars": reconciled.revised,  # stored bars whose values changed: stamped with their arrival
+            "withdrawn_bars": reconciled.withdrawn,  # stored bars the source no longer has
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(name, dtype) for name, dtype in schema.items()]
             ),

@@ -1,0 +1,81 @@
+"""Re-ingesting days: which bars are unchanged, which are revisions of bars already stored, which were withdrawn.
+
+A bar that comes back with the same values keeps the arrival time it was stored with, so re-running a day
+changes nothing. A bar that comes back with different values is a *revision* and carries its real arrival time
+(ARCHITECTURE.md section 5): the time the source gives, or the ingestion time when that is earlier, because we
+cannot have known the new values before we received them. Point-in-time retrieval therefore never serves a
+correction before it existed. The version a revision replaces, and a bar the source no longer has, are kept in
+``raw.market_bar_revisions`` with the reason: nothing is lost.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+REVISIONS_TABLE = "raw.market_bar_revisions"
+REVISIONS_DDL = """
+    symbol VARCHAR NOT NULL, sector VARCHAR, "timestamp" TIMESTAMP WITH TIME ZONE NOT NULL,
+    open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
+    available_at TIMESTAMP WITH TIME ZONE NOT NULL, source_file VARCHAR,
+    reason VARCHAR NOT NULL, superseded_at TIMESTAMP WITH TIME ZONE NOT NULL, superseded_by VARCHAR
+"""
+KEY = ["symbol", "timestamp"]
+VALUE_COLUMNS = ["sector", "open", "high", "low", "close", "volume"]
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    bars: pd.DataFrame  # the rows the days hold from now on, in ``incoming``'s columns
+    superseded: pd.DataFrame  # stored rows replaced ("revised") or gone from the source ("withdrawn")
+
+    @property
+    def revised(self) -> int:
+        return int((self.superseded["reason"] == "revised").sum())
+
+    @property
+    def withdrawn(self) -> int:
+        return int((self.superseded["reason"] == "withdrawn").sum())
+
+
+def reconcile(stored: pd.DataFrame, incoming: pd.DataFrame, *, now: datetime) -> Reconciled:
+    """Compare the validated ``incoming`` bars of some days with the ``stored`` bars of the same days."""
+    columns = list(incoming.columns)
+    merged = incoming.merge(stored[columns], on=KEY, how="outer", suffixes=("", "_stored"), indicator=True)
+    both = merged["_merge"] == "both"
+    changed = both & ~_same_values(merged)
+    unchanged = both & ~changed
+
+    bars = merged.loc[merged["_merge"] != "right_only", columns].copy()
+    keep_stored = unchanged[merged["_merge"] != "right_only"].to_numpy()
+    for column in ("available_at", "source_file"):  # an unchanged bar stays exactly as it was stored
+        bars.loc[keep_stored, column] = merged.loc[unchanged, f"{column}_stored"].to_numpy()
+    revised_rows = changed[merged["_merge"] != "right_only"].to_numpy()
+    arrival = pd.Timestamp(now).tz_convert("UTC")
+    given = pd.to_datetime(bars.loc[revised_rows, "available_at"], utc=True)
+    bars.loc[revised_rows, "available_at"] = given.where(given > arrival, arrival)
+
+    old = merged.loc[changed | (merged["_merge"] == "right_only")]
+    superseded = pd.DataFrame(
+        {
+            **{c: old[c if c in KEY else f"{c}_stored"].to_numpy() for c in columns},
+            "reason": np.where(old["_merge"] == "both", "revised", "withdrawn"),
+            "superseded_at": arrival,
+            "superseded_by": old["source_file"].where(old["_merge"] == "both").to_numpy(),
+        }
+    )
+    bars = bars.sort_values(KEY).reset_index(drop=True)
+    for frame in (bars, superseded):
+        for column in ("timestamp", "available_at"):
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
+    superseded["superseded_at"] = superseded["superseded_at"].astype("datetime64[us, UTC]")
+    return Reconciled(bars=bars, superseded=superseded)
+
+
+def _same_values(merged: pd.DataFrame) -> pd.Series:
+    same = pd.Series(True, index=merged.index)
+    for column in VALUE_COLUMNS:
+        new, old = merged[column], merged[f"{column}_stored"]
+        same &= (new == old) | (new.isna() & old.isna())
+    return same
