@@ -79,6 +79,19 @@ def pandas_features(bars: pd.DataFrame, lags: Mapping[str, timedelta]) -> dict[s
     oscillators["volume_zscore_24h"] = (bars["volume"] - vol_mean) / vol_std.replace(0, np.nan)
     oscillators["sma_ratio_24h"] = close / rolling(close, 24, "mean") - 1
 
+    # created: the latest arrival among the bars a row's features read (lags 1/4/24/120; 121 and 24 bars)
+    arrival = bars["available_at"]
+    returns["created_ts"] = pd.concat([arrival, *(g["available_at"].shift(h) for h in (1, 4, 24, 120))], axis=1).max(
+        axis=1
+    )
+    arrival_us = arrival.astype("datetime64[us, UTC]").astype("int64")
+
+    def latest_arrival(window: int) -> pd.Series:
+        latest = arrival_us.groupby(keys, sort=False).rolling(window, min_periods=1).max()
+        return pd.to_datetime(latest.reset_index(level=0, drop=True).astype("int64"), unit="us", utc=True)
+
+    volatility["created_ts"] = latest_arrival(121)
+    oscillators["created_ts"] = latest_arrival(24)
     returns["created_ts"] += lags["returns"]
     volatility["created_ts"] += lags["volatility"]
     oscillators["created_ts"] += lags["oscillators"]

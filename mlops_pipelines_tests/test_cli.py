@@ -80,7 +80,7 @@ def test_retrieve_show_and_lookup(
     with warehouse.connect(feature_warehouse) as conn:
         feature_store.write_registry(conn, catalog, run_id="run-x")
         entities = conn.execute(
-            "SELECT symbol, event_ts + INTERVAL 90 SECOND AS event_timestamp FROM features.returns__v1 "
+            "SELECT symbol, event_ts + INTERVAL 90 SECOND AS event_timestamp FROM features.returns__v2 "
             "USING SAMPLE 50 ROWS (reservoir, 1)"
         ).fetchdf()
         expected = get_historical_features(conn, entities, [catalog.views["returns"], catalog.views["oscillators"]])
@@ -100,7 +100,7 @@ def test_retrieve_show_and_lookup(
         "--entities",
         str(entity_file),
         "--views",
-        "returns,oscillators@1",
+        "returns,oscillators@2",
         "--out",
         str(out_file),
     )
@@ -117,6 +117,6 @@ def test_retrieve_show_and_lookup(
     assert code == 2 and "returns@9" in out
 
     code, out = invoke("features", "show", "returns")
-    assert code == 0 and "features.returns__v1" in out and "run-x" in out and "cross_sectional" in out
+    assert code == 0 and "features.returns__v2" in out and "run-x" in out and "cross_sectional" in out
     code, out = invoke("features", "lookup", "SYM0001", "NOPE")
     assert code == 0 and '"NOPE": null' in out and "rsi_14" in out

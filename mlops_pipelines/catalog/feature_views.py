@@ -3,6 +3,10 @@ entity, TTL or availability lag change (CI's ``mlops features diff`` rejects a b
 
 Horizons are in bars (hourly bars: ``ret_24h`` is the log return over the last 24 bars). A rolling feature is
 NULL until its window is full, never computed on a partial window.
+
+A row's created time is the latest arrival among the bars its features read (v2 of the bar views; v1 used the
+current bar's only): a revised bar, which arrives late, makes every value computed from it late too, so no
+point-in-time read sees a correction before it arrived.
 """
 
 from datetime import timedelta
@@ -14,7 +18,7 @@ TTL = timedelta(hours=3)
 
 RETURNS = FeatureView(
     name="returns",
-    version=1,
+    version=2,
     owner="team:signals",
     description="Log returns of the close over 1, 4, 24 and 120 hourly bars: the momentum inputs of most models.",
     ttl=TTL,
@@ -23,7 +27,8 @@ RETURNS = FeatureView(
     sql="""
         SELECT symbol,
                "timestamp" + INTERVAL 1 HOUR AS event_ts,
-               available_at AS created_ts,
+               greatest(available_at, lag(available_at, 1) OVER w, lag(available_at, 4) OVER w,
+                        lag(available_at, 24) OVER w, lag(available_at, 120) OVER w) AS created_ts,
                ln(close / lag(close, 1) OVER w) AS ret_1h,
                ln(close / lag(close, 4) OVER w) AS ret_4h,
                ln(close / lag(close, 24) OVER w) AS ret_24h,
@@ -37,7 +42,7 @@ RETURNS = FeatureView(
 
 VOLATILITY = FeatureView(
     name="volatility",
-    version=1,
+    version=2,
     owner="team:risk",
     description=(
         "Annualized realized volatility of hourly log returns over 24 and 120 bars, the 14-bar average true "
@@ -57,7 +62,7 @@ VOLATILITY = FeatureView(
         )
         SELECT symbol,
                "timestamp" + INTERVAL 1 HOUR AS event_ts,
-               available_at AS created_ts,
+               max(available_at) OVER w121 AS created_ts,
                CASE WHEN n > 24 THEN stddev_samp(r) OVER w24 * sqrt(8760) END AS realized_vol_24h,
                CASE WHEN n > 120 THEN stddev_samp(r) OVER w120 * sqrt(8760) END AS realized_vol_120h,
                CASE WHEN n > 14 THEN avg(true_range) OVER w14 / close END AS atr_14_pct,
@@ -65,7 +70,8 @@ VOLATILITY = FeatureView(
         FROM bars
         WINDOW w14 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 13 PRECEDING AND CURRENT ROW),
                w24 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 23 PRECEDING AND CURRENT ROW),
-               w120 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 119 PRECEDING AND CURRENT ROW)
+               w120 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 119 PRECEDING AND CURRENT ROW),
+               w121 AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 120 PRECEDING AND CURRENT ROW)
     """,
     schema={
         **KEYS,
@@ -79,7 +85,7 @@ VOLATILITY = FeatureView(
 
 OSCILLATORS = FeatureView(
     name="oscillators",
-    version=1,
+    version=2,
     owner="team:signals",
     description=(
         "Mean-reversion oscillators: 14-bar RSI (simple-average form), the volume z-score against the last "
@@ -98,7 +104,7 @@ OSCILLATORS = FeatureView(
         )
         SELECT symbol,
                "timestamp" + INTERVAL 1 HOUR AS event_ts,
-               available_at AS created_ts,
+               max(available_at) OVER w24 AS created_ts,
                CASE WHEN n > 14 THEN 100 * avg(greatest(change, 0)) OVER w14
                     / nullif(avg(abs(change)) OVER w14, 0) END AS rsi_14,
                CASE WHEN n >= 24 THEN (volume - avg(volume) OVER w24)
@@ -114,7 +120,7 @@ OSCILLATORS = FeatureView(
 
 CROSS_SECTIONAL = FeatureView(
     name="cross_sectional",
-    version=2,
+    version=3,
     owner="team:signals",
     description=(
         "Where a symbol stands against the market at the same bar: percentile rank of its 24-bar return and "
@@ -125,7 +131,8 @@ CROSS_SECTIONAL = FeatureView(
     availability_lag=timedelta(seconds=10),
     depends_on=("raw.market_bars", "returns", "volatility"),
     # v2: the per-bar arrival time and the sector mean are GROUP BYs joined back (v1: two more window sorts of
-    # every row); same values. The ranks need their order, so they stay windows.
+    # every row); same values. The ranks need their order, so they stay windows. v3: built on returns v2 and
+    # volatility v2 (created times that include revised bars); same SQL.
     sql="""
         WITH joined AS MATERIALIZED (
             SELECT r.symbol, r.event_ts, b.sector, r.ret_24h, v.realized_vol_24h,

@@ -10,7 +10,7 @@ DIRECTION_CLASSIFIER = ModelSpec(
     strategy="directional",
     task="classification",
     label=LabelSpec(kind="forward_return_sign", horizon_hours=4),
-    feature_views={"returns": 1, "volatility": 1, "oscillators": 1, "cross_sectional": 2},
+    feature_views={"returns": 2, "volatility": 2, "oscillators": 2, "cross_sectional": 3},
     exclude_features=("sector",),
     hyperparameters={
         "objective": "binary",
@@ -36,7 +36,7 @@ VOLATILITY_FORECASTER = ModelSpec(
     strategy="risk",
     task="regression",
     label=LabelSpec(kind="forward_realized_vol", horizon_hours=24),
-    feature_views={"returns": 1, "volatility": 1, "oscillators": 1},
+    feature_views={"returns": 2, "volatility": 2, "oscillators": 2},
     hyperparameters={
         "objective": "regression",
         "learning_rate": 0.05,

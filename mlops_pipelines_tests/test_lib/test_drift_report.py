@@ -193,10 +193,10 @@ def test_cached_profile_is_reused_for_the_same_window_content_only(
     # a re-materialized view changes its reference content: that view is profiled again, not read stale
     with warehouse.connect(path) as conn:
         conn.execute(
-            "UPDATE features.returns__v1 SET ret_1h = ret_1h * 2 WHERE event_ts >= ? AND event_ts < ?",
+            "UPDATE features.returns__v2 SET ret_1h = ret_1h * 2 WHERE event_ts >= ? AND event_ts < ?",
             [datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)],
         )
     changed = report_at(path, catalog, end, cache)
     assert len(list(cache.rglob("*.npz"))) == len(cached) + 1
-    assert len(list((cache / "features.returns__v1").glob("*.npz"))) == 2
+    assert len(list((cache / "features.returns__v2").glob("*.npz"))) == 2
     assert not changed.stats.set_index("feature").loc["ret_1h"].equals(first.stats.set_index("feature").loc["ret_1h"])

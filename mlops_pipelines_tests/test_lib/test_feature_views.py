@@ -64,7 +64,7 @@ def test_metadata_and_formatting_do_not_change_the_hash(changes: dict[str, objec
         {"sql": RETURNS.sql.replace("lag(close, 4)", "lag(close, 5)")},
         {"ttl": timedelta(hours=4)},
         {"availability_lag": timedelta(seconds=6)},
-        {"version": 2},
+        {"version": RETURNS.version + 1},
         {"schema": {**RETURNS.schema_, "ret_1h": "FLOAT"}},
     ],
 )
@@ -73,8 +73,8 @@ def test_contract_changes_change_the_hash(changes: dict[str, object]) -> None:
 
 
 def test_upstream_version_bump_changes_downstream_contract() -> None:
-    bumped = catalog_with(edit(RETURNS, version=2))
-    assert "returns@2" in bumped.views["cross_sectional"].contract(bumped)["depends_on"]
+    bumped = catalog_with(edit(RETURNS, version=RETURNS.version + 1))
+    assert f"returns@{RETURNS.version + 1}" in bumped.views["cross_sectional"].contract(bumped)["depends_on"]
 
 
 def test_cycle_is_rejected_naming_the_views() -> None:
@@ -102,7 +102,7 @@ def test_duplicate_feature_names_and_views_are_rejected() -> None:
     with pytest.raises(FeatureGraphError, match="'realized_vol_24h' is produced by both 'volatility' and"):
         catalog_with(clash)
     with pytest.raises(FeatureGraphError, match="defined twice"):
-        FeatureCatalog.from_views([RETURNS, edit(RETURNS, version=2)])
+        FeatureCatalog.from_views([RETURNS, edit(RETURNS, version=RETURNS.version + 1)])
 
 
 def test_schema_must_declare_keys() -> None:
@@ -129,10 +129,10 @@ def test_diff_classifies_changes() -> None:
     # the downstream view is unaffected: its dependency resolves to the same version
     assert changes["cross_sectional"].kind == "unchanged"
 
-    bumped = edit(sql_change, version=2)
+    bumped = edit(sql_change, version=RETURNS.version + 1)
     changes = {c.view: c for c in diff_lock(locked, lock_of(catalog_with(bumped)))}
     assert changes["returns"].kind == "version_bump" and not changes["returns"].breaking
-    # ... and the downstream view now depends on returns@2 without its own bump: breaking
+    # ... and the downstream view now depends on the new returns version without its own bump: breaking
     assert changes["cross_sectional"].breaking and changes["cross_sectional"].fields == ("depends_on",)
 
 
