@@ -38,7 +38,9 @@ def checklist(lifecycle: Lifecycle, model: str, version: str, environment: str) 
         )
     ]
     trainer = mv.tags.get("trained_by")
-    approvers = [a["approver"] for a in lifecycle.approvals(model, version) if a["approver"] != trainer]
+    approvers = [
+        a["approver"] for a in lifecycle.approvals(model, version, current_stay=True) if a["approver"] != trainer
+    ]
     items.append(
         ChecklistItem(
             "approvals_present",

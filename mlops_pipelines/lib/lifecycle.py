@@ -137,9 +137,18 @@ class Lifecycle:
         except MlflowException:
             return None
 
-    def approvals(self, model: str, version: str | int) -> list[dict[str, Any]]:
+    def approvals(self, model: str, version: str | int, *, current_stay: bool = False) -> list[dict[str, Any]]:
+        """Every approval of the version; ``current_stay``: only those given since it last entered STAGING, the
+        ones that count. An approval does not carry over a failed re-validation or a rollback."""
+        since = "TIMESTAMPTZ '-infinity'"
+        if current_stay:
+            since = (
+                f"(SELECT coalesce(max(occurred_at), TIMESTAMPTZ 'infinity') FROM {AUDIT_TABLE} WHERE model = $1 "
+                "AND version = $2 AND to_state = 'STAGING' AND from_state IS DISTINCT FROM 'STAGING')"
+            )
         rows = self.conn.execute(
-            f"SELECT approver, comment, approved_at FROM {APPROVALS_TABLE} WHERE model = ? AND version = ? ORDER BY 3",
+            f"SELECT approver, comment, approved_at FROM {APPROVALS_TABLE} WHERE model = $1 AND version = $2 "
+            f"AND approved_at >= {since} ORDER BY 3",
             [model, str(version)],
         ).fetchall()
         return [{"approver": r[0], "comment": r[1], "at": r[2].isoformat()} for r in rows]
@@ -316,12 +325,13 @@ class Lifecycle:
         mv = self.version(model, version)
         check_transition(model, version, mv.tags.get(STATE_TAG, State.DRAFT), State.PRODUCTION)
         trainer = mv.tags.get("trained_by")
-        valid = [a for a in self.approvals(model, version) if a["approver"] not in (trainer, actor)]
+        current = self.approvals(model, version, current_stay=True)
+        valid = [a for a in current if a["approver"] not in (trainer, actor)]
         if not valid:
             raise ApprovalRequired(
-                f"{model} v{version}: PRODUCTION needs an approval by someone other than the trainer "
-                f"({trainer!r}) and the requester ({actor!r}); recorded approvals: "
-                f"{[a['approver'] for a in self.approvals(model, version)]}"
+                f"{model} v{version}: PRODUCTION needs an approval, given since it last entered STAGING, by someone "
+                f"other than the trainer ({trainer!r}) and the requester ({actor!r}); approvals of this stay: "
+                f"{[a['approver'] for a in current]}"
             )
         review = self.conn.execute(
             f"SELECT status FROM {REVIEWS_TABLE} WHERE model = ? AND version = ? ORDER BY requested_at DESC LIMIT 1",

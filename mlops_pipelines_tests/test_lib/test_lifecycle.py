@@ -138,6 +138,24 @@ def test_failed_revalidation_sends_staging_back_to_trained(tracking: Tracking, t
         assert lifecycle.consistency_problems(MODEL) == []
 
 
+def test_an_approval_does_not_carry_over_a_new_stay_in_staging(tracking: Tracking, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    version = staged_version(tracking, db)  # approved by "reviewer", compliance signed off
+    with warehouse.connect(db) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        failed = evaluate(FAILING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
+        assert lifecycle.gate(MODEL, version, failed, actor="pipeline") == State.TRAINED
+        passed = evaluate(PASSING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
+        assert lifecycle.gate(MODEL, version, passed, actor="pipeline") == State.STAGING
+        assert [a["approver"] for a in lifecycle.approvals(MODEL, version)] == ["reviewer"]  # history kept
+        assert lifecycle.approvals(MODEL, version, current_stay=True) == []
+        with pytest.raises(ApprovalRequired, match="since it last entered STAGING.*approvals of this stay: \\[\\]"):
+            lifecycle.promote_to_production(MODEL, version, actor="ops", reason="test")
+        lifecycle.approve(MODEL, version, approver="reviewer", comment="re-checked")
+        lifecycle.promote_to_production(MODEL, version, actor="ops", reason="test")
+        assert lifecycle.state(MODEL, version) == State.PRODUCTION
+
+
 def test_new_production_moves_old_out_and_rollback_restores_it(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     first = staged_version(tracking, db)
