@@ -82,6 +82,7 @@ GOOD = {
         ({"close": "8.5"}, "close outside [low, high]"),
         ({"volume": "-5"}, "volume: negative"),
         ({"timestamp": "yesterday"}, "timestamp: missing or unparseable"),
+        ({"timestamp": "2026-01-01T01:30:00Z"}, "timestamp: not on the hourly grid"),
         ({"symbol": ""}, "symbol: missing"),
         ({"available_at": "2026-01-01T00:30:00Z"}, "available_at: before the bar closed"),
     ],
@@ -96,7 +97,7 @@ def test_each_bad_row_is_quarantined_with_its_reason(override: dict[str, str], r
     bad = result.quarantined.iloc[0]
     assert reason in bad["reason"]
     assert bad["source_file"] == "f.csv" and bad["source_row"] == 3
-    expected_partition = UNPARSEABLE_PARTITION if "timestamp" in override else "2026-01-01"
+    expected_partition = UNPARSEABLE_PARTITION if "unparseable" in reason else "2026-01-01"
     assert bad["partition_key"] == expected_partition
 
 
