@@ -5,12 +5,14 @@ State lives in MLflow (version tag ``lifecycle_state`` and the aliases ``product
 operation runs while holding a read-write connection to the warehouse: DuckDB admits one writing process per
 file, so that connection is also the cross-process mutex that keeps two promotions of the same model from
 interleaving (and MLflow's SQLite store from seeing two writers). Inside it, the audit rows are inserted in a
-transaction that commits only after MLflow has been updated, so a failure on either side leaves both as they
-were; ``consistency_problems`` verifies that the two agree.
+transaction that commits only after MLflow has been updated; when an MLflow call fails, the MLflow changes
+already made are taken back and the audit rows rolled back, so both stay as they were (``consistency_problems``
+verifies that the two agree, and reports what a failed undo would leave).
 """
 
 import json
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -168,7 +170,7 @@ class Lifecycle:
         extra: tuple[str, list[Any]] | None = None,
     ) -> str:
         """Audit rows (+ ``extra`` SQL) and MLflow tags/aliases as one operation: the warehouse transaction
-        commits after MLflow has been updated."""
+        commits after MLflow has been updated, and a failed MLflow call undoes the MLflow changes before it."""
         operation = uuid.uuid4().hex
         now = datetime.now(UTC)
         with warehouse.transaction(self.conn):
@@ -196,16 +198,31 @@ class Lifecycle:
                         json.dumps(change.approvals),
                     ],
                 )
-            for change in changes:
-                if change.to_state is not None and change.to_state != change.from_state:
-                    self.client.set_model_version_tag(model, change.version, STATE_TAG, change.to_state)
-            for alias, version in aliases.items():
-                if version is None:
-                    if self.alias_version(model, alias) is not None:
-                        self.client.delete_registered_model_alias(model, alias)
-                else:
-                    self.client.set_registered_model_alias(model, alias, version)
+            undo: list[tuple[str, str, str | None]] = []  # MLflow changes made so far, to take back on failure
+            try:
+                for change in changes:
+                    if change.to_state is not None and change.to_state != change.from_state:
+                        self.client.set_model_version_tag(model, change.version, STATE_TAG, change.to_state)
+                        undo.append(("tag", change.version, change.from_state))
+                for alias, version in aliases.items():
+                    undo.append(("alias", alias, self.alias_version(model, alias)))
+                    self._point_alias(model, alias, version)
+            except BaseException:
+                for kind, name, value in reversed(undo):  # best effort; consistency_problems reports the rest
+                    with suppress(MlflowException):
+                        if kind == "tag" and value is not None:
+                            self.client.set_model_version_tag(model, name, STATE_TAG, value)
+                        elif kind == "alias":
+                            self._point_alias(model, name, value)
+                raise
         return operation
+
+    def _point_alias(self, model: str, alias: str, version: str | None) -> None:
+        if version is None:
+            if self.alias_version(model, alias) is not None:
+                self.client.delete_registered_model_alias(model, alias)
+        else:
+            self.client.set_registered_model_alias(model, alias, version)
 
     def transition(
         self,

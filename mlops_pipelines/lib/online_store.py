@@ -74,10 +74,14 @@ def _vector(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {d[0]: value for d, value in zip(cursor.description[1:], row[1:], strict=True)}
 
 
+_MAX_KEYS = 500  # SQLite caps host parameters per statement; 500 keeps well under every build's limit
+
+
 class OnlineStoreReader:
     """A long-lived read-only handle for serving: lookups for one or many entities.
 
-    Thread-safe (one connection per thread). Each lookup is a single SELECT, so it reads one snapshot.
+    Thread-safe (one connection per thread). Every lookup reads one snapshot: a single SELECT, or for more keys
+    than one statement takes, several SELECTs inside one read transaction (WAL gives it a fixed view).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -107,13 +111,18 @@ class OnlineStoreReader:
         conn = self._conn()
         keys = list(dict.fromkeys(entity_keys))
         found: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
-        # SQLite caps host parameters per statement; 500 keeps well under every build's limit.
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            sql = f"SELECT * FROM {TABLE} WHERE entity_key IN ({', '.join('?' * len(chunk))})"
-            cursor = conn.execute(sql, chunk)
-            for row in cursor:
-                found[row[0]] = _vector(cursor, row)
+        chunks = [keys[start : start + _MAX_KEYS] for start in range(0, len(keys), _MAX_KEYS)]
+        if len(chunks) > 1:
+            conn.execute("BEGIN")  # one read snapshot for every chunk: a writer may commit in between
+        try:
+            for chunk in chunks:
+                sql = f"SELECT * FROM {TABLE} WHERE entity_key IN ({', '.join('?' * len(chunk))})"
+                cursor = conn.execute(sql, chunk)
+                for row in cursor:
+                    found[row[0]] = _vector(cursor, row)
+        finally:
+            if len(chunks) > 1:
+                conn.execute("COMMIT")
         return found
 
     def close(self) -> None:

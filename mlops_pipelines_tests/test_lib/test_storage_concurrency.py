@@ -143,13 +143,14 @@ def test_online_store_lookups(tmp_path: Path) -> None:
 
 def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_path: Path) -> None:
     path, ready = tmp_path / "online.sqlite", tmp_path / "ready"
-    write_snapshot(path, snapshot(0), key="entity_key", snapshot_id="0")
+    n = 1200  # more keys than one statement takes: the lookup reads them in three chunks, from one snapshot
+    write_snapshot(path, snapshot(0, n), key="entity_key", snapshot_id="0")
     reader = spawn(f"""
         import time
         from pathlib import Path
         from mlops_pipelines.lib.online_store import OnlineStoreReader
         store = OnlineStoreReader({str(path)!r})
-        keys = [f"SYM{{i:04d}}" for i in range(200)]
+        keys = [f"SYM{{i:04d}}" for i in range({n})]
         Path({str(ready)!r}).touch()
         seen, reads, deadline = set(), 0, time.monotonic() + 20
         while time.monotonic() < deadline and len(seen) < 15:
@@ -163,7 +164,7 @@ def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_p
     """)
     wait_for(ready)
     for generation in range(1, 40):
-        write_snapshot(path, snapshot(generation), key="entity_key", snapshot_id=str(generation))
+        write_snapshot(path, snapshot(generation, n), key="entity_key", snapshot_id=str(generation))
         time.sleep(0.02)
     out, err = reader.communicate(timeout=60)
     assert reader.returncode == 0, err
