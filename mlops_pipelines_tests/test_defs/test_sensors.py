@@ -1,12 +1,15 @@
 """The raw-folder sensor: run requests per touched day, deterministic run keys, JSON cursor."""
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from mlops_pipelines.defs.ingestion import sensors
 from mlops_pipelines.defs.ingestion.sensors import raw_files_sensor
+from mlops_pipelines.lib.files import sha256_file
 from mlops_pipelines.resources import MarketDataSource
 
 
@@ -43,6 +46,21 @@ def test_new_file_requests_each_day_once(raw_dir: Path, instance: dg.DagsterInst
     # same evaluation again: identical run keys (Dagster dedupes them); with the cursor: nothing new
     assert [r.run_key for r in evaluate(raw_dir, instance, None).run_requests or []] == [r.run_key for r in requests]
     assert not evaluate(raw_dir, instance, first.cursor).run_requests
+
+
+def test_unchanged_files_are_not_read_again(
+    raw_dir: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = evaluate(raw_dir, instance, None)
+    hashed: list[Path] = []
+    monkeypatch.setattr(sensors, "sha256_file", lambda path: hashed.append(path) or sha256_file(path))
+    assert not evaluate(raw_dir, instance, first.cursor).run_requests
+    assert hashed == []  # same size and mtime: not even hashed
+    os.utime(raw_dir / "jan.csv", ns=(1, 1))  # touched, same content: hashed once, nothing requested
+    touched = evaluate(raw_dir, instance, first.cursor)
+    assert hashed == [raw_dir / "jan.csv"] and not touched.run_requests
+    old_format = json.dumps({path: entry["sha256"] for path, entry in json.loads(first.cursor or "{}").items()})
+    assert not evaluate(raw_dir, instance, old_format).run_requests  # a cursor written before: still no rerun
 
 
 def test_changed_file_gets_new_run_keys(raw_dir: Path, instance: dg.DagsterInstance) -> None:

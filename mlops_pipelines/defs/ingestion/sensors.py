@@ -32,14 +32,21 @@ def file_days(path: Path) -> list[str]:
     description="New or changed CSV/Parquet files in the raw folder -> ingestion of the days they touch.",
 )
 def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDataSource) -> dg.SensorResult:
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    """A file is read only when its size or modification time changed since the last tick (RELIABILITY #9: a
+    tick over a large folder stays cheap); a file touched without a content change requests nothing."""
+    seen = _cursor(context.cursor)
     known_days = set(MARKET_DAYS.get_partition_keys())
     requests: list[dg.RunRequest] = []
-    current: dict[str, str] = {}
+    current: dict[str, dict[str, object]] = {}
     for path in market_data.files():
+        stat = path.stat()
+        previous = seen.get(str(path), {})
+        if (previous.get("mtime_ns"), previous.get("size")) == (stat.st_mtime_ns, stat.st_size):
+            current[str(path)] = previous
+            continue
         digest = sha256_file(path)
-        current[str(path)] = digest
-        if seen.get(str(path)) == digest:
+        current[str(path)] = {"sha256": digest, "mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
+        if previous.get("sha256") == digest:
             continue
         try:
             days = file_days(path)
@@ -58,3 +65,9 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDat
                 )
             )
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
+
+
+def _cursor(text: str | None) -> dict[str, dict[str, object]]:
+    """path -> {sha256, mtime_ns, size}; a cursor of an earlier format (path -> sha256) is read as hashes."""
+    raw = json.loads(text) if text else {}
+    return {path: entry if isinstance(entry, dict) else {"sha256": entry} for path, entry in raw.items()}
