@@ -1,5 +1,6 @@
-"""Two runs that write the warehouse, in two processes at once, on one persistent Dagster instance."""
+"""Two runs that write the warehouse, at once, with the multiprocess executor on one persistent Dagster instance."""
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -15,14 +16,27 @@ from mlops_pipelines.settings import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
+JOBS_MODULE = textwrap.dedent("""
+    from mlops_pipelines.definitions import defs
+
+    def ingestion_job():
+        return defs().resolve_job_def("ingestion_job")
+
+    def features_job():
+        return defs().resolve_job_def("features_job")
+""")
+# The multiprocess executor, as the daemon and the UI launch runs: every step in a process of its own, so the
+# independent feature views would run at once if the pool did not serialize them.
 RUN_JOB = textwrap.dedent("""
     import sys
     import dagster as dg
-    from mlops_pipelines.definitions import defs
+    import jobs_for_test
     tags = dict(arg.split("=", 1) for arg in sys.argv[2:])
-    result = defs().resolve_job_def(sys.argv[1]).execute_in_process(instance=dg.DagsterInstance.get(), tags=tags)
-    print(result.run_id)
-    sys.exit(0 if result.success else 1)
+    with dg.DagsterInstance.get() as instance:
+        job = dg.reconstructable(getattr(jobs_for_test, sys.argv[1]))
+        result = dg.execute_job(job, instance=instance, tags=tags)
+        print(result.run_id)
+        sys.exit(0 if result.success else 1)
 """)
 
 
@@ -30,8 +44,10 @@ def test_concurrent_runs_share_the_warehouse_pool_without_lock_errors(tmp_path: 
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")  # the shipped config: pool limit 1
+    (tmp_path / "jobs_for_test.py").write_text(JOBS_MODULE)
     env = {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
         "DAGSTER_HOME": str(home),
         "MLOPS_DATA_DIR": str(tmp_path / "data"),
         "MLOPS_SYNTHETIC_SYMBOLS": "12",
@@ -59,7 +75,7 @@ def test_concurrent_runs_share_the_warehouse_pool_without_lock_errors(tmp_path: 
         assert run.returncode == 0, err[-3000:]
         assert "Could not set lock" not in err and "WarehouseLockTimeout" not in err
 
-    # the pool serialized the warehouse steps across the two runs: their executions never overlap
+    # the pool serialized the warehouse steps, across the two runs and inside each: no two ever overlap
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         intervals = []
         for out, _ in outputs:
@@ -74,7 +90,5 @@ def test_concurrent_runs_share_the_warehouse_pool_without_lock_errors(tmp_path: 
                 elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
                     intervals.append((starts[event.step_key], record.timestamp, run_id))
     assert len({run for *_, run in intervals}) == 2
-    for start_a, end_a, run_a in intervals:
-        for start_b, end_b, run_b in intervals:
-            if run_a != run_b:
-                assert end_a <= start_b or end_b <= start_a, "warehouse steps of two runs overlapped"
+    for a, b in itertools.combinations(intervals, 2):
+        assert a[1] <= b[0] or b[1] <= a[0], f"warehouse steps overlapped: {a} and {b}"
