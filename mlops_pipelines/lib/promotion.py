@@ -1,9 +1,7 @@
 """What the promotion gate observes for a version: held-out training metrics, the holdout backtest, its drift."""
 
 import json
-import tempfile
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -15,6 +13,7 @@ from mlops_pipelines.lib.drift_policy import DriftPolicy
 from mlops_pipelines.lib.drift_report import build_report
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.model_specs import ModelSpec
+from mlops_pipelines.lib.tracking import read_text_artifact
 
 BACKTEST_TABLE = "evaluation.backtest_results"
 GATE_METRICS_TABLE = "evaluation.gate_metrics"
@@ -41,7 +40,7 @@ def observed_metrics(
         ).fetchall()
         metrics.update({name: value for name, value in rows})
     if spec is not None:
-        manifest = json.loads(_read_artifact(client, mv.run_id, "manifest.json"))
+        manifest = json.loads(read_text_artifact(client, mv.run_id, "manifest.json")) if mv.run_id else {}
         metrics["drift_severity"] = training_drift_severity(
             conn,
             spec,
@@ -111,10 +110,3 @@ def monitored_severity(conn: duckdb.DuckDBPyConnection, model: str, version: str
         [model, version],
     ).fetchone()
     return str(row[0]) if row else None
-
-
-def _read_artifact(client: MlflowClient, run_id: str | None, path: str) -> str:
-    if not run_id:
-        return "{}"
-    with tempfile.TemporaryDirectory() as tmp:
-        return Path(client.download_artifacts(run_id, path, tmp)).read_text()

@@ -134,8 +134,7 @@ class Tracking:
         self.client().log_text(run_id, json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
 
     def read_text_artifact(self, run_id: str, path: str) -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            return Path(self.client().download_artifacts(run_id, path, tmp)).read_text()
+        return read_text_artifact(self.client(), run_id, path)
 
     def artifact_location(self, source: str) -> str:
         """Where a model's files are. MLflow resolves a ``models:/<model id>`` URI with its process-global
@@ -181,3 +180,8 @@ def package_versions(
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def read_text_artifact(client: MlflowClient, run_id: str, path: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_text()

@@ -158,20 +158,27 @@ def test_an_approval_does_not_carry_over_a_new_stay_in_staging(tracking: Trackin
         assert lifecycle.state(MODEL, version) == State.PRODUCTION
 
 
+def champion_and_challenger(tracking: Tracking, db: Path) -> tuple[str, str]:
+    """A version in production and a newer one staged and approved."""
+    first = staged_version(tracking, db)
+    with warehouse.connect(db) as conn:
+        Lifecycle(tracking.client(), conn).promote_to_production(MODEL, first, actor="ops", reason="v1")
+    return first, staged_version(tracking, db)
+
+
 def test_an_mlflow_failure_mid_operation_leaves_mlflow_and_the_audit_log_as_they_were(
     tracking: Tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "w.duckdb"
-    first = staged_version(tracking, db)
-    with warehouse.connect(db) as conn:
-        Lifecycle(tracking.client(), conn).promote_to_production(MODEL, first, actor="ops", reason="v1")
-    second = staged_version(tracking, db)
+    first, second = champion_and_challenger(tracking, db)
     with warehouse.connect(db) as conn:
         lifecycle = Lifecycle(tracking.client(), conn)
-        before = (
-            {str(mv.version): mv.tags[STATE_TAG] for mv in lifecycle.versions(MODEL)},
-            len(lifecycle.history(MODEL)),
-        )
+
+        def recorded() -> tuple[dict[str, str], int]:
+            states = {str(mv.version): mv.tags[STATE_TAG] for mv in lifecycle.versions(MODEL)}
+            return states, len(lifecycle.history(MODEL))
+
+        before = recorded()
         real = lifecycle.client.set_registered_model_alias
 
         def flaky(name: str, alias: str, version: str) -> None:
@@ -182,21 +189,14 @@ def test_an_mlflow_failure_mid_operation_leaves_mlflow_and_the_audit_log_as_they
         monkeypatch.setattr(lifecycle.client, "set_registered_model_alias", flaky)
         with pytest.raises(MlflowException, match="registry unavailable"):
             lifecycle.promote_to_production(MODEL, second, actor="ops", reason="v2")
-        after = (
-            {str(mv.version): mv.tags[STATE_TAG] for mv in lifecycle.versions(MODEL)},
-            len(lifecycle.history(MODEL)),
-        )
-        assert after == before  # both tags moved back, no audit row for the failed operation
+        assert recorded() == before  # both tags moved back, no audit row for the failed operation
         assert lifecycle.alias_version(MODEL, "production") == first
         assert lifecycle.consistency_problems(MODEL) == []
 
 
 def test_new_production_moves_old_out_and_rollback_restores_it(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
-    first = staged_version(tracking, db)
-    with warehouse.connect(db) as conn:
-        Lifecycle(tracking.client(), conn).promote_to_production(MODEL, first, actor="ops", reason="v1")
-    second = staged_version(tracking, db)
+    first, second = champion_and_challenger(tracking, db)
     with warehouse.connect(db) as conn:
         lifecycle = Lifecycle(tracking.client(), conn)
         assert lifecycle.alias_version(MODEL, "challenger") == second  # it challenges the champion
