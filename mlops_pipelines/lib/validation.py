@@ -72,8 +72,8 @@ def validate_bars(frame: pd.DataFrame, *, now: datetime | None = None) -> Valida
 
     timestamp = parse_utc(frame["timestamp"])
     flag(timestamp.isna(), "timestamp: missing or unparseable")
-    off_grid = (timestamp - timestamp.dt.floor(BAR_INTERVAL)) != pd.Timedelta(0)
-    flag(off_grid.fillna(False).to_numpy(), "timestamp: not on the hourly grid (a bar opens on the hour)")
+    off_grid = timestamp.notna() & (timestamp != timestamp.dt.floor(BAR_INTERVAL))  # NaT != x is True
+    flag(off_grid.to_numpy(), "timestamp: not on the hourly grid (a bar opens on the hour)")
 
     numbers = {c: pd.to_numeric(frame[c], errors="coerce").astype(float) for c in NUMERIC_COLUMNS}
     for column, values in numbers.items():
