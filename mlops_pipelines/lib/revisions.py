@@ -23,6 +23,7 @@ REVISIONS_DDL = """
 """
 KEY = ["symbol", "timestamp"]
 VALUE_COLUMNS = ["sector", "open", "high", "low", "close", "volume"]
+TIMES = ("timestamp", "available_at", "superseded_at")
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,15 @@ def reconcile(stored: pd.DataFrame, incoming: pd.DataFrame, *, now: datetime) ->
     changed = both & ~_same_values(merged)
     unchanged = both & ~changed
 
-    bars = merged.loc[merged["_merge"] != "right_only", columns].copy()
-    keep_stored = unchanged[merged["_merge"] != "right_only"].to_numpy()
+    present = merged["_merge"] != "right_only"  # still in the source
+    bars = merged.loc[present, columns].copy()
     for column in ("available_at", "source_file"):  # an unchanged bar stays exactly as it was stored
-        bars.loc[keep_stored, column] = merged.loc[unchanged, f"{column}_stored"].to_numpy()
-    revised_rows = changed[merged["_merge"] != "right_only"].to_numpy()
+        bars.loc[unchanged[present], column] = merged.loc[unchanged, f"{column}_stored"]
     arrival = pd.Timestamp(now).tz_convert("UTC")
-    given = pd.to_datetime(bars.loc[revised_rows, "available_at"], utc=True)
-    bars.loc[revised_rows, "available_at"] = given.where(given > arrival, arrival)
+    given = pd.to_datetime(bars.loc[changed[present], "available_at"], utc=True)
+    bars.loc[changed[present], "available_at"] = given.where(given > arrival, arrival)
 
-    old = merged.loc[changed | (merged["_merge"] == "right_only")]
+    old = merged.loc[changed | ~present]
     superseded = pd.DataFrame(
         {
             **{c: old[c if c in KEY else f"{c}_stored"].to_numpy() for c in columns},
@@ -66,10 +66,9 @@ def reconcile(stored: pd.DataFrame, incoming: pd.DataFrame, *, now: datetime) ->
         }
     )
     bars = bars.sort_values(KEY).reset_index(drop=True)
-    for frame in (bars, superseded):
-        for column in ("timestamp", "available_at"):
+    for frame, times in ((bars, ("timestamp", "available_at")), (superseded, TIMES)):
+        for column in times:
             frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
-    superseded["superseded_at"] = superseded["superseded_at"].astype("datetime64[us, UTC]")
     return Reconciled(bars=bars, superseded=superseded)
 
 
