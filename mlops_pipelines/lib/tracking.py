@@ -6,6 +6,7 @@ hook (dagster#21872), which does not fit one MLflow run per asset materializatio
 that step. We use ``MlflowClient`` with URIs passed explicitly everywhere (RELIABILITY #6).
 """
 
+import fcntl
 import json
 import os
 import tempfile
@@ -24,6 +25,7 @@ from mlflow.artifacts import download_artifacts
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Run, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.lightgbm import log_model as log_lightgbm_model
 from mlflow.models import infer_signature
 
@@ -49,6 +51,9 @@ class LoggedModel:
     artifact_sha256: str
 
 
+_INITIALIZED: set[tuple[str, str]] = set()  # stores this process has made sure exist
+
+
 class Tracking:
     """MLflow tracking + registry at explicit URIs."""
 
@@ -65,7 +70,24 @@ class Tracking:
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
     def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        if (self.tracking_uri, self.registry_uri) in _INITIALIZED:
+            return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        return self._first_client()
+
+    def _first_client(self) -> MlflowClient:
+        """This process's first client, which creates (and migrates) an empty SQLite store: under a file lock,
+        because MLflow's stores do it without one and two processes starting together race (RELIABILITY #5)."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        else:
+            database = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            with open(database.with_name(database.name + ".init.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+                client.search_experiments(max_results=1)  # both stores exist before the lock is released
+                client.search_registered_models(max_results=1)
+        _INITIALIZED.add((self.tracking_uri, self.registry_uri))
+        return client
 
     def experiment_id(self, name: str) -> str:
         client = self.client()
@@ -73,7 +95,12 @@ class Tracking:
         if experiment is not None:
             return experiment.experiment_id
         location = self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root).resolve().as_uri()
-        return client.create_experiment(name, artifact_location=f"{location}/{name}")
+        try:
+            return client.create_experiment(name, artifact_location=f"{location}/{name}")
+        except MlflowException as exc:  # another process created it meanwhile
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or (found := client.get_experiment_by_name(name)) is None:
+                raise
+            return found.experiment_id
 
     @contextmanager
     def run(self, experiment: str, *, run_name: str, tags: dict[str, str]) -> Iterator[Run]:

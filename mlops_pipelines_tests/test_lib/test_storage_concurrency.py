@@ -1,4 +1,4 @@
-"""Real processes against the warehouse and the online store: locks, kills, concurrent readers."""
+"""Real processes against the warehouse, the online store and the MLflow store: locks, kills, concurrent use."""
 
 import os
 import signal
@@ -170,3 +170,26 @@ def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_p
     assert reader.returncode == 0, err
     generations_seen, reads = map(int, out.split())
     assert generations_seen >= 5 and reads > generations_seen  # it really read while the writer wrote
+
+
+def test_processes_starting_together_on_a_fresh_mlflow_store_all_succeed(tmp_path: Path) -> None:
+    """The store is created and migrated once, under a lock; the experiment is created once (RELIABILITY #5)."""
+    uri, go = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go"
+    children = [
+        spawn(f"""
+            import time
+            from pathlib import Path
+            from mlops_pipelines.lib.tracking import Tracking
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.005)
+            tracking = Tracking({uri!r}, {uri!r}, {str(tmp_path / "artifacts")!r})
+            with tracking.run("shared", run_name="r{i}", tags={{}}) as run:
+                print(run.info.experiment_id)
+        """)
+        for i in range(3)
+    ]
+    go.touch()
+    outputs = [child.communicate(timeout=120) for child in children]
+    for child, (_, err) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, err[-3000:]
+    assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, found or created by each
