@@ -10,11 +10,12 @@ already made are taken back and the audit rows rolled back, so both stay as they
 verifies that the two agree, and reports what a failed undo would leave).
 """
 
+import hashlib
 import json
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -30,6 +31,7 @@ AUDIT_TABLE = "governance.model_audit_log"
 APPROVALS_TABLE = "governance.model_approvals"
 REVIEWS_TABLE = "governance.model_reviews"
 STATE_TAG = "lifecycle_state"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class State(StrEnum):
@@ -82,8 +84,16 @@ CREATE TABLE IF NOT EXISTS {AUDIT_TABLE} (
     seq BIGINT PRIMARY KEY, operation_id VARCHAR NOT NULL, occurred_at TIMESTAMP WITH TIME ZONE NOT NULL,
     actor VARCHAR NOT NULL, model VARCHAR NOT NULL, version VARCHAR NOT NULL, action VARCHAR NOT NULL,
     from_state VARCHAR, to_state VARCHAR, reason VARCHAR, policy_hash VARCHAR, policy_result VARCHAR,
-    approvals VARCHAR
+    approvals VARCHAR, row_hash VARCHAR
 )"""
+# Each row's hash covers its content and the previous row's hash: editing or deleting a row breaks the chain
+# from there on; the newest hash is also kept on the registered model in MLflow (AUDIT_HEAD_TAG), so cutting
+# the tail off the table shows too.
+_CHAINED = (
+    "seq, operation_id, epoch_us(occurred_at), actor, model, version, action, from_state, to_state, reason, "
+    "policy_hash, policy_result, approvals"
+)
+AUDIT_HEAD_TAG = "audit_head"
 _APPROVALS_DDL = f"""
 CREATE TABLE IF NOT EXISTS {APPROVALS_TABLE} (
     model VARCHAR NOT NULL, version VARCHAR NOT NULL, approver VARCHAR NOT NULL, comment VARCHAR,
@@ -102,6 +112,12 @@ CREATE TABLE IF NOT EXISTS {REVIEWS_TABLE} (
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     for ddl in (_AUDIT_DDL, _APPROVALS_DDL, _REVIEWS_DDL):
         conn.execute(ddl)
+    conn.execute(f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN IF NOT EXISTS row_hash VARCHAR")  # logs from before it
+
+
+def chain_hash(previous: str, row: tuple[Any, ...]) -> str:
+    """The hash of one audit row (its ``_CHAINED`` values, in order) after ``previous``."""
+    return hashlib.sha256(json.dumps([previous, *row], default=str).encode()).hexdigest()
 
 
 @dataclass
@@ -176,30 +192,36 @@ class Lifecycle:
         with warehouse.transaction(self.conn):
             if extra is not None:
                 self.conn.execute(*extra)
-            row = self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {AUDIT_TABLE}").fetchone()
-            seq = int(row[0]) if row else 0
+            row = self.conn.execute(
+                f"SELECT seq, coalesce(row_hash, '') FROM {AUDIT_TABLE} ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, head = (int(row[0]), str(row[1])) if row else (0, "")
             for change in changes:
                 seq += 1
+                values = (
+                    seq,
+                    operation,
+                    (now - EPOCH) // timedelta(microseconds=1),
+                    actor,
+                    model,
+                    change.version,
+                    change.action,
+                    change.from_state,
+                    change.to_state,
+                    change.reason,
+                    change.policy.policy_hash if change.policy else None,
+                    json.dumps(change.policy.as_dict(), default=str) if change.policy else None,
+                    json.dumps(change.approvals),
+                )
+                head = chain_hash(head, values)
                 self.conn.execute(
-                    f"INSERT INTO {AUDIT_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        seq,
-                        operation,
-                        now,
-                        actor,
-                        model,
-                        change.version,
-                        change.action,
-                        change.from_state,
-                        change.to_state,
-                        change.reason,
-                        change.policy.policy_hash if change.policy else None,
-                        json.dumps(change.policy.as_dict(), default=str) if change.policy else None,
-                        json.dumps(change.approvals),
-                    ],
+                    f"INSERT INTO {AUDIT_TABLE} VALUES (?, ?, make_timestamptz(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [*values, head],
                 )
             undo: list[tuple[str, str, str | None]] = []  # MLflow changes made so far, to take back on failure
             try:
+                undo.append(("head", model, self._audit_head(model)))
+                self.client.set_registered_model_tag(model, AUDIT_HEAD_TAG, f"{seq}:{head}")
                 for change in changes:
                     if change.to_state is not None and change.to_state != change.from_state:
                         self.client.set_model_version_tag(model, change.version, STATE_TAG, change.to_state)
@@ -214,8 +236,19 @@ class Lifecycle:
                             self.client.set_model_version_tag(model, name, STATE_TAG, value)
                         elif kind == "alias":
                             self._point_alias(model, name, value)
+                        elif kind == "head" and value is not None:
+                            self.client.set_registered_model_tag(model, AUDIT_HEAD_TAG, value)
+                        elif kind == "head":
+                            self.client.delete_registered_model_tag(model, AUDIT_HEAD_TAG)
                 raise
         return operation
+
+    def _audit_head(self, model: str) -> str | None:
+        """``seq:hash`` of the model's newest audit row, as MLflow keeps it."""
+        try:
+            return self.client.get_registered_model(model).tags.get(AUDIT_HEAD_TAG)
+        except MlflowException:
+            return None
 
     def _point_alias(self, model: str, alias: str, version: str | None) -> None:
         if version is None:
@@ -441,4 +474,24 @@ class Lifecycle:
         seqs = [r[0] for r in self.conn.execute(f"SELECT seq FROM {AUDIT_TABLE} ORDER BY seq").fetchall()]
         if seqs != list(range(1, len(seqs) + 1)):
             problems.append("audit log sequence has gaps")
+        return problems + self.audit_chain_problems(model)
+
+    def audit_chain_problems(self, model: str) -> list[str]:
+        """Rows whose hash does not follow from their content and the row before (edited, inserted or deleted
+        rows), and a model whose newest audit row recorded in MLflow is no longer in the table."""
+        rows = self.conn.execute(f"SELECT {_CHAINED}, row_hash FROM {AUDIT_TABLE} ORDER BY seq").fetchall()
+        previous, problems, hashes = "", [], {}
+        for *values, stored in rows:
+            if stored is None:  # written before the log was chained: the chain starts after it
+                previous = ""
+                continue
+            if chain_hash(previous, tuple(values)) != stored:
+                problems.append(f"audit row {values[0]} was changed, or a row before it removed")
+                break
+            previous = hashes[values[0]] = stored
+        registered = self._audit_head(model)
+        if registered:
+            seq, head = registered.split(":", 1)
+            if hashes.get(int(seq), head) != head or (int(seq) not in hashes and not problems):
+                problems.append(f"audit row {seq}, the newest of {model} per MLflow, is missing or changed")
         return problems

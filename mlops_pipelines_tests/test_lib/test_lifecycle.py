@@ -1,6 +1,7 @@
 """The lifecycle state machine on a real MLflow registry and a real DuckDB audit log."""
 
 import itertools
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlops_pipelines.lib import reviews, warehouse
 from mlops_pipelines.lib.lifecycle import (
     ALLOWED,
+    AUDIT_TABLE,
     STATE_TAG,
     ApprovalRequired,
     IllegalTransition,
@@ -220,6 +222,31 @@ def test_new_production_moves_old_out_and_rollback_restores_it(tracking: Trackin
         mv = lifecycle.version(MODEL, first)
         assert tracking.load_verified_booster(mv.source, mv.tags["artifact_sha256"]).num_trees() == 5
         assert lifecycle.consistency_problems(MODEL) == []
+
+
+def test_edited_or_deleted_audit_rows_are_detected(tracking: Tracking, tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    champion_and_challenger(tracking, db)
+    copy = tmp_path / "copy.duckdb"
+
+    def problems_after(sql: str) -> list[str]:
+        shutil.copy(db, copy)
+        with warehouse.connect(copy) as conn:
+            conn.execute(sql)
+            return Lifecycle(tracking.client(), conn).consistency_problems(MODEL)
+
+    with warehouse.connect(db) as conn:
+        lifecycle = Lifecycle(tracking.client(), conn)
+        assert lifecycle.consistency_problems(MODEL) == []
+        [(last,)] = conn.execute(f"SELECT max(seq) FROM {AUDIT_TABLE}").fetchall()
+    assert problems_after(f"UPDATE {AUDIT_TABLE} SET actor = 'someone else' WHERE seq = 3") == [
+        "audit row 3 was changed, or a row before it removed"
+    ]
+    assert problems_after(f"DELETE FROM {AUDIT_TABLE} WHERE seq = {last}") == [
+        f"audit row {last}, the newest of {MODEL} per MLflow, is missing or changed"
+    ]
+    middle = problems_after(f"DELETE FROM {AUDIT_TABLE} WHERE seq = 2")
+    assert "audit log sequence has gaps" in middle and "audit row 3 was changed, or a row before it removed" in middle
 
 
 def test_consistency_check_detects_disagreement(tracking: Tracking, tmp_path: Path) -> None:
