@@ -1,5 +1,10 @@
 """The code location loads and exposes the expected assets, checks, jobs and sensors."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 
 from mlops_pipelines.catalog.feature_views import load_catalog
@@ -72,3 +77,15 @@ def test_every_warehouse_asset_is_in_the_warehouse_pool(definitions: dg.Definiti
     job = definitions.resolve_implicit_global_asset_job_def()
     pools = {node.name: node.definition.pool for node in job.graph.node_dict.values()}
     assert pools and all(pool == "warehouse" for pool in pools.values()), pools
+
+
+def test_loading_the_code_location_opens_no_store(tmp_path: Path) -> None:
+    """RELIABILITY #3: no connection at import or load; a fresh process loads the definitions and writes nothing."""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))}
+    env |= {"MLOPS_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path / "home")}
+    code = "from mlops_pipelines.definitions import defs; d = defs(); d.resolve_asset_graph(); d.resolve_all_job_defs()"
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == [], f"loading the definitions wrote {written}"
