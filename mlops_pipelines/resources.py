@@ -44,6 +44,9 @@ class MarketDataSource(dg.ConfigurableResource):
         default="2026-02-20", description="Synthetic: UTC time of the injected regime shift; empty for none."
     )
     bad_row_rate: float = Field(default=0.002, description="Synthetic: share of rows corrupted like a real feed.")
+    universe_file: str = Field(
+        default="", description="Text file of the symbols to accept, one per line (# comments); empty: any symbol."
+    )
 
     def synthetic_config(self) -> market_data.SyntheticMarketConfig:
         return market_data.SyntheticMarketConfig(
@@ -54,6 +57,16 @@ class MarketDataSource(dg.ConfigurableResource):
             regime_shift_at=_utc(self.regime_shift_at) if self.regime_shift_at else None,
             bad_row_rate=self.bad_row_rate,
         )
+
+    def universe(self) -> frozenset[str] | None:
+        """The symbols ingestion accepts; None when no universe file is configured."""
+        if not self.universe_file:
+            return None
+        path = Path(self.universe_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"symbol universe {path} does not exist (MLOPS_SYMBOL_UNIVERSE)")
+        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+        return frozenset(line for line in lines if line)
 
     def files(self) -> list[Path]:
         return market_data.list_source_files(Path(self.raw_dir))

@@ -37,6 +37,7 @@ class Settings:
     online_store_path: Path
     market_source: str
     raw_dir: Path
+    symbol_universe: Path | None
     market_start: str
     synthetic_symbols: int
     synthetic_seed: int
@@ -62,6 +63,9 @@ class Settings:
             online_store_path=Path(os.environ.get("MLOPS_ONLINE_STORE_PATH", data_dir / "online_store.sqlite")),
             market_source=os.environ.get("MLOPS_MARKET_SOURCE", "synthetic"),
             raw_dir=Path(os.environ.get("MLOPS_RAW_DIR", data_dir / "raw")),
+            symbol_universe=Path(os.environ["MLOPS_SYMBOL_UNIVERSE"])
+            if os.environ.get("MLOPS_SYMBOL_UNIVERSE")
+            else None,
             market_start=os.environ.get("MLOPS_MARKET_START", "2026-01-01"),
             synthetic_symbols=int(os.environ.get("MLOPS_SYNTHETIC_SYMBOLS", "24")),
             synthetic_seed=int(os.environ.get("MLOPS_SYNTHETIC_SEED", "7")),

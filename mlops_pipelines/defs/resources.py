@@ -25,6 +25,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             seed=settings.synthetic_seed,
             origin=settings.market_start,
             regime_shift_at=settings.regime_shift_at,
+            universe_file=str(settings.symbol_universe or ""),
         ),
         "online_store": OnlineStoreResource(path=str(settings.online_store_path)),
         "alerts": AlertsResource(

@@ -5,6 +5,7 @@ are taken to be UTC already (the documented schema says timestamps are UTC). Not
 machine's local time zone.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -55,8 +56,11 @@ class ValidationResult:
         return len(self.quarantined) / total if total else 0.0
 
 
-def validate_bars(frame: pd.DataFrame, *, now: datetime | None = None) -> ValidationResult:
-    """Split bars into accepted rows (typed, raw schema) and quarantined rows (original text + reasons)."""
+def validate_bars(
+    frame: pd.DataFrame, *, now: datetime | None = None, universe: Collection[str] | None = None
+) -> ValidationResult:
+    """Split bars into accepted rows (typed, raw schema) and quarantined rows (original text + reasons).
+    ``universe``: the symbols to accept (None: any)."""
     now = now or datetime.now(UTC)
     n = len(frame)
     if "source_row" not in frame.columns:
@@ -69,6 +73,8 @@ def validate_bars(frame: pd.DataFrame, *, now: datetime | None = None) -> Valida
 
     symbol = frame["symbol"].astype("string").str.strip()
     flag(symbol.isna() | (symbol == ""), "symbol: missing")
+    if universe is not None:
+        flag(symbol.notna() & (symbol != "") & ~symbol.isin(list(universe)), "symbol: not in the symbol universe")
 
     timestamp = parse_utc(frame["timestamp"])
     flag(timestamp.isna(), "timestamp: missing or unparseable")

@@ -182,6 +182,29 @@ def test_a_corrected_file_is_a_revision_available_from_its_arrival(
     assert late == [6, 7, 10]  # the 05:00 bar has event time 06:00; ret_1h at 07:00 and ret_4h at 10:00 read it
 
 
+def test_symbol_universe_from_the_environment(
+    data_dir: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    universe = data_dir / "universe.txt"
+    universe.parent.mkdir(parents=True, exist_ok=True)
+    universe.write_text("# the desk's symbols\nAAA\n\nBBB  # energy\n")
+    monkeypatch.setenv("MLOPS_MARKET_SOURCE", "folder")
+    monkeypatch.setenv("MLOPS_SYMBOL_UNIVERSE", str(universe))
+    from mlops_pipelines.definitions import defs
+
+    write_csv(
+        data_dir / "raw" / "a.csv",
+        [f"{symbol},2026-01-02T00:00:00Z,10,11,9,10.5,100,tech" for symbol in ("AAA", "BBB", "TYPO")],
+    )
+    tolerant = {"ops": {"market_bars": {"config": {"max_quarantine_ratio": 1.0}}}}
+    run_job(defs(), instance, "ingestion_job", tags={"dagster/partition": "2026-01-02"}, run_config=tolerant)
+    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
+        accepted = [r[0] for r in conn.execute("SELECT symbol FROM raw.market_bars ORDER BY 1").fetchall()]
+        quarantined = conn.execute("SELECT symbol, reason FROM raw.quarantined_bars").fetchall()
+    assert accepted == ["AAA", "BBB"]
+    assert quarantined == [("TYPO", "symbol: not in the symbol universe")]
+
+
 def test_folder_file_missing_a_column_fails_naming_it(
     folder_definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
 ) -> None:

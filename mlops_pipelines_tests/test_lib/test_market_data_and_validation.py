@@ -102,6 +102,15 @@ def test_each_bad_row_is_quarantined_with_its_reason(override: dict[str, str], r
     assert bad["partition_key"] == expected_partition
 
 
+def test_symbols_outside_the_universe_are_quarantined() -> None:
+    rows = [GOOD, {**GOOD, "symbol": "ZZZ"}, {**GOOD, "symbol": ""}]
+    frame = pd.DataFrame(rows).assign(source_file="f.csv", source_row=[2, 3, 4], available_at=None)
+    result = validate_bars(frame, universe={GOOD["symbol"]})
+    assert result.accepted["symbol"].tolist() == [GOOD["symbol"]]
+    assert result.quarantined["reason"].tolist() == ["symbol: not in the symbol universe", "symbol: missing"]
+    assert len(validate_bars(frame.head(2)).accepted) == 2  # no universe: any symbol
+
+
 def test_duplicates_keep_the_first_and_nothing_is_dropped() -> None:
     rows = [GOOD, {**GOOD, "close": "10.7"}, {**GOOD, "timestamp": "2026-01-01T01:00:00Z"}]
     frame = pd.DataFrame(rows).assign(source_file="f.csv", source_row=[2, 3, 4])

@@ -80,7 +80,7 @@ def market_bars(
     """Load the source for the partition window, validate every row, write accepted and quarantined rows."""
     window = context.partition_time_window
     raw = market_data.load(window.start, window.end)
-    result = validate_bars(raw)
+    result = validate_bars(raw, universe=market_data.universe())
     accepted, quarantined = result.accepted, result.quarantined
     files = sorted(set(raw["source_file"].dropna().astype(str))) if len(raw) else []
 
