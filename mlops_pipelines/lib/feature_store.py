@@ -102,9 +102,15 @@ def check_view_schema(conn: duckdb.DuckDBPyConnection, view: FeatureView) -> lis
 
 
 def write_registry(
-    conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, *, run_id: str, now: datetime | None = None
+    conn: duckdb.DuckDBPyConnection,
+    catalog: FeatureCatalog,
+    *,
+    run_id: str,
+    view_run_ids: Mapping[str, str] | None = None,
+    now: datetime | None = None,
 ) -> pd.DataFrame:
-    """Upsert one registry row per current view version; rows of older versions stay, marked not current."""
+    """Upsert one registry row per current view version; rows of older versions stay, marked not current.
+    ``view_run_ids``: the run that materialized each view (default: ``run_id`` for all)."""
     now = now or datetime.now(UTC)
     graph_hash = catalog.graph_hash()
     rows: list[dict[str, Any]] = []
@@ -136,7 +142,7 @@ def write_registry(
                 "row_count": stats.row_count if stats else None,
                 "first_event_ts": stats.first_event_ts if stats else None,
                 "last_event_ts": stats.last_event_ts if stats else None,
-                "dagster_run_id": run_id,
+                "dagster_run_id": (view_run_ids or {}).get(name, run_id),
                 "registered_at": now,
                 "is_current": True,
             }

@@ -96,6 +96,13 @@ def test_features_after_ingestion(definitions: dg.Definitions, instance: dg.Dags
         bars = warehouse.row_count(conn, "raw.market_bars")
     assert {r[0] for r in registry} == set(catalog.views)
     assert all(r[1] == bars and r[2] == result.run_id and r[3] == catalog.graph_hash() for r in registry)
+    # the registry alone, re-run later: each view still names the run that materialized it
+    again = definitions.resolve_job_def("features_job").execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(["features", "catalog"])]
+    )
+    with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+        runs = {r[0] for r in conn.execute("SELECT dagster_run_id FROM features.catalog").fetchall()}
+    assert again.success and runs == {result.run_id}
 
     reader = OnlineStoreReader(settings.online_store_path)
     vector = reader.lookup_one("SYM0003")

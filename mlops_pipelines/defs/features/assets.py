@@ -90,6 +90,16 @@ def build_view_asset(catalog: FeatureCatalog, view: FeatureView) -> dg.AssetsDef
 view_assets = [build_view_asset(CATALOG, CATALOG.views[name]) for name in CATALOG.topological_order()]
 
 
+def materialization_runs(instance: dg.DagsterInstance) -> dict[str, str]:
+    """The run that last materialized each view, from the instance's event log."""
+    runs = {}
+    for name in CATALOG.views:
+        event = instance.get_latest_materialization_event(view_key(name))
+        if event is not None:
+            runs[name] = event.run_id
+    return runs
+
+
 @dg.asset(
     key=["features", "catalog"],
     deps=[view_key(name) for name in CATALOG.views],
@@ -102,7 +112,9 @@ def feature_catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     """The feature registry: every view's contract, owner, versions, lineage, row counts and the feature-graph
     hash that models record at training time and serving compares against (table features.catalog)."""
     with warehouse.connect() as conn:
-        registry = feature_store.write_registry(conn, CATALOG, run_id=context.run_id)
+        registry = feature_store.write_registry(
+            conn, CATALOG, run_id=context.run_id, view_run_ids=materialization_runs(context.instance)
+        )
     summary = registry[["name", "version", "owner", "row_count", "first_event_ts", "last_event_ts"]]
     return dg.MaterializeResult(
         metadata={
