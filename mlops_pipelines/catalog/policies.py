@@ -21,3 +21,17 @@ def load_scenario_catalog() -> ScenarioCatalog:
 
 def load_promotion_policy() -> PromotionPolicy:
     return load_policy(PROMOTION_POLICY_PATH)
+
+
+def policy_status(name: str) -> str:
+    """ "valid" or the error (file, key, reason) of one policy file: "promotion", "drift" or "scenarios".
+
+    Checked when the code location loads and shown in the metadata of the assets that read the file: a broken
+    file does not stop the location from loading (RELIABILITY #20); the runs that need it fail with the same error.
+    """
+    load = {"promotion": load_promotion_policy, "drift": load_drift_policy_file, "scenarios": load_scenario_catalog}
+    try:
+        load[name]()
+    except Exception as exc:  # any load problem is the status to show
+        return f"INVALID: {exc}"
+    return "valid"

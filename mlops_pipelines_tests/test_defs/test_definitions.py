@@ -1,5 +1,6 @@
 """The code location loads and exposes the expected assets, checks, jobs and sensors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import dagster as dg
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
+from mlops_pipelines.catalog.policies import policy_status
 
 
 def test_asset_graph(definitions: dg.Definitions) -> None:
@@ -89,3 +91,28 @@ def test_loading_the_code_location_opens_no_store(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written == [], f"loading the definitions wrote {written}"
+
+
+def test_a_broken_policy_file_is_reported_and_the_location_still_loads(tmp_path: Path) -> None:
+    """RELIABILITY #20: the asset that reads the file says what is wrong with it; everything else loads."""
+    bad = tmp_path / "promotion_policy.yaml"
+    bad.write_text("defaults:\n  min_sharpe: high\n")
+    code = f"""
+import json
+from pathlib import Path
+import mlops_pipelines.catalog.policies as policies
+policies.PROMOTION_POLICY_PATH = Path({str(bad)!r})
+from mlops_pipelines.definitions import defs
+graph = defs().resolve_asset_graph()
+keys = graph.get_all_asset_keys()
+print(json.dumps({{k.to_user_string(): graph.get(k).metadata.get("promotion_policy") for k in keys}}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))}
+    env |= {"MLOPS_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = json.loads(done.stdout.strip().splitlines()[-1])
+    gate = status["direction_classifier_promotion"]
+    assert gate.startswith("INVALID") and "promotion_policy.yaml" in gate and "defaults.min_sharpe" in gate
+    assert status["features/returns"] is None  # assets that do not read it are untouched
+    assert policy_status("promotion") == "valid"  # the committed file

@@ -11,7 +11,12 @@ import pandas as pd
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy, load_scenario_catalog
+from mlops_pipelines.catalog.policies import (
+    load_drift_policy_file,
+    load_promotion_policy,
+    load_scenario_catalog,
+    policy_status,
+)
 from mlops_pipelines.lib import compliance, datasets, evaluation, explanations, policy, promotion, reviews
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.model_loading import load_for_inference
@@ -49,6 +54,7 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(spec.name)],
         owners=[spec.owner],
         kinds={"duckdb", "pandas"},
+        metadata={"scenarios": policy_status("scenarios")},
         pool=WAREHOUSE_POOL,
         description=(
             f"Replay of the newest {spec.name} version over catalog/scenarios.yaml and its own held-out window, "

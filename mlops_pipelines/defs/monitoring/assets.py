@@ -14,7 +14,7 @@ from pydantic import Field
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH
+from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH, policy_status
 from mlops_pipelines.lib.alerts import Alert
 from mlops_pipelines.lib.drift_policy import load_drift_policy
 from mlops_pipelines.lib.drift_report import (
@@ -126,6 +126,7 @@ def drift_metadata(reports: list[DriftReport], columns: list[str]) -> dict[str, 
     partitions_def=MARKET_HOURS,
     kinds={"duckdb", "matplotlib"},
     pool=WAREHOUSE_POOL,
+    metadata={"drift_policy": policy_status("drift")},
 )
 def feature_drift(
     context: dg.AssetExecutionContext,
@@ -202,6 +203,7 @@ def feature_drift(
     partitions_def=MARKET_HOURS,
     kinds={"duckdb", "lightgbm", "matplotlib"},
     pool=WAREHOUSE_POOL,
+    metadata={"drift_policy": policy_status("drift")},
 )
 def prediction_drift(
     context: dg.AssetExecutionContext,
@@ -262,6 +264,7 @@ def prediction_drift(
     partitions_def=MARKET_HOURS,
     kinds={"duckdb", "lightgbm"},
     pool=WAREHOUSE_POOL,
+    metadata={"drift_policy": policy_status("drift")},
 )
 def model_performance(
     context: dg.AssetExecutionContext,

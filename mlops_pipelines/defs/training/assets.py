@@ -5,7 +5,7 @@ from mlflow.exceptions import MlflowException
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
+from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy, policy_status
 from mlops_pipelines.lib import compliance, datasets, policy, promotion
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.model_specs import ModelSpec
@@ -113,6 +113,7 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(f"{spec.name}_compliance_report")],
         owners=[spec.owner],
         kinds={"mlflow"},
+        metadata={"promotion_policy": policy_status("promotion"), "drift_policy": policy_status("drift")},
         pool=WAREHOUSE_POOL,
         description=(
             f"The promotion gate of {spec.name}: the newest version's held-out metrics and holdout backtest "
