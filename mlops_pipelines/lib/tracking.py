@@ -70,22 +70,17 @@ class Tracking:
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
     def client(self) -> MlflowClient:
-        if (self.tracking_uri, self.registry_uri) in _INITIALIZED:
+        """An MLflow client at our URIs. The process's first one for a SQLite store creates (and migrates) an
+        empty store under a file lock: MLflow's stores do it without one, and two processes starting together
+        race (RELIABILITY #5)."""
+        if (self.tracking_uri, self.registry_uri) in _INITIALIZED or not self.tracking_uri.startswith("sqlite:///"):
             return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
-        return self._first_client()
-
-    def _first_client(self) -> MlflowClient:
-        """This process's first client, which creates (and migrates) an empty SQLite store: under a file lock,
-        because MLflow's stores do it without one and two processes starting together race (RELIABILITY #5)."""
-        if not self.tracking_uri.startswith("sqlite:///"):
+        database = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        with open(database.with_name(database.name + ".init.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
-        else:
-            database = Path(self.tracking_uri.removeprefix("sqlite:///"))
-            with open(database.with_name(database.name + ".init.lock"), "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
-                client.search_experiments(max_results=1)  # both stores exist before the lock is released
-                client.search_registered_models(max_results=1)
+            client.search_experiments(max_results=1)  # both stores exist before the lock is released
+            client.search_registered_models(max_results=1)
         _INITIALIZED.add((self.tracking_uri, self.registry_uri))
         return client
 

@@ -45,6 +45,9 @@ FEATURE_ASSETS = [dg.AssetKey(["features", name]) for name in CATALOG.views]
 EVIDENTLY_SAMPLE = 5000  # rows per window Evidently renders (it is slow on large windows, RELIABILITY #12)
 SEVERITY_CODE = {"NORMAL": 0, "MODERATE": 1, "SEVERE": 2, "INSUFFICIENT": -1, "OK": 0, "WARNING": 1, "CRITICAL": 2}
 
+# Checked once when the code location loads; shown on each monitoring asset (RELIABILITY #20).
+POLICY_METADATA = {"drift_policy": policy_status("drift")}
+
 
 class MonitoringConfig(dg.Config):
     current_hours: int = Field(default=24, description="Length of the current window, ending at the partition end.")
@@ -126,7 +129,7 @@ def drift_metadata(reports: list[DriftReport], columns: list[str]) -> dict[str, 
     partitions_def=MARKET_HOURS,
     kinds={"duckdb", "matplotlib"},
     pool=WAREHOUSE_POOL,
-    metadata={"drift_policy": policy_status("drift")},
+    metadata=POLICY_METADATA,
 )
 def feature_drift(
     context: dg.AssetExecutionContext,
@@ -203,7 +206,7 @@ def feature_drift(
     partitions_def=MARKET_HOURS,
     kinds={"duckdb", "lightgbm", "matplotlib"},
     pool=WAREHOUSE_POOL,
-    metadata={"drift_policy": policy_status("drift")},
+    metadata=POLICY_METADATA,
 )
 def prediction_drift(
     context: dg.AssetExecutionContext,
@@ -264,7 +267,7 @@ def prediction_drift(
     partitions_def=MARKET_HOURS,
     kinds={"duckdb", "lightgbm"},
     pool=WAREHOUSE_POOL,
-    metadata={"drift_policy": policy_status("drift")},
+    metadata=POLICY_METADATA,
 )
 def model_performance(
     context: dg.AssetExecutionContext,

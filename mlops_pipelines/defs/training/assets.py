@@ -13,6 +13,8 @@ from mlops_pipelines.lib.training_run import train_and_register
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
 
+# Checked once when the code location loads; shown on each promotion asset (RELIABILITY #20).
+POLICY_METADATA = {"promotion_policy": policy_status("promotion"), "drift_policy": policy_status("drift")}
 CATALOG = load_catalog()
 SPECS = load_model_specs()
 PIPELINE_ACTOR = "pipeline:dagster"
@@ -113,7 +115,7 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         deps=[dg.AssetKey(f"{spec.name}_compliance_report")],
         owners=[spec.owner],
         kinds={"mlflow"},
-        metadata={"promotion_policy": policy_status("promotion"), "drift_policy": policy_status("drift")},
+        metadata=POLICY_METADATA,
         pool=WAREHOUSE_POOL,
         description=(
             f"The promotion gate of {spec.name}: the newest version's held-out metrics and holdout backtest "
