@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -101,7 +102,7 @@ def prepare(current_rows: int, day: datetime) -> None:
     from mlops_pipelines.catalog.feature_views import load_catalog
     from mlops_pipelines.catalog.models import load_model_specs
     from mlops_pipelines.lib import datasets, feature_store, warehouse
-    from mlops_pipelines.lib.lifecycle import Lifecycle
+    from mlops_pipelines.lib.lifecycle import open_lifecycle
     from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
     from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
     from mlops_pipelines.lib.tracking import Tracking
@@ -128,19 +129,16 @@ def prepare(current_rows: int, day: datetime) -> None:
     for spec in specs.values():
         with warehouse.connect(small) as conn:
             data = datasets.build_training_set(conn, spec, catalog)
-        outcome = train_and_register(
-            spec,
-            data,
-            catalog,
-            tracking,
-            lambda: warehouse.connect(small),
-            actor="bench",
-            dagster_run_id="bench",
-            asset_key=spec.name,
+        # registered in the monitored warehouse: its audit log is what monitoring verifies before loading a model
+        governed = partial(
+            open_lifecycle, tracking.client(), settings.warehouse_path, settings.audit_key_file, lock_timeout_s=300.0
         )
-        with warehouse.connect(small) as conn:
+        outcome = train_and_register(
+            spec, data, catalog, tracking, governed, actor="bench", dagster_run_id="bench", asset_key=spec.name
+        )
+        with governed() as lifecycle:
             result = evaluate(permissive, model=spec.name, strategy=spec.strategy, metrics={"test_rows": 10})
-            Lifecycle(tracking.client(), conn).gate(spec.name, outcome.version, result, actor="bench")
+            lifecycle.gate(spec.name, outcome.version, result, actor="bench")
 
     # the monitored market: `current_rows` bars a day, 5 reference days, 5 warm-up days for the 120-bar features
     symbols = current_rows // 24

@@ -26,8 +26,9 @@ import pandas as pd
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
-from mlops_pipelines.lib import training_run, warehouse
+from mlops_pipelines.lib import training_run
 from mlops_pipelines.lib.datasets import TrainingSet, assign_splits, dataset_hash
+from mlops_pipelines.lib.lifecycle import open_lifecycle
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.lib.training import train
@@ -101,7 +102,9 @@ def main() -> None:
             uri = f"sqlite:///{tmp}/mlflow.db"
             tracking = Tracking(uri, uri, f"{tmp}/artifacts")
             tracking.experiment_id(spec.name)  # the store's one-time migrations are not part of a training run
-            connect = partial(warehouse.connect, Path(tmp) / "warehouse.duckdb")
+            connect = partial(
+                open_lifecycle, tracking.client(), Path(tmp) / "warehouse.duckdb", Path(tmp) / "audit.key"
+            )
             bare_training(spec, data)  # warm-up (page cache, thread pool)
             # warm-up of ours too: first-use costs of a process (imports of MLflow's model flavour, matplotlib's
             # font cache, the registry's first writes) are not per-run overhead

@@ -232,22 +232,21 @@ def _print_summary(settings: Settings, home: Path) -> None:
 
 
 def _print_models(settings: Settings) -> None:
-    from mlops_pipelines.lib.lifecycle import Lifecycle
+    from mlops_pipelines.lib.lifecycle import open_lifecycle
     from mlops_pipelines.lib.tracking import Tracking
 
     tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
     table = Table("model", "version", "state", "headline metrics", title="Model versions")
     staged = []
-    with warehouse.connect(settings.warehouse_path) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
-        for registered in lifecycle.client.search_registered_models():
-            for mv in lifecycle.versions(registered.name):
+    with open_lifecycle(tracking.client(), settings.warehouse_path, settings.audit_key_file) as lifecycle:
+        for name in lifecycle.models():
+            for mv in lifecycle.versions(name):
                 metrics = lifecycle.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
                 shown = {k: round(v, 3) for k, v in metrics.items() if k in ("sharpe", "hit_rate", "rmse_ratio")}
-                state = str(mv.tags.get("lifecycle_state"))
-                table.add_row(registered.name, str(mv.version), state, json.dumps(shown))
+                state = lifecycle.state(name, mv.version)
+                table.add_row(name, str(mv.version), state, json.dumps(shown))
                 if state == "STAGING":
-                    staged.append((registered.name, str(mv.version)))
+                    staged.append((name, str(mv.version)))
     console.print(table)
     for name, version in staged:
         console.print(

@@ -15,22 +15,35 @@ from rich.table import Table
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
-from mlops_pipelines.lib import deployments, policy, promotion, reviews, warehouse
+from mlops_pipelines.lib import deployments, policy, promotion, warehouse
+from mlops_pipelines.lib.audit import AuditKeyError
 from mlops_pipelines.lib.datasets import DATASET_REGISTRY
-from mlops_pipelines.lib.lifecycle import ApprovalRequired, IllegalTransition, Lifecycle, LifecycleError
+from mlops_pipelines.lib.lifecycle import (
+    ApprovalRequired,
+    IllegalTransition,
+    Lifecycle,
+    LifecycleError,
+    open_lifecycle,
+)
 from mlops_pipelines.lib.tracking import Tracking
-from mlops_pipelines.settings import Settings, current_actor
+from mlops_pipelines.settings import ActorMismatch, Settings, current_actor
 
 console = Console()
 models_app = typer.Typer(
-    help="Registered models: list, show, history, promote, approve, rollback, retire.", no_args_is_help=True
+    help="Registered models: list, show, history, promote, approve, rollback, retire, resync.", no_args_is_help=True
 )
 experiments_app = typer.Typer(help="MLflow experiments (one per model).", no_args_is_help=True)
 datasets_app = typer.Typer(help="Training sets, by dataset id.", no_args_is_help=True)
 reviews_app = typer.Typer(help="Compliance sign-off: list, approve, reject.", no_args_is_help=True)
 deployments_app = typer.Typer(help="Bind a model version to an environment, after a checklist.", no_args_is_help=True)
 
-Actor = Annotated[str, typer.Option(help="Who acts (audit log). Default: $MLOPS_ACTOR or the OS user.")]
+Actor = Annotated[
+    str,
+    typer.Option(
+        help="Who acts (audit log). Default: $MLOPS_ACTOR or the OS user. Self-declared unless "
+        "MLOPS_REQUIRE_OS_ACTOR=true, which refuses any name but the OS user's."
+    ),
+]
 
 
 def _tracking(settings: Settings) -> Tracking:
@@ -38,23 +51,18 @@ def _tracking(settings: Settings) -> Tracking:
 
 
 @contextmanager
-def _lifecycle() -> Iterator[Lifecycle]:
-    settings = Settings.from_env()
-    with warehouse.connect(settings.warehouse_path) as conn:
-        yield Lifecycle(_tracking(settings).client(), conn)
-
-
-@contextmanager
 def _governed() -> Iterator[Lifecycle]:
-    """A lifecycle operation whose refusals become a clear message and exit code 1."""
+    """The lifecycle, built as the Dagster resources build it (``open_lifecycle``); refusals become a clear
+    message and exit code 1, a broken store exit code 2."""
+    settings = Settings.from_env()
     try:
-        with _lifecycle() as lifecycle:
-            yield lifecycle
-    except (IllegalTransition, ApprovalRequired, LifecycleError, policy.PolicyError) as exc:
+        with open_lifecycle(_tracking(settings).client(), settings.warehouse_path, settings.audit_key_file) as lc:
+            yield lc
+    except (IllegalTransition, ApprovalRequired, LifecycleError, ActorMismatch, ValueError) as exc:
         console.print(f"[red]refused:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
-    except MlflowException as exc:
-        console.print(f"[red]MLflow:[/red] {escape(exc.message)}")
+    except (MlflowException, AuditKeyError) as exc:
+        console.print(f"[red]{type(exc).__name__}:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
 
 
@@ -74,16 +82,30 @@ def _aliases(lifecycle: Lifecycle, model: str) -> dict[str, str]:
 
 @models_app.command("list")
 def models_list() -> None:
-    """Every registered model with its versions' states and aliases."""
-    table = Table("model", "versions", "production", "staging", "states")
-    with _lifecycle() as lifecycle:
-        for registered in lifecycle.client.search_registered_models():
-            versions = lifecycle.versions(registered.name)
-            states = ", ".join(f"v{v.version}:{v.tags.get('lifecycle_state')}" for v in versions)
-            production = lifecycle.alias_version(registered.name, "production") or "-"
-            staging = lifecycle.alias_version(registered.name, "staging") or "-"
-            table.add_row(registered.name, str(len(versions)), production, staging, states)
+    """Every model the audit log or MLflow knows, with its versions' states and aliases (from the verified audit
+    log) and whether its governance record holds. Exit 1 when one does not (a version inconsistent with the log
+    is refused for serving)."""
+    table = Table("model", "versions", "production", "staging", "states", "governance")
+    broken: dict[str, list[str]] = {}
+    with _governed() as lifecycle:
+        for name in lifecycle.models():
+            record, problems = lifecycle.verify(name)
+            states = ", ".join(f"v{v}:{r.state}" for v, r in sorted(record.versions.items(), key=lambda i: int(i[0])))
+            table.add_row(
+                name,
+                str(len(record.versions)),
+                record.aliases.get("production", "-"),
+                record.aliases.get("staging", "-"),
+                states,
+                "ok" if not problems else f"[red]INCONSISTENT ({len(problems)})[/red]",
+            )
+            if problems:
+                broken[name] = problems
     console.print(table)
+    for name, problems in broken.items():
+        console.print(f"[red]{name}:[/red] " + escape("; ".join(problems)))
+    if broken:
+        raise typer.Exit(1)
 
 
 @models_app.command("show")
@@ -91,6 +113,9 @@ def models_show(name: str, version: Annotated[str | None, typer.Option(help="One
     """Versions, states, metrics; with --version: tags, manifest and lineage to dataset and feature views."""
     with _governed() as lifecycle:
         aliases = _aliases(lifecycle, name)
+        problems = lifecycle.consistency_problems(name)
+        if problems:
+            console.print(f"[red]{name} is INCONSISTENT (refused for serving):[/red] " + escape("; ".join(problems)))
         if version is None:
             table = Table("version", "state", "aliases", "key metrics", "dataset", "trained by", "created")
             for mv in lifecycle.versions(name):
@@ -135,6 +160,8 @@ def models_show(name: str, version: Annotated[str | None, typer.Option(help="One
                 {
                     "tags": dict(mv.tags),
                     "approvals": lifecycle.approvals(name, str(mv.version)),
+                    "compliance_review": lifecycle.review(name, str(mv.version)),
+                    "governance_problems": problems,
                     "lineage": {
                         "dataset": dict(
                             zip(
@@ -161,8 +188,8 @@ def models_show(name: str, version: Annotated[str | None, typer.Option(help="One
 @models_app.command("history")
 def models_history(name: str) -> None:
     """The audit log of a model: every transition, approval, rejection and override."""
-    table = Table("seq", "at", "actor", "version", "action", "from", "to", "reason", "policy")
-    with _lifecycle() as lifecycle:
+    table = Table("seq", "at", "actor", "version", "action", "from", "to", "reason", "policy", "verified")
+    with _governed() as lifecycle:
         for row in lifecycle.history(name):
             table.add_row(
                 str(row["seq"]),
@@ -174,6 +201,7 @@ def models_history(name: str) -> None:
                 row["to_state"] or "",
                 escape(row["reason"] or ""),
                 (row["policy_hash"] or "")[:10],
+                "yes" if row["verified"] else f"[red]NO: {escape(str(row['problem']))}[/red]",
             )
     console.print(table)
 
@@ -205,8 +233,8 @@ def models_promote(
     reason: str = "",
 ) -> None:
     """Run the policy gate (to staging, with optional request overrides) or promote to production."""
-    actor = actor or current_actor()
     with _governed() as lifecycle:
+        actor = current_actor(actor)
         if to == "staging":
             spec = load_model_specs().get(name)
             strategy = spec.strategy if spec else lifecycle.version(name, version).tags.get("strategy", "")
@@ -239,8 +267,8 @@ def models_promote(
 @models_app.command("approve")
 def models_approve(name: str, version: Annotated[str, typer.Option()], comment: str = "", actor: Actor = "") -> None:
     """Approve a STAGING version for production (the approver must not be its trainer)."""
-    actor = actor or current_actor()
     with _governed() as lifecycle:
+        actor = current_actor(actor)
         lifecycle.approve(name, version, approver=actor, comment=comment)
     console.print(f"{actor} approved {name} v{version}")
 
@@ -249,15 +277,26 @@ def models_approve(name: str, version: Annotated[str, typer.Option()], comment: 
 def models_rollback(name: str, actor: Actor = "", reason: str = "") -> None:
     """Restore the previous production version."""
     with _governed() as lifecycle:
-        restored = lifecycle.rollback(name, actor=actor or current_actor(), reason=reason or "rollback via CLI")
+        restored = lifecycle.rollback(name, actor=current_actor(actor), reason=reason or "rollback via CLI")
     console.print(f"{name}: v{restored} is in PRODUCTION again")
+
+
+@models_app.command("resync")
+def models_resync(
+    name: str, reason: Annotated[str, typer.Option(help="Required: why (incident, ticket).")], actor: Actor = ""
+) -> None:
+    """Put MLflow's state tags, recorded hashes and aliases back to what the verified audit log says (audited).
+    Refused when the audit log itself fails verification."""
+    with _governed() as lifecycle:
+        changed = lifecycle.resync(name, actor=current_actor(actor), reason=reason)
+    console.print(f"{name}: " + (escape("; ".join(changed)) if changed else "MLflow already agreed with the log"))
 
 
 @models_app.command("retire")
 def models_retire(name: str, version: Annotated[str, typer.Option()], actor: Actor = "", reason: str = "") -> None:
     """PRODUCTION -> RETIRED; artifacts are kept."""
     with _governed() as lifecycle:
-        lifecycle.retire(name, version, actor=actor or current_actor(), reason=reason or "retired via CLI")
+        lifecycle.retire(name, version, actor=current_actor(actor), reason=reason or "retired via CLI")
     console.print(f"{name} v{version} retired (artifacts kept)")
 
 
@@ -323,7 +362,7 @@ def deployments_create(
 ) -> None:
     """Check approvals, policy, drift and rollback target; record the deployment (exit 1 if blocked)."""
     with _governed() as lifecycle:
-        record = deployments.create_deployment(lifecycle, model, version, environment, actor=actor or current_actor())
+        record = deployments.create_deployment(lifecycle, model, version, environment, actor=current_actor(actor))
     for item in json.loads(record["checklist"]):
         mark = "[green]ok[/green]" if item["passed"] else "[red]NO[/red]"
         console.print(f"  {mark} {item['name']}: {escape(item['detail'])}")
@@ -366,8 +405,8 @@ def reviews_list(
 ) -> None:
     """Compliance reviews, newest first, with the report each one is about."""
     table = Table("model", "version", "status", "requested", "reviewer", "comment", "report")
-    with _lifecycle() as lifecycle:
-        for r in reviews.list_reviews(lifecycle, status):
+    with _governed() as lifecycle:
+        for r in lifecycle.reviews(status):
             table.add_row(
                 r["model"],
                 r["version"],
@@ -382,13 +421,9 @@ def reviews_list(
 
 def _decide(name: str, version: str, approve: bool, comment: str, actor: str) -> None:
     with _governed() as lifecycle:
-        try:
-            status = reviews.decide(
-                lifecycle, name, version, approve=approve, reviewer=actor or current_actor(), comment=comment
-            )
-        except ValueError as exc:
-            console.print(f"[red]refused:[/red] {exc}")
-            raise typer.Exit(1) from exc
+        status = lifecycle.decide_review(
+            name, version, approve=approve, reviewer=current_actor(actor), comment=comment
+        )
     console.print(f"{name} v{version}: compliance review {status}")
 
 

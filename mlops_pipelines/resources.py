@@ -11,9 +11,8 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from mlops_pipelines.lib import market_data, warehouse
+from mlops_pipelines.lib import lifecycle, market_data, warehouse
 from mlops_pipelines.lib.alerts import Alerter, build_sinks
-from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
 from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.lib.validation import parse_utc
@@ -24,6 +23,9 @@ class WarehouseResource(dg.ConfigurableResource):
 
     path: str = Field(description="Path of the DuckDB file (schemas raw, features, training, monitoring, governance).")
     lock_timeout_s: float = Field(default=300.0, description="How long a writer waits for another process's lock.")
+    audit_key_file: str = Field(
+        description="File holding the HMAC key of the governance audit log (a path; the key never enters config)."
+    )
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -146,7 +148,9 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 @contextmanager
-def open_lifecycle(warehouse: WarehouseResource, mlflow: MlflowResource) -> Iterator[Lifecycle]:
+def open_lifecycle(warehouse: WarehouseResource, mlflow: MlflowResource) -> Iterator[lifecycle.Lifecycle]:
     """The lifecycle over MLflow, holding the warehouse connection (the cross-process mutex) until the end."""
-    with warehouse.connect() as conn:
-        yield Lifecycle(mlflow.tracking().client(), conn)
+    with lifecycle.open_lifecycle(
+        mlflow.tracking().client(), warehouse.path, warehouse.audit_key_file, lock_timeout_s=warehouse.lock_timeout_s
+    ) as opened:
+        yield opened

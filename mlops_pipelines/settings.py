@@ -16,6 +16,8 @@
 | MLOPS_MLFLOW_REGISTRY_URI | the tracking URI | MLflow model registry |
 | MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | where new experiments store artifacts |
 | MLOPS_ACTOR | the OS user | identity recorded in the audit log by the CLI |
+| MLOPS_REQUIRE_OS_ACTOR | false | true: the CLI refuses an --actor / MLOPS_ACTOR other than the OS user |
+| MLOPS_AUDIT_KEY_FILE | $MLOPS_DATA_DIR/secrets/audit.key | HMAC key of the audit log (made while the log is empty) |
 | MLOPS_ALERT_SINKS | log,jsonl | alert sinks: log, jsonl, webhook, slack |
 | MLOPS_ALERT_WEBHOOK_URL | (none) | generic webhook for alerts |
 | MLOPS_SLACK_WEBHOOK_URL | (none) | Slack incoming webhook for alerts |
@@ -45,6 +47,8 @@ class Settings:
     mlflow_tracking_uri: str
     mlflow_registry_uri: str
     mlflow_artifact_root: str
+    audit_key_file: Path
+    require_os_actor: bool
     alert_sinks: tuple[str, ...]
     alert_webhook_url: str | None
     slack_webhook_url: str | None
@@ -73,12 +77,35 @@ class Settings:
             mlflow_tracking_uri=tracking,
             mlflow_registry_uri=os.environ.get("MLOPS_MLFLOW_REGISTRY_URI", tracking),
             mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", str(data_dir / "mlflow" / "artifacts")),
+            audit_key_file=Path(os.environ.get("MLOPS_AUDIT_KEY_FILE", data_dir / "secrets" / "audit.key")),
+            require_os_actor=_flag("MLOPS_REQUIRE_OS_ACTOR"),
             alert_sinks=tuple(s.strip() for s in os.environ.get("MLOPS_ALERT_SINKS", "log,jsonl").split(",") if s),
             alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None,
             slack_webhook_url=os.environ.get("MLOPS_SLACK_WEBHOOK_URL") or None,
         )
 
 
-def current_actor() -> str:
-    """Who is acting (recorded in the audit log): MLOPS_ACTOR, else the OS user."""
-    return os.environ.get("MLOPS_ACTOR") or getpass.getuser()
+def _flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value not in ("", "0", "false", "no", "1", "true", "yes"):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value in ("1", "true", "yes")
+
+
+class ActorMismatch(PermissionError):
+    """The declared actor is not the OS user, and the deployment requires that it be."""
+
+
+def current_actor(declared: str = "") -> str:
+    """Who is acting (recorded in the audit log): ``declared`` (``--actor``), else MLOPS_ACTOR, else the OS user.
+
+    The first two are self-declared. With MLOPS_REQUIRE_OS_ACTOR=true, a declared name other than the OS user
+    is refused: the identity is then the login the command runs under.
+    """
+    os_user = getpass.getuser()
+    actor = declared or os.environ.get("MLOPS_ACTOR") or os_user
+    if _flag("MLOPS_REQUIRE_OS_ACTOR") and actor.strip().casefold() != os_user.strip().casefold():
+        raise ActorMismatch(
+            f"actor {actor!r} is not the OS user {os_user!r}, and MLOPS_REQUIRE_OS_ACTOR is set: act as yourself"
+        )
+    return actor

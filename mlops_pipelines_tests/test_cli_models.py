@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from mlops_pipelines import cli, cli_models
 from mlops_pipelines.cli import app
 from mlops_pipelines.lib.tracking import Tracking
-from mlops_pipelines_tests.test_lib.test_lifecycle import MODEL, new_version
+from mlops_pipelines_tests.test_lib.test_lifecycle import MODEL, governed, new_version, staged_version
 
 runner = CliRunner()
 
@@ -20,6 +20,7 @@ def env(tracking: Tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setattr(module, "console", Console(width=250))
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(tmp_path / "w.duckdb"))
+    monkeypatch.setenv("MLOPS_AUDIT_KEY_FILE", str(tmp_path / "audit.key"))  # where test_lifecycle's helpers keep it
     monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", tracking.tracking_uri)
     monkeypatch.setenv("MLOPS_MLFLOW_ARTIFACT_ROOT", tracking.artifact_root)
     return tmp_path / "w.duckdb"
@@ -92,3 +93,37 @@ def test_operator_flow_from_the_cli(env: Path, tracking: Tracking) -> None:
     assert code == 0
     code, out = invoke("reviews", "list")
     assert code == 0
+
+
+def test_models_list_says_when_the_registry_lost_what_the_audit_log_knows(
+    env: Path, tracking: Tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = new_version(tracking, env)
+    code, out = invoke("models", "list")
+    assert code == 0 and "ok" in out
+    # the MLflow database deleted: a new, empty one is what the next command finds
+    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'lost' / 'mlflow.db'}")
+    code, out = invoke("models", "list")
+    assert code == 1 and "INCONSISTENT" in out
+    assert f"v{version} is in the audit log but not in the MLflow registry" in out
+    code, out = invoke("models", "show", MODEL)
+    assert "INCONSISTENT (refused for serving)" in out
+
+
+def test_a_deployment_can_require_the_cli_actor_to_be_the_os_user(
+    env: Path, tracking: Tracking, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import getpass
+
+    version = staged_version(tracking, env, approver=None)
+    monkeypatch.setenv("MLOPS_REQUIRE_OS_ACTOR", "true")
+    code, out = invoke("models", "approve", MODEL, "--version", version, "--actor", "someone-else", "--comment", "x")
+    assert code == 1 and "is not the OS user" in out
+    monkeypatch.setenv("MLOPS_ACTOR", "someone-else")
+    code, out = invoke("models", "approve", MODEL, "--version", version, "--comment", "x")
+    assert code == 1 and "is not the OS user" in out
+    monkeypatch.delenv("MLOPS_ACTOR")
+    code, out = invoke("models", "approve", MODEL, "--version", version, "--comment", "me")
+    assert code == 0, out
+    with governed(tracking, env) as lifecycle:
+        assert [a["approver"] for a in lifecycle.approvals(MODEL, version)] == [getpass.getuser().casefold()]

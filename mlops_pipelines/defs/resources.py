@@ -17,7 +17,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     # production differs only in where the files and services live (paths/URIs come from the environment);
     # asset code never branches on the environment.
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path), audit_key_file=str(settings.audit_key_file)),
         "market_data": MarketDataSource(
             kind=settings.market_source,  # type: ignore[arg-type]
             raw_dir=str(settings.raw_dir),

@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 
 from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.lifecycle import AUDIT_TABLE, Lifecycle, State
+from mlops_pipelines.lib.lifecycle import Lifecycle, ModelRecord, ReviewStatus, State
 from mlops_pipelines.lib.promotion import monitored_severity
 
 DEPLOYMENTS_TABLE = "governance.deployments"
@@ -24,22 +24,35 @@ class ChecklistItem:
 
 
 def checklist(lifecycle: Lifecycle, model: str, version: str, environment: str) -> list[ChecklistItem]:
-    conn = lifecycle.conn
-    mv = lifecycle.version(model, version)
-    state = mv.tags.get("lifecycle_state", "")
+    """Why ``version`` may (or may not) go to ``environment``, every item judged from the verified audit log."""
     allowed = ENVIRONMENT_STATES.get(environment)
     if allowed is None:
         raise ValueError(f"unknown environment {environment!r}; use one of {sorted(ENVIRONMENT_STATES)}")
+    record, problems = lifecycle.verify(model)
     items = [
         ChecklistItem(
-            "lifecycle_state",
-            state in allowed,
-            f"v{version} is {state}; {environment} needs {' or '.join(sorted(allowed))}",
+            "governance_consistent",
+            not problems,
+            "audit log verified, MLflow agrees with it" if not problems else "; ".join(problems),
         )
     ]
-    trainer = mv.tags.get("trained_by")
+    found = record.versions.get(version)
+    if found is None:
+        return [*items, ChecklistItem("lifecycle_state", False, f"v{version} has no audit history")]
+    items.append(
+        ChecklistItem(
+            "lifecycle_state",
+            found.state in allowed,
+            f"v{version} is {found.state}; {environment} needs {' or '.join(sorted(allowed))}",
+        )
+    )
+    review = found.review or {}
+    reviewed = review.get("status") == ReviewStatus.APPROVED
+    detail = f"signed off by {review['reviewer']}" if reviewed else f"compliance review: {review.get('status', 'none')}"
+    if environment == "production":
+        items.append(ChecklistItem("compliance_review_approved", reviewed, detail))
     approvers = [
-        a["approver"] for a in lifecycle.approvals(model, version, current_stay=True) if a["approver"] != trainer
+        a["approver"] for a in found.stay_approvals() if a["approver"] not in (found.trainer, review.get("reviewer"))
     ]
     items.append(
         ChecklistItem(
@@ -48,12 +61,12 @@ def checklist(lifecycle: Lifecycle, model: str, version: str, environment: str) 
             f"approved by {', '.join(approvers)}" if approvers else "no four-eyes approval",
         )
     )
-    gate = conn.execute(
-        f"SELECT policy_result FROM {AUDIT_TABLE} WHERE model = ? AND version = ? AND policy_result IS NOT NULL "
-        "ORDER BY seq DESC LIMIT 1",
-        [model, version],
-    ).fetchone()
-    passed = bool(gate and json.loads(gate[0])["passed"])
+    results = [
+        r["policy_result"]
+        for r in lifecycle.history(model)
+        if r["verified"] and r["version"] == version and r["policy_result"]
+    ]
+    passed = bool(results and results[-1].get("passed"))
     items.append(
         ChecklistItem(
             "policy_passed",
@@ -61,24 +74,18 @@ def checklist(lifecycle: Lifecycle, model: str, version: str, environment: str) 
             "latest policy evaluation passed" if passed else "no passing policy evaluation on record",
         )
     )
-    items.append(_drift_item(conn, model, version))
-    items.append(_rollback_item(lifecycle, model, version, state))
+    items.append(_drift_item(lifecycle.conn, model, version))
+    items.append(_rollback_item(record, version, found.state))
     return items
 
 
-def _rollback_item(lifecycle: Lifecycle, model: str, version: str, state: str) -> ChecklistItem:
+def _rollback_item(record: ModelRecord, version: str, state: str) -> ChecklistItem:
     """Known when there is a version to go back to, or when nothing of this model was ever in production."""
-    if state == State.PRODUCTION:
-        target = lifecycle.rollback_target(model)
-    else:
-        target = lifecycle.alias_version(model, "production")
+    production = record.aliases.get("production")
+    target = record.superseded.get(version) if state == State.PRODUCTION else production
     if target is not None:
         return ChecklistItem("rollback_target_known", True, f"rollback target v{target}")
-    row = lifecycle.conn.execute(
-        f"SELECT count(*) FROM {AUDIT_TABLE} WHERE model = ? AND to_state = 'PRODUCTION' AND version <> ?",
-        [model, version],
-    ).fetchone()
-    if row is None or row[0] == 0:
+    if not any(v.was_production for v in record.versions.values() if v.version != version):
         return ChecklistItem("rollback_target_known", True, "first deployment of this model: nothing to roll back to")
     return ChecklistItem("rollback_target_known", False, "other versions were in production, none is restorable")
 

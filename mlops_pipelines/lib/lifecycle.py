@@ -1,22 +1,33 @@
-"""The governed model lifecycle (ARCHITECTURE §5).
+"""The governed model lifecycle: DRAFT -> TRAINED -> VALIDATED -> STAGING -> PRODUCTION -> RETIRED.
 
-State lives in MLflow (version tag ``lifecycle_state`` and the aliases ``production``, ``staging``,
-``challenger``); every change also appends a row to ``governance.model_audit_log`` in the warehouse. Each
-operation runs while holding a read-write connection to the warehouse: DuckDB admits one writing process per
-file, so that connection is also the cross-process mutex that keeps two promotions of the same model from
-interleaving (and MLflow's SQLite store from seeing two writers). Inside it, the audit rows are inserted in a
-transaction that commits only after MLflow has been updated; when an MLflow call fails, the MLflow changes
-already made are taken back and the audit rows rolled back, so both stay as they were (``consistency_problems``
-verifies that the two agree, and reports what a failed undo would leave).
+The audit log (``lib/audit.py``, HMAC-chained) is the record; a model's state, approvals, compliance reviews,
+aliases and the artifact checksum recorded at registration are all derived from its rows by ``replay``. MLflow
+holds a projection (the version tag ``lifecycle_state`` and the aliases ``production``, ``staging``,
+``challenger``) that each operation updates together with the log, and that ``consistency_problems`` compares.
+
+The only ways to change state are the guarded operations of ``Lifecycle`` (register, gate, approve,
+request_review, decide_review, promote_to_production, rollback, retire, record_override, resync). ``replay``
+re-derives every transition's preconditions from the log itself, so a row that skipped them (written by a
+direct INSERT, or through the private ``_write``) shows as a problem, and a model with problems is refused for
+approvals, promotion and serving.
+
+Identity: actor names are normalized (Unicode NFKC, trimmed, case-folded) before they are compared or stored.
+PRODUCTION needs three people besides the trainer: a compliance reviewer, an approver, a requester, all
+different. Names are self-declared by the caller (CLI ``--actor``, job config); see README "Who is who".
+
+Each operation runs while holding a read-write connection to the warehouse: DuckDB admits one writing process
+per file, so that connection is also the cross-process mutex that keeps two promotions of the same model from
+interleaving. Inside it the audit rows are inserted in a transaction that commits only after MLflow has been
+updated; when an MLflow call fails, the MLflow changes already made are taken back and the rows rolled back.
 """
 
-import hashlib
-import json
+import unicodedata
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -24,14 +35,15 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib import audit, warehouse
+from mlops_pipelines.lib.audit import AUDIT_HEAD_TAG, AUDIT_TABLE, Entry, Row
 from mlops_pipelines.lib.policy import PolicyResult
 
-AUDIT_TABLE = "governance.model_audit_log"
-APPROVALS_TABLE = "governance.model_approvals"
-REVIEWS_TABLE = "governance.model_reviews"
 STATE_TAG = "lifecycle_state"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ALIASES = ("production", "staging", "challenger")
+# Recorded in the register row; the first two are checked against the MLflow version tags and, at load, against
+# the artifact and the live feature graph.
+REGISTERED_FIELDS = ("artifact_sha256", "feature_graph_hash", "trained_by")
 
 
 class State(StrEnum):
@@ -41,6 +53,12 @@ class State(StrEnum):
     STAGING = "STAGING"
     PRODUCTION = "PRODUCTION"
     RETIRED = "RETIRED"
+
+
+class ReviewStatus(StrEnum):
+    PENDING_REVIEW = "PENDING_REVIEW"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
 
 
 ALLOWED: frozenset[tuple[State, State]] = frozenset(
@@ -63,11 +81,15 @@ class IllegalTransition(ValueError):
 
 
 class ApprovalRequired(PermissionError):
-    """PRODUCTION needs an approval by someone other than the trainer and the requester (four-eyes)."""
+    """PRODUCTION needs an approval and a compliance sign-off by people other than the trainer and requester."""
 
 
 class LifecycleError(RuntimeError):
     """An operation that cannot proceed in the current state (nothing to roll back to, policy failed, ...)."""
+
+
+class InconsistentLifecycle(LifecycleError):
+    """The audit log failed verification, or MLflow disagrees with it: refused until an operator resolves it."""
 
 
 def check_transition(model: str, version: str, from_state: str, to_state: str) -> None:
@@ -79,77 +101,233 @@ def check_transition(model: str, version: str, from_state: str, to_state: str) -
         raise IllegalTransition(model, version, from_state, to_state)
 
 
-_AUDIT_DDL = f"""
-CREATE TABLE IF NOT EXISTS {AUDIT_TABLE} (
-    seq BIGINT PRIMARY KEY, operation_id VARCHAR NOT NULL, occurred_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    actor VARCHAR NOT NULL, model VARCHAR NOT NULL, version VARCHAR NOT NULL, action VARCHAR NOT NULL,
-    from_state VARCHAR, to_state VARCHAR, reason VARCHAR, policy_hash VARCHAR, policy_result VARCHAR,
-    approvals VARCHAR, row_hash VARCHAR
-)"""
-# Each row's hash covers its content and the previous row's hash: editing or deleting a row breaks the chain
-# from there on; the newest hash is also kept on the registered model in MLflow (AUDIT_HEAD_TAG), so cutting
-# the tail off the table shows too.
-_CHAINED = (
-    "seq, operation_id, epoch_us(occurred_at), actor, model, version, action, from_state, to_state, reason, "
-    "policy_hash, policy_result, approvals"
-)
-AUDIT_HEAD_TAG = "audit_head"
-_APPROVALS_DDL = f"""
-CREATE TABLE IF NOT EXISTS {APPROVALS_TABLE} (
-    model VARCHAR NOT NULL, version VARCHAR NOT NULL, approver VARCHAR NOT NULL, comment VARCHAR,
-    approved_at TIMESTAMP WITH TIME ZONE NOT NULL
-)"""
+def normalize_actor(name: str) -> str:
+    """One spelling per person: NFKC, trimmed, case-folded (``Alice`` and ``alice `` are the same approver)."""
+    text = unicodedata.normalize("NFKC", str(name)).strip().casefold()
+    if not text or any(unicodedata.category(c)[0] == "C" for c in text):
+        raise ValueError(f"actor name {name!r} is empty or contains control characters")
+    return text
 
 
-_REVIEWS_DDL = f"""
-CREATE TABLE IF NOT EXISTS {REVIEWS_TABLE} (
-    model VARCHAR NOT NULL, version VARCHAR NOT NULL, status VARCHAR NOT NULL, report_uri VARCHAR,
-    requested_by VARCHAR, requested_at TIMESTAMP WITH TIME ZONE, reviewer VARCHAR, comment VARCHAR,
-    decided_at TIMESTAMP WITH TIME ZONE
-)"""
+# ---- the record, derived from the log ----------------------------------------------------------------------
+@dataclass
+class VersionRecord:
+    """What the audit log says about one version."""
 
+    version: str
+    state: str
+    registered: dict[str, Any]
+    approvals: list[dict[str, Any]] = field(default_factory=list)  # every approval, oldest first
+    staging_since: int = 0  # seq of the row that last moved it into STAGING
+    review: dict[str, Any] | None = None  # the latest compliance review
+    was_production: bool = False
 
-def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    for ddl in (_AUDIT_DDL, _APPROVALS_DDL, _REVIEWS_DDL):
-        conn.execute(ddl)
-    conn.execute(f"ALTER TABLE {AUDIT_TABLE} ADD COLUMN IF NOT EXISTS row_hash VARCHAR")  # logs from before it
+    @property
+    def trainer(self) -> str:
+        return str(self.registered.get("trained_by", ""))
 
-
-def chain_hash(previous: str, row: tuple[Any, ...]) -> str:
-    """The hash of one audit row (its ``_CHAINED`` values, in order) after ``previous``."""
-    return hashlib.sha256(json.dumps([previous, *row], default=str).encode()).hexdigest()
+    def stay_approvals(self) -> list[dict[str, Any]]:
+        """Approvals given since it last entered STAGING: the only ones that count."""
+        return [a for a in self.approvals if a["seq"] > self.staging_since]
 
 
 @dataclass
-class Change:
-    version: str
-    action: str
-    from_state: str | None
-    to_state: str | None
-    reason: str
-    policy: PolicyResult | None = None
-    approvals: list[dict[str, Any]] = field(default_factory=list)
+class ModelRecord:
+    model: str
+    versions: dict[str, VersionRecord] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    superseded: dict[str, str] = field(default_factory=dict)  # production version -> the version it replaced
+    head: str | None = None  # seq:hash of the model's newest row
+    problems: list[str] = field(default_factory=list)
 
 
+def replay(model: str, rows: list[Row]) -> ModelRecord:
+    """Rebuild a model's record from its audit rows, checking every row's preconditions as it goes.
+
+    Rows that failed chain verification are reported and ignored: a forged approval never counts. The later rows
+    of a version with such a row are applied without judging their preconditions (one tampered row, one problem).
+    """
+    record = ModelRecord(model)
+    by_operation: dict[str, list[Row]] = {}
+    for row in rows:
+        by_operation.setdefault(row.operation_id, []).append(row)
+    tainted: set[str] = set()
+    for row in rows:
+        record.head = f"{row.seq}:{row.row_hash}"
+        if not row.verified:
+            record.problems.append(str(row.problem))
+            tainted.add(row.version)
+            continue
+        problem = _apply(record, row, by_operation[row.operation_id])
+        if problem and row.version not in tainted:
+            record.problems.append(f"v{row.version} (audit row {row.seq}, {row.action}): {problem}")
+    return record
+
+
+def _apply(record: ModelRecord, row: Row, operation: list[Row]) -> str | None:
+    """Apply one verified row to ``record`` (as the log says it happened); returns why the row should not have
+    been written, if it should not."""
+    if "aliases" in row.details:
+        for alias, holder in row.details["aliases"].items():
+            if holder is None:
+                record.aliases.pop(alias, None)
+            else:
+                record.aliases[alias] = str(holder)
+    if row.action == "register":
+        if row.version in record.versions:
+            return "registered twice"
+        record.versions[row.version] = VersionRecord(row.version, State.DRAFT, dict(row.details))
+        missing = [f for f in REGISTERED_FIELDS if not row.details.get(f)]
+        return f"registered without {', '.join(missing)}" if missing else None
+    current = record.versions.get(row.version)
+    if current is None:
+        return "no register row before it"
+    if row.action == "resync":
+        return None
+    problem = None
+    if row.from_state != current.state:
+        problem = f"says it left {row.from_state}, but the version was {current.state}"
+    if row.to_state is None or row.to_state == row.from_state:
+        return problem or _apply_event(current, row)
+    try:
+        check_transition(record.model, row.version, str(row.from_state), str(row.to_state))
+    except IllegalTransition as exc:
+        problem = problem or str(exc)
+    problem = problem or _transition_problem(record, current, row, operation)
+    current.state = str(row.to_state)
+    if row.to_state == State.STAGING:
+        current.staging_since = row.seq
+    if row.to_state == State.PRODUCTION:
+        current.was_production = True
+        replaced = [r.version for r in operation if r.action == "superseded"]
+        if row.action == "transition" and replaced:
+            record.superseded[row.version] = replaced[0]
+    return problem
+
+
+def _apply_event(current: VersionRecord, row: Row) -> str | None:
+    """Rows that do not change the state: approvals, reviews, rejected gates, overrides, resyncs."""
+    actor, review = row.actor, current.review
+    if row.action == "approval":
+        if current.state != State.STAGING:
+            return "approval of a version that is not in STAGING"
+        if actor == current.trainer:
+            return f"{actor!r} approved a version they trained"
+        if review and review.get("reviewer") == actor:
+            return f"{actor!r} approved a version they also reviewed"
+        current.approvals.append({"approver": actor, "comment": row.reason, "at": row.occurred_at, "seq": row.seq})
+        return None
+    if row.action == "review_requested":
+        current.review = {
+            "model": row.model,
+            "version": row.version,
+            "status": ReviewStatus.PENDING_REVIEW.value,
+            "report_uri": row.details.get("report_uri"),
+            "requested_by": actor,
+            "requested_at": row.occurred_at,
+            "reviewer": None,
+            "comment": None,
+            "decided_at": None,
+        }
+        return None
+    if row.action in ("review_approved", "review_rejected"):
+        if review is None or review["status"] != ReviewStatus.PENDING_REVIEW:
+            return "a review decision with no pending review"
+        status = ReviewStatus.APPROVED if row.action == "review_approved" else ReviewStatus.REJECTED
+        review.update(status=status.value, reviewer=actor, comment=row.reason, decided_at=row.occurred_at)
+        if actor == current.trainer:
+            return f"{actor!r} reviewed a version they trained"
+        if actor in {a["approver"] for a in current.stay_approvals()}:
+            return f"{actor!r} reviewed a version they also approved"
+        return None
+    if row.action == "gate_rejected":
+        return (
+            None if row.policy_result and not row.policy_result.get("passed") else "rejection without a failed policy"
+        )
+    if row.action == "override":
+        return None
+    return f"unknown action {row.action!r}"
+
+
+def _transition_problem(record: ModelRecord, current: VersionRecord, row: Row, operation: list[Row]) -> str | None:
+    """The preconditions of a state change, judged from the log as it stood before the row."""
+    passed = bool(row.policy_result and row.policy_result.get("passed"))
+    target = row.to_state
+    if target in (State.VALIDATED, State.STAGING) and row.from_state != State.PRODUCTION and not passed:
+        return f"{target} without a passing policy evaluation"
+    if (row.from_state, target) == (State.STAGING, State.TRAINED) and (passed or row.policy_result is None):
+        return "sent back to TRAINED without a failed policy evaluation"
+    if target == State.PRODUCTION and row.action == "rollback":
+        return None if current.was_production else "restored by a rollback but never was in production"
+    if target == State.PRODUCTION:
+        return _four_eyes_problem(current, row.actor)
+    if (row.from_state, target) == (State.PRODUCTION, State.STAGING):
+        into_production = [r for r in operation if r.to_state == State.PRODUCTION and r.version != row.version]
+        return None if into_production else "left PRODUCTION without another version taking its place"
+    return None
+
+
+def _four_eyes_problem(current: VersionRecord, requester: str) -> str | None:
+    """PRODUCTION needs an approval of this stay in STAGING and an APPROVED compliance review, by three people
+    who are not the trainer: approver, reviewer and requester all different."""
+    review = current.review or {}
+    approved = review.get("status") == ReviewStatus.APPROVED
+    reviewer = review.get("reviewer") if approved else None
+    if not [a for a in current.stay_approvals() if a["approver"] not in {current.trainer, requester, reviewer}]:
+        return (
+            "PRODUCTION needs an approval, given since it last entered STAGING, by someone other than the trainer "
+            f"({current.trainer!r}), the requester ({requester!r}) and the compliance reviewer ({reviewer!r})"
+        )
+    if not approved:
+        return f"PRODUCTION needs an APPROVED compliance review ({review.get('status', 'no compliance review yet')})"
+    if reviewer in (current.trainer, requester):
+        return f"PRODUCTION requested by {requester!r}, who also signed the compliance review"
+    return None
+
+
+# ---- the operations ----------------------------------------------------------------------------------------
 class Lifecycle:
-    """Lifecycle operations for every model; ``conn`` must be a read-write warehouse connection."""
+    """Lifecycle operations for every model. Reads work on a read-only warehouse connection; operations need a
+    read-write one. ``audit_key``: the HMAC key of the audit log (``audit.load_key``)."""
 
-    def __init__(self, client: MlflowClient, conn: duckdb.DuckDBPyConnection) -> None:
-        self.client, self.conn = client, conn
-        ensure_tables(conn)
+    def __init__(self, client: MlflowClient, conn: duckdb.DuckDBPyConnection, audit_key: bytes) -> None:
+        self.client, self.conn, self._key = client, conn, audit_key
 
     # ---- reading -----------------------------------------------------------------------------------------
     def version(self, model: str, version: str | int) -> ModelVersion:
         return self.client.get_model_version(model, str(version))
 
-    def state(self, model: str, version: str | int) -> str:
-        return self.version(model, version).tags.get(STATE_TAG, State.DRAFT.value)
-
     def versions(self, model: str) -> list[ModelVersion]:
-        found = self.client.search_model_versions(f"name = '{model}'")
+        """The versions MLflow has (compare ``record(model).versions``, what the audit log has)."""
+        found = self.client.search_model_versions(f"name = '{model.replace(chr(39), chr(39) * 2)}'")
         return sorted(found, key=lambda v: int(v.version))
 
+    def record(self, model: str) -> ModelRecord:
+        """The model's record, replayed from its verified audit rows."""
+        return replay(model, [r for r in audit.read(self.conn, self._key) if r.model == model])
+
+    def records(self) -> dict[str, ModelRecord]:
+        """Every model the audit log knows, replayed (one read of the log)."""
+        by_model: dict[str, list[Row]] = {}
+        for row in audit.read(self.conn, self._key):
+            by_model.setdefault(row.model, []).append(row)
+        return {model: replay(model, rows) for model, rows in by_model.items()}
+
+    def models(self) -> list[str]:
+        """Every model the audit log knows, and every one MLflow knows."""
+        return sorted(set(self.records()) | {m.name for m in self.client.search_registered_models()})
+
+    def _version_record(self, model: str, version: str | int) -> VersionRecord:
+        found = self.record(model).versions.get(str(version))
+        if found is None:
+            raise LifecycleError(f"{model} v{version} has no audit history (not registered through the lifecycle)")
+        return found
+
+    def state(self, model: str, version: str | int) -> str:
+        return self._version_record(model, version).state
+
     def alias_version(self, model: str, alias: str) -> str | None:
+        """The version holding ``alias`` in MLflow (the projection; ``record(model).aliases`` is the log's)."""
         try:
             return str(self.client.get_model_version_by_alias(model, alias).version)
         except MlflowException:
@@ -158,74 +336,327 @@ class Lifecycle:
     def approvals(self, model: str, version: str | int, *, current_stay: bool = False) -> list[dict[str, Any]]:
         """Every approval of the version; ``current_stay``: only those given since it last entered STAGING, the
         ones that count. An approval does not carry over a failed re-validation or a rollback."""
-        since = "TIMESTAMPTZ '-infinity'"
-        if current_stay:
-            since = (
-                f"(SELECT coalesce(max(occurred_at), TIMESTAMPTZ 'infinity') FROM {AUDIT_TABLE} WHERE model = $1 "
-                "AND version = $2 AND to_state = 'STAGING' AND from_state IS DISTINCT FROM 'STAGING')"
-            )
-        rows = self.conn.execute(
-            f"SELECT approver, comment, approved_at FROM {APPROVALS_TABLE} WHERE model = $1 AND version = $2 "
-            f"AND approved_at >= {since} ORDER BY 3",
-            [model, str(version)],
-        ).fetchall()
-        return [{"approver": r[0], "comment": r[1], "at": r[2].isoformat()} for r in rows]
+        found = self._version_record(model, version)
+        approvals = found.stay_approvals() if current_stay else found.approvals
+        return [{"approver": a["approver"], "comment": a["comment"], "at": a["at"].isoformat()} for a in approvals]
+
+    def review(self, model: str, version: str | int) -> dict[str, Any] | None:
+        """The latest compliance review of the version (status, report, reviewer, comment)."""
+        return self._version_record(model, version).review
+
+    def reviews(self, status: str | None = None) -> list[dict[str, Any]]:
+        """The latest review of every version, newest request first."""
+        found = [
+            v.review
+            for record in self.records().values()
+            for v in record.versions.values()
+            if v.review is not None and (status is None or v.review["status"] == status)
+        ]
+        return sorted(found, key=lambda r: r["requested_at"], reverse=True)
 
     def history(self, model: str) -> list[dict[str, Any]]:
-        cursor = self.conn.execute(f"SELECT * FROM {AUDIT_TABLE} WHERE model = ? ORDER BY seq", [model])
-        columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        """The model's audit rows as dicts (with ``verified``), oldest first."""
+        return [r.__dict__ for r in audit.read(self.conn, self._key) if r.model == model]
 
-    # ---- writing -----------------------------------------------------------------------------------------
-    def record(
+    def rollback_target(self, model: str) -> str | None:
+        """The version the current production version superseded."""
+        record = self.record(model)
+        current = record.aliases.get("production")
+        return record.superseded.get(current) if current else None
+
+    # ---- verification ------------------------------------------------------------------------------------
+    def consistency_problems(self, model: str) -> list[str]:
+        """Everything that is wrong with a model's governance, empty when all is well:
+
+        - audit rows that fail the chain (edited, forged, NULL hash), or whose preconditions did not hold;
+        - MLflow's state tags, aliases, and recorded hashes vs the log; versions only one side has;
+        - the model's newest row as MLflow recorded it missing from the log (rows cut off the end).
+        """
+        return self.verify(model)[1]
+
+    def require_consistent(self, model: str) -> ModelRecord:
+        """The model's record, or ``InconsistentLifecycle`` naming every problem."""
+        record, problems = self.verify(model)
+        if problems:
+            raise InconsistentLifecycle(
+                f"{model}: governance record failed verification, refused until resolved: " + "; ".join(problems)
+            )
+        return record
+
+    def verify(self, model: str) -> tuple[ModelRecord, list[str]]:
+        """The model's record and its consistency problems (see ``consistency_problems``)."""
+        record = self.record(model)
+        problems = list(record.problems)
+        if audit.exists(self.conn):
+            seqs = [r[0] for r in self.conn.execute(f"SELECT seq FROM {AUDIT_TABLE} ORDER BY seq").fetchall()]
+            if seqs != list(range(1, len(seqs) + 1)):
+                problems.append("audit log sequence has gaps")
+        try:
+            registered = self.client.get_registered_model(model)
+        except MlflowException:
+            registered = None
+        mlflow_versions = {str(mv.version): mv for mv in self.versions(model)} if registered else {}
+        for version, logged in record.versions.items():
+            mv = mlflow_versions.get(version)
+            if mv is None:
+                problems.append(f"v{version} is in the audit log but not in the MLflow registry (registry lost?)")
+                continue
+            if mv.tags.get(STATE_TAG) != logged.state:
+                problems.append(f"v{version}: MLflow says {mv.tags.get(STATE_TAG)}, audit log says {logged.state}")
+            for name in ("artifact_sha256", "feature_graph_hash"):
+                if mv.tags.get(name) != logged.registered.get(name):
+                    problems.append(f"v{version}: MLflow tag {name} differs from the value recorded at registration")
+        for version in sorted(set(mlflow_versions) - set(record.versions), key=int):
+            problems.append(f"v{version} is in MLflow but has no audit history (registered outside the lifecycle)")
+        if registered is not None:
+            actual = {alias: str(v) for alias, v in registered.aliases.items() if alias in ALIASES}
+            if actual != record.aliases:
+                problems.append(f"MLflow aliases {actual} differ from the audit log's {record.aliases}")
+            head = registered.tags.get(AUDIT_HEAD_TAG)
+            if head and head != record.head and not record.problems:  # a broken row was reported already
+                problems.append(
+                    f"audit row {head.split(':')[0]}, the newest of {model} per MLflow, is missing or changed"
+                )
+        states = [v for v, r in record.versions.items() if r.state == State.PRODUCTION]
+        if len(states) > 1:
+            problems.append(f"more than one PRODUCTION version: {states}")
+        return record, problems
+
+    # ---- writing (the guarded operations) ----------------------------------------------------------------
+    def register(
         self,
         model: str,
+        *,
+        source: str,
+        run_id: str,
+        model_id: str | None,
+        tags: dict[str, str],
         actor: str,
-        changes: list[Change],
-        aliases: dict[str, str | None],
-        extra: tuple[str, list[Any]] | None = None,
-    ) -> str:
-        """Audit rows (+ ``extra`` SQL) and MLflow tags/aliases as one operation: the warehouse transaction
-        commits after MLflow has been updated, and a failed MLflow call undoes the MLflow changes before it."""
+        reason: str,
+    ) -> ModelVersion:
+        """New version, DRAFT until its artifacts are in place, then TRAINED. The register row records the
+        artifact's sha256, the feature-graph and dataset hashes and the trainer: loading checks against it."""
+        actor = normalize_actor(actor)
+        trainer = normalize_actor(tags.get("trained_by", actor))
+        try:
+            self.client.get_registered_model(model)
+        except MlflowException:
+            self.client.create_registered_model(model, tags={"managed_by": "mlops_pipelines"})
+        mv = self.client.create_model_version(
+            model,
+            source=source,
+            run_id=run_id,
+            model_id=model_id,
+            tags={**tags, "trained_by": trainer, STATE_TAG: State.DRAFT.value},
+        )
+        version = str(mv.version)
+        details = {
+            **{f: tags.get(f) for f in (*REGISTERED_FIELDS, "dataset_hash")},
+            "trained_by": trainer,
+            "source": source,
+            "run_id": run_id,
+        }
+        self._write(
+            model,
+            actor,
+            [
+                Entry(version, "register", None, State.DRAFT, "version created", details=details),
+                Entry(version, "transition", State.DRAFT, State.TRAINED, reason),
+            ],
+            {},
+        )
+        return self.version(model, version)
+
+    def gate(self, model: str, version: str | int, result: PolicyResult, *, actor: str) -> str:
+        """Apply a policy evaluation: pass -> VALIDATED -> STAGING; fail -> stays (or goes back to) TRAINED."""
+        version, actor = str(version), normalize_actor(actor)
+        record = self.record(model)
+        if version not in record.versions:
+            raise LifecycleError(f"{model} v{version} has no audit history (not registered through the lifecycle)")
+        current = record.versions[version].state
+        policy = {"policy_hash": result.policy_hash, "policy_result": result.as_dict()}
+        if result.passed and current in (State.TRAINED, State.VALIDATED):
+            entries = []
+            if current == State.TRAINED:
+                entries.append(Entry(version, "transition", State.TRAINED, State.VALIDATED, "policy passed", **policy))
+            reason = "policy passed: staged, awaiting review and approval for production"
+            entries.append(Entry(version, "transition", State.VALIDATED, State.STAGING, reason, **policy))
+            aliases: dict[str, str | None] = {"staging": version}
+            if record.aliases.get("production") not in (None, version):
+                aliases["challenger"] = version
+            self._write(model, actor, entries, aliases)
+        elif not result.passed:
+            reason = "promotion policy failed: " + "; ".join(result.failures())
+            if current == State.STAGING:
+                entry = Entry(version, "transition", State.STAGING, State.TRAINED, reason, **policy)
+                self._write(model, actor, [entry], self._aliases_leaving(record, version))
+            else:
+                self._write(model, actor, [Entry(version, "gate_rejected", current, current, reason, **policy)], {})
+        return self.state(model, version)
+
+    @staticmethod
+    def _aliases_leaving(record: ModelRecord, version: str) -> dict[str, str | None]:
+        return {alias: None for alias, holder in record.aliases.items() if holder == version}
+
+    def approve(self, model: str, version: str | int, *, approver: str, comment: str) -> None:
+        """Approve a STAGING version for production: not by its trainer, nor by its compliance reviewer."""
+        version, approver = str(version), normalize_actor(approver)
+        found = self.require_consistent(model).versions.get(version)
+        if found is None:
+            raise LifecycleError(f"{model} v{version} has no audit history")
+        if approver == found.trainer:
+            raise ApprovalRequired(f"{model} v{version}: {approver!r} trained this version and cannot approve it")
+        if found.review and found.review.get("reviewer") == approver:
+            raise ApprovalRequired(
+                f"{model} v{version}: {approver!r} signed its compliance review; the approver must be someone else"
+            )
+        if found.state != State.STAGING:
+            raise LifecycleError(f"{model} v{version} is {found.state}; only STAGING versions are approved")
+        self._write(model, approver, [Entry(version, "approval", State.STAGING, State.STAGING, comment)], {})
+
+    def request_review(self, model: str, version: str | int, *, report_uri: str, actor: str) -> None:
+        """A new compliance report opens a review (a newer report supersedes an older pending one)."""
+        version = str(version)
+        state = self.state(model, version)
+        entry = Entry(
+            version, "review_requested", state, state, "compliance report", details={"report_uri": report_uri}
+        )
+        self._write(model, normalize_actor(actor), [entry], {})
+
+    def decide_review(
+        self, model: str, version: str | int, *, approve: bool, reviewer: str, comment: str
+    ) -> ReviewStatus:
+        """APPROVED or REJECTED, with a comment, by a reviewer who neither trained nor approved the version."""
+        version, reviewer = str(version), normalize_actor(reviewer)
+        found = self.require_consistent(model).versions.get(version)
+        review = found.review if found else None
+        if found is None or review is None or review["status"] != ReviewStatus.PENDING_REVIEW:
+            status = review["status"] if review else "no review"
+            raise LifecycleError(f"{model} v{version}: nothing pending review ({status})")
+        if reviewer == found.trainer:
+            raise ApprovalRequired(f"{model} v{version}: {reviewer!r} trained this version and cannot review it")
+        if reviewer in {a["approver"] for a in found.stay_approvals()}:
+            raise ApprovalRequired(f"{model} v{version}: {reviewer!r} approved this version and cannot also review it")
+        if not comment.strip():
+            raise LifecycleError("a review decision needs a comment")
+        status = ReviewStatus.APPROVED if approve else ReviewStatus.REJECTED
+        action = "review_approved" if approve else "review_rejected"
+        self._write(model, reviewer, [Entry(version, action, found.state, found.state, comment)], {})
+        return status
+
+    def promote_to_production(self, model: str, version: str | int, *, actor: str, reason: str) -> str | None:
+        """STAGING -> PRODUCTION with the four-eyes rules; the previous production version moves to STAGING in
+        the same operation. Returns the version that left production (the rollback target)."""
+        version, actor = str(version), normalize_actor(actor)
+        record = self.require_consistent(model)
+        found = record.versions.get(version)
+        if found is None:
+            raise LifecycleError(f"{model} v{version} has no audit history")
+        check_transition(model, version, found.state, State.PRODUCTION)
+        problem = _four_eyes_problem(found, actor)
+        if problem:
+            given = [a["approver"] for a in found.stay_approvals()]
+            raise ApprovalRequired(f"{model} v{version}: {problem}; approvals of this stay: {given}")
+        excluded = {found.trainer, actor, found.review["reviewer"] if found.review else None}
+        valid = [
+            {"approver": a["approver"], "comment": a["comment"]}
+            for a in found.stay_approvals()
+            if a["approver"] not in excluded
+        ]
+        previous = record.aliases.get("production")
+        entries = []
+        aliases: dict[str, str | None] = {**self._aliases_leaving(record, version), "production": version}
+        if previous is not None and previous != version:
+            entries.append(Entry(previous, "superseded", State.PRODUCTION, State.STAGING, f"superseded by v{version}"))
+            aliases["staging"] = previous  # the rollback target stays one step away
+        entries.append(Entry(version, "transition", State.STAGING, State.PRODUCTION, reason, approvals=valid))
+        self._write(model, actor, entries, aliases)
+        return previous
+
+    def rollback(self, model: str, *, actor: str, reason: str) -> str:
+        """PRODUCTION -> STAGING for the current version, the version it superseded back to PRODUCTION."""
+        actor = normalize_actor(actor)
+        record = self.require_consistent(model)
+        current = record.aliases.get("production")
+        if current is None:
+            raise LifecycleError(f"{model}: no production version to roll back")
+        target = record.superseded.get(current)
+        if target is None:
+            raise LifecycleError(f"{model} v{current}: no previous production version to roll back to")
+        if record.versions[target].state != State.STAGING:
+            raise LifecycleError(f"{model}: rollback target v{target} is {record.versions[target].state}, not STAGING")
+        self._write(
+            model,
+            actor,
+            [
+                Entry(current, "rollback", State.PRODUCTION, State.STAGING, reason),
+                Entry(target, "rollback", State.STAGING, State.PRODUCTION, f"restored by rollback of v{current}"),
+            ],
+            {"production": target, "staging": current, "challenger": None},
+        )
+        return target
+
+    def retire(self, model: str, version: str | int, *, actor: str, reason: str) -> None:
+        """PRODUCTION -> RETIRED: the version stops serving; every artifact stays in MLflow."""
+        version, actor = str(version), normalize_actor(actor)
+        record = self.require_consistent(model)
+        state = record.versions[version].state if version in record.versions else State.DRAFT.value
+        check_transition(model, version, state, State.RETIRED)
+        entry = Entry(version, "transition", state, State.RETIRED, reason)
+        self._write(model, actor, [entry], self._aliases_leaving(record, version))
+
+    def record_override(self, model: str, version: str | int, *, actor: str, reason: str) -> None:
+        """An explicit override (e.g. serving despite a feature-graph mismatch) is itself audited."""
+        state = self.state(model, version)
+        self._write(model, normalize_actor(actor), [Entry(str(version), "override", state, state, reason)], {})
+
+    def resync(self, model: str, *, actor: str, reason: str) -> list[str]:
+        """Put MLflow's state tags and aliases back to what the (verified) audit log says, audited; the way out
+        of a disagreement that a failed undo or a write behind the lifecycle's back left. Returns what changed."""
+        actor = normalize_actor(actor)
+        record = self.record(model)
+        if record.problems:
+            raise InconsistentLifecycle(f"{model}: the audit log itself has problems: " + "; ".join(record.problems))
+        changed = []
+        for mv in self.versions(model):
+            logged = record.versions.get(str(mv.version))
+            if logged is None:
+                continue
+            expected = {STATE_TAG: logged.state, **{f: str(logged.registered.get(f)) for f in REGISTERED_FIELDS[:2]}}
+            for tag, value in expected.items():
+                if mv.tags.get(tag) != value:
+                    self.client.set_model_version_tag(model, str(mv.version), tag, value)
+                    changed.append(f"v{mv.version} {tag}: {mv.tags.get(tag)} -> {value}")
+        aliases = {alias: record.aliases.get(alias) for alias in ALIASES}
+        for alias, holder in aliases.items():
+            if self.alias_version(model, alias) != holder:
+                changed.append(f"alias {alias} -> {holder}")
+        if not record.versions:
+            raise LifecycleError(f"{model}: nothing in the audit log to resync from")
+        newest = record.versions[max(record.versions, key=int)]
+        entry = Entry(newest.version, "resync", newest.state, newest.state, reason, details={"changed": changed})
+        self._write(model, actor, [entry], aliases)
+        return changed
+
+    # ---- the one writer ----------------------------------------------------------------------------------
+    def _write(self, model: str, actor: str, entries: list[Entry], aliases: dict[str, str | None]) -> str:
+        """Audit rows and MLflow tags/aliases as one operation: the warehouse transaction commits after MLflow has
+        been updated, and a failed MLflow call undoes the MLflow changes before it. The alias changes are recorded
+        in the last row, so the log alone says which version holds which alias."""
         operation = uuid.uuid4().hex
-        now = datetime.now(UTC)
+        if aliases:
+            last = entries[-1]
+            entries = [*entries[:-1], Entry(**{**last.__dict__, "details": {**last.details, "aliases": aliases}})]
         with warehouse.transaction(self.conn):
-            if extra is not None:
-                self.conn.execute(*extra)
-            row = self.conn.execute(
-                f"SELECT seq, coalesce(row_hash, '') FROM {AUDIT_TABLE} ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            seq, head = (int(row[0]), str(row[1])) if row else (0, "")
-            for change in changes:
-                seq += 1
-                values = (
-                    seq,
-                    operation,
-                    (now - EPOCH) // timedelta(microseconds=1),
-                    actor,
-                    model,
-                    change.version,
-                    change.action,
-                    change.from_state,
-                    change.to_state,
-                    change.reason,
-                    change.policy.policy_hash if change.policy else None,
-                    json.dumps(change.policy.as_dict(), default=str) if change.policy else None,
-                    json.dumps(change.approvals),
-                )
-                head = chain_hash(head, values)
-                self.conn.execute(
-                    f"INSERT INTO {AUDIT_TABLE} VALUES (?, ?, make_timestamptz(?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [*values, head],
-                )
+            head = audit.append(self.conn, self._key, model=model, actor=actor, entries=entries, operation=operation)
             undo: list[tuple[str, str, str | None]] = []  # MLflow changes made so far, to take back on failure
             try:
                 undo.append(("head", model, self._audit_head(model)))
-                self.client.set_registered_model_tag(model, AUDIT_HEAD_TAG, f"{seq}:{head}")
-                for change in changes:
-                    if change.to_state is not None and change.to_state != change.from_state:
-                        self.client.set_model_version_tag(model, change.version, STATE_TAG, change.to_state)
-                        undo.append(("tag", change.version, change.from_state))
+                self.client.set_registered_model_tag(model, AUDIT_HEAD_TAG, head)
+                for entry in entries:
+                    if entry.to_state is not None and entry.to_state != entry.from_state:
+                        self.client.set_model_version_tag(model, entry.version, STATE_TAG, entry.to_state)
+                        undo.append(("tag", entry.version, entry.from_state))
                 for alias, version in aliases.items():
                     undo.append(("alias", alias, self.alias_version(model, alias)))
                     self._point_alias(model, alias, version)
@@ -257,241 +688,17 @@ class Lifecycle:
         else:
             self.client.set_registered_model_alias(model, alias, version)
 
-    def transition(
-        self,
-        model: str,
-        version: str | int,
-        to_state: State,
-        *,
-        actor: str,
-        reason: str,
-        policy: PolicyResult | None = None,
-    ) -> None:
-        version = str(version)
-        current = self.state(model, version)
-        check_transition(model, version, current, to_state)
-        if to_state == State.PRODUCTION:
-            raise LifecycleError("use promote_to_production: PRODUCTION needs approvals and moves the old version out")
-        self.record(
-            model,
-            actor,
-            [Change(version, "transition", current, to_state, reason, policy)],
-            self._aliases_after(model, version, to_state),
-        )
 
-    def _aliases_after(self, model: str, version: str, to_state: State) -> dict[str, str | None]:
-        """Alias changes implied by ``version`` entering ``to_state``."""
-        aliases: dict[str, str | None] = {}
-        holds = {a: self.alias_version(model, a) for a in ("production", "staging", "challenger")}
-        if to_state == State.STAGING:
-            aliases["staging"] = version
-            if holds["production"] not in (None, version):
-                aliases["challenger"] = version
-        else:
-            for alias in ("staging", "challenger"):
-                if holds[alias] == version:
-                    aliases[alias] = None
-        if to_state != State.PRODUCTION and holds["production"] == version:
-            aliases["production"] = None
-        return aliases
-
-    def register(
-        self,
-        model: str,
-        *,
-        source: str,
-        run_id: str,
-        model_id: str | None,
-        tags: dict[str, str],
-        actor: str,
-        reason: str,
-    ) -> ModelVersion:
-        """New version, DRAFT until its artifacts are in place, then TRAINED (two audit rows)."""
-        try:
-            self.client.get_registered_model(model)
-        except MlflowException:
-            self.client.create_registered_model(model, tags={"managed_by": "mlops_pipelines"})
-        mv = self.client.create_model_version(
-            model, source=source, run_id=run_id, model_id=model_id, tags={**tags, STATE_TAG: State.DRAFT.value}
-        )
-        version = str(mv.version)
-        self.record(model, actor, [Change(version, "register", None, State.DRAFT, "version created")], {})
-        self.transition(model, version, State.TRAINED, actor=actor, reason=reason)
-        return self.version(model, version)
-
-    def gate(self, model: str, version: str | int, result: PolicyResult, *, actor: str) -> str:
-        """Apply a policy evaluation: pass -> VALIDATED -> STAGING; fail -> stays (or goes back to) TRAINED."""
-        version = str(version)
-        current = self.state(model, version)
-        if result.passed:
-            if current == State.TRAINED:
-                self.transition(
-                    model, version, State.VALIDATED, actor=actor, reason="promotion policy passed", policy=result
-                )
-                current = State.VALIDATED
-            if current == State.VALIDATED:
-                self.transition(
-                    model,
-                    version,
-                    State.STAGING,
-                    actor=actor,
-                    reason="policy passed: staged, awaiting approval for production",
-                    policy=result,
-                )
-            return self.state(model, version)
-        reason = "promotion policy failed: " + "; ".join(result.failures())
-        if current == State.STAGING:
-            self.transition(model, version, State.TRAINED, actor=actor, reason=reason, policy=result)
-        else:
-            self.record(model, actor, [Change(version, "gate_rejected", current, current, reason, result)], {})
-        return self.state(model, version)
-
-    def approve(self, model: str, version: str | int, *, approver: str, comment: str) -> None:
-        version = str(version)
-        mv = self.version(model, version)
-        trainer = mv.tags.get("trained_by")
-        if approver == trainer:
-            raise ApprovalRequired(f"{model} v{version}: {approver!r} trained this version and cannot approve it")
-        if mv.tags.get(STATE_TAG) != State.STAGING:
-            raise LifecycleError(f"{model} v{version} is {mv.tags.get(STATE_TAG)}; only STAGING versions are approved")
-        insert = (
-            f"INSERT INTO {APPROVALS_TABLE} VALUES (?, ?, ?, ?, ?)",
-            [model, version, approver, comment, datetime.now(UTC)],
-        )
-        change = Change(
-            version,
-            "approval",
-            State.STAGING,
-            State.STAGING,
-            comment,
-            approvals=[{"approver": approver, "comment": comment}],
-        )
-        self.record(model, approver, [change], {}, extra=insert)
-
-    def promote_to_production(self, model: str, version: str | int, *, actor: str, reason: str) -> str | None:
-        """STAGING -> PRODUCTION with a four-eyes approval; the previous production version moves to STAGING in
-        the same operation. Returns the version that left production (the rollback target)."""
-        version = str(version)
-        mv = self.version(model, version)
-        check_transition(model, version, mv.tags.get(STATE_TAG, State.DRAFT), State.PRODUCTION)
-        trainer = mv.tags.get("trained_by")
-        current = self.approvals(model, version, current_stay=True)
-        valid = [a for a in current if a["approver"] not in (trainer, actor)]
-        if not valid:
-            raise ApprovalRequired(
-                f"{model} v{version}: PRODUCTION needs an approval, given since it last entered STAGING, by someone "
-                f"other than the trainer ({trainer!r}) and the requester ({actor!r}); approvals of this stay: "
-                f"{[a['approver'] for a in current]}"
-            )
-        review = self.conn.execute(
-            f"SELECT status FROM {REVIEWS_TABLE} WHERE model = ? AND version = ? ORDER BY requested_at DESC LIMIT 1",
-            [model, version],
-        ).fetchone()
-        if review is None or review[0] != "APPROVED":
-            raise ApprovalRequired(
-                f"{model} v{version}: PRODUCTION needs an APPROVED compliance review "
-                f"({review[0] if review else 'no compliance review yet'})"
-            )
-        previous = self.alias_version(model, "production")
-        changes = []
-        if previous is not None and previous != version:
-            changes.append(Change(previous, "superseded", State.PRODUCTION, State.STAGING, f"superseded by v{version}"))
-        changes.append(Change(version, "transition", State.STAGING, State.PRODUCTION, reason, approvals=valid))
-        aliases: dict[str, str | None] = {"production": version}
-        for alias in ("staging", "challenger"):
-            if self.alias_version(model, alias) == version:
-                aliases[alias] = None
-        if previous is not None and previous != version:
-            aliases["staging"] = previous  # the rollback target stays one step away
-        self.record(model, actor, changes, aliases)
-        return previous
-
-    def rollback(self, model: str, *, actor: str, reason: str) -> str:
-        """PRODUCTION -> STAGING for the current version, the version it superseded back to PRODUCTION."""
-        current = self.alias_version(model, "production")
-        if current is None:
-            raise LifecycleError(f"{model}: no production version to roll back")
-        target = self.rollback_target(model)
-        if target is None:
-            raise LifecycleError(f"{model} v{current}: no previous production version to roll back to")
-        if self.state(model, target) != State.STAGING:
-            raise LifecycleError(f"{model}: rollback target v{target} is {self.state(model, target)}, not STAGING")
-        self.record(
-            model,
-            actor,
-            [
-                Change(current, "rollback", State.PRODUCTION, State.STAGING, reason),
-                Change(target, "rollback", State.STAGING, State.PRODUCTION, f"restored by rollback of v{current}"),
-            ],
-            {"production": target, "staging": current, "challenger": None},
-        )
-        return target
-
-    def rollback_target(self, model: str) -> str | None:
-        """The version the current production version superseded (from the audit log)."""
-        current = self.alias_version(model, "production")
-        rows = self.conn.execute(
-            f"""SELECT s.version FROM {AUDIT_TABLE} s JOIN {AUDIT_TABLE} p USING (operation_id)
-                WHERE s.model = ? AND s.action = 'superseded' AND p.to_state = 'PRODUCTION' AND p.version = ?
-                ORDER BY s.seq DESC LIMIT 1""",
-            [model, current],
-        ).fetchone()
-        return rows[0] if rows else None
-
-    def retire(self, model: str, version: str | int, *, actor: str, reason: str) -> None:
-        """PRODUCTION -> RETIRED: the version stops serving; every artifact stays in MLflow."""
-        self.transition(model, version, State.RETIRED, actor=actor, reason=reason)
-
-    def record_override(self, model: str, version: str | int, *, actor: str, reason: str) -> None:
-        """An explicit override (e.g. serving despite a feature-graph mismatch) is itself audited."""
-        state = self.state(model, version)
-        self.record(model, actor, [Change(str(version), "override", state, state, reason)], {})
-
-    # ---- verification ------------------------------------------------------------------------------------
-    def consistency_problems(self, model: str) -> list[str]:
-        """MLflow state vs the audit log, aliases vs states, and the audit sequence (no gaps)."""
-        problems = []
-        last_state = {
-            row[0]: row[1]
-            for row in self.conn.execute(
-                f"""SELECT version, to_state FROM {AUDIT_TABLE} WHERE model = ? AND to_state IS NOT NULL
-                    QUALIFY row_number() OVER (PARTITION BY version ORDER BY seq DESC) = 1""",
-                [model],
-            ).fetchall()
-        }
-        for mv in self.versions(model):
-            tag = mv.tags.get(STATE_TAG)
-            if last_state.get(str(mv.version)) != tag:
-                problems.append(f"v{mv.version}: MLflow says {tag}, audit log says {last_state.get(str(mv.version))}")
-        expected = {"production": State.PRODUCTION, "staging": State.STAGING, "challenger": State.STAGING}
-        for alias, state in expected.items():
-            holder = self.alias_version(model, alias)
-            if holder is not None and self.state(model, holder) != state:
-                problems.append(f"alias {alias} -> v{holder}, which is {self.state(model, holder)}")
-        in_production = [str(mv.version) for mv in self.versions(model) if mv.tags.get(STATE_TAG) == State.PRODUCTION]
-        if len(in_production) > 1:
-            problems.append(f"more than one PRODUCTION version: {in_production}")
-        seqs = [r[0] for r in self.conn.execute(f"SELECT seq FROM {AUDIT_TABLE} ORDER BY seq").fetchall()]
-        if seqs != list(range(1, len(seqs) + 1)):
-            problems.append("audit log sequence has gaps")
-        return problems + self.audit_chain_problems(model)
-
-    def audit_chain_problems(self, model: str) -> list[str]:
-        """Rows whose hash does not follow from their content and the row before (edited, inserted or deleted
-        rows), and a model whose newest audit row recorded in MLflow is no longer in the table."""
-        rows = self.conn.execute(f"SELECT {_CHAINED}, row_hash FROM {AUDIT_TABLE} ORDER BY seq").fetchall()
-        previous, problems, hashes = "", [], {}
-        for *values, stored in rows:
-            if stored is None:  # written before the log was chained: the chain starts after it
-                previous = ""
-                continue
-            if chain_hash(previous, tuple(values)) != stored:
-                problems.append(f"audit row {values[0]} was changed, or a row before it removed")
-                break
-            previous = hashes[values[0]] = stored
-        registered = self._audit_head(model)
-        if registered:
-            seq, head = registered.split(":", 1)
-            if hashes.get(int(seq)) != head and not problems:  # a broken chain was reported already
-                problems.append(f"audit row {seq}, the newest of {model} per MLflow, is missing or changed")
-        return problems
+@contextmanager
+def open_lifecycle(
+    client: MlflowClient,
+    warehouse_path: str | Path,
+    audit_key_file: str | Path,
+    *,
+    read_only: bool = False,
+    lock_timeout_s: float = 300.0,
+) -> Iterator[Lifecycle]:
+    """The one way to build a ``Lifecycle`` (assets, jobs, CLI): the warehouse connection is held until the end
+    (for writers it is the cross-process mutex), the audit key read from its file."""
+    with warehouse.connect(warehouse_path, read_only=read_only, lock_timeout_s=lock_timeout_s) as conn:
+        yield Lifecycle(client, conn, audit.load_key(Path(audit_key_file), conn))

@@ -1,15 +1,17 @@
-"""Loading a registered model for inference: resolve by alias or version, refuse a feature-graph mismatch
-(serving maps it to HTTP 409) unless explicitly overridden (and audited), verify the artifact's sha256."""
+"""Loading a registered model for inference, the one path for backtests, explanations, monitoring and serving.
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+Refused, each with its own error: a model whose governance record fails verification (``InconsistentLifecycle``:
+a tampered audit log, or MLflow tags/aliases that disagree with it); a version trained on another feature graph
+than the live catalog (``FeatureGraphMismatch``, HTTP 409 in serving) unless explicitly overridden, and the
+override is audited; an artifact whose sha256 differs from the one recorded at registration in the audit chain
+(not only in the MLflow tag, which anyone with registry access can rewrite together with the file).
+"""
+
 from dataclasses import dataclass
 
-import duckdb
 import lightgbm as lgb
-from mlflow.exceptions import MlflowException
 
-from mlops_pipelines.lib.lifecycle import Lifecycle
+from mlops_pipelines.lib.lifecycle import Lifecycle, LifecycleError
 from mlops_pipelines.lib.tracking import Tracking
 
 
@@ -33,43 +35,49 @@ class LoadedModel:
     feature_graph_hash: str
 
 
+def resolve(lifecycle: Lifecycle, model: str, ref: str) -> str:
+    """``ref`` is a version number or an alias (``production``, ``staging``, ``challenger``), resolved by the
+    audit log (MLflow's aliases must agree with it, or the model is refused as inconsistent)."""
+    if ref.isdigit():
+        return ref
+    version = lifecycle.record(model).aliases.get(ref)
+    if version is None:
+        raise LookupError(f"{model}@{ref} does not resolve to a registered version")
+    return version
+
+
 def load_for_inference(
+    lifecycle: Lifecycle,
     tracking: Tracking,
     model: str,
     ref: str,
     *,
     live_graph_hash: str,
-    connect_warehouse: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]] | None = None,
     override_reason: str | None = None,
     actor: str | None = None,
 ) -> LoadedModel:
-    """``ref`` is an alias (``production``, ``staging``, ``challenger``) or a version number."""
-    client = tracking.client()
-    try:
-        mv = client.get_model_version(model, ref) if ref.isdigit() else client.get_model_version_by_alias(model, ref)
-    except MlflowException as exc:
-        raise LookupError(f"{model}@{ref} does not resolve to a registered version") from exc
-    recorded = mv.tags.get("feature_graph_hash", "")
+    """Verify the model's governance record, then the feature graph, then the artifact; load the native file."""
+    record = lifecycle.require_consistent(model)
+    version = resolve(lifecycle, model, ref)
+    found = record.versions.get(version)
+    if found is None:
+        raise LookupError(f"{model} v{version} is not a registered version")
+    recorded = str(found.registered.get("feature_graph_hash", ""))
     if recorded != live_graph_hash:
         if override_reason is None:
-            raise FeatureGraphMismatch(model, str(mv.version), recorded, live_graph_hash)
-        if connect_warehouse is None or actor is None:
-            raise ValueError("an override must be audited: pass connect_warehouse and actor")
-        with connect_warehouse() as conn:
-            Lifecycle(client, conn).record_override(
-                model,
-                str(mv.version),
-                actor=actor,
-                reason=f"loaded despite feature graph {recorded[:12]} != live {live_graph_hash[:12]}: "
-                f"{override_reason}",
-            )
-    if not mv.source or "artifact_sha256" not in mv.tags:
-        raise LookupError(f"{model} v{mv.version} has no source or no recorded artifact sha256: refusing to load it")
-    booster = tracking.load_verified_booster(mv.source, mv.tags["artifact_sha256"])
+            raise FeatureGraphMismatch(model, version, recorded, live_graph_hash)
+        if actor is None:
+            raise ValueError("an override must be audited: pass the actor")
+        lifecycle.record_override(
+            model,
+            version,
+            actor=actor,
+            reason=f"loaded despite feature graph {recorded[:12]} != live {live_graph_hash[:12]}: {override_reason}",
+        )
+    sha256, source = found.registered.get("artifact_sha256"), found.registered.get("source")
+    if not sha256 or not source:
+        raise LifecycleError(f"{model} v{version} has no recorded source or artifact sha256: refusing to load it")
+    booster = tracking.load_verified_booster(str(source), str(sha256))
     return LoadedModel(
-        name=model,
-        version=str(mv.version),
-        booster=booster,
-        features=booster.feature_name(),
-        feature_graph_hash=recorded,
+        name=model, version=version, booster=booster, features=booster.feature_name(), feature_graph_hash=recorded
     )

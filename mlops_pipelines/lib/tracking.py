@@ -9,6 +9,8 @@ that step. We use ``MlflowClient`` with URIs passed explicitly everywhere (RELIA
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -166,15 +168,44 @@ class Tracking:
         return source
 
     def load_verified_booster(self, source: str, expected_sha256: str) -> lgb.Booster:
-        """Download a registered model, check its sha256, then load the native file (never a pickle)."""
+        """Download a registered model, check its sha256, then load the native file (never a pickle), after a
+        load-and-predict probe in a child process: LightGBM aborts the whole process on some malformed files."""
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(download_artifacts(artifact_uri=self.artifact_location(source), dst_path=tmp))
-            actual = sha256_file(local / MODEL_FILE)
+            path = local / MODEL_FILE
+            actual = sha256_file(path)
             if actual != expected_sha256:
                 raise ArtifactIntegrityError(
                     f"{source}/{MODEL_FILE} has sha256 {actual}, but {expected_sha256} was recorded at registration"
                 )
-            return lgb.Booster(model_file=str(local / MODEL_FILE))
+            probe_model_file(path, actual)
+            return lgb.Booster(model_file=str(path))
+
+
+_PROBED: set[str] = set()  # sha256 of model files this process has seen load and predict in a child process
+_PROBE = """
+import sys, numpy, lightgbm
+booster = lightgbm.Booster(model_file=sys.argv[1])
+booster.predict(numpy.zeros((2, booster.num_feature())))
+"""
+
+
+def probe_model_file(path: Path, sha256: str, timeout_s: float = 120.0) -> None:
+    """Load the file and predict two rows in a child process; ``ArtifactIntegrityError`` if that fails or crashes.
+    Once per file content and process."""
+    if sha256 in _PROBED:
+        return
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ArtifactIntegrityError(f"{path.name}: loading it did not finish within {timeout_s:.0f}s") from exc
+    if done.returncode != 0:
+        how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+        last = (done.stderr.strip().splitlines() or [""])[-1]
+        raise ArtifactIntegrityError(f"{path.name} is not a loadable LightGBM model ({how}): {last}")
+    _PROBED.add(sha256)
 
 
 def git_commit(repo: Path) -> str:

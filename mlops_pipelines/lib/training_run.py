@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -76,7 +75,7 @@ def train_and_register(
     data: TrainingSet,
     catalog: FeatureCatalog,
     tracking: Tracking,
-    connect_warehouse: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+    open_lifecycle: Callable[[], AbstractContextManager[Lifecycle]],
     *,
     actor: str,
     dagster_run_id: str,
@@ -150,8 +149,7 @@ def train_and_register(
             "dagster_run_id": dagster_run_id,
             "strategy": spec.strategy,
         }
-        with connect_warehouse() as conn:
-            lifecycle = Lifecycle(client, conn)
+        with open_lifecycle() as lifecycle:
             try:
                 version = lifecycle.register(
                     spec.name,

@@ -1,10 +1,15 @@
 """Fixtures for Dagster-level tests: definitions loaded against a tmp data dir, a real test instance."""
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
+
+from mlops_pipelines.lib.lifecycle import Lifecycle, open_lifecycle
+from mlops_pipelines.lib.tracking import Tracking
+from mlops_pipelines.settings import Settings
 
 DAY_RANGE = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-08"}
 
@@ -21,6 +26,19 @@ def definitions(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dg.Definitio
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 1}}}) as inst:
         yield inst
+
+
+def settings_tracking() -> Tracking:
+    settings = Settings.from_env()
+    return Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
+
+
+@contextmanager
+def settings_lifecycle() -> Iterator[Lifecycle]:
+    """The lifecycle the definitions' resources use (same warehouse, MLflow store and audit key)."""
+    settings = Settings.from_env()
+    with open_lifecycle(settings_tracking().client(), settings.warehouse_path, settings.audit_key_file) as lifecycle:
+        yield lifecycle
 
 
 def run_job(

@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH
-from mlops_pipelines.lib import reviews, warehouse
+from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.audit import AUDIT_TABLE
 from mlops_pipelines.lib.drift_status import read_status
-from mlops_pipelines.lib.lifecycle import AUDIT_TABLE, Lifecycle
+from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
-from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.settings import Settings
-from mlops_pipelines_tests.test_defs.conftest import run_job
+from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
 from mlops_pipelines_tests.test_defs.test_monitoring import evaluate_sensor
 
 pytestmark = pytest.mark.slow
@@ -30,8 +30,8 @@ def to_production(lifecycle: Lifecycle, version: str) -> None:
         result = evaluate(permissive, model=MODEL, strategy="directional", metrics={"test_rows": 10})
         lifecycle.gate(MODEL, version, result, actor="operator")
     lifecycle.approve(MODEL, version, approver="reviewer", comment="ok")
-    reviews.request_review(lifecycle, MODEL, version, report_uri="report.html", actor="pipeline")
-    reviews.decide(lifecycle, MODEL, version, approve=True, reviewer="compliance", comment="signed off")
+    lifecycle.request_review(MODEL, version, report_uri="report.html", actor="pipeline")
+    lifecycle.decide_review(MODEL, version, approve=True, reviewer="compliance", comment="signed off")
     lifecycle.promote_to_production(MODEL, version, actor="operator", reason="test")
 
 
@@ -67,9 +67,7 @@ def test_performance_and_prediction_drift_then_auto_demotion(
         instance=instance, asset_selection=[dg.AssetKey(MODEL)]
     )  # a second version of the classifier
     settings = Settings.from_env()
-    tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
-    with warehouse.connect(settings.warehouse_path) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with settings_lifecycle() as lifecycle:
         for version in ("1", "2"):
             to_production(lifecycle, version)
         assert lifecycle.alias_version(MODEL, "production") == "2"
@@ -101,13 +99,13 @@ def test_performance_and_prediction_drift_then_auto_demotion(
     assert meta["monitoring/model_performance"][f"{MODEL}_status"].value == "CRITICAL"
     [request] = evaluate_sensor(instance, data_dir / "monitoring" / "drift_status.json", None).run_requests or []
     assert request.tags["retrain_model"] == MODEL and "performance" in request.tags["trigger"]
-    with warehouse.connect(settings.warehouse_path) as conn:
-        assert Lifecycle(tracking.client(), conn).alias_version(MODEL, "production") == "2"
+    with settings_lifecycle() as lifecycle:
+        assert lifecycle.alias_version(MODEL, "production") == "2"
 
     # auto-demotion on: PRODUCTION goes back to v1 through the lifecycle, audited, and the alert says so
     monitor(definitions, instance, "2026-01-19-23:00", policy_file(tmp_path, auto_demote=True))
-    with warehouse.connect(settings.warehouse_path) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with settings_lifecycle() as lifecycle:
+        conn = lifecycle.conn
         assert lifecycle.alias_version(MODEL, "production") == "1"
         assert lifecycle.state(MODEL, "2") == "STAGING"
         assert lifecycle.consistency_problems(MODEL) == []

@@ -12,12 +12,10 @@ from mlops_pipelines.defs.monitoring.alerts import run_failure_alerts
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
 from mlops_pipelines.lib import warehouse
 from mlops_pipelines.lib.drift_status import read_status, update_status
-from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
-from mlops_pipelines.lib.tracking import Tracking
 from mlops_pipelines.resources import AlertsResource, DriftStatusResource
 from mlops_pipelines.settings import Settings
-from mlops_pipelines_tests.test_defs.conftest import run_job
+from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
 
 
 def test_one_tick_per_hour_with_the_previous_hour_across_dst(
@@ -205,10 +203,7 @@ def test_regime_shift_closes_the_loop(
 
     ingest("2026-01-01", "2026-02-14")
     run_job(definitions, instance, "training_job")
-    settings = Settings.from_env()
-    tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
-    with warehouse.connect(settings.warehouse_path) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with settings_lifecycle() as lifecycle:
         if lifecycle.state("direction_classifier", "1") != "STAGING":  # this tiny market's model fails the policy
             permissive = evaluate(
                 PromotionPolicy(defaults={}), model="direction_classifier", strategy="directional", metrics={}
@@ -224,7 +219,7 @@ def test_regime_shift_closes_the_loop(
     metadata = by_asset["monitoring/feature_drift"]
     assert metadata["direction_classifier_severity"].value == "SEVERE"
     assert Path(metadata["direction_classifier_evidently_report"].value).exists()
-    with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
         rows = conn.execute(
             "SELECT DISTINCT model, model_severity, window_end FROM monitoring.model_drift_reports"
         ).fetchall()

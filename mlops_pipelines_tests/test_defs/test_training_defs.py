@@ -3,12 +3,8 @@
 import dagster as dg
 import pytest
 
-from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
-from mlops_pipelines.lib.tracking import Tracking
-from mlops_pipelines.settings import Settings
-from mlops_pipelines_tests.test_defs.conftest import run_job
+from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
 
 pytestmark = pytest.mark.slow
 DAYS = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-20"}
@@ -37,9 +33,6 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
     assert "| holdout | candidate |" in backtest["comparison"].value
     assert isinstance(backtest["sharpe_excess_vs_buy_and_hold"].value, float)
 
-    settings = Settings.from_env()
-    tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
-
     # a failing explanation is reported on its asset (check failed, error in metadata); the run still succeeds
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("shap exploded")
@@ -59,9 +52,9 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
     if gate["lifecycle_state"].value == "TRAINED":
         # on this tiny market the policy may fail; an operator re-gates with a request override (audited)
         permissive = PromotionPolicy.model_validate({"defaults": {"min_test_rows": 1}})
-        with warehouse.connect(settings.warehouse_path) as conn:
+        with settings_lifecycle() as lifecycle:
             result = evaluate(permissive, model=model, strategy="directional", metrics={"test_rows": 10})
-            assert Lifecycle(tracking.client(), conn).gate(model, "1", result, actor="operator") == "STAGING"
+            assert lifecycle.gate(model, "1", result, actor="operator") == "STAGING"
 
     def op_config(op: str, **values: object) -> dict:
         return {"ops": {op: {"config": values}}}
@@ -104,8 +97,7 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
         "promote_model_job",
         run_config=op_config("promote_model", model=model, version="1", actor="operator"),
     )
-    with warehouse.connect(settings.warehouse_path) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with settings_lifecycle() as lifecycle:
         assert lifecycle.state(model, "1") == "PRODUCTION"
         assert lifecycle.consistency_problems(model) == []
     run_job(
@@ -114,5 +106,5 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
         "retire_model_job",
         run_config=op_config("retire_model", model=model, version="1", actor="operator", reason="test"),
     )
-    with warehouse.connect(settings.warehouse_path) as conn:
-        assert Lifecycle(tracking.client(), conn).state(model, "1") == "RETIRED"
+    with settings_lifecycle() as lifecycle:
+        assert lifecycle.state(model, "1") == "RETIRED"

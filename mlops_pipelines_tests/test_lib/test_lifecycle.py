@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightgbm as lgb
@@ -13,10 +15,9 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlops_pipelines.lib import reviews, warehouse
+from mlops_pipelines.lib.audit import AUDIT_TABLE
 from mlops_pipelines.lib.lifecycle import (
     ALLOWED,
-    AUDIT_TABLE,
     STATE_TAG,
     ApprovalRequired,
     IllegalTransition,
@@ -24,6 +25,7 @@ from mlops_pipelines.lib.lifecycle import (
     LifecycleError,
     State,
     check_transition,
+    open_lifecycle,
 )
 from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
 from mlops_pipelines.lib.tracking import Tracking
@@ -42,17 +44,26 @@ def test_every_pair_of_states(source: State, target: State) -> None:
             check_transition(MODEL, "1", source, target)
 
 
-def new_version(tracking: Tracking, db: Path, trainer: str = "trainer") -> str:
+@contextmanager
+def governed(tracking: Tracking, db: Path, key_file: Path | None = None) -> Iterator[Lifecycle]:
+    """The lifecycle over ``db``, its audit key next to it unless given (as the platform opens it)."""
+    with open_lifecycle(tracking.client(), db, key_file or db.parent / "audit.key") as lifecycle:
+        yield lifecycle
+
+
+def new_version(
+    tracking: Tracking, db: Path, trainer: str = "trainer", *, model: str = MODEL, key_file: Path | None = None
+) -> str:
     """A real (tiny) LightGBM model, logged and registered as TRAINED."""
     rng = np.random.default_rng(0)
     x = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
     booster = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(x, (x["a"] > 0).astype(int)), 5)
-    with tracking.run(MODEL, run_name="toy", tags={"trained_by": trainer}) as run:
+    with tracking.run(model, run_name="toy", tags={"trained_by": trainer}) as run:
         tracking.client().log_metric(run.info.run_id, "sharpe", 1.0)
         logged = tracking.log_booster(run.info.run_id, booster, x.head(3))
-    with warehouse.connect(db) as conn:
-        mv = Lifecycle(tracking.client(), conn).register(
-            MODEL,
+    with governed(tracking, db, key_file) as lifecycle:
+        mv = lifecycle.register(
+            model,
             source=logged.model_uri,
             run_id=run.info.run_id,
             model_id=logged.model_id,
@@ -65,22 +76,20 @@ def new_version(tracking: Tracking, db: Path, trainer: str = "trainer") -> str:
 
 def staged_version(tracking: Tracking, db: Path, approver: str | None = "reviewer") -> str:
     version = new_version(tracking, db)
-    with warehouse.connect(db) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with governed(tracking, db) as lifecycle:
         result = evaluate(PASSING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
         assert lifecycle.gate(MODEL, version, result, actor="pipeline") == State.STAGING
         if approver:
             lifecycle.approve(MODEL, version, approver=approver, comment="ok")
-            reviews.request_review(lifecycle, MODEL, version, report_uri="report.html", actor="pipeline")
-            reviews.decide(lifecycle, MODEL, version, approve=True, reviewer="compliance", comment="signed off")
+            lifecycle.request_review(MODEL, version, report_uri="report.html", actor="pipeline")
+            lifecycle.decide_review(MODEL, version, approve=True, reviewer="compliance", comment="signed off")
     return version
 
 
 def test_register_gate_and_four_eyes(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     version = new_version(tracking, db)
-    with warehouse.connect(db) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with governed(tracking, db) as lifecycle:
         assert lifecycle.state(MODEL, version) == State.TRAINED
         rejected = evaluate(FAILING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
         assert lifecycle.gate(MODEL, version, rejected, actor="pipeline") == State.TRAINED
@@ -97,14 +106,14 @@ def test_register_gate_and_four_eyes(tracking: Tracking, tmp_path: Path) -> None
         lifecycle.approve(MODEL, version, approver="reviewer", comment="reviewed")
         with pytest.raises(ApprovalRequired, match="APPROVED compliance review"):
             lifecycle.promote_to_production(MODEL, version, actor="ops", reason="no sign-off yet")
-        reviews.request_review(lifecycle, MODEL, version, report_uri="r.html", actor="pipeline")
+        lifecycle.request_review(MODEL, version, report_uri="r.html", actor="pipeline")
         with pytest.raises(ApprovalRequired, match="cannot review"):
-            reviews.decide(lifecycle, MODEL, version, approve=True, reviewer="trainer", comment="self")
-        reviews.decide(lifecycle, MODEL, version, approve=False, reviewer="compliance", comment="missing data")
+            lifecycle.decide_review(MODEL, version, approve=True, reviewer="trainer", comment="self")
+        lifecycle.decide_review(MODEL, version, approve=False, reviewer="compliance", comment="missing data")
         with pytest.raises(ApprovalRequired, match=r"compliance review \(REJECTED\)"):
             lifecycle.promote_to_production(MODEL, version, actor="ops", reason="rejected")
-        reviews.request_review(lifecycle, MODEL, version, report_uri="r2.html", actor="pipeline")
-        reviews.decide(lifecycle, MODEL, version, approve=True, reviewer="compliance", comment="fixed")
+        lifecycle.request_review(MODEL, version, report_uri="r2.html", actor="pipeline")
+        lifecycle.decide_review(MODEL, version, approve=True, reviewer="compliance", comment="fixed")
         with pytest.raises(ApprovalRequired, match="requester"):  # the approver cannot also be the requester
             lifecycle.promote_to_production(MODEL, version, actor="reviewer", reason="self-request")
         with pytest.raises(IllegalTransition, match="STAGING -> RETIRED"):
@@ -134,8 +143,7 @@ def test_register_gate_and_four_eyes(tracking: Tracking, tmp_path: Path) -> None
 def test_failed_revalidation_sends_staging_back_to_trained(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     version = staged_version(tracking, db, approver=None)
-    with warehouse.connect(db) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with governed(tracking, db) as lifecycle:
         failed = evaluate(FAILING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
         assert lifecycle.gate(MODEL, version, failed, actor="pipeline") == State.TRAINED
         assert lifecycle.alias_version(MODEL, "staging") is None
@@ -145,8 +153,7 @@ def test_failed_revalidation_sends_staging_back_to_trained(tracking: Tracking, t
 def test_an_approval_does_not_carry_over_a_new_stay_in_staging(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     version = staged_version(tracking, db)  # approved by "reviewer", compliance signed off
-    with warehouse.connect(db) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with governed(tracking, db) as lifecycle:
         failed = evaluate(FAILING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
         assert lifecycle.gate(MODEL, version, failed, actor="pipeline") == State.TRAINED
         passed = evaluate(PASSING, model=MODEL, strategy="s", metrics={"sharpe": 1.0})
@@ -163,8 +170,8 @@ def test_an_approval_does_not_carry_over_a_new_stay_in_staging(tracking: Trackin
 def champion_and_challenger(tracking: Tracking, db: Path) -> tuple[str, str]:
     """A version in production and a newer one staged and approved."""
     first = staged_version(tracking, db)
-    with warehouse.connect(db) as conn:
-        Lifecycle(tracking.client(), conn).promote_to_production(MODEL, first, actor="ops", reason="v1")
+    with governed(tracking, db) as lifecycle:
+        lifecycle.promote_to_production(MODEL, first, actor="ops", reason="v1")
     return first, staged_version(tracking, db)
 
 
@@ -173,8 +180,7 @@ def test_an_mlflow_failure_mid_operation_leaves_mlflow_and_the_audit_log_as_they
 ) -> None:
     db = tmp_path / "w.duckdb"
     first, second = champion_and_challenger(tracking, db)
-    with warehouse.connect(db) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with governed(tracking, db) as lifecycle:
 
         def recorded() -> tuple[dict[str, str], int]:
             states = {str(mv.version): mv.tags[STATE_TAG] for mv in lifecycle.versions(MODEL)}
@@ -199,8 +205,7 @@ def test_an_mlflow_failure_mid_operation_leaves_mlflow_and_the_audit_log_as_they
 def test_new_production_moves_old_out_and_rollback_restores_it(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     first, second = champion_and_challenger(tracking, db)
-    with warehouse.connect(db) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with governed(tracking, db) as lifecycle:
         assert lifecycle.alias_version(MODEL, "challenger") == second  # it challenges the champion
         assert lifecycle.promote_to_production(MODEL, second, actor="ops", reason="v2") == first
         states = {str(mv.version): mv.tags["lifecycle_state"] for mv in lifecycle.versions(MODEL)}
@@ -231,14 +236,13 @@ def test_edited_or_deleted_audit_rows_are_detected(tracking: Tracking, tmp_path:
 
     def problems_after(sql: str) -> list[str]:
         shutil.copy(db, copy)
-        with warehouse.connect(copy) as conn:
-            conn.execute(sql)
-            return Lifecycle(tracking.client(), conn).consistency_problems(MODEL)
+        with governed(tracking, copy) as lifecycle:
+            lifecycle.conn.execute(sql)
+            return lifecycle.consistency_problems(MODEL)
 
-    with warehouse.connect(db) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with governed(tracking, db) as lifecycle:
         assert lifecycle.consistency_problems(MODEL) == []
-        [(last,)] = conn.execute(f"SELECT max(seq) FROM {AUDIT_TABLE}").fetchall()
+        [(last,)] = lifecycle.conn.execute(f"SELECT max(seq) FROM {AUDIT_TABLE}").fetchall()
     assert problems_after(f"UPDATE {AUDIT_TABLE} SET actor = 'someone else' WHERE seq = 3") == [
         "audit row 3 was changed, or a row before it removed"
     ]
@@ -253,24 +257,22 @@ def test_consistency_check_detects_disagreement(tracking: Tracking, tmp_path: Pa
     db = tmp_path / "w.duckdb"
     version = new_version(tracking, db)
     tracking.client().set_model_version_tag(MODEL, version, "lifecycle_state", "PRODUCTION")  # behind our back
-    with warehouse.connect(db) as conn:
-        problems = Lifecycle(tracking.client(), conn).consistency_problems(MODEL)
+    with governed(tracking, db) as lifecycle:
+        problems = lifecycle.consistency_problems(MODEL)
     assert problems == [f"v{version}: MLflow says PRODUCTION, audit log says TRAINED"]
 
 
 PROMOTE = textwrap.dedent("""
     import sys
-    from mlops_pipelines.lib import reviews, warehouse
-    from mlops_pipelines.lib.lifecycle import Lifecycle
+    from mlops_pipelines.lib.lifecycle import open_lifecycle
     from mlops_pipelines.lib.tracking import Tracking
     uri, db, version, go = sys.argv[1:5]
     from pathlib import Path
     import time
     while not Path(go).exists():
         time.sleep(0.005)
-    with warehouse.connect(db) as conn:
-        Lifecycle(Tracking(uri, uri, "unused").client(), conn).promote_to_production(
-            "toy_model", version, actor="ops-" + version, reason="race")
+    with open_lifecycle(Tracking(uri, uri, "unused").client(), db, Path(db).parent / "audit.key") as lifecycle:
+        lifecycle.promote_to_production("toy_model", version, actor="ops-" + version, reason="race")
 """)
 
 
@@ -290,8 +292,7 @@ def test_concurrent_promotions_leave_one_production_and_no_gap(tracking: Trackin
     go.touch()  # release both at once
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
-    with warehouse.connect(db) as conn:
-        lifecycle = Lifecycle(tracking.client(), conn)
+    with governed(tracking, db) as lifecycle:
         states = sorted(str(mv.tags["lifecycle_state"]) for mv in lifecycle.versions(MODEL))
         assert states == ["PRODUCTION", "STAGING"]
         assert lifecycle.consistency_problems(MODEL) == []  # includes: audit seq has no gaps

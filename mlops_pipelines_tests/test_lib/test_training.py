@@ -15,7 +15,7 @@ from scipy import stats
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
 from mlops_pipelines.lib import datasets, warehouse
 from mlops_pipelines.lib.feature_views import FeatureCatalog
-from mlops_pipelines.lib.lifecycle import Lifecycle, State
+from mlops_pipelines.lib.lifecycle import State, open_lifecycle
 from mlops_pipelines.lib.model_loading import FeatureGraphMismatch, load_for_inference
 from mlops_pipelines.lib.tracking import MODEL_FILE, ArtifactIntegrityError, Tracking, TrackingConfigError
 from mlops_pipelines.lib.training import auc, max_drawdown, sharpe
@@ -116,13 +116,13 @@ def test_training_run_registers_a_verified_version(
     catalog: FeatureCatalog,
     tmp_path: Path,
 ) -> None:
-    connect = partial(warehouse.connect, feature_warehouse)
+    governed = partial(open_lifecycle, tracking.client(), feature_warehouse, tmp_path / "audit.key")
     outcome = train_and_register(
         DIRECTION_CLASSIFIER,
         training_set,
         catalog,
         tracking,
-        connect,
+        governed,
         actor="alice",
         dagster_run_id="run-123",
         asset_key="direction_classifier",
@@ -157,7 +157,10 @@ def test_training_run_registers_a_verified_version(
     assert mv.tags["dataset_hash"] == training_set.dataset_hash and mv.tags["trained_by"] == "alice"
     assert "dataset hash" in outcome.model_card and training_set.dataset_hash in outcome.model_card
 
-    loaded = load_for_inference(tracking, "direction_classifier", outcome.version, live_graph_hash=catalog.graph_hash())
+    with governed() as lifecycle:
+        loaded = load_for_inference(
+            lifecycle, tracking, "direction_classifier", outcome.version, live_graph_hash=catalog.graph_hash()
+        )
     test = training_set.split("test")
     np.testing.assert_allclose(
         loaded.booster.predict(test[training_set.features]), outcome.model.booster.predict(test[training_set.features])
@@ -188,30 +191,36 @@ def test_training_run_registers_a_verified_version(
     )
     assert int(fresh.stdout.split()[-1]) == loaded.booster.num_trees()
 
-    with pytest.raises(FeatureGraphMismatch, match="trained on feature graph"):
-        load_for_inference(tracking, "direction_classifier", outcome.version, live_graph_hash="f" * 64)
-    load_for_inference(
-        tracking,
-        "direction_classifier",
-        outcome.version,
-        live_graph_hash="f" * 64,
-        connect_warehouse=connect,
-        override_reason="incident 42",
-        actor="oncall",
-    )
-    with warehouse.connect(feature_warehouse) as conn:
-        history = Lifecycle(client, conn).history("direction_classifier")
+    with governed() as lifecycle:
+        with pytest.raises(FeatureGraphMismatch, match="trained on feature graph"):
+            load_for_inference(lifecycle, tracking, "direction_classifier", outcome.version, live_graph_hash="f" * 64)
+        load_for_inference(
+            lifecycle,
+            tracking,
+            "direction_classifier",
+            outcome.version,
+            live_graph_hash="f" * 64,
+            override_reason="incident 42",
+            actor="oncall",
+        )
+        history = lifecycle.history("direction_classifier")
     assert history[-1]["action"] == "override" and "incident 42" in history[-1]["reason"]
 
     # tamper with the stored artifact: loading refuses it
     [model_file] = [p for p in Path(tracking.artifact_root).rglob(MODEL_FILE) if outcome.manifest["model_id"] in str(p)]
     model_file.write_text(model_file.read_text().replace("tree_sizes", "tree_sizes ", 1))
-    with pytest.raises(ArtifactIntegrityError, match="sha256"):
-        load_for_inference(tracking, "direction_classifier", outcome.version, live_graph_hash=catalog.graph_hash())
+    with governed() as lifecycle, pytest.raises(ArtifactIntegrityError, match="sha256"):
+        load_for_inference(
+            lifecycle, tracking, "direction_classifier", outcome.version, live_graph_hash=catalog.graph_hash()
+        )
 
 
 def test_failed_training_leaves_no_version_and_a_failed_run(
-    training_set: datasets.TrainingSet, tracking: Tracking, feature_warehouse: Path, catalog: FeatureCatalog
+    training_set: datasets.TrainingSet,
+    tracking: Tracking,
+    feature_warehouse: Path,
+    catalog: FeatureCatalog,
+    tmp_path: Path,
 ) -> None:
     broken = DIRECTION_CLASSIFIER.model_copy(update={"hyperparameters": {"objective": "no_such_objective"}})
     with pytest.raises(Exception, match="no_such_objective"):
@@ -220,7 +229,7 @@ def test_failed_training_leaves_no_version_and_a_failed_run(
             training_set,
             catalog,
             tracking,
-            partial(warehouse.connect, feature_warehouse),
+            partial(open_lifecycle, tracking.client(), feature_warehouse, tmp_path / "audit.key"),
             actor="alice",
             dagster_run_id="run-9",
             asset_key="direction_classifier",

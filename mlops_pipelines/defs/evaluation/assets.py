@@ -17,7 +17,7 @@ from mlops_pipelines.catalog.policies import (
     load_scenario_catalog,
     policy_status,
 )
-from mlops_pipelines.lib import compliance, datasets, evaluation, explanations, policy, promotion, reviews
+from mlops_pipelines.lib import compliance, datasets, evaluation, explanations, policy, promotion
 from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.model_loading import load_for_inference
 from mlops_pipelines.lib.model_specs import ModelSpec
@@ -70,17 +70,20 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         mv = newest_version(tracking, spec.name)
         version = str(mv.version)
         live = CATALOG.graph_hash()
-        models = {evaluation.CANDIDATE: load_for_inference(tracking, spec.name, version, live_graph_hash=live)}
-        champion = tracking.client().get_registered_model(spec.name).aliases.get("production")
-        if champion is not None and str(champion) != version:
-            try:
-                models[evaluation.CHAMPION] = load_for_inference(
-                    tracking, spec.name, str(champion), live_graph_hash=live
-                )
-            except Exception as exc:  # a champion on another feature graph cannot be replayed on this one
-                context.log.warning(f"champion v{champion} not replayed: {exc}")
-        features = models[evaluation.CANDIDATE].features
-        with warehouse.connect() as conn:
+        with open_lifecycle(warehouse, mlflow) as lifecycle:
+            conn = lifecycle.conn
+            models = {
+                evaluation.CANDIDATE: load_for_inference(lifecycle, tracking, spec.name, version, live_graph_hash=live)
+            }
+            champion = lifecycle.record(spec.name).aliases.get("production")
+            if champion is not None and champion != version:
+                try:
+                    models[evaluation.CHAMPION] = load_for_inference(
+                        lifecycle, tracking, spec.name, champion, live_graph_hash=live
+                    )
+                except Exception as exc:  # a champion on another feature graph cannot be replayed on this one
+                    context.log.warning(f"champion v{champion} not replayed: {exc}")
+            features = models[evaluation.CANDIDATE].features
             data = datasets.load_training_set(conn, spec)
             test, train = data.split("test"), data.split("train")
             delay = pd.Timedelta(hours=1) + pd.Timedelta(minutes=spec.decision_delay_minutes)
@@ -168,9 +171,11 @@ def build_explanations_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         tracking = mlflow.tracking()
         mv = newest_version(tracking, spec.name)
         try:
-            loaded = load_for_inference(tracking, spec.name, str(mv.version), live_graph_hash=CATALOG.graph_hash())
-            with warehouse.connect() as conn:
-                data = datasets.load_training_set(conn, spec)
+            with open_lifecycle(warehouse, mlflow) as lifecycle:
+                loaded = load_for_inference(
+                    lifecycle, tracking, spec.name, str(mv.version), live_graph_hash=CATALOG.graph_hash()
+                )
+                data = datasets.load_training_set(lifecycle.conn, spec)
             sample = explanations.deterministic_sample(data.split("test"), SHAP_SAMPLE)
             result = explanations.explain(loaded.booster, sample, loaded.features)
             png = explanations.summary_plot_png(result, f"{spec.name} v{mv.version}: SHAP summary")
@@ -261,7 +266,7 @@ def build_compliance_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             report_md, report_html = compliance.render_markdown(inputs), compliance.render_html(inputs)
             log_files(tracking, mv.run_id, {"report.html": report_html, "report.md": report_md}, "compliance")
             uri = f"{client.get_run(mv.run_id).info.artifact_uri}/compliance/report.html"
-            reviews.request_review(lifecycle, spec.name, version, report_uri=uri, actor=PIPELINE_ACTOR)
+            lifecycle.request_review(spec.name, version, report_uri=uri, actor=PIPELINE_ACTOR)
         client.set_model_version_tag(spec.name, version, "compliance_report", "compliance/report.html")
         return dg.MaterializeResult(
             metadata={

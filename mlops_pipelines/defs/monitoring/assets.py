@@ -37,7 +37,13 @@ from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.performance import PERFORMANCE_TABLE, build_performance_report
 from mlops_pipelines.lib.warehouse import replace_rows
 from mlops_pipelines.partitions import MARKET_HOURS, WAREHOUSE_POOL
-from mlops_pipelines.resources import AlertsResource, DriftStatusResource, MlflowResource, WarehouseResource
+from mlops_pipelines.resources import (
+    AlertsResource,
+    DriftStatusResource,
+    MlflowResource,
+    WarehouseResource,
+    open_lifecycle,
+)
 
 CATALOG = load_catalog()
 SPECS = load_model_specs()
@@ -223,9 +229,12 @@ def prediction_drift(
     policy = load_drift_policy(config.policy_path)
     tracking = mlflow.tracking()
     reports = []
-    with warehouse.connect() as conn:
+    with open_lifecycle(warehouse, mlflow) as lifecycle:
+        conn = lifecycle.conn
         for model in deployed_versions(tracking.client(), context.log):
-            loaded = load_for_inference(tracking, model.spec.name, model.version, live_graph_hash=CATALOG.graph_hash())
+            loaded = load_for_inference(
+                lifecycle, tracking, model.spec.name, model.version, live_graph_hash=CATALOG.graph_hash()
+            )
             report = build_prediction_report(
                 conn,
                 model.spec,
@@ -288,10 +297,11 @@ def model_performance(
     window_end = context.partition_time_window.end
     metadata: dict[str, dg.MetadataValue] = {}
     tables = []
-    with warehouse.connect() as conn:
+    with open_lifecycle(warehouse, mlflow) as lifecycle:
+        conn = lifecycle.conn
         for model in deployed_versions(client, context.log):
             name = model.spec.name
-            loaded = load_for_inference(tracking, name, model.version, live_graph_hash=CATALOG.graph_hash())
+            loaded = load_for_inference(lifecycle, tracking, name, model.version, live_graph_hash=CATALOG.graph_hash())
             baseline = client.get_run(model.run_id).data.metrics if model.run_id else {}
             report = build_performance_report(
                 conn, model.spec, model.version, CATALOG, loaded.booster, baseline, policy, window_end=window_end
@@ -316,7 +326,7 @@ def model_performance(
             if report.status == "CRITICAL":
                 demoted = None
                 if policy.auto_demote and model.alias == "production":
-                    demoted = auto_demote(context, Lifecycle(client, conn), name, model.version)
+                    demoted = auto_demote(context, lifecycle, name, model.version)
                 failing = report.table[report.table["status"] == "CRITICAL"]["metric"].tolist()
                 alerts.alerter().raise_alert(
                     Alert(

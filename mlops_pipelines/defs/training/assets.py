@@ -1,5 +1,7 @@
 """Training sets, training runs (MLflow + registry) and the promotion gate, one set of assets per model spec."""
 
+from functools import partial
+
 import dagster as dg
 from mlflow.exceptions import MlflowException
 
@@ -85,7 +87,7 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             data,
             CATALOG,
             tracking,
-            warehouse.connect,
+            partial(open_lifecycle, warehouse, mlflow),
             actor=PIPELINE_ACTOR,
             dagster_run_id=context.run_id,
             asset_key=spec.name,
@@ -123,15 +125,10 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             "approval and a compliance sign-off for PRODUCTION). Fail: stays TRAINED, with the failed thresholds "
             "in the audit log."
         ),
-        check_specs=[
-            dg.AssetCheckSpec(
-                f"{spec.name}_lifecycle_consistent",
-                asset=f"{spec.name}_promotion",
-                description="MLflow states and aliases agree with the audit log.",
-            )
-        ],
     )
-    def _promotion(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource):
+    def _promotion(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
+    ) -> dg.MaterializeResult:
         promotion_policy = load_promotion_policy()
         with open_lifecycle(warehouse, mlflow) as lifecycle:
             versions = lifecycle.versions(spec.name)
@@ -149,9 +146,8 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             )
             result = policy.evaluate(promotion_policy, model=spec.name, strategy=spec.strategy, metrics=metrics)
             state = lifecycle.gate(spec.name, newest.version, result, actor=PIPELINE_ACTOR)
-            problems = lifecycle.consistency_problems(spec.name)
         context.log.info(f"{spec.name} v{newest.version}: policy {'passed' if result.passed else 'failed'} -> {state}")
-        yield dg.MaterializeResult(
+        return dg.MaterializeResult(
             metadata={
                 "model_version": str(newest.version),
                 "lifecycle_state": state,
@@ -160,7 +156,6 @@ def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "policy_evaluation": dg.MetadataValue.md(compliance.policy_markdown(result)),
             }
         )
-        yield dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
     return _promotion
 

@@ -3,7 +3,6 @@
 import dagster as dg
 from pydantic import Field
 
-from mlops_pipelines.lib import reviews
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
 
@@ -47,8 +46,7 @@ def review_model(
 ) -> None:
     """Sign off (or reject) the pending compliance review of a version; the reviewer must not be its trainer."""
     with open_lifecycle(warehouse, mlflow) as lifecycle:
-        status = reviews.decide(
-            lifecycle,
+        status = lifecycle.decide_review(
             config.model,
             config.version,
             approve=config.approve,
