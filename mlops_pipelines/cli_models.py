@@ -421,9 +421,7 @@ def reviews_list(
 
 def _decide(name: str, version: str, approve: bool, comment: str, actor: str) -> None:
     with _governed() as lifecycle:
-        status = lifecycle.decide_review(
-            name, version, approve=approve, reviewer=current_actor(actor), comment=comment
-        )
+        status = lifecycle.decide_review(name, version, approve=approve, reviewer=current_actor(actor), comment=comment)
     console.print(f"{name} v{version}: compliance review {status}")
 
 
