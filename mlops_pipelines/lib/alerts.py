@@ -6,7 +6,9 @@ call; if it still fails, the alert stays *pending* for that sink (and only that 
 never get it again). Pending deliveries are retried by the next ``raise_alert`` (of any alert, the same one
 included: the drift assets raise theirs every hour of an episode) and by ``flush``, which the
 ``alert_retries`` sensor calls every few minutes. An alert pends only on the sinks configured when it was first
-raised: a sink added later does not receive the history.
+raised: a sink added later does not receive the history, and one taken out keeps what it is owed until it is
+configured again. Delivery is at least once: a process killed between a sink's answer and the state file's
+update sends that alert to that sink again on the next retry.
 
 The failure to alert is itself reported, once per (alert, sink): an ``alert_undelivered`` record on the log
 (always) and in the JSON-lines file (when that sink is configured and is not the one failing).
@@ -191,7 +193,7 @@ class Alerter:
                     errors[name] = error
             for name, error in errors.items():  # after the other sinks: the notice follows the alert
                 self._record_failure(entry, name, error)
-            if all(n in entry["delivered"] for n in entry["sinks"] if n in by_name):
+            if all(n in entry["delivered"] for n in entry["sinks"]):
                 entry.pop("alert")  # delivered everywhere: only the record remains
             _write(self.state_path, state)  # after each alert: a crash later never re-sends what went out
 

@@ -243,6 +243,19 @@ def test_history_is_not_sent_to_a_sink_added_later(endpoints: list[Endpoint], tm
     assert webhook.requests == 0
 
 
+def test_a_sink_taken_out_of_the_configuration_keeps_what_it_is_owed(endpoints: list[Endpoint], tmp_path: Path) -> None:
+    webhook = Endpoint.down()
+    endpoints.append(webhook)
+    state, jsonl = tmp_path / "sent.json", JsonLinesSink(tmp_path / "a.jsonl")
+    Alerter([jsonl, WebhookSink(webhook.url)], state, backoff_s=0.01).raise_alert(ALERT)
+    without = Alerter([jsonl], state)  # webhook removed while it was down
+    assert without.flush() == 0 and not without.raise_alert(ALERT)
+    webhook.start()
+    assert Alerter([jsonl, WebhookSink(webhook.url)], state).flush() == 0  # configured again: delivered
+    assert [body["episode"] for body in webhook.delivered] == [ALERT.episode]
+    assert len([r for r in jsonl_records(jsonl.path) if r["kind"] == "severe_drift"]) == 1
+
+
 def test_webhook_secrets_stay_out_of_errors_state_and_notices(
     endpoints: list[Endpoint], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
