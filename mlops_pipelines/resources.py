@@ -118,8 +118,12 @@ class AlertsResource(dg.ConfigurableResource):
 
     sinks: list[str] = Field(default=["log", "jsonl"], description="log, jsonl, webhook, slack")
     directory: str = Field(description="Holds alerts.jsonl and the dedup state.")
-    webhook_url: str | None = Field(default=None, description="Generic webhook (sink 'webhook').")
-    slack_webhook_url: str | None = Field(default=None, description="Slack incoming webhook (sink 'slack').")
+    webhook_url: str | None = Field(
+        default=None, description="Generic webhook (sink 'webhook'). A secret: pass it as dg.EnvVar."
+    )
+    slack_webhook_url: str | None = Field(
+        default=None, description="Slack incoming webhook (sink 'slack'); holds its token: pass it as dg.EnvVar."
+    )
 
     def alerter(self) -> Alerter:
         directory = Path(self.directory)
@@ -135,8 +139,11 @@ class AlertsResource(dg.ConfigurableResource):
 class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking and registry at explicit URIs (local default: SQLite under data/mlflow)."""
 
-    tracking_uri: str = Field(description="MLflow tracking URI (sqlite:///... or http://...); never a file store.")
-    registry_uri: str = Field(description="MLflow registry URI; usually the tracking URI.")
+    tracking_uri: str = Field(
+        description="MLflow tracking URI (sqlite:///... or http://...); never a file store. With a password in it, "
+        "pass it as dg.EnvVar."
+    )
+    registry_uri: str = Field(description="MLflow registry URI; usually the tracking URI. Same rule for passwords.")
     artifact_root: str = Field(description="Artifact location for new experiments.")
 
     def tracking(self) -> Tracking:

@@ -21,11 +21,15 @@
 | MLOPS_ALERT_SINKS | log,jsonl | alert sinks: log, jsonl, webhook, slack |
 | MLOPS_ALERT_WEBHOOK_URL | (none) | generic webhook for alerts |
 | MLOPS_SLACK_WEBHOOK_URL | (none) | Slack incoming webhook for alerts |
+
+The webhook URLs carry tokens and the MLflow URIs may carry a password (``postgresql://user:pass@host/db``):
+``Settings.secret_variables`` names the variable each of them came from, and the Dagster resources take them as
+``dg.EnvVar`` of that name, so run history stores the name, never the value.
 """
 
 import getpass
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +56,8 @@ class Settings:
     alert_sinks: tuple[str, ...]
     alert_webhook_url: str | None
     slack_webhook_url: str | None
+    # setting -> the variable it was read from, for the settings that may hold a credential and were set
+    secret_variables: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -60,6 +66,14 @@ class Settings:
         if env not in ("local", "production"):
             raise ValueError(f"MLOPS_ENV must be 'local' or 'production', got {env!r}")
         tracking = os.environ.get("MLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
+        secrets = {
+            "mlflow_tracking_uri": "MLOPS_MLFLOW_TRACKING_URI",
+            "mlflow_registry_uri": "MLOPS_MLFLOW_REGISTRY_URI",
+            "alert_webhook_url": "MLOPS_ALERT_WEBHOOK_URL",
+            "slack_webhook_url": "MLOPS_SLACK_WEBHOOK_URL",
+        }
+        if not os.environ.get("MLOPS_MLFLOW_REGISTRY_URI"):  # the registry defaults to the tracking URI
+            secrets["mlflow_registry_uri"] = "MLOPS_MLFLOW_TRACKING_URI"
         return cls(
             env=env,
             data_dir=data_dir,
@@ -82,6 +96,7 @@ class Settings:
             alert_sinks=tuple(s.strip() for s in os.environ.get("MLOPS_ALERT_SINKS", "log,jsonl").split(",") if s),
             alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None,
             slack_webhook_url=os.environ.get("MLOPS_SLACK_WEBHOOK_URL") or None,
+            secret_variables={name: variable for name, variable in secrets.items() if os.environ.get(variable)},
         )
 
 

@@ -1,5 +1,7 @@
 """Resources for the current environment: one switch (MLOPS_ENV, via settings), read in one place."""
 
+from typing import Any
+
 import dagster as dg
 
 from mlops_pipelines.resources import (
@@ -11,6 +13,14 @@ from mlops_pipelines.resources import (
     WarehouseResource,
 )
 from mlops_pipelines.settings import Settings
+
+
+def secret(settings: Settings, name: str) -> Any:
+    """A setting that may hold a credential (a webhook token, a password in a URI). When it came from the
+    environment it is passed as ``dg.EnvVar``: Dagster stores ``{"env": "<variable>"}`` in the job snapshot of
+    every run and reads the value only when it builds the resource, so the value never lands in run history."""
+    variable = settings.secret_variables.get(name)
+    return dg.EnvVar(variable) if variable else getattr(settings, name)  # a str subclass: fits any str field
 
 
 def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -31,13 +41,13 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "alerts": AlertsResource(
             sinks=list(settings.alert_sinks),
             directory=str(settings.data_dir / "alerts"),
-            webhook_url=settings.alert_webhook_url,
-            slack_webhook_url=settings.slack_webhook_url,
+            webhook_url=secret(settings, "alert_webhook_url"),
+            slack_webhook_url=secret(settings, "slack_webhook_url"),
         ),
         "drift_status": DriftStatusResource(path=str(settings.data_dir / "monitoring" / "drift_status.json")),
         "mlflow": MlflowResource(
-            tracking_uri=settings.mlflow_tracking_uri,
-            registry_uri=settings.mlflow_registry_uri,
+            tracking_uri=secret(settings, "mlflow_tracking_uri"),
+            registry_uri=secret(settings, "mlflow_registry_uri"),
             artifact_root=settings.mlflow_artifact_root,
         ),
     }

@@ -3,9 +3,12 @@
 Numeric features: PSI over quantile bins of the reference, two-sample Kolmogorov-Smirnov statistic and its
 asymptotic p-value (scipy's ``ks_2samp(method="asymp")``), mean shift in reference standard deviations,
 variance ratio, missing-value share. Categorical features: PSI over categories and a chi-squared test of the
-current counts against the reference proportions. A column that is empty, all missing, constant in the
-reference, or has fewer rows than ``min_rows`` on either side gets that status and no drift statistic: it is
-never reported as drift (RELIABILITY #11).
+current counts against the reference proportions. A column that is empty, all missing, or has fewer rows than
+``min_rows`` on either side gets that status and no drift statistic: it cannot be compared and is never
+reported as drift (RELIABILITY #11). A column constant in the reference is ``constant`` while the current
+window holds that same value only; once it holds anything else it is ``constant_reference_changed`` (a feature
+that was flat in training moves in production), with the statistics that stay defined (PSI, KS; no mean shift
+or variance ratio in reference standard deviations), and the policy reports it at its highest severity.
 """
 
 import os
@@ -20,6 +23,8 @@ from scipy import stats
 
 EPSILON = 1e-4  # floor for bin shares in PSI, so an empty bin does not make it infinite
 OK, EMPTY, CONSTANT, TOO_FEW = "ok", "empty", "constant", "too_few_rows"
+CONSTANT_CHANGED = "constant_reference_changed"
+COMPARED = (OK, CONSTANT_CHANGED)  # statuses whose statistics say something about drift
 COLUMNS = (
     "feature",
     "kind",
@@ -165,19 +170,25 @@ def compare(
             row["status"] = EMPTY
         elif len(ref) < min_rows or len(cur) < min_rows:
             row["status"] = TOO_FEW
-        elif ref[0] == ref[-1]:
-            row["status"] = CONSTANT
+        elif ref[0] == ref[-1] and cur[0] == cur[-1] == ref[0]:
+            row["status"] = CONSTANT  # flat in both windows, at the same value: nothing moved
         else:
-            edges = quantile_edges(ref, bins)
-            ref_std = float(np.std(ref, ddof=1))
+            flat = ref[0] == ref[-1]  # then three bins: below, at and above the reference's one value
+            edges = np.array([ref[0], np.nextafter(ref[0], np.inf)]) if flat else quantile_edges(ref, bins)
             statistic = ks_statistic(ref, cur)
             row.update(
                 psi=psi(binned_shares(ref, edges), binned_shares(cur, edges)),
-                mean_shift_sd=float((cur.mean() - ref.mean()) / ref_std),
-                variance_ratio=float(np.var(cur, ddof=1) / ref_std**2) if len(cur) > 1 else np.nan,
                 ks_statistic=statistic,
                 ks_pvalue=ks_pvalue(statistic, len(ref), len(cur)),
             )
+            if flat:
+                row["status"] = CONSTANT_CHANGED  # no spread to measure a shift in
+            else:
+                ref_std = float(np.std(ref, ddof=1))
+                row.update(
+                    mean_shift_sd=float((cur.mean() - ref.mean()) / ref_std),
+                    variance_ratio=float(np.var(cur, ddof=1) / ref_std**2) if len(cur) > 1 else np.nan,
+                )
         return row
 
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
@@ -230,6 +241,7 @@ def categorical_row(
         expected = ref_share / ref_share.sum() * cur_counts.sum()
         chi2 = stats.chisquare(cur_counts, expected)
         row.update(
+            status=CONSTANT_CHANGED if len(seen) == 1 else OK,
             psi=psi(ref_counts / ref_counts.sum(), cur_counts / cur_counts.sum()),
             chi2_statistic=float(chi2.statistic),
             chi2_pvalue=float(chi2.pvalue),

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from mlops_pipelines.lib.drift import OK
+from mlops_pipelines.lib.drift import COMPARED, CONSTANT_CHANGED, OK
 from mlops_pipelines.lib.performance import PerformancePolicy
 from mlops_pipelines.lib.policy import load_yaml_model
 
@@ -90,7 +90,11 @@ def load_drift_policy(path: str | Path) -> DriftPolicy:
 
 
 def feature_severity(row: Mapping[Any, Any], limits: Mapping[str, Any]) -> str:
-    """Worst level over the metrics; a column that could not be compared (empty, constant, tiny) is NORMAL."""
+    """Worst level over the metrics; a column that could not be compared (empty, tiny, constant at the same value
+    in both windows) is NORMAL, one constant in the reference that moved (``constant_reference_changed``) is
+    SEVERE whatever the thresholds: a feature flat in training that moves in production."""
+    if row["status"] == CONSTANT_CHANGED:
+        return SEVERITIES[-1]
     if row["status"] != OK:
         return "NORMAL"
     level = 0
@@ -120,9 +124,10 @@ def classify(stats: pd.DataFrame, policy: DriftPolicy, groups: Mapping[str, str 
 
 
 def comparable_severities(stats: pd.DataFrame) -> dict[str, str]:
-    """Feature -> severity of the features that could be compared (status ok). An empty, constant or tiny column
-    says nothing about drift: counted as NORMAL it would dilute the share of drifted features."""
-    usable = stats[stats["status"] == OK]
+    """Feature -> severity of the features that could be compared (status ok or constant_reference_changed). An
+    empty, tiny or unchanged constant column says nothing about drift: counted as NORMAL it would dilute the
+    share of drifted features."""
+    usable = stats[stats["status"].isin(COMPARED)]
     return dict(zip(usable["feature"], usable["severity"], strict=True))
 
 

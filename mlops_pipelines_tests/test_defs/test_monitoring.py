@@ -8,14 +8,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlops_pipelines.defs.monitoring.alerts import run_failure_alerts
+from mlops_pipelines.defs.monitoring.alerts import alert_retries, run_failure_alerts
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
 from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.alerts import Alert
 from mlops_pipelines.lib.drift_status import read_status, update_status
 from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
 from mlops_pipelines.resources import AlertsResource, DriftStatusResource
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
+from mlops_pipelines_tests.test_lib.test_alerts import Endpoint
 
 
 def test_one_tick_per_hour_with_the_previous_hour_across_dst(
@@ -85,6 +87,30 @@ def test_failed_blocking_check_raises_one_alert(
     assert check["subject"] == "raw/market_bars:market_bars_quarantine_ratio"
     assert float(check["details"]["metadata"]["threshold"]) == 0.0
     assert run["kind"] == "run_failed" and run["subject"] == "ingestion_job"
+
+
+def test_alert_retries_sensor_delivers_what_a_down_webhook_missed(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    assert definitions.resolve_sensor_def("alert_retries").default_status == dg.DefaultSensorStatus.RUNNING
+    webhook = Endpoint.down()
+    alerts = AlertsResource(sinks=["jsonl", "webhook"], directory=str(tmp_path), webhook_url=webhook.url)
+
+    def tick() -> str:
+        result = alert_retries(dg.build_sensor_context(instance=instance, resources={"alerts": alerts}))
+        assert isinstance(result, dg.SkipReason)
+        return str(result.skip_message)
+
+    assert tick() == "no alert pending"
+    alerts.alerter().raise_alert(Alert("run_failed", "ingestion_job", "run-1", "failed"))
+    assert tick() == "1 deliveries still pending"
+    webhook.start()
+    try:
+        assert tick() == "no alert pending"
+        assert tick() == "no alert pending"
+    finally:
+        webhook.stop()
+    assert [body["episode"] for body in webhook.delivered] == ["run-1"]
 
 
 # ---- retraining sensor -----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from mlops_pipelines.catalog.models import MODEL_SPECS
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.drift import (
     CONSTANT,
+    CONSTANT_CHANGED,
     EMPTY,
     OK,
     TOO_FEW,
@@ -77,8 +78,8 @@ def test_edge_cases_are_reported_never_as_drift() -> None:
         {"empty": [np.nan] * 100, "constant": [1.0] * 100, "fine": np.arange(100.0), "tiny": np.arange(100.0)}
     )
     cur = pd.DataFrame(
-        {"empty": [np.nan] * 50, "constant": [5.0] * 50, "fine": np.arange(50.0), "tiny": [np.nan] * 45 + [1.0] * 5}
-    )
+        {"empty": [np.nan] * 50, "constant": [1.0] * 50, "fine": np.arange(50.0), "tiny": [np.nan] * 45 + [1.0] * 5}
+    )  # "constant": flat at the same value in both windows (flat at another value is drift: test below)
     out = numeric_drift(ref, cur, list(ref.columns)).set_index("feature")
     assert out["status"].to_dict() == {"empty": EMPTY, "constant": CONSTANT, "fine": OK, "tiny": TOO_FEW}
     assert out.loc[["empty", "constant", "tiny"], ["psi", "ks_statistic", "mean_shift_sd"]].isna().all().all()
@@ -106,6 +107,52 @@ def test_categorical_psi_chi2_and_unseen_categories() -> None:
 
 
 POLICY = load_drift_policy_file()
+
+
+@pytest.mark.parametrize(
+    ("current", "status", "severity"),
+    [
+        (np.linspace(0.0, 2.0, 50), CONSTANT_CHANGED, "SEVERE"),  # flat in training, moving now
+        ([5.0] * 50, CONSTANT_CHANGED, "SEVERE"),  # flat in both, at another level
+        ([1.0] * 48 + [1.5, 0.5], CONSTANT_CHANGED, "SEVERE"),  # a few values off the reference's one
+        ([1.0] * 50, CONSTANT, "NORMAL"),  # placebo: flat at the same value, nothing moved
+        ([np.nan] * 50, EMPTY, "NORMAL"),  # nothing to compare with: not drift
+        ([np.nan] * 45 + [3.0] * 5, TOO_FEW, "NORMAL"),
+    ],
+)
+def test_a_constant_reference_that_moves_is_reported_as_drift(current: list[float], status: str, severity: str) -> None:
+    ref = pd.DataFrame({"x": [1.0] * 100})
+    row = numeric_drift(ref, pd.DataFrame({"x": current}), ["x"]).iloc[0]
+    assert row["status"] == status
+    # the strictest thresholds of the policy do not matter: the status decides
+    lax = {"psi": (1e9, 2e9), "abs_mean_shift_sd": None, "variance_ratio_moderate": None, "variance_ratio_severe": None}
+    for limits in (POLICY.thresholds("x", None), lax):
+        assert feature_severity(row, limits) == severity
+    if status == CONSTANT_CHANGED:  # the statistics that stay defined with no spread in the reference
+        values = np.asarray(current)
+        assert row["ks_statistic"] == pytest.approx(stats.ks_2samp(ref["x"], values).statistic)
+        assert row["psi"] > 0 and np.isnan(row["mean_shift_sd"]) and np.isnan(row["variance_ratio"])
+
+
+def test_a_constant_category_that_changes_is_reported_as_drift() -> None:
+    ref = pd.DataFrame({"venue": ["XNAS"] * 60})
+    moved = categorical_drift(ref, pd.DataFrame({"venue": ["XNAS"] * 35 + ["XNYS"] * 5}), ["venue"]).iloc[0]
+    same = categorical_drift(ref, pd.DataFrame({"venue": ["XNAS"] * 40}), ["venue"]).iloc[0]
+    assert (moved["status"], feature_severity(moved, POLICY.defaults.model_dump())) == (CONSTANT_CHANGED, "SEVERE")
+    assert (same["status"], feature_severity(same, POLICY.defaults.model_dump())) == (CONSTANT, "NORMAL")
+
+
+def test_a_constant_reference_that_moves_counts_in_the_model_severity() -> None:
+    ref = pd.DataFrame({f"f{i}": np.arange(100.0) for i in range(4)} | {"flat": [0.0] * 100})
+    cur = pd.DataFrame({f"f{i}": np.arange(50.0) * 2 for i in range(4)} | {"flat": np.linspace(-1, 1, 50)})
+    stats_ = numeric_drift(ref, cur, list(ref.columns))
+    stats_["severity"] = classify(stats_, POLICY, {})
+    severities = comparable_severities(stats_)
+    assert severities["flat"] == "SEVERE" and len(severities) == 5
+    assert model_severity(severities, [], POLICY) == "SEVERE"  # 1 of 5 features: the 20% share
+    placebo = numeric_drift(ref, cur.assign(flat=0.0), list(ref.columns))
+    placebo["severity"] = classify(placebo, POLICY, {})
+    assert "flat" not in comparable_severities(placebo)
 
 
 def stat_row(psi: float = 0.0, shift: float = 0.0, ratio: float = 1.0, status: str = OK) -> dict[str, object]:

@@ -1,5 +1,5 @@
-"""Alerts on failed runs and on the failed blocking asset checks that made them fail. (SEVERE drift and
-CRITICAL performance alerts are raised by the monitoring assets themselves.)"""
+"""Alerts on failed runs and on the failed blocking asset checks that made them fail, and the retries of alerts
+a sink did not receive. (SEVERE drift and CRITICAL performance alerts are raised by the monitoring assets.)"""
 
 import dagster as dg
 
@@ -41,3 +41,16 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: AlertsResour
             details={"run_id": run.run_id, "tags": dict(run.tags)},
         )
     )
+
+
+@dg.sensor(
+    name="alert_retries",
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts a sink did not receive (webhook or Slack down) -> retried every 5 minutes until delivered; "
+    "sinks that got them are not sent them again.",
+)
+def alert_retries(context: dg.SensorEvaluationContext, alerts: AlertsResource) -> dg.SkipReason:
+    # Reads one small file when nothing is pending; else bounded by the alerter's time budget (RELIABILITY #9).
+    pending = alerts.alerter().flush()
+    return dg.SkipReason(f"{pending} deliveries still pending" if pending else "no alert pending")

@@ -40,6 +40,7 @@ governance_check_job = dg.define_asset_job(
 )
 
 governance_check_schedule = dg.ScheduleDefinition(
+    name="governance_check_schedule",
     job=governance_check_job,
     cron_schedule="35 * * * *",
     execution_timezone="UTC",
