@@ -38,11 +38,12 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDat
     partition (bars of today, or stamped ahead) are kept in the cursor and requested once their partition exists.
     """
     files, pending = _cursor(context.cursor)
-    known = MARKET_DAYS.get_partition_keys()
+    now = _now()
+    known = MARKET_DAYS.get_partition_keys(current_time=now)
     if not known:
         return dg.SensorResult(skip_reason="no partition of raw/market_bars exists yet", cursor=context.cursor)
     known_days, first_day, last_day = set(known), known[0], known[-1]
-    latest_day = (datetime.now(UTC) + market_data.max_clock_skew).strftime("%Y-%m-%d")
+    latest_day = (now + market_data.max_clock_skew).strftime("%Y-%m-%d")
     horizon = (date.fromisoformat(last_day) + PENDING_HORIZON).isoformat()
     days: set[str] = set()
     changed: list[str] = []
@@ -75,6 +76,10 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDat
     requests = [_request(first, last, digest) for first, last in _ranges(sorted(days))]
     cursor = json.dumps({"files": current, "pending": sorted(pending)}, sort_keys=True)
     return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _request(first: str, last: str, digest: str) -> dg.RunRequest:
