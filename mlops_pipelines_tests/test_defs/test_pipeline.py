@@ -376,7 +376,9 @@ def test_every_row_of_every_file_ends_in_exactly_one_table(
     rows_in = sum(data_rows(p) for p in readable)
     sensor = folder_definitions.resolve_sensor_def("raw_files_sensor")
     market_data = resources_for(Settings.from_env())["market_data"]  # the runs' own: they share the folder index
-    context = dg.build_sensor_context(instance=instance, resources={"market_data": market_data})
+    context = dg.build_sensor_context(
+        instance=instance, definitions=folder_definitions, resources={"market_data": market_data}
+    )
     requests = sensor.evaluate_tick(context).run_requests or []
     assert len(requests) == 1  # 2026-01-01 (files with no bar in a partition) .. 2026-01-04: one run
 
