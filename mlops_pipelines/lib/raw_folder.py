@@ -87,13 +87,20 @@ class FolderIndex:
         self, path: Path, needed: Callable[[FileEntry], bool] | None = None
     ) -> tuple[FileEntry, pd.DataFrame | None]:
         """The file's current entry, and its rows (``read_source_file``) when ``needed(entry)`` says the caller
-        wants them. The file is read at most once: not at all when its entry is current and it is not needed."""
+        wants them. The file is read at most once: not at all when its entry is current and it is not needed.
+        Raises FileNotFoundError when the file is gone; a file that cannot be opened gets an error entry."""
         stat = path.stat()
         entry = self.stored(path)
         data: bytes | None = None
         frame: pd.DataFrame | None = None
         if entry is None or (entry.size, entry.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-            data = path.read_bytes()  # stat first: a file that changes meanwhile is seen as changed next time
+            try:
+                data = path.read_bytes()  # stat first: a file that changes meanwhile is seen as changed next time
+            except FileNotFoundError:
+                raise
+            except OSError as exc:  # not indexed: tried again next time
+                reason = f"{path}: cannot be opened ({exc.strerror or exc})"
+                return FileEntry(str(path), stat.st_size, stat.st_mtime_ns, "", error=reason), None
             digest = hashlib.sha256(data).hexdigest()
             if entry is not None and entry.sha256 == digest:  # touched, same content
                 entry = replace(entry, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
@@ -126,17 +133,31 @@ class FolderIndex:
 
 @contextmanager
 def open_index(path: Path | None) -> Iterator[FolderIndex]:
-    """The index at ``path`` (created if missing; WAL, so the sensor and a run can use it at once)."""
+    """The index at ``path`` (created if missing; WAL, so the sensor and a run can use it at once). It is a
+    cache of what the files say: an index file SQLite cannot read is moved aside (``.corrupt``) and rebuilt."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(path)
+    try:
+        yield FolderIndex(conn)
+    finally:
+        conn.close()
+
+
+def _connect(path: Path | None) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:" if path is None else path, timeout=30)
     try:
         if path is not None:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(_INDEX_DDL)
-        yield FolderIndex(conn)
-    finally:
+        conn.execute("SELECT count(*) FROM files").fetchone()
+    except sqlite3.DatabaseError as exc:
         conn.close()
+        if path is None or "locked" in str(exc):
+            raise
+        path.replace(path.with_name(path.name + ".corrupt"))
+        return _connect(path)
+    return conn
 
 
 def _scan(path: Path, data: bytes, digest: str, size: int, mtime_ns: int) -> tuple[FileEntry, pd.DataFrame | None]:
@@ -178,7 +199,10 @@ def load_window(
     read: list[str] = []
     unreadable: list[FileEntry] = []
     for path in files:
-        entry, frame = index.refresh(path, needed)
+        try:
+            entry, frame = index.refresh(path, needed)
+        except FileNotFoundError:  # removed since the folder was listed
+            continue
         if entry.error is not None:
             unreadable.append(entry)
             continue

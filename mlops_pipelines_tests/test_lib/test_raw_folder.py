@@ -84,3 +84,33 @@ def test_a_touched_file_is_hashed_not_parsed_and_a_changed_one_is_parsed(folder:
     assert reads == ["2026-01-03.csv", "2026-01-04.csv"]  # the changed one parsed once, though scanned and needed
     assert sorted(Path(f).name for f in batch.files_read) == ["2026-01-03.csv", "2026-01-04.csv"]
     assert len(batch.bars) == 48
+
+
+def test_the_index_is_a_cache_a_corrupt_one_is_rebuilt(folder: Path, tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    path.write_bytes(b"not a database" * 100)
+    with open_index(path) as index:
+        batch = load(index, folder, D(2026, 1, 2))
+    assert [Path(f).name for f in batch.files_read] == ["2026-01-02.csv", "history.csv"]
+    assert (tmp_path / "index.sqlite.corrupt").exists()
+    with open_index(path) as index:
+        assert index.stored(folder / "2026-01-02.csv") is not None
+
+
+def test_a_file_that_cannot_be_opened_is_unreadable_and_retried(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = folder / "2026-01-02.csv"
+    read_bytes = Path.read_bytes
+
+    def deny(self: Path) -> bytes:  # what a file mode the ingestion user cannot read gives (tests run as root)
+        if self == locked:
+            raise PermissionError(13, "Permission denied")
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with open_index(None) as index:
+        batch = load(index, folder, D(2026, 1, 2))
+        assert [Path(e.path).name for e in batch.unreadable] == ["2026-01-02.csv", "empty.csv"]
+        assert "2026-01-02.csv: cannot be opened (Permission denied)" in str(batch.unreadable[0].error)
+        assert index.stored(locked) is None  # not indexed: read again next time
+        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        assert str(locked) in load(index, folder, D(2026, 1, 2)).files_read

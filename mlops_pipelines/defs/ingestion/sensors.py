@@ -50,12 +50,15 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDat
     current: dict[str, dict[str, object]] = {}
     with market_data.index() as index:
         for path in market_data.files():
-            stat = path.stat()
-            previous = files.get(str(path), {})
-            if (previous.get("mtime_ns"), previous.get("size")) == (stat.st_mtime_ns, stat.st_size):
-                current[str(path)] = previous
+            try:
+                stat = path.stat()
+                previous = files.get(str(path), {})
+                if (previous.get("mtime_ns"), previous.get("size")) == (stat.st_mtime_ns, stat.st_size):
+                    current[str(path)] = previous
+                    continue
+                entry, _ = index.refresh(path)
+            except FileNotFoundError:  # removed since the folder was listed
                 continue
-            entry, _ = index.refresh(path)
             current[str(path)] = {"sha256": entry.sha256, "mtime_ns": entry.mtime_ns, "size": entry.size}
             if previous.get("sha256") == entry.sha256:
                 continue
