@@ -8,6 +8,7 @@ Both return bars in the raw schema, one row per (symbol, hourly bar), timestamps
 Features computed from a bar carry it as their created time (ARCHITECTURE §5, "Created time").
 """
 
+import codecs
 import csv
 import hashlib
 import io
@@ -191,9 +192,9 @@ def read_source_file(path: Path, data: bytes | None = None) -> pd.DataFrame:
         raise SourceFileError(f"{path}: empty file (0 bytes)")
     frame = _read_csv(path, data) if suffix == ".csv" else _read_parquet(path, data)
     keep = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]
-    frame = frame[[*keep, "source_row", "line_error"]].copy()
+    frame = frame[[*keep, "source_row", "line_error"]].reset_index(drop=True)
     frame.insert(len(keep), "source_file", str(path))
-    return frame.reset_index(drop=True)
+    return frame
 
 
 def _columns(path: Path, names: list[object]) -> list[str]:
@@ -245,8 +246,7 @@ def _read_csv(path: Path, data: bytes) -> pd.DataFrame:
     if b"\x00" not in data:
         try:
             frame = pd.read_csv(
-                io.BytesIO(data),
-                encoding="utf-8-sig",
+                io.BytesIO(data[3:] if data.startswith(codecs.BOM_UTF8) else data),
                 dtype=str,
                 keep_default_na=False,
                 na_values=[""],
@@ -257,9 +257,12 @@ def _read_csv(path: Path, data: bytes) -> pd.DataFrame:
         lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         if frame is not None and len(frame) == lines - 1:
             frame.columns = columns
+            # a line without any value is no bar: look at the rows whose first field is empty (few, if any)
+            maybe_blank = np.flatnonzero(frame[columns[0]].isna().to_numpy())
+            blank = maybe_blank[frame.iloc[maybe_blank].isna().all(axis=1).to_numpy()]
             frame["source_row"] = np.arange(len(frame)) + 2
             frame["line_error"] = None
-            return frame[frame[columns].notna().any(axis=1)]
+            return frame.drop(index=frame.index[blank]) if len(blank) else frame
     return _read_csv_exactly(path, text, columns)
 
 

@@ -56,7 +56,7 @@ OUTSIDE_PARTITIONS = "__outside_partitions__"  # before the first partition, or 
 NO_PARTITION = (UNPARSEABLE_PARTITION, OUTSIDE_PARTITIONS)
 # A bar may be stamped this far past our clock (the vendor's clock runs ahead) and still count as present.
 DEFAULT_MAX_CLOCK_SKEW = timedelta(minutes=5)
-_CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,10 @@ def validate_bars(
 
     symbol = frame["symbol"].astype("string").str.strip()
     flag(symbol.isna() | (symbol == ""), "symbol: missing")
-    flag(symbol.str.contains(_CONTROL_CHARACTERS, regex=True).fillna(False), "symbol: contains control characters")
+    flag(_has_control_characters(symbol), "symbol: contains control characters")
     sector = frame["sector"].astype("string").str.strip() if "sector" in frame.columns else None
     if sector is not None:
-        flag(sector.str.contains(_CONTROL_CHARACTERS, regex=True).fillna(False), "sector: contains control characters")
+        flag(_has_control_characters(sector), "sector: contains control characters")
     if universe is not None:
         flag(symbol.notna() & (symbol != "") & ~symbol.isin(list(universe)), "symbol: not in the symbol universe")
 
@@ -203,29 +203,37 @@ def _flag_duplicates(
     """Among rows with no other reason, keep the latest arrival of each (symbol, timestamp) (see the module
     docstring) and quarantine the others, naming the file and row that was kept."""
     valid_rows = np.flatnonzero(reasons == "")
+    keys = pd.DataFrame({"symbol": symbol, "timestamp": timestamp}).iloc[valid_rows]
+    contested = valid_rows[keys.duplicated(keep=False).to_numpy()]
+    if not len(contested):
+        return
     mtime = frame["source_mtime_ns"] if "source_mtime_ns" in frame.columns else pd.Series(0, index=frame.index)
     candidates = pd.DataFrame(
         {
-            "symbol": symbol.to_numpy(),
-            "timestamp": timestamp.to_numpy(),
-            "available": pd.Series(available, index=frame.index).to_numpy(),
-            "mtime": mtime.to_numpy(),
-            "file": frame["source_file"].astype(str).to_numpy(),
-            "row": frame["source_row"].to_numpy(),
+            "symbol": symbol,
+            "timestamp": timestamp,
+            "available": available,
+            "mtime": mtime,
+            "file": frame["source_file"].astype(str),
+            "row": frame["source_row"],
             "position": np.arange(len(frame)),
         }
-    ).iloc[valid_rows]
+    ).iloc[contested]
     ordered = candidates.sort_values(
         ["available", "mtime", "file", "row"], ascending=[False, False, False, True], kind="stable"
     )
     losing = ordered.duplicated(["symbol", "timestamp"], keep="first")
-    if not losing.any():
-        return
     kept = ordered[~losing][["symbol", "timestamp", "file", "row"]]
     losers = ordered[losing].merge(kept, on=["symbol", "timestamp"], suffixes=("", "_kept"))
     reasons[losers["position"].to_numpy()] = (
         "duplicate (symbol, timestamp) [kept: " + losers["file_kept"] + ":" + losers["row_kept"].astype(str) + "]"
     ).to_numpy()
+
+
+def _has_control_characters(values: pd.Series) -> np.ndarray:
+    """Per row: the text holds a control character (a NUL byte, a line break...). Checked once per distinct value."""
+    bad = [v for v in values.dropna().unique() if _CONTROL_CHARACTERS.search(str(v))]
+    return values.isin(bad).to_numpy() if bad else np.zeros(len(values), dtype=bool)
 
 
 def reason_counts(reasons: Iterable[str]) -> Counter[str]:

@@ -292,3 +292,13 @@ def test_duplicates_across_files_the_latest_arrival_wins() -> None:
 def test_reason_counts_group_details_away() -> None:
     counts = reason_counts(["duplicate (symbol, timestamp) [kept: a.csv:2]; volume: negative", "volume: negative"])
     assert counts == {"duplicate (symbol, timestamp)": 1, "volume: negative": 2}
+
+
+@pytest.mark.parametrize("malformed", [False, True])  # the C parser; the exact path a malformed line sends it to
+def test_lines_without_any_value_are_no_bars_and_numbers_stay_exact(tmp_path: Path, malformed: bool) -> None:
+    path = tmp_path / "bars.csv"
+    extra = ROW.format(hour=2).replace("tech", "tech,x") if malformed else ROW.format(hour=2)
+    path.write_text(HEADER + ROW.format(hour=0) + "\n" + ",,,,,,,\n" + ROW.format(hour=1) + extra + "\n")
+    frame = read_source_file(path)
+    assert frame["source_row"].tolist() == [2, 5, 6]
+    assert frame["line_error"].notna().tolist() == [False, False, malformed]
