@@ -134,10 +134,10 @@ def market_bars(
                 record_unreadable(conn, unreadable, run_id=context.run_id, now=now)
         schema = table_schema(conn, BARS_TABLE)
 
-    alerter = alerts.alerter() if unreadable else None
-    for entry in unreadable:  # once per file content: the alerter deduplicates on (path, sha256)
-        context.log.error(f"file quarantined, not ingested: {entry.error}")
-        if alerter is not None:
+    if unreadable:
+        alerter = alerts.alerter()
+        for entry in unreadable:  # alerted once per file content: the alerter deduplicates on (path, sha256)
+            context.log.error(f"file quarantined, not ingested: {entry.error}")
             alerter.raise_alert(
                 Alert(
                     kind="file_quarantined",
