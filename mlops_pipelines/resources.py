@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -11,11 +11,10 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from mlops_pipelines.lib import lifecycle, market_data, warehouse
+from mlops_pipelines.lib import lifecycle, market_data, raw_folder, warehouse
 from mlops_pipelines.lib.alerts import Alerter, build_sinks
 from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
 from mlops_pipelines.lib.tracking import Tracking
-from mlops_pipelines.lib.validation import parse_utc
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -38,6 +37,15 @@ class MarketDataSource(dg.ConfigurableResource):
 
     kind: Literal["synthetic", "folder"] = Field(default="synthetic", description="synthetic | folder")
     raw_dir: str = Field(default="data/raw", description="Folder of the user's CSV/Parquet files (kind=folder).")
+    index_path: str = Field(
+        default="",
+        description="SQLite index of the raw folder's files (size, mtime, sha256, days), shared by the sensor and "
+        "the runs so that a run reads only the files holding its days; empty: in memory, rebuilt by each use.",
+    )
+    max_clock_skew_s: float = Field(
+        default=300.0,
+        description="Seconds a bar's timestamp or available_at may be ahead of our clock; later is quarantined.",
+    )
     n_symbols: int = Field(default=24, description="Synthetic: number of symbols.")
     n_sectors: int = Field(default=4, description="Synthetic: number of sectors.")
     seed: int = Field(default=7, description="Synthetic: random seed; the same seed gives the same market.")
@@ -70,24 +78,32 @@ class MarketDataSource(dg.ConfigurableResource):
         lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
         return frozenset(line for line in lines if line)
 
+    @property
+    def max_clock_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_clock_skew_s)
+
     def files(self) -> list[Path]:
         return market_data.list_source_files(Path(self.raw_dir))
 
-    def load(self, start: datetime, end: datetime) -> pd.DataFrame:
+    @contextmanager
+    def index(self) -> Iterator[raw_folder.FolderIndex]:
+        with raw_folder.open_index(Path(self.index_path) if self.index_path else None) as index:
+            yield index
+
+    def load(self, start: datetime, end: datetime, *, first_bar: datetime, now: datetime) -> raw_folder.SourceBatch:
         """Bars for [start, end) as the source delivers them (unvalidated; file rows keep their text).
 
-        Folder rows whose timestamp cannot be parsed are kept too (they belong to no day): validation
-        quarantines them under a partition of their own.
+        Folder: only the files with bars in the window are read (see ``lib/raw_folder.py``), each once; their
+        rows that belong to no partition (unparseable timestamp, before ``first_bar``, beyond ``now`` plus the
+        clock skew) come too, for validation to quarantine. Files that cannot be read are listed, not raised.
         """
         if self.kind == "synthetic":
-            return market_data.generate_bars(self.synthetic_config(), start, end)
-        frames = [market_data.read_source_file(path) for path in self.files()]
-        if not frames:
-            return market_data.read_empty_source()
-        bars = pd.concat(frames, ignore_index=True)
-        ts = parse_utc(bars["timestamp"])
-        in_window = (ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))
-        return bars[in_window | ts.isna()].reset_index(drop=True)
+            bars = market_data.generate_bars(self.synthetic_config(), start, end)
+            return raw_folder.SourceBatch(bars=bars, files_read=sorted(set(bars["source_file"])))
+        with self.index() as index:
+            return raw_folder.load_window(
+                index, self.files(), start, end, first_bar=first_bar, latest=now + self.max_clock_skew
+            )
 
 
 class OnlineStoreResource(dg.ConfigurableResource):

@@ -9,6 +9,7 @@
 | MLOPS_MARKET_SOURCE | synthetic | synthetic or folder |
 | MLOPS_RAW_DIR | $MLOPS_DATA_DIR/raw | folder of CSV/Parquet bars (source=folder; watched by the sensor) |
 | MLOPS_MARKET_START | 2026-01-01 | first daily partition of raw/market_bars (UTC) |
+| MLOPS_MAX_CLOCK_SKEW | 300 | seconds a bar timestamp or available_at may be ahead of our clock (more: quarantined) |
 | MLOPS_SYNTHETIC_SYMBOLS | 24 | synthetic market size |
 | MLOPS_SYNTHETIC_SEED | 7 | synthetic market seed |
 | MLOPS_REGIME_SHIFT_AT | 2026-02-20 | synthetic regime shift (UTC); empty for none |
@@ -45,6 +46,7 @@ class Settings:
     raw_dir: Path
     symbol_universe: Path | None
     market_start: str
+    max_clock_skew_s: float
     synthetic_symbols: int
     synthetic_seed: int
     regime_shift_at: str | None
@@ -85,6 +87,7 @@ class Settings:
             if os.environ.get("MLOPS_SYMBOL_UNIVERSE")
             else None,
             market_start=os.environ.get("MLOPS_MARKET_START", "2026-01-01"),
+            max_clock_skew_s=_non_negative_seconds("MLOPS_MAX_CLOCK_SKEW", "300"),
             synthetic_symbols=int(os.environ.get("MLOPS_SYNTHETIC_SYMBOLS", "24")),
             synthetic_seed=int(os.environ.get("MLOPS_SYNTHETIC_SEED", "7")),
             regime_shift_at=os.environ.get("MLOPS_REGIME_SHIFT_AT", "2026-02-20") or None,
@@ -98,6 +101,17 @@ class Settings:
             slack_webhook_url=os.environ.get("MLOPS_SLACK_WEBHOOK_URL") or None,
             secret_variables={name: variable for name, variable in secrets.items() if os.environ.get(variable)},
         )
+
+
+def _non_negative_seconds(name: str, default: str) -> float:
+    text = os.environ.get(name, default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _flag(name: str) -> bool:

@@ -21,6 +21,7 @@ TINY = {
     "bench_training": ["--rows", "60000", "--features", "5", "--repeat", "1"],
     "bench_drift": ["--current", "3000", "--compare-current", "2000"],
     "bench_online_store": ["--entities", "200", "--single", "50", "--batch", "10", "--batch-size", "10"],
+    "bench_ingestion": ["--symbols", "2", "--days", "3", "--big-rows", "2000", "--repeat", "1"],
 }
 
 

@@ -31,6 +31,8 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "market_data": MarketDataSource(
             kind=settings.market_source,  # type: ignore[arg-type]
             raw_dir=str(settings.raw_dir),
+            index_path=str(settings.data_dir / "raw_index.sqlite"),
+            max_clock_skew_s=settings.max_clock_skew_s,
             n_symbols=settings.synthetic_symbols,
             seed=settings.synthetic_seed,
             origin=settings.market_start,

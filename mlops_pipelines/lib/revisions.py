@@ -5,9 +5,11 @@ changes nothing. A bar that comes back with different values is a *revision* and
 (ARCHITECTURE.md section 5): the time the source gives, or the ingestion time when that is earlier, because we
 cannot have known the new values before we received them. Point-in-time retrieval therefore never serves a
 correction before it existed. The version a revision replaces, and a bar the source no longer has, are kept in
-``raw.market_bar_revisions`` with the reason: nothing is lost.
+``raw.market_bar_revisions`` with the reason: nothing is lost. A bar whose file cannot be read right now (a
+corrupt upload) is not "no longer in the source": it stays stored as it was until the file is fixed or removed.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,9 +42,17 @@ class Reconciled:
         return int((self.superseded["reason"] == "withdrawn").sum())
 
 
-def reconcile(stored: pd.DataFrame, incoming: pd.DataFrame, *, now: datetime) -> Reconciled:
-    """Compare the validated ``incoming`` bars of some days with the ``stored`` bars of the same days."""
+def reconcile(
+    stored: pd.DataFrame, incoming: pd.DataFrame, *, now: datetime, unreadable_files: Collection[str] = ()
+) -> Reconciled:
+    """Compare the validated ``incoming`` bars of some days with the ``stored`` bars of the same days.
+    Stored bars from ``unreadable_files`` that no incoming bar replaces are kept unchanged, not withdrawn."""
     columns = list(incoming.columns)
+    if unreadable_files:
+        held = stored[stored["source_file"].isin(list(unreadable_files))]
+        held = held[~pd.MultiIndex.from_frame(held[KEY]).isin(pd.MultiIndex.from_frame(incoming[KEY]))]
+        if len(held):
+            incoming = pd.concat([incoming, held[columns]], ignore_index=True)
     merged = incoming.merge(stored[columns], on=KEY, how="outer", suffixes=("", "_stored"), indicator=True)
     both = merged["_merge"] == "both"
     changed = both & ~_same_values(merged)

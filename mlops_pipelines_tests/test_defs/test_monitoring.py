@@ -200,9 +200,7 @@ def test_no_second_retraining_while_one_runs(
 def test_failed_run_raises_one_alert(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
 ) -> None:
-    monkeypatch.setenv("MLOPS_MARKET_SOURCE", "folder")
-    (data_dir / "raw").mkdir(parents=True)
-    (data_dir / "raw" / "broken.csv").write_text("symbol,timestamp\nAAA,2026-01-02T00:00:00Z\n")
+    monkeypatch.setenv("MLOPS_SYMBOL_UNIVERSE", str(data_dir / "missing_universe.txt"))  # the run fails on it
     from mlops_pipelines.definitions import defs
 
     definitions = defs()

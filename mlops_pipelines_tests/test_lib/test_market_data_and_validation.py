@@ -1,6 +1,6 @@
 """The synthetic market, the file reader and row-level validation."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from mlops_pipelines.lib.market_data import (
     generate_bars,
     read_source_file,
 )
-from mlops_pipelines.lib.validation import UNPARSEABLE_PARTITION, validate_bars
+from mlops_pipelines.lib.validation import UNPARSEABLE_PARTITION, reason_counts, validate_bars
 
 D = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
 
@@ -117,7 +117,7 @@ def test_duplicates_keep_the_first_and_nothing_is_dropped() -> None:
     result = validate_bars(frame)
     assert len(result.accepted) + len(result.quarantined) == len(frame)
     assert result.accepted["close"].tolist() == [10.5, 10.5]
-    assert result.quarantined["reason"].tolist() == ["duplicate (symbol, timestamp)"]
+    assert result.quarantined["reason"].tolist() == ["duplicate (symbol, timestamp) [kept: f.csv:2]"]
     assert result.quarantined["close"].tolist() == ["10.7"]  # kept as it arrived
 
 
@@ -151,3 +151,154 @@ def test_csv_round_trip_reports_line_numbers(tmp_path: Path) -> None:
     assert result.accepted["sector"].tolist() == ["tech"]
     assert result.quarantined["source_row"].tolist() == [3]  # the line in the file
     assert result.quarantined["source_file"].tolist() == [str(path)]
+
+
+HEADER = "symbol,timestamp,open,high,low,close,volume,sector\n"
+ROW = "AAA,2026-01-01T{hour:02d}:00:00Z,10,11,9,10.5,100,tech\n"
+
+
+def _corrupt_parquet(path: Path) -> None:
+    pd.DataFrame([GOOD]).to_parquet(path)
+    path.write_bytes(path.read_bytes()[:-20])  # truncated upload: no footer
+
+
+def _duplicate_parquet_columns(path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [*GOOD, "Close"]
+    pq.write_table(pa.table([pa.array([v]) for v in [*GOOD.values(), "1"]], names=names), path)
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "message"),
+    [
+        ("empty.csv", lambda p: p.write_bytes(b""), r"empty\.csv: empty file \(0 bytes\)"),
+        (
+            "image.csv",
+            lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\rIHDR\xff"),
+            r"image\.csv: line 1: not UTF-8",
+        ),
+        ("late.csv", lambda p: p.write_bytes(HEADER.encode() + b"AAA,\xff\n"), r"late\.csv: line 2: not UTF-8"),
+        ("corrupt.parquet", _corrupt_parquet, r"corrupt\.parquet: not a readable Parquet file"),
+        (
+            "twice.csv",
+            lambda p: p.write_text("symbol,timestamp,open,high,low,close,Close,volume\n"),
+            r"twice\.csv: line 1: duplicate column 'close' \(columns 6 and 7\)",
+        ),
+        ("twice.parquet", _duplicate_parquet_columns, r"twice\.parquet: line 1: duplicate column 'close'"),
+        ("blank.csv", lambda p: p.write_text("\n" + ROW.format(hour=0)), r"blank\.csv: line 1: no header line"),
+    ],
+)
+def test_a_file_that_cannot_be_read_raises_naming_it(tmp_path: Path, name: str, write, message: str) -> None:
+    path = tmp_path / name
+    write(path)
+    with pytest.raises(SourceFileError, match=message):
+        read_source_file(path)
+
+
+def test_a_line_with_an_extra_field_is_rejected_alone_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text(HEADER + ROW.format(hour=0) + ROW.format(hour=1).replace("tech", "tech,extra") + ROW.format(hour=2))
+    frame = read_source_file(path)
+    assert frame["source_row"].tolist() == [2, 3, 4]
+    result = validate_bars(frame)
+    assert len(result.accepted) == 2
+    [bad] = result.quarantined.to_dict("records")
+    assert bad["source_row"] == 3 and bad["source_file"] == str(path)
+    assert bad["reason"] == "line: more fields than the header [9 fields, the header has 8]"
+
+
+def test_line_numbers_are_exact_around_blank_lines_and_quoted_line_breaks(tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text(
+        HEADER
+        + ROW.format(hour=0)
+        + "\n"  # line 3: blank, not a bar
+        + ROW.format(hour=1).replace("tech", '"te\nch"')  # lines 4-5: one record
+        + ",,,,,,,\n"  # line 6: separators only, not a bar
+        + ROW.format(hour=2).replace("10.5", "")  # line 7
+    )
+    frame = read_source_file(path)
+    assert frame["source_row"].tolist() == [2, 4, 7]
+    assert validate_bars(frame).quarantined[["source_row", "reason"]].values.tolist() == [
+        [4, "sector: contains control characters"],  # the line break inside the quotes
+        [7, "close: missing or not a finite number"],
+    ]
+
+
+def test_a_nul_byte_in_a_symbol_is_quarantined_not_cut(tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text(
+        HEADER + ROW.format(hour=0).replace("AAA", "A\x00A") + ROW.format(hour=1).replace("tech", "te\x01ch")
+    )
+    result = validate_bars(read_source_file(path))
+    assert result.accepted.empty
+    assert result.quarantined["symbol"].tolist() == ["A\x00A", "AAA"]
+    assert result.quarantined["reason"].tolist() == [
+        "symbol: contains control characters",
+        "sector: contains control characters",
+    ]
+
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def test_rows_outside_the_partitions_are_quarantined_under_a_key_of_their_own() -> None:
+    rows = [
+        {**GOOD, "timestamp": "2026-03-01T00:00:00Z"},  # accepted
+        {**GOOD, "timestamp": "1900-01-01T00:00:00Z"},
+        {**GOOD, "timestamp": "2030-06-01T00:00:00Z"},
+        {**GOOD, "timestamp": "2026-03-11T12:00:00Z"},  # tomorrow
+        {**GOOD, "timestamp": "2026-03-10T12:00:00Z", "symbol": "BBB"},  # now: within the skew, accepted
+        {**GOOD, "timestamp": "2026-03-01T01:00:00Z", "available_at": "2031-01-01T00:00:00Z"},
+        {**GOOD, "timestamp": "2026-03-10T12:00:00Z", "available_at": "2026-03-10T13:04:00Z"},  # within the skew
+    ]
+    frame = pd.DataFrame(rows).assign(source_file="f.csv", source_row=range(2, 9))
+    result = validate_bars(frame, now=NOW, first_bar=D(2026, 1, 1), max_clock_skew=timedelta(hours=1, minutes=5))
+    assert result.accepted["symbol"].tolist() == ["AAA", "BBB", "AAA"]
+    assert len(result.accepted) + len(result.quarantined) == len(rows)
+    bad = result.quarantined[["source_row", "partition_key", "reason"]].values.tolist()
+    assert bad == [
+        [3, "__outside_partitions__", "timestamp: before the first partition (2026-01-01)"],
+        [4, "__outside_partitions__", "timestamp: in the future beyond the allowed clock skew (3900 s)"],
+        [5, "__outside_partitions__", "timestamp: in the future beyond the allowed clock skew (3900 s)"],
+        [7, "2026-03-01", "available_at: in the future beyond the allowed clock skew (3900 s)"],
+    ]
+    # the default skew is five minutes; no lower bound without a first partition
+    default = validate_bars(frame, now=NOW)
+    assert "timestamp: before" not in " ".join(default.quarantined["reason"])
+    assert "(300 s)" in default.quarantined["reason"].iloc[-1] and len(default.quarantined) == 4
+
+
+def test_duplicates_across_files_the_latest_arrival_wins() -> None:
+    """Not the path order: the latest available_at, then the most recently modified file."""
+    old = {**GOOD, "close": "10.1", "source_file": "b_vendor.csv", "source_row": 2, "source_mtime_ns": 100}
+    fix = {**GOOD, "close": "10.2", "source_file": "a_fix.csv", "source_row": 5, "source_mtime_ns": 200}
+    result = validate_bars(pd.DataFrame([old, fix]).assign(available_at=None))
+    assert result.accepted["close"].tolist() == [10.2] and result.accepted["source_file"].tolist() == ["a_fix.csv"]
+    assert result.quarantined[["source_file", "reason"]].values.tolist() == [
+        ["b_vendor.csv", "duplicate (symbol, timestamp) [kept: a_fix.csv:5]"]
+    ]
+    # a later available_at beats a later file
+    late = {**old, "available_at": "2026-01-01T03:00:00Z"}
+    result = validate_bars(pd.DataFrame([late, {**fix, "available_at": "2026-01-01T01:00:00Z"}]))
+    assert result.accepted["source_file"].tolist() == ["b_vendor.csv"]
+    # same file, same arrival: the first line
+    same = validate_bars(pd.DataFrame([{**fix, "source_row": 9}, fix]).assign(available_at=None))
+    assert same.quarantined["reason"].tolist() == ["duplicate (symbol, timestamp) [kept: a_fix.csv:5]"]
+
+
+def test_reason_counts_group_details_away() -> None:
+    counts = reason_counts(["duplicate (symbol, timestamp) [kept: a.csv:2]; volume: negative", "volume: negative"])
+    assert counts == {"duplicate (symbol, timestamp)": 1, "volume: negative": 2}
+
+
+@pytest.mark.parametrize("malformed", [False, True])  # the C parser; the exact path a malformed line sends it to
+def test_lines_without_any_value_are_no_bars_and_numbers_stay_exact(tmp_path: Path, malformed: bool) -> None:
+    path = tmp_path / "bars.csv"
+    extra = ROW.format(hour=2).replace("tech", "tech,x") if malformed else ROW.format(hour=2)
+    path.write_text(HEADER + ROW.format(hour=0) + "\n" + ",,,,,,,\n" + ROW.format(hour=1) + extra + "\n")
+    frame = read_source_file(path)
+    assert frame["source_row"].tolist() == [2, 5, 6]
+    assert frame["line_error"].notna().tolist() == [False, False, malformed]

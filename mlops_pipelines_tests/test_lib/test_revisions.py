@@ -66,3 +66,12 @@ def test_a_bar_gone_from_the_source_is_withdrawn_and_kept() -> None:
     pd.testing.assert_series_equal(
         result.superseded["close"], stored.loc[[0, 1], "close"].reset_index(drop=True), check_names=False
     )
+
+
+def test_bars_of_a_file_that_cannot_be_read_now_are_kept_not_withdrawn() -> None:
+    stored = day_of_bars().assign(source_file=lambda f: ["corrupt.csv" if i < 5 else "good.csv" for i in range(len(f))])
+    incoming = stored.iloc[5:].copy()  # the corrupt file delivered nothing this time
+    result = reconcile(stored, incoming, now=NOW, unreadable_files=["corrupt.csv"])
+    assert result.superseded.empty and len(result.bars) == len(stored)
+    # placebo: without the file named unreadable, its bars are withdrawn (kept in the revisions table)
+    assert reconcile(stored, incoming, now=NOW).withdrawn == 5

@@ -1,17 +1,18 @@
 """Raw market bars: validated per daily partition, rejected rows kept in quarantine with their reasons."""
 
-from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mlops_pipelines.lib.alerts import Alert
+from mlops_pipelines.lib.raw_folder import QUARANTINED_FILES_TABLE, record_unreadable
 from mlops_pipelines.lib.revisions import REVISIONS_DDL, REVISIONS_TABLE, reconcile
-from mlops_pipelines.lib.validation import QUARANTINE_COLUMNS, UNPARSEABLE_PARTITION, validate_bars
+from mlops_pipelines.lib.validation import NO_PARTITION, QUARANTINE_COLUMNS, reason_counts, validate_bars
 from mlops_pipelines.lib.warehouse import replace_rows, table_schema, transaction
 from mlops_pipelines.partitions import MARKET_DAYS, WAREHOUSE_POOL
-from mlops_pipelines.resources import MarketDataSource, WarehouseResource
+from mlops_pipelines.resources import AlertsResource, MarketDataSource, WarehouseResource
 
 BARS_TABLE = "raw.market_bars"
 QUARANTINE_TABLE = "raw.quarantined_bars"
@@ -52,7 +53,10 @@ class IngestionConfig(dg.Config):
             QUARANTINE_KEY,
             description=(
                 "Rows the validation rejected, as they arrived (text), with source file, row and reason. "
-                "Nothing is dropped silently: inspect here, fix the source, re-materialize the day."
+                "Nothing is dropped silently: inspect here, fix the source, re-materialize the day. Rows that "
+                "belong to no day (unparseable, before the first partition, in the future) are under partition "
+                "key __unparseable__ or __outside_partitions__; files that cannot be read at all are listed in "
+                f"{QUARANTINED_FILES_TABLE}."
             ),
             kinds={"duckdb"},
             metadata={"dagster/table_name": QUARANTINE_TABLE},
@@ -76,20 +80,29 @@ def market_bars(
     config: IngestionConfig,
     market_data: MarketDataSource,
     warehouse: WarehouseResource,
+    alerts: AlertsResource,
 ):
     """Load the source for the partition window, validate every row, write accepted and quarantined rows."""
     window = context.partition_time_window
-    raw = market_data.load(window.start, window.end)
-    result = validate_bars(raw, universe=market_data.universe())
+    now = datetime.now(UTC)
+    first_bar = MARKET_DAYS.start
+    batch = market_data.load(window.start, window.end, first_bar=first_bar, now=now)
+    result = validate_bars(
+        batch.bars,
+        now=now,
+        universe=market_data.universe(),
+        first_bar=first_bar,
+        max_clock_skew=market_data.max_clock_skew,
+    )
     accepted, quarantined = result.accepted, result.quarantined
-    files = sorted(set(raw["source_file"].dropna().astype(str))) if len(raw) else []
+    unreadable = batch.unreadable
 
     in_window = '"timestamp" >= ? AND "timestamp" < ?'
     with warehouse.connect() as conn:
         with transaction(conn):  # bars, revisions and quarantined rows of the days: all replaced, or none
             conn.execute(f"CREATE TABLE IF NOT EXISTS {BARS_TABLE} ({BARS_DDL})")
             stored = conn.execute(f"SELECT * FROM {BARS_TABLE} WHERE {in_window}", [window.start, window.end]).fetchdf()
-            reconciled = reconcile(stored, accepted, now=datetime.now(UTC))
+            reconciled = reconcile(stored, accepted, now=now, unreadable_files=[e.path for e in unreadable])
             replace_rows(
                 conn,
                 BARS_TABLE,
@@ -110,15 +123,32 @@ def market_bars(
                 conn,
                 QUARANTINE_TABLE,
                 quarantined[list(QUARANTINE_COLUMNS)],
+                # the days' rows, and the partition-less rows of the files this run read
                 where="partition_key IN (SELECT unnest(?)) "
-                "OR (partition_key = ? AND source_file IN (SELECT unnest(?)))",
-                params=[list(context.partition_keys), UNPARSEABLE_PARTITION, files],
+                "OR (partition_key IN (SELECT unnest(?)) AND source_file IN (SELECT unnest(?)))",
+                params=[list(context.partition_keys), list(NO_PARTITION), batch.files_read],
                 create_sql=QUARANTINE_DDL,
                 own_transaction=False,
             )
+            if market_data.kind == "folder":
+                record_unreadable(conn, unreadable, run_id=context.run_id, now=now)
         schema = table_schema(conn, BARS_TABLE)
 
-    reasons = Counter(r for text in quarantined["reason"] for r in text.split("; "))
+    if unreadable:
+        alerter = alerts.alerter()
+        for entry in unreadable:  # alerted once per file content: the alerter deduplicates on (path, sha256)
+            context.log.error(f"file quarantined, not ingested: {entry.error}")
+            alerter.raise_alert(
+                Alert(
+                    kind="file_quarantined",
+                    subject=entry.path,
+                    episode=entry.sha256,
+                    summary=str(entry.error),
+                    details={"size": entry.size, "sha256": entry.sha256, "run_id": context.run_id},
+                )
+            )
+
+    reasons = reason_counts(quarantined["reason"])
     ratio = result.quarantine_ratio
     context.log.info(
         f"{len(accepted)} bars accepted, {len(quarantined)} quarantined ({ratio:.3%}) for {window.start:%Y-%m-%d}"
@@ -140,7 +170,7 @@ def market_bars(
             "symbols": int(accepted["symbol"].nunique()),
             "first_bar": str(accepted["timestamp"].min()) if len(accepted) else "none",
             "last_bar": str(accepted["timestamp"].max()) if len(accepted) else "none",
-            "source_files": dg.MetadataValue.json(files[:50]),
+            "source_files": dg.MetadataValue.json(batch.files_read[:50]),
             "preview": dg.MetadataValue.md(_preview(accepted)),
         },
     )
@@ -150,6 +180,7 @@ def market_bars(
             **({"dagster/row_count": len(quarantined)} if single_day else {}),
             "rows_in_run": len(quarantined),
             "quarantine_ratio": ratio,
+            "unreadable_files": len(unreadable),  # listed in raw.quarantined_files, alerted once per content
             "reasons": dg.MetadataValue.md(
                 "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in reasons.most_common())
                 if reasons
@@ -168,6 +199,7 @@ def market_bars(
             "threshold": config.max_quarantine_ratio,
             "quarantined_rows": len(quarantined),
             "accepted_rows": len(accepted),
+            "unreadable_files": len(unreadable),
         },
     )
 

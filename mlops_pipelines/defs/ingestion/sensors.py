@@ -1,23 +1,18 @@
 """Watches the raw folder and requests ingestion of the days that new or changed files touch."""
 
+import hashlib
 import json
-from pathlib import Path
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from mlops_pipelines.lib.files import sha256_file
-from mlops_pipelines.lib.market_data import read_source_file
-from mlops_pipelines.lib.validation import parse_utc
 from mlops_pipelines.partitions import MARKET_DAYS
 from mlops_pipelines.resources import MarketDataSource
 from mlops_pipelines.settings import Settings
 
-
-def file_days(path: Path) -> list[str]:
-    """The UTC days a file has bars for (unparseable timestamps are validation's business, not the sensor's)."""
-    frame = read_source_file(path)
-    ts = parse_utc(frame["timestamp"])
-    return sorted(set(ts.dropna().dt.strftime("%Y-%m-%d")))
+# Days after the last partition that a file has bars on are watched until their partition exists, at most this
+# far ahead: a bar stamped further in the future is quarantined as such and not waited for.
+PENDING_HORIZON = timedelta(days=400)
 
 
 @dg.sensor(
@@ -29,45 +24,90 @@ def file_days(path: Path) -> list[str]:
         if Settings.from_env().market_source == "folder"
         else dg.DefaultSensorStatus.STOPPED
     ),
-    description="New or changed CSV/Parquet files in the raw folder -> ingestion of the days they touch.",
+    description="New or changed CSV/Parquet files in the raw folder -> one ingestion run per range of days they "
+    "touch; files with no bar in any partition, or unreadable ones, -> the run of the first partition.",
 )
 def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDataSource) -> dg.SensorResult:
-    """A file is read only when its size or modification time changed since the last tick (RELIABILITY #9: a
-    tick over a large folder stays cheap); a file touched without a content change requests nothing."""
-    seen = _cursor(context.cursor)
-    known_days = set(MARKET_DAYS.get_partition_keys())
-    requests: list[dg.RunRequest] = []
+    """A file is read only when its size or modification time changed since the last tick, and hashed first: a
+    file touched without a content change requests nothing. Its days come from the folder index the runs share,
+    so the run that follows does not read it again to find them.
+
+    Requests: one run per range of consecutive days (a partition range: one run reads each file once). A file
+    whose rows all belong to no partition (before the first one, in the future, unparseable), or that cannot be
+    read at all, sends the first partition's run, which quarantines such rows and files. Days after the last
+    partition (bars of today, or stamped ahead) are kept in the cursor and requested once their partition exists.
+    """
+    files, pending = _cursor(context.cursor)
+    now = _now()
+    known = MARKET_DAYS.get_partition_keys(current_time=now)
+    if not known:
+        return dg.SensorResult(skip_reason="no partition of raw/market_bars exists yet", cursor=context.cursor)
+    known_days, first_day, last_day = set(known), known[0], known[-1]
+    latest_day = (now + market_data.max_clock_skew).strftime("%Y-%m-%d")
+    horizon = (date.fromisoformat(last_day) + PENDING_HORIZON).isoformat()
+    days: set[str] = set()
+    changed: list[str] = []
     current: dict[str, dict[str, object]] = {}
-    for path in market_data.files():
-        stat = path.stat()
-        previous = seen.get(str(path), {})
-        if (previous.get("mtime_ns"), previous.get("size")) == (stat.st_mtime_ns, stat.st_size):
-            current[str(path)] = previous
-            continue
-        digest = sha256_file(path)
-        current[str(path)] = {"sha256": digest, "mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
-        if previous.get("sha256") == digest:
-            continue
-        try:
-            days = file_days(path)
-        except ValueError as exc:  # a file-level error: ingestion would fail the same way; say so once
-            context.log.error(str(exc))
-            continue
-        for day in days:
-            if day not in known_days:
-                context.log.warning(f"{path}: bars on {day} are outside the partitions of raw/market_bars; skipped")
+    with market_data.index() as index:
+        for path in market_data.files():
+            try:
+                stat = path.stat()
+                previous = files.get(str(path), {})
+                if (previous.get("mtime_ns"), previous.get("size")) == (stat.st_mtime_ns, stat.st_size):
+                    current[str(path)] = previous
+                    continue
+                entry, _ = index.refresh(path)
+            except FileNotFoundError:  # removed since the folder was listed
                 continue
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"ingest:{path}:{digest[:16]}:{day}",
-                    partition_key=day,
-                    tags={"source_file": str(path)[-200:]},
-                )
-            )
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
+            current[str(path)] = {"sha256": entry.sha256, "mtime_ns": entry.mtime_ns, "size": entry.size}
+            if previous.get("sha256") == entry.sha256:
+                continue
+            changed.append(f"{path}:{entry.sha256}")
+            if entry.error is not None:
+                context.log.error(f"{entry.error}; the run of {first_day} lists it in raw.quarantined_files")
+                days.add(first_day)
+                continue
+            if entry.has_no_partition(first_day, latest_day):
+                days.add(first_day)
+            days.update(d for d in entry.days if d in known_days)
+            pending.update(d for d in entry.days if last_day < d <= horizon)
+    released = sorted(d for d in pending if d in known_days)
+    days.update(released)
+    pending.difference_update(released)
+    # The same changes give the same run keys (Dagster skips a key it has seen); new content, new keys.
+    digest = hashlib.sha256("\n".join([*sorted(changed), *released]).encode()).hexdigest()[:16]
+    requests = [_request(first, last, digest) for first, last in _ranges(sorted(days))]
+    cursor = json.dumps({"files": current, "pending": sorted(pending)}, sort_keys=True)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-def _cursor(text: str | None) -> dict[str, dict[str, object]]:
-    """path -> {sha256, mtime_ns, size}; a cursor of an earlier format (path -> sha256) is read as hashes."""
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _request(first: str, last: str, digest: str) -> dg.RunRequest:
+    run_key = f"ingest:{first}..{last}:{digest}"
+    if first == last:
+        return dg.RunRequest(run_key=run_key, partition_key=first)
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    return dg.RunRequest(run_key=run_key, tags=tags)
+
+
+def _ranges(days: list[str]) -> list[tuple[str, str]]:
+    """Sorted days -> (first, last) of each run of consecutive days."""
+    ranges: list[tuple[str, str]] = []
+    for day in days:
+        if ranges and date.fromisoformat(day) - date.fromisoformat(ranges[-1][1]) == timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def _cursor(text: str | None) -> tuple[dict[str, dict[str, object]], set[str]]:
+    """(path -> {sha256, mtime_ns, size}, pending days). Cursors of earlier formats (path -> entry, or
+    path -> sha256) are read as their files, with no pending day."""
     raw = json.loads(text) if text else {}
-    return {path: entry if isinstance(entry, dict) else {"sha256": entry} for path, entry in raw.items()}
+    if isinstance(raw.get("files"), dict):
+        return raw["files"], set(raw.get("pending", []))
+    return {path: entry if isinstance(entry, dict) else {"sha256": entry} for path, entry in raw.items()}, set()
