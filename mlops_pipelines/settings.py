@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops_pipelines.lib.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,7 +56,7 @@ class Settings:
         data_dir = Path(os.environ.get("MLOPS_DATA_DIR", REPO_ROOT / "data")).resolve()
         env = os.environ.get("MLOPS_ENV", "local")
         if env not in ("local", "production"):
-            raise ValueError(f"MLOPS_ENV must be 'local' or 'production', got {env!r}")
+            raise ConfigError(f"MLOPS_ENV must be 'local' or 'production', got {env!r}")
         tracking = os.environ.get("MLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
         return cls(
             env=env,
@@ -67,8 +69,8 @@ class Settings:
             if os.environ.get("MLOPS_SYMBOL_UNIVERSE")
             else None,
             market_start=os.environ.get("MLOPS_MARKET_START", "2026-01-01"),
-            synthetic_symbols=int(os.environ.get("MLOPS_SYNTHETIC_SYMBOLS", "24")),
-            synthetic_seed=int(os.environ.get("MLOPS_SYNTHETIC_SEED", "7")),
+            synthetic_symbols=_int_env("MLOPS_SYNTHETIC_SYMBOLS", 24),
+            synthetic_seed=_int_env("MLOPS_SYNTHETIC_SEED", 7),
             regime_shift_at=os.environ.get("MLOPS_REGIME_SHIFT_AT", "2026-02-20") or None,
             mlflow_tracking_uri=tracking,
             mlflow_registry_uri=os.environ.get("MLOPS_MLFLOW_REGISTRY_URI", tracking),
@@ -77,6 +79,16 @@ class Settings:
             alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None,
             slack_webhook_url=os.environ.get("MLOPS_SLACK_WEBHOOK_URL") or None,
         )
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from exc
 
 
 def current_actor() -> str:

@@ -11,10 +11,12 @@ import duckdb
 import pandas as pd
 
 from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.errors import MlopsError
 from mlops_pipelines.lib.feature_views import (
     VISIBLE_FROM,
     FeatureCatalog,
     FeatureView,
+    ViewRefError,
     exact_index_update_sql,
     fast_indexed_select,
     parse_view_ref,
@@ -34,7 +36,7 @@ _CATALOG_COLUMNS = """
 """
 
 
-class ViewSchemaError(ValueError):
+class ViewSchemaError(MlopsError, ValueError):
     """A view's SQL produced columns or types other than its declared schema."""
 
 
@@ -222,7 +224,8 @@ def render_catalog_markdown(catalog: FeatureCatalog) -> str:
 
 
 def resolve_view_refs(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, refs: list[str]) -> list[FeatureView]:
-    """``name`` (the catalog's current version) or ``name@version`` (any version in the registry)."""
+    """``name`` (the catalog's current version) or ``name@version`` (any version in the registry); an unknown
+    one raises ``ViewRefError`` listing the registered versions."""
     resolved: list[FeatureView] = []
     for ref in refs:
         name, version = parse_view_ref(ref)
@@ -234,7 +237,7 @@ def resolve_view_refs(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, 
         match = history[history["version"] == version] if version is not None and len(history) else history.head(0)
         if match.empty:
             known = sorted(history["version"].tolist()) if len(history) else []
-            raise LookupError(
+            raise ViewRefError(
                 f"feature view {ref!r} is not in the catalog or registry"
                 + (f" (registered versions: {known})" if known else "")
             )

@@ -16,11 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops_pipelines.lib.errors import MlopsError
+
 RAW_TABLES = frozenset({"raw.market_bars"})
 # System column of every view table: from when a row can be served (lib/point_in_time.py explains it).
 VISIBLE_FROM = "__visible_from"
 _REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_VERSION = re.compile(r"[0-9]+")
 BREAKING_FIELDS = (
     "sql",
     "schema",
@@ -34,8 +37,12 @@ BREAKING_FIELDS = (
 METADATA_FIELDS = ("owner", "description", "tags")
 
 
-class FeatureGraphError(ValueError):
+class FeatureGraphError(MlopsError, ValueError):
     """The catalog of feature views is not a valid DAG (cycle, missing or undeclared dependency, clash)."""
+
+
+class ViewRefError(MlopsError, LookupError):
+    """A feature view reference (``NAME`` or ``NAME@VERSION``) is malformed or names no known view version."""
 
 
 class FeatureView(BaseModel):
@@ -407,9 +414,12 @@ def schema_mismatches(declared: Mapping[str, str], actual: Mapping[str, str]) ->
 
 
 def parse_view_ref(ref: str) -> tuple[str, int | None]:
-    """``name`` or ``name@version``."""
-    name, _, version = ref.partition("@")
-    return name.strip(), int(version) if version else None
+    """``name`` or ``name@version`` (a whole number); anything else raises ``ViewRefError``."""
+    name, at, version = ref.partition("@")
+    name, version = name.strip(), version.strip()
+    if not name or (at and not _VERSION.fullmatch(version)):
+        raise ViewRefError(f"feature view reference {ref!r} is not NAME or NAME@VERSION (VERSION a whole number)")
+    return name, int(version) if at else None
 
 
 def feature_columns(views: Sequence[FeatureView]) -> list[str]:

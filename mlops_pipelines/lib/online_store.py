@@ -18,9 +18,16 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_pipelines.lib.errors import MlopsError
+from mlops_pipelines.lib.warehouse import quote_ident
+
 TABLE = "online_features"
 META_TABLE = "online_store_meta"
 _SQL_TYPES = {"f": "REAL", "i": "INTEGER", "u": "INTEGER", "b": "INTEGER"}
+
+
+class OnlineStoreMissing(MlopsError, FileNotFoundError):
+    """The online store file does not exist yet (``features/online_store`` has never been materialized)."""
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -41,7 +48,7 @@ def write_snapshot(path: str | Path, frame: pd.DataFrame, *, key: str, snapshot_
         dupes = frame.loc[frame[key].duplicated(), key].head(3).tolist()
         raise ValueError(f"online store snapshot has duplicate {key!r} values, e.g. {dupes}")
     columns = [c for c in frame.columns if c != key]
-    defs = ", ".join(f'"{c}" {_SQL_TYPES.get(frame[c].dtype.kind, "TEXT")}' for c in columns)
+    defs = ", ".join(f"{quote_ident(str(c))} {_SQL_TYPES.get(frame[c].dtype.kind, 'TEXT')}" for c in columns)
     out = frame.copy()
     for column in columns:
         if isinstance(out[column].dtype, pd.DatetimeTZDtype):
@@ -87,7 +94,7 @@ class OnlineStoreReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"online store {self.path} does not exist; materialize features/online_store")
+            raise OnlineStoreMissing(f"online store {self.path} does not exist; materialize features/online_store")
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
