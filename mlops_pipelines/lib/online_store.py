@@ -71,9 +71,26 @@ def write_snapshot(path: str | Path, frame: pd.DataFrame, *, key: str, snapshot_
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        checkpoint(conn)
     finally:
         conn.close()
     return len(records)
+
+
+_CHECKPOINT_WAIT_MS = 5_000
+
+
+def checkpoint(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database file and truncate the WAL to zero bytes; True when it did.
+
+    SQLite checkpoints on its own only when no reader still uses the WAL's frames; with readers always busy, as
+    serving is, the WAL grows by a whole snapshot per refresh without end. This waits (up to 5 s; readers are
+    never blocked meanwhile) until the readers of older snapshots are done. If one holds on longer, the WAL is
+    left for the next refresh to truncate.
+    """
+    conn.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_WAIT_MS}")
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0
 
 
 def _vector(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:

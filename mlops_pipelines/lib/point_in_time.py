@@ -228,6 +228,11 @@ def retrieve_to_file(
     except duckdb.Error as exc:
         raise RetrievalError(f"cannot read {source}: {exc}") from exc
     columns, types = [str(r[0]) for r in described], [str(r[1]) for r in described]
+    if reader_sql.startswith("read_parquet"):
+        # DuckDB renames columns whose names repeat case-insensitively (``SYMBOL`` -> ``SYMBOL_1``); the file's
+        # own names, in the same order, come back unchanged.
+        names = pq.read_schema(entity_path).names
+        columns = names if len(names) == len(columns) else columns
     validate_request(columns, views, source)
     time_position = columns.index(ENTITY_TIME)
     aliases = [_col(i) for i in range(len(columns))]
@@ -252,7 +257,8 @@ def retrieve_to_file(
         raise RetrievalError(f"cannot write {out}: {exc.strerror or exc}") from exc
     finally:
         batches.close()  # DuckDB refuses the connection's next query while a result is open
-        partial.unlink(missing_ok=True)
+        if partial.exists():  # False, not an error, when the folder is missing or is a file
+            partial.unlink()
     return rows
 
 
