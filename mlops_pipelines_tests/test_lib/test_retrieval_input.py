@@ -23,7 +23,7 @@ from mlops_pipelines.lib.point_in_time import RetrievalError, get_historical_fea
 from mlops_pipelines_tests.test_lib.test_point_in_time import T0, view, write_history
 
 SECRET = "SECRET-7f3a"
-LEAK = f"symbol\", (SELECT string_agg(secret, ',') FROM governance.model_audit_log) AS \"leak"
+LEAK = "symbol\", (SELECT string_agg(secret, ',') FROM governance.model_audit_log) AS \"leak"
 PAYLOADS = [
     LEAK,
     'symbol" FROM _e; CREATE TABLE raw.pwned AS SELECT 1; SELECT 1 AS "y',  # DDL between two statements
