@@ -236,7 +236,9 @@ def to_utc_micros(series: pd.Series) -> pd.Series:
     """UTC, microsecond precision: nanosecond timestamps break DuckDB ASOF joins.
 
     Sub-microsecond parts are cut off (floored), never rounded: a time 1 ns before a row became visible must
-    stay before it, or a point-in-time join would serve the row early.
+    stay before it, or a point-in-time join would serve the row early. Text is read as ISO 8601 (each value
+    on its own, so offsets and precisions may differ); naive times are UTC.
     """
-    out = pd.to_datetime(series, utc=True)
+    text = series.dtype == object or pd.api.types.is_string_dtype(series.dtype)
+    out = pd.to_datetime(series, utc=True, format="ISO8601" if text else None)
     return out.dt.floor("us").astype("datetime64[us, UTC]")
