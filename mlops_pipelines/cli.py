@@ -167,8 +167,6 @@ def features_retrieve(
         raise typer.BadParameter(f"names no feature view: {views!r}", param_hint="--views")
     catalog = _catalog()
     settings = Settings.from_env()
-    if not entities.is_file():
-        raise typer.BadParameter(f"entity file {entities} does not exist", param_hint="--entities")
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
         resolved = feature_store.resolve_view_refs(conn, catalog, refs)
         rows = retrieve_to_file(conn, str(entities), resolved, str(out))

@@ -221,6 +221,8 @@ def retrieve_to_file(
     column, bad time, unwritable output) are ``RetrievalError`` naming the file, column and row.
     """
     source = f"entity file {entity_path}"
+    if not Path(entity_path).is_file():
+        raise RetrievalError(f"{source} does not exist")
     reader_sql = f"{'read_parquet' if str(entity_path).endswith('.parquet') else 'read_csv_auto'}($1)"
     params: list[object] = [str(entity_path)]
     try:
