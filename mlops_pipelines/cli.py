@@ -30,7 +30,7 @@ class _Commands(TyperGroup):
     """The root command group: maps the project's errors (``lib/errors.py``) to one red line on stderr and exit
     code 2, once for every command below it; any other exception is a bug and keeps its traceback."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer.Context is narrower than the base (typer's own click Context)
         try:
             return super().invoke(ctx)
         except MlopsError as exc:
