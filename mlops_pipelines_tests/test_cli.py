@@ -1,6 +1,5 @@
 """The `mlops` command, in-process, against tmp warehouses and lock files."""
 
-import itertools
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from mlops_pipelines.lib import feature_store, warehouse
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.online_store import write_snapshot
 from mlops_pipelines.lib.point_in_time import get_historical_features
+from mlops_pipelines_tests.test_lib.test_retrieval_input import LEAK, PAYLOADS, SECRET
 
 runner = CliRunner()
 
@@ -170,22 +170,23 @@ def test_retrieve_user_errors_exit_2_with_a_message_naming_the_field(
 def test_retrieve_from_a_hostile_entity_file_leaks_nothing(
     feature_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The column name that returned another table's rows through this command."""
+    """The column name that returned another table's rows through this command, then the rest of the fixed
+    hostile names (test_lib/test_retrieval_input.py) as extra columns of a Parquet file."""
     monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(feature_warehouse))
     with warehouse.connect(feature_warehouse) as conn:
-        conn.execute("CREATE TABLE governance.model_audit_log AS SELECT 'SECRET-7f3a' AS secret")
+        conn.execute(f"CREATE TABLE governance.model_audit_log AS SELECT '{SECRET}' AS secret")
         tables = conn.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
-    leak = "symbol\", (SELECT string_agg(secret, ',') FROM governance.model_audit_log) AS \"leak"
-    drop = 'x"; DROP TABLE governance.model_audit_log; --'
-    entities = pd.DataFrame({"symbol": ["SYM0001"], "event_timestamp": ["2026-01-05T10:00:00Z"], leak: ["a"]})
-    for frame, suffix in itertools.product([entities, entities.assign(**{drop: ["b"]})], [".csv", ".parquet"]):
-        source, out = tmp_path / f"entities{suffix}", tmp_path / f"out{suffix}"
+    entities = pd.DataFrame({"symbol": ["SYM0001"], "event_timestamp": ["2026-01-05T10:00:00Z"]})
+    cases = [(entities.assign(**{LEAK: ["a"]}), suffix) for suffix in (".csv", ".parquet")]
+    cases += [(entities.assign(**{name: ["a"]}), ".parquet") for name in PAYLOADS]
+    for i, (frame, suffix) in enumerate(cases):
+        source, out = tmp_path / f"entities{i}{suffix}", tmp_path / f"out{i}{suffix}"
         frame.to_csv(source, index=False) if suffix == ".csv" else frame.to_parquet(source)
         code, output = retrieve("--entities", str(source), "--views", "returns", "--out", str(out))
         assert code == 0, output
         got = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
         assert list(got.columns) == [*frame.columns, *catalog.views["returns"].features]
-        assert got[leak].tolist() == ["a"] and got["ret_1h"].notna().all()
-        assert "SECRET" not in got.to_csv() and "SECRET" not in output
+        assert got.iloc[:, 2].tolist() == ["a"] and got["ret_1h"].notna().all()
+        assert SECRET not in got.to_csv() and SECRET not in output
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         assert conn.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall() == tables

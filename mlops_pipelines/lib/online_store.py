@@ -3,7 +3,8 @@
 Why SQLite and not the DuckDB warehouse: DuckDB allows one writing process and locks readers out of a file
 being written (RELIABILITY #2). SQLite in WAL mode lets any number of reader processes read a consistent
 snapshot while one writer replaces the table: a refresh is one transaction, so a reader sees either the old
-vectors or the new ones, never a mix (no torn reads), and never a lock error.
+vectors or the new ones, never a mix (no torn reads), and never a lock error. Each refresh then truncates the
+WAL (``checkpoint``): with readers always busy SQLite would never reset it on its own.
 
 Layout: one wide row per entity key (``entity_key`` primary key, WITHOUT ROWID, so a lookup is one B-tree
 probe), one column per feature, plus per-view event and created times. Production swaps this for Redis

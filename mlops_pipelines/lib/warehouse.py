@@ -5,7 +5,9 @@ Rules it enforces (RELIABILITY #1-#4, #16, #21):
 - a writer that meets another process's file lock waits with jittered backoff instead of failing
   (the Dagster pool is the first line of defence, this is the safety net);
 - every replace is one transaction, so a killed writer leaves the previous table intact;
-- the session time zone is UTC and timestamps are stored with microsecond precision.
+- the session time zone is UTC and timestamps are stored with microsecond precision;
+- a file cut short is refused when it is opened (``WarehouseCorrupt``), not in the middle of a query;
+- an identifier reaches SQL text only through ``quote_ident`` (tables through ``quote_table``).
 """
 
 import random

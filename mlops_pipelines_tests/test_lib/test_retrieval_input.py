@@ -104,7 +104,7 @@ def entities_with(name: str, first: bool = False) -> pd.DataFrame:
     n = len(HOSTILE_VALUES)
     frame = pd.DataFrame(
         {
-            "symbol": (["A", "B", "Z"] * n)[:n],
+            "symbol": ["A", "B", "Z", "x'); DROP TABLE features.pit__v1; --", "A", "B"][:n],
             "event_timestamp": pd.Series([T0 + pd.Timedelta(minutes=i) for i in range(n)]).astype(
                 "datetime64[us, UTC]"
             ),
@@ -114,7 +114,7 @@ def entities_with(name: str, first: bool = False) -> pd.DataFrame:
     return frame
 
 
-EXPECTED_PIT_X = [1.0, 2.0, np.nan, 1.0, 2.0, np.nan]
+EXPECTED_PIT_X = [1.0, 2.0, np.nan, np.nan, 1.0, 2.0]
 
 
 def assert_nothing_leaked(result: pd.DataFrame) -> None:
@@ -277,3 +277,19 @@ def test_unwritable_output_is_named_and_leaves_nothing(store: Path, tmp_path: Pa
                 retrieve_to_file(conn, str(source), [view(None)], str(out))
         assert conn.sql("SELECT 1").fetchall() == [(1,)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "e.csv", "w.duckdb"]
+
+
+@pytest.mark.parametrize("name", ['a"b', '"', 'x"; DROP TABLE t; --', "é 𝕏", "a\nb", "_row"])
+def test_quote_ident_round_trips_any_name_through_duckdb(name: str) -> None:
+    conn = duckdb.connect()
+    quoted = warehouse.quote_ident(name)
+    conn.execute(f"CREATE TABLE t ({quoted} INTEGER)")
+    conn.execute(f"INSERT INTO t ({quoted}) VALUES (7)")
+    assert conn.execute(f"SELECT {quoted} FROM t").fetchall() == [(7,)]
+    assert [r[0] for r in conn.execute("DESCRIBE t").fetchall()] == [name]
+
+
+@pytest.mark.parametrize("name", ["", "a\x00b"])
+def test_quote_ident_refuses_what_no_identifier_can_be(name: str) -> None:
+    with pytest.raises(ValueError, match="not a usable SQL identifier"):
+        warehouse.quote_ident(name)
