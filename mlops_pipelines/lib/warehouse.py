@@ -124,26 +124,50 @@ def connect(
 
 
 def check_file_complete(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Raise ``WarehouseCorrupt`` when the file is shorter than the blocks its own header lists.
+    """Raise ``WarehouseCorrupt`` when the file is shorter than the blocks it uses.
 
-    DuckDB opens a truncated file and fails only when a query reaches a missing block. The header's block count
-    (``PRAGMA database_size``) says how long the file must be: the headers plus ``total_blocks`` blocks (free
-    blocks included; DuckDB trims trailing free blocks and the count with them). One metadata read, no scan.
+    DuckDB opens a truncated file and fails only when a query reaches a missing block. Its header says how many
+    blocks there are (``PRAGMA database_size``); a file holding the headers and all of them is complete (the
+    common case: one metadata read). A shorter one is fine only if what is missing is free blocks: DuckDB trims
+    free blocks from the end of the file but keeps counting them. It is damaged if it cannot hold the blocks
+    in use, or (looking at where every table's data and the catalog actually are) the highest of them.
     """
     rows = conn.execute(
-        "SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
+        "SELECT block_size, total_blocks, used_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()"
     ).fetchall()
     if not rows or not path.exists():
         return
-    block_size, total_blocks = (int(v) for v in rows[0])
-    expected = _FILE_HEADERS_BYTES + block_size * total_blocks
+    block_size, total_blocks, used_blocks = (int(v) for v in rows[0])
     actual = path.stat().st_size
-    if actual < expected:
+    if actual >= _FILE_HEADERS_BYTES + block_size * total_blocks:
+        return
+    try:
+        needed = used_blocks if actual < _FILE_HEADERS_BYTES + block_size * used_blocks else _highest_block(conn) + 1
+    except duckdb.IOException as exc:  # the table metadata itself lies past the end
+        raise WarehouseCorrupt(f"warehouse {path} is damaged: {exc}") from exc
+    if actual < _FILE_HEADERS_BYTES + block_size * needed:
         raise WarehouseCorrupt(
-            f"warehouse {path} is truncated: {actual:,} bytes, its header lists {total_blocks} blocks of "
-            f"{block_size:,} bytes ({expected:,} bytes); restore it from a backup or rebuild it by "
+            f"warehouse {path} is truncated: {actual:,} bytes, but its blocks in use need "
+            f"{_FILE_HEADERS_BYTES + block_size * needed:,}; restore it from a backup or rebuild it by "
             "re-materializing the assets"
         )
+
+
+def _highest_block(conn: duckdb.DuckDBPyConnection) -> int:
+    """The highest block id holding the catalog or any table's data (-1 for none)."""
+    highest = scalar(conn, "SELECT max(block_id) FROM pragma_metadata_info()")
+    tables = conn.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database()"
+    ).fetchall()
+    for schema, table in tables:
+        top = scalar(
+            conn,
+            "SELECT max(greatest(block_id, list_max(additional_block_ids))) FROM pragma_storage_info(?)",
+            [f"{quote_ident(schema)}.{quote_ident(table)}"],
+        )
+        highest = max(v for v in (highest, top, -1) if v is not None)
+    return -1 if highest is None else int(highest)
 
 
 def _version_message(path: Path, exc: Exception) -> str:

@@ -249,3 +249,27 @@ def test_online_store_wal_stays_bounded_under_concurrent_reads(tmp_path: Path) -
     generations_seen, reads = map(int, out.split())
     assert generations_seen >= 5 and reads > 30  # the reader really read throughout the refreshes
     assert max(sizes) <= 2 * path.stat().st_size, sizes  # was ~30 snapshots' worth, growing with every refresh
+
+
+def test_a_file_shorter_than_its_free_blocks_still_opens_and_a_cut_into_used_blocks_does_not(tmp_path: Path) -> None:
+    """DuckDB trims free blocks from the end of the file but its header keeps counting them (here: the blocks of
+    a rolled-back write); that file is complete and must open. Cutting into the blocks it uses must not."""
+    path = tmp_path / "trimmed.duckdb"
+    with warehouse.connect(path) as conn:
+        conn.execute("CREATE TABLE raw.a AS SELECT range AS x, md5(range::VARCHAR) AS h FROM range(300000)")
+        conn.execute("CHECKPOINT")
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE raw.big AS SELECT range AS x, md5(range::VARCHAR) AS h FROM range(3000000)")
+        conn.execute("ROLLBACK")
+        conn.execute("CHECKPOINT")
+        conn.execute("INSERT INTO raw.a SELECT range, 'x' FROM range(10)")
+        conn.execute("CHECKPOINT")
+    with warehouse.connect(path, read_only=True) as conn:
+        block_size, total = conn.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchall()[0]
+        assert path.stat().st_size < 3 * 4096 + block_size * total  # the situation this test is about
+        assert warehouse.row_count(conn, "raw.a") == 300_010
+    content = path.read_bytes()
+    for cut in (len(content) - 1, len(content) - 300_000):
+        path.write_bytes(content[:cut])
+        with pytest.raises(warehouse.WarehouseCorrupt, match="trimmed.duckdb"), warehouse.connect(path, read_only=True):
+            pass
