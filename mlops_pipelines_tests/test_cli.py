@@ -165,6 +165,11 @@ def test_retrieve_user_errors_exit_2_with_a_message_naming_the_field(
     monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(tmp_path / "nope.duckdb"))
     code, output = retrieve("--entities", str(good), "--views", "returns", "--out", str(out))
     assert code == 2 and f"error: warehouse {tmp_path / 'nope.duckdb'} does not exist" in output
+    monkeypatch.setenv("MLOPS_ONLINE_STORE_PATH", str(tmp_path / "nope.sqlite"))
+    result = runner.invoke(app, ["features", "lookup", "SYM0001"])
+    assert result.exit_code == 2 and f"error: online store {tmp_path / 'nope.sqlite'} does not exist" in " ".join(
+        result.output.split()
+    )
 
 
 def test_retrieve_from_a_hostile_entity_file_leaks_nothing(
