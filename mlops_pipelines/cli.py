@@ -6,23 +6,42 @@ import shutil
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.cli_models import datasets_app, deployments_app, experiments_app, models_app, reviews_app
 from mlops_pipelines.lib import feature_store, warehouse
+from mlops_pipelines.lib.errors import MlopsError
 from mlops_pipelines.lib.feature_views import FeatureGraphError, diff_lock
 from mlops_pipelines.lib.online_store import OnlineStoreReader
 from mlops_pipelines.lib.point_in_time import retrieve_to_file
 from mlops_pipelines.settings import REPO_ROOT, Settings
 
+EXIT_USER_ERROR = 2  # bad input, a bad setting, a missing or damaged file: the message says what to fix
+
+
+class _Commands(TyperGroup):
+    """The root command group: maps the project's errors (``lib/errors.py``) to one red line on stderr and exit
+    code 2, once for every command below it; any other exception is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context is narrower than the base (typer's own click Context)
+        try:
+            return super().invoke(ctx)
+        except MlopsError as exc:
+            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(EXIT_USER_ERROR) from exc
+
+
 app = typer.Typer(
-    help="mlops_pipelines: feature store, models and monitoring from the command line.", no_args_is_help=True
+    cls=_Commands,
+    help="mlops_pipelines: feature store, models and monitoring from the command line.",
+    no_args_is_help=True,
 )
 features_app = typer.Typer(
     help="The feature catalog: list, show, hash, lock, diff, retrieve, lookup, docs.", no_args_is_help=True
@@ -143,19 +162,15 @@ def features_retrieve(
     out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")],
 ) -> None:
     """Point-in-time correct features for every entity row (left join; no leakage of later rows)."""
+    refs = [v.strip() for v in views.split(",") if v.strip()]
+    if not refs:
+        raise typer.BadParameter(f"names no feature view: {views!r}", param_hint="--views")
     catalog = _catalog()
     settings = Settings.from_env()
-    if not entities.exists():
-        console.print(f"[red]entity file {entities} does not exist[/red]")
-        raise typer.Exit(2)
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
-        try:
-            resolved = feature_store.resolve_view_refs(conn, catalog, [v for v in views.split(",") if v.strip()])
-            rows = retrieve_to_file(conn, str(entities), resolved, str(out))
-        except (LookupError, ValueError) as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
-    console.print(f"wrote {rows} rows with {sum(len(v.features) for v in resolved)} features to {out}")
+        resolved = feature_store.resolve_view_refs(conn, catalog, refs)
+        rows = retrieve_to_file(conn, str(entities), resolved, str(out))
+    console.print(f"wrote {rows} rows with {sum(len(v.features) for v in resolved)} features to {escape(str(out))}")
 
 
 @features_app.command("lookup")

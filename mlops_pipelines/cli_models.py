@@ -16,7 +16,6 @@ from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
 from mlops_pipelines.lib import deployments, policy, promotion, warehouse
-from mlops_pipelines.lib.audit import AuditKeyError
 from mlops_pipelines.lib.datasets import DATASET_REGISTRY
 from mlops_pipelines.lib.lifecycle import (
     ApprovalRequired,
@@ -52,8 +51,8 @@ def _tracking(settings: Settings) -> Tracking:
 
 @contextmanager
 def _governed() -> Iterator[Lifecycle]:
-    """The lifecycle, built as the Dagster resources build it (``open_lifecycle``); refusals become a clear
-    message and exit code 1, a broken store exit code 2."""
+    """The lifecycle, built as the Dagster resources build it (``open_lifecycle``). A governance refusal is a clear
+    message and exit code 1; MLflow errors exit 2, as the root command maps the project's other errors."""
     settings = Settings.from_env()
     try:
         with open_lifecycle(_tracking(settings).client(), settings.warehouse_path, settings.audit_key_file) as lc:
@@ -61,8 +60,8 @@ def _governed() -> Iterator[Lifecycle]:
     except (IllegalTransition, ApprovalRequired, LifecycleError, ActorMismatch, ValueError) as exc:
         console.print(f"[red]refused:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc
-    except (MlflowException, AuditKeyError) as exc:
-        console.print(f"[red]{type(exc).__name__}:[/red] {escape(str(exc))}")
+    except MlflowException as exc:
+        console.print(f"[red]MLflow:[/red] {escape(exc.message)}")
         raise typer.Exit(2) from exc
 
 

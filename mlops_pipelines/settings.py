@@ -33,6 +33,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlops_pipelines.lib.errors import ConfigError, MlopsError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,7 +68,7 @@ class Settings:
         data_dir = Path(os.environ.get("MLOPS_DATA_DIR", REPO_ROOT / "data")).resolve()
         env = os.environ.get("MLOPS_ENV", "local")
         if env not in ("local", "production"):
-            raise ValueError(f"MLOPS_ENV must be 'local' or 'production', got {env!r}")
+            raise ConfigError(f"MLOPS_ENV must be 'local' or 'production', got {env!r}")
         tracking = os.environ.get("MLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}")
         secrets = {
             "mlflow_tracking_uri": "MLOPS_MLFLOW_TRACKING_URI",
@@ -88,8 +90,8 @@ class Settings:
             else None,
             market_start=os.environ.get("MLOPS_MARKET_START", "2026-01-01"),
             max_clock_skew_s=_non_negative_seconds("MLOPS_MAX_CLOCK_SKEW", "300"),
-            synthetic_symbols=int(os.environ.get("MLOPS_SYNTHETIC_SYMBOLS", "24")),
-            synthetic_seed=int(os.environ.get("MLOPS_SYNTHETIC_SEED", "7")),
+            synthetic_symbols=_int_env("MLOPS_SYNTHETIC_SYMBOLS", 24),
+            synthetic_seed=_int_env("MLOPS_SYNTHETIC_SEED", 7),
             regime_shift_at=os.environ.get("MLOPS_REGIME_SHIFT_AT", "2026-02-20") or None,
             mlflow_tracking_uri=tracking,
             mlflow_registry_uri=os.environ.get("MLOPS_MLFLOW_REGISTRY_URI", tracking),
@@ -103,6 +105,16 @@ class Settings:
         )
 
 
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from exc
+
+
 def _non_negative_seconds(name: str, default: str) -> float:
     text = os.environ.get(name, default)
     try:
@@ -110,18 +122,18 @@ def _non_negative_seconds(name: str, default: str) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a number of seconds >= 0, got {text!r}")
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {text!r}")
     return value
 
 
 def _flag(name: str) -> bool:
     value = os.environ.get(name, "").strip().lower()
     if value not in ("", "0", "false", "no", "1", "true", "yes"):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
     return value in ("1", "true", "yes")
 
 
-class ActorMismatch(PermissionError):
+class ActorMismatch(MlopsError, PermissionError):
     """The declared actor is not the OS user, and the deployment requires that it be."""
 
 

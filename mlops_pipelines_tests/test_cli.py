@@ -13,6 +13,7 @@ from mlops_pipelines.lib import feature_store, warehouse
 from mlops_pipelines.lib.feature_views import FeatureCatalog
 from mlops_pipelines.lib.online_store import write_snapshot
 from mlops_pipelines.lib.point_in_time import get_historical_features
+from mlops_pipelines_tests.test_lib.test_retrieval_input import LEAK, PAYLOADS, SECRET
 
 runner = CliRunner()
 
@@ -120,3 +121,77 @@ def test_retrieve_show_and_lookup(
     assert code == 0 and "features.returns__v2" in out and "run-x" in out and "cross_sectional" in out
     code, out = invoke("features", "lookup", "SYM0001", "NOPE")
     assert code == 0 and '"NOPE": null' in out and "rsi_14" in out
+
+
+def retrieve(*args: str) -> tuple[int, str]:
+    """``mlops features retrieve``; fails the test on a traceback (an exception other than the exit)."""
+    result = runner.invoke(app, ["features", "retrieve", *args])
+    assert not isinstance(result.exception, Exception), result.exception
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_retrieve_user_errors_exit_2_with_a_message_naming_the_field(
+    feature_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(feature_warehouse))
+    with warehouse.connect(feature_warehouse) as conn:
+        feature_store.write_registry(conn, catalog, run_id="run-x")
+    good, bad_time, out = tmp_path / "entities.csv", tmp_path / "bad_time.csv", tmp_path / "out.parquet"
+    good.write_text("symbol,event_timestamp\nSYM0001,2026-01-05T10:00:00Z\n")
+    bad_time.write_text("symbol,event_timestamp\nSYM0001,2026-01-05T10:00:00Z\nSYM0002,notatime\n")
+    (tmp_path / "a_file").write_text("")
+    cases = [
+        (["--views", ",,,"], "Invalid value for --views: names no feature view: ',,,'"),
+        (["--views", " "], "Invalid value for --views"),
+        (["--views", "returns@abc"], "error: feature view reference 'returns@abc' is not NAME or NAME@VERSION"),
+        (["--views", "returns@"], "error: feature view reference 'returns@' is not NAME or NAME@VERSION"),
+        (["--views", "returns,nope"], "error: feature view 'nope' is not in the catalog or registry"),
+        (["--views", "returns@9"], "error: feature view 'returns@9' is not in the catalog or registry (registered"),
+        (["--entities", str(bad_time)], f"error: entity file {bad_time}, row 2: event_timestamp 'notatime' is not"),
+        (["--entities", str(tmp_path / "nope.csv")], f"error: entity file {tmp_path}/nope.csv does not exist"),
+        (["--out", str(tmp_path / "missing" / "o.csv")], f"error: cannot write {tmp_path}/missing/o.csv: No such"),
+        (["--out", str(tmp_path / "a_file" / "o.csv")], f"error: cannot write {tmp_path}/a_file/o.csv: Not a dir"),
+    ]
+    for override, expected in cases:
+        code, output = retrieve("--entities", str(good), "--views", "returns", "--out", str(out), *override)
+        assert code == 2 and expected in output, (override, output)
+        assert not out.exists()
+    assert retrieve("--entities", str(good), "--views", "returns", "--out", str(out))[0] == 0  # the placebo
+
+    monkeypatch.setenv("MLOPS_ENV", "bogus")
+    code, output = retrieve("--entities", str(good), "--views", "returns", "--out", str(out))
+    assert code == 2 and "error: MLOPS_ENV must be 'local' or 'production', got 'bogus'" in output
+    monkeypatch.setenv("MLOPS_ENV", "local")
+    monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(tmp_path / "nope.duckdb"))
+    code, output = retrieve("--entities", str(good), "--views", "returns", "--out", str(out))
+    assert code == 2 and f"error: warehouse {tmp_path / 'nope.duckdb'} does not exist" in output
+    monkeypatch.setenv("MLOPS_ONLINE_STORE_PATH", str(tmp_path / "nope.sqlite"))
+    result = runner.invoke(app, ["features", "lookup", "SYM0001"])
+    assert result.exit_code == 2 and f"error: online store {tmp_path / 'nope.sqlite'} does not exist" in " ".join(
+        result.output.split()
+    )
+
+
+def test_retrieve_from_a_hostile_entity_file_leaks_nothing(
+    feature_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The column name that returned another table's rows through this command, then the rest of the fixed
+    hostile names (test_lib/test_retrieval_input.py) as extra columns of a Parquet file."""
+    monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(feature_warehouse))
+    with warehouse.connect(feature_warehouse) as conn:
+        conn.execute(f"CREATE TABLE governance.model_audit_log AS SELECT '{SECRET}' AS secret")
+        tables = conn.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall()
+    entities = pd.DataFrame({"symbol": ["SYM0001"], "event_timestamp": ["2026-01-05T10:00:00Z"]})
+    cases = [(entities.assign(**{LEAK: ["a"]}), suffix) for suffix in (".csv", ".parquet")]
+    cases += [(entities.assign(**{name: ["a"]}), ".parquet") for name in PAYLOADS]
+    for i, (frame, suffix) in enumerate(cases):
+        source, out = tmp_path / f"entities{i}{suffix}", tmp_path / f"out{i}{suffix}"
+        frame.to_csv(source, index=False) if suffix == ".csv" else frame.to_parquet(source)
+        code, output = retrieve("--entities", str(source), "--views", "returns", "--out", str(out))
+        assert code == 0, output
+        got = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+        assert list(got.columns) == [*frame.columns, *catalog.views["returns"].features]
+        assert got.iloc[:, 2].tolist() == ["a"] and got["ret_1h"].notna().all()
+        assert SECRET not in got.to_csv() and SECRET not in output
+    with warehouse.connect(feature_warehouse, read_only=True) as conn:
+        assert conn.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall() == tables

@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 
 from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.errors import MlopsError
 
 AUDIT_TABLE = "governance.model_audit_log"
 AUDIT_HEAD_TAG = "audit_head"
@@ -49,7 +50,7 @@ _CHAINED = (
 )
 
 
-class AuditKeyError(RuntimeError):
+class AuditKeyError(MlopsError, RuntimeError):
     """The audit key is missing or unreadable while the log it signed exists."""
 
 

@@ -111,7 +111,8 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
     conn.register("_training_set", data.frame)
     try:
         with warehouse.transaction(conn):
-            conn.execute(f"CREATE OR REPLACE TABLE training.{spec.name}_dataset AS SELECT * FROM _training_set")
+            latest = warehouse.quote_table(f"training.{spec.name}_dataset")
+            conn.execute(f"CREATE OR REPLACE TABLE {latest} AS SELECT * FROM _training_set")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {immutable} AS SELECT * FROM _training_set")
             conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS {DATASET_REGISTRY} (
@@ -155,7 +156,7 @@ def load_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec) -> Train
     ).fetchone()
     if row is None:
         raise LookupError(f"no stored training set for {spec.name!r}: materialize training/{spec.name}_dataset")
-    frame = conn.execute(f"SELECT * FROM {row[0]}").fetchdf()
+    frame = conn.execute(f"SELECT * FROM {warehouse.quote_table(row[0])}").fetchdf()
     actual = dataset_hash(frame)
     if actual != row[1]:
         raise ValueError(f"{row[0]} has hash {actual}, registered as {row[1]}: the stored dataset was modified")

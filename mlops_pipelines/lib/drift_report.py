@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from mlops_pipelines.lib import drift, drift_policy, model_monitoring
 from mlops_pipelines.lib.feature_views import FeatureCatalog, FeatureView
 from mlops_pipelines.lib.model_specs import ModelSpec
-from mlops_pipelines.lib.warehouse import quote_table
+from mlops_pipelines.lib.warehouse import quote_ident, quote_table
 
 REPORTS_TABLE = "monitoring.model_drift_reports"
 PREDICTION_REPORTS_TABLE = "monitoring.prediction_drift_reports"
@@ -62,9 +62,9 @@ def view_columns(
 ) -> dict[str, np.ndarray]:
     """Columns of the view's rows whose event time is in [start, end), as arrays (numeric ones as float with
     NaN for NULL): no DataFrame is built, since drift works column by column."""
-    selected = ", ".join(f'"{c}"' for c in columns)
+    selected, event = ", ".join(quote_ident(c) for c in columns), quote_ident(view.event_time)
     arrays = conn.execute(
-        f'SELECT {selected} FROM {quote_table(view.table)} WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
+        f"SELECT {selected} FROM {quote_table(view.table)} WHERE {event} >= ? AND {event} < ?",
         [start, end],
     ).fetchnumpy()
     return {c: _unmasked(v, float if view.schema_[c] == "DOUBLE" else object) for c, v in arrays.items()}
@@ -118,11 +118,12 @@ def reference_window(window_start: datetime, reference: timedelta) -> tuple[date
 def window_fingerprint(conn: duckdb.DuckDBPyConnection, view: FeatureView, start: datetime, end: datetime) -> str:
     """Row count and an order-independent hash of the view's rows in the window: a re-materialized view changes
     it, so a cached profile is never used for data it was not computed from."""
-    count, digest = conn.execute(
+    event = quote_ident(view.event_time)
+    [(count, digest)] = conn.execute(
         f"SELECT count(*), coalesce(sum(hash(row_)::HUGEINT), 0) FROM {quote_table(view.table)} AS row_ "
-        f'WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
+        f"WHERE {event} >= ? AND {event} < ?",
         [start, end],
-    ).fetchone() or (0, 0)
+    ).fetchall()
     return hashlib.sha256(f"{view.table}:{count}:{digest}".encode()).hexdigest()[:16]
 
 
@@ -140,12 +141,13 @@ def view_profile(
     numeric = [f for f in view.features if view.schema_[f] == "DOUBLE"]
     categorical = [f for f in view.features if f not in numeric]
     arrays = view_columns(conn, view, numeric, start, end)
+    event = quote_ident(view.event_time)
     counts = {
         name: pd.Series(
             dict(
                 conn.execute(
-                    f'SELECT CAST("{name}" AS VARCHAR), count(*) FROM {quote_table(view.table)} '
-                    f'WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ? AND "{name}" IS NOT NULL GROUP BY 1',
+                    f"SELECT CAST({quote_ident(name)} AS VARCHAR), count(*) FROM {quote_table(view.table)} "
+                    f"WHERE {event} >= ? AND {event} < ? AND {quote_ident(name)} IS NOT NULL GROUP BY 1",
                     [start, end],
                 ).fetchall()
             ),
@@ -154,7 +156,7 @@ def view_profile(
         for name in categorical
     }
     [(rows,)] = conn.execute(
-        f'SELECT count(*) FROM {quote_table(view.table)} WHERE "{view.event_time}" >= ? AND "{view.event_time}" < ?',
+        f"SELECT count(*) FROM {quote_table(view.table)} WHERE {event} >= ? AND {event} < ?",
         [start, end],
     ).fetchall()
     profile = drift.ReferenceProfile(rows=rows, numeric=drift.sorted_finite(arrays), categorical=counts)

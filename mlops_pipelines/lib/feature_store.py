@@ -11,10 +11,12 @@ import duckdb
 import pandas as pd
 
 from mlops_pipelines.lib import warehouse
+from mlops_pipelines.lib.errors import MlopsError
 from mlops_pipelines.lib.feature_views import (
     VISIBLE_FROM,
     FeatureCatalog,
     FeatureView,
+    ViewRefError,
     exact_index_update_sql,
     fast_indexed_select,
     parse_view_ref,
@@ -34,7 +36,7 @@ _CATALOG_COLUMNS = """
 """
 
 
-class ViewSchemaError(ValueError):
+class ViewSchemaError(MlopsError, ValueError):
     """A view's SQL produced columns or types other than its declared schema."""
 
 
@@ -81,9 +83,9 @@ def write_indexed(conn: duckdb.DuckDBPyConnection, view: FeatureView, body_sql: 
 
 
 def view_stats(conn: duckdb.DuckDBPyConnection, view: FeatureView, rows: int | None = None) -> ViewStats:
-    first_last = conn.execute(
-        f'SELECT min("{view.event_time}"), max("{view.event_time}") FROM {warehouse.quote_table(view.table)}'
-    ).fetchone()
+    event = warehouse.quote_ident(view.event_time)
+    first_last = conn.execute(f"SELECT min({event}), max({event}) FROM {warehouse.quote_table(view.table)}").fetchall()
+    first_last = first_last[0] if first_last else None
     return ViewStats(
         table=view.table,
         row_count=warehouse.row_count(conn, view.table) if rows is None else rows,
@@ -222,7 +224,8 @@ def render_catalog_markdown(catalog: FeatureCatalog) -> str:
 
 
 def resolve_view_refs(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, refs: list[str]) -> list[FeatureView]:
-    """``name`` (the catalog's current version) or ``name@version`` (any version in the registry)."""
+    """``name`` (the catalog's current version) or ``name@version`` (any version in the registry); an unknown
+    one raises ``ViewRefError`` listing the registered versions."""
     resolved: list[FeatureView] = []
     for ref in refs:
         name, version = parse_view_ref(ref)
@@ -234,7 +237,7 @@ def resolve_view_refs(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, 
         match = history[history["version"] == version] if version is not None and len(history) else history.head(0)
         if match.empty:
             known = sorted(history["version"].tolist()) if len(history) else []
-            raise LookupError(
+            raise ViewRefError(
                 f"feature view {ref!r} is not in the catalog or registry"
                 + (f" (registered versions: {known})" if known else "")
             )
@@ -272,14 +275,18 @@ def latest_vectors(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog) -> 
     if len(entities) != 1 or len(next(iter(entities))) != 1:
         raise ValueError(f"the online store needs one single-column entity key shared by all views, got {entities}")
     (key,) = next(iter(entities))
+    key = warehouse.quote_ident(key)
     parts, selects = [], [f"coalesce({', '.join(f'_{i}.{key}' for i in range(len(catalog.views)))}) AS entity_key"]
     for i, view in enumerate(catalog.views.values()):
         parts.append(
             f"_{i} AS (SELECT * FROM {warehouse.quote_table(view.table)} QUALIFY row_number() OVER ("
-            f'PARTITION BY {key} ORDER BY "{view.event_time}" DESC, "{view.created_time}" DESC) = 1)'
+            f"PARTITION BY {key} ORDER BY {warehouse.quote_ident(view.event_time)} DESC, "
+            f"{warehouse.quote_ident(view.created_time)} DESC) = 1)"
         )
-        selects += [f'_{i}."{f}"' for f in view.features]
-        selects.append(f'_{i}."{view.event_time}" AS "{view.name}__event_ts"')
+        selects += [f"_{i}.{warehouse.quote_ident(f)}" for f in view.features]
+        selects.append(
+            f"_{i}.{warehouse.quote_ident(view.event_time)} AS {warehouse.quote_ident(f'{view.name}__event_ts')}"
+        )
     joins = "_0" + "".join(f" FULL OUTER JOIN _{i} USING ({key})" for i in range(1, len(catalog.views)))
     sql = f"WITH {', '.join(parts)} SELECT {', '.join(selects)} FROM {joins} ORDER BY entity_key"
     return conn.execute(sql).fetchdf()

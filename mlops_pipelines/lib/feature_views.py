@@ -16,11 +16,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops_pipelines.lib.errors import MlopsError
+from mlops_pipelines.lib.warehouse import quote_ident
+
 RAW_TABLES = frozenset({"raw.market_bars"})
 # System column of every view table: from when a row can be served (lib/point_in_time.py explains it).
 VISIBLE_FROM = "__visible_from"
 _REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_VERSION = re.compile(r"[0-9]+")
 BREAKING_FIELDS = (
     "sql",
     "schema",
@@ -34,8 +38,12 @@ BREAKING_FIELDS = (
 METADATA_FIELDS = ("owner", "description", "tags")
 
 
-class FeatureGraphError(ValueError):
+class FeatureGraphError(MlopsError, ValueError):
     """The catalog of feature views is not a valid DAG (cycle, missing or undeclared dependency, clash)."""
+
+
+class ViewRefError(MlopsError, LookupError):
+    """A feature view reference (``NAME`` or ``NAME@VERSION``) is malformed or names no known view version."""
 
 
 class FeatureView(BaseModel):
@@ -129,13 +137,13 @@ def indexed_select(view: FeatureView, body_sql: str) -> str:
     This is the exact definition, a suffix minimum per key; ``fast_indexed_select`` is the cheap first pass that
     the materializer uses, with this as the fallback for the keys it cannot decide.
     """
-    keys = ", ".join(f'"{k}"' for k in view.entities)
-    e, c = f'"{view.event_time}"', f'"{view.created_time}"'
-    columns = ", ".join(f'"{col}"' for col in view.schema_)
+    keys = ", ".join(quote_ident(k) for k in view.entities)
+    e, c = quote_ident(view.event_time), quote_ident(view.created_time)
+    columns = ", ".join(quote_ident(col) for col in view.schema_)
     return f"""
         SELECT {columns},
                CASE WHEN _visible < coalesce(min(_visible) OVER _later, 'infinity'::TIMESTAMPTZ)
-                    THEN _visible END AS "{VISIBLE_FROM}"
+                    THEN _visible END AS {quote_ident(VISIBLE_FROM)}
         FROM (SELECT *, {_visible_sql(e, c)} AS _visible FROM ({body_sql}) AS _body) AS _rows
         WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
     """
@@ -161,14 +169,14 @@ def fast_indexed_select(view: FeatureView, body_sql: str) -> str:
     is not NULL may still be dominated by a row further on when the key's times dip later; those keys, and
     only those, are recomputed with ``exact_index_update_sql``.
     """
-    keys = ", ".join(f'"{k}"' for k in view.entities)
-    e, c = f'"{view.event_time}"', f'"{view.created_time}"'
-    columns = ", ".join(f'"{col}"' for col in view.schema_)
+    keys = ", ".join(quote_ident(k) for k in view.entities)
+    e, c = quote_ident(view.event_time), quote_ident(view.created_time)
+    columns = ", ".join(quote_ident(col) for col in view.schema_)
     return f"""
         SELECT {columns},
                CASE WHEN _visible < coalesce(lead(_visible) OVER (PARTITION BY {keys} ORDER BY {e}, {c}),
                                              'infinity'::TIMESTAMPTZ)
-                    THEN _visible END AS "{VISIBLE_FROM}"
+                    THEN _visible END AS {quote_ident(VISIBLE_FROM)}
         FROM (SELECT *, {_visible_sql(e, c)} AS _visible FROM ({body_sql}) AS _body) AS _rows
     """
 
@@ -177,18 +185,19 @@ def exact_index_update_sql(view: FeatureView, table_sql: str) -> str:
     """Recompute ``__visible_from`` exactly (``indexed_select``) for the keys of ``table_sql`` that have a NULL
     in it after ``fast_indexed_select``: the only keys whose fast index can be wrong. Rows are matched by
     ``rowid``, so the statement is right even for duplicated (key, event, created) rows."""
-    keys = ", ".join(f'"{k}"' for k in view.entities)
-    e, c = f'"{view.event_time}"', f'"{view.created_time}"'
-    same_key = " AND ".join(f'_n."{k}" IS NOT DISTINCT FROM _t."{k}"' for k in view.entities)
+    keys = ", ".join(quote_ident(k) for k in view.entities)
+    e, c = quote_ident(view.event_time), quote_ident(view.created_time)
+    same_key = " AND ".join(f"_n.{quote_ident(k)} IS NOT DISTINCT FROM _t.{quote_ident(k)}" for k in view.entities)
+    visible_from = quote_ident(VISIBLE_FROM)
     return f"""
-        UPDATE {table_sql} SET "{VISIBLE_FROM}" = _exact._index
+        UPDATE {table_sql} SET {visible_from} = _exact._index
         FROM (
             SELECT _rid,
                    CASE WHEN _visible < coalesce(min(_visible) OVER _later, 'infinity'::TIMESTAMPTZ)
                         THEN _visible END AS _index
             FROM (
                 SELECT rowid AS _rid, {keys}, {e}, {c}, {_visible_sql(e, c)} AS _visible FROM {table_sql} AS _t
-                WHERE EXISTS (SELECT 1 FROM {table_sql} AS _n WHERE _n."{VISIBLE_FROM}" IS NULL AND {same_key})
+                WHERE EXISTS (SELECT 1 FROM {table_sql} AS _n WHERE _n.{visible_from} IS NULL AND {same_key})
             ) AS _rows
             WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
         ) AS _exact
@@ -321,10 +330,8 @@ class FeatureCatalog:
 
         body = _REF.sub(table_for, view.sql)
         lag_us = int(view.availability_lag.total_seconds() * 1_000_000)
-        return (
-            f'SELECT * REPLACE ("{view.created_time}" + INTERVAL ({lag_us}) MICROSECOND AS "{view.created_time}") '
-            f"FROM ({body}) AS _view"
-        )
+        created = quote_ident(view.created_time)
+        return f"SELECT * REPLACE ({created} + INTERVAL ({lag_us}) MICROSECOND AS {created}) FROM ({body}) AS _view"
 
     def graph_hash(self) -> str:
         """sha256 over the canonical JSON of every view's contract (sorted by name, version)."""
@@ -407,9 +414,12 @@ def schema_mismatches(declared: Mapping[str, str], actual: Mapping[str, str]) ->
 
 
 def parse_view_ref(ref: str) -> tuple[str, int | None]:
-    """``name`` or ``name@version``."""
-    name, _, version = ref.partition("@")
-    return name.strip(), int(version) if version else None
+    """``name`` or ``name@version`` (a whole number); anything else raises ``ViewRefError``."""
+    name, at, version = ref.partition("@")
+    name, version = name.strip(), version.strip()
+    if not name or (at and not _VERSION.fullmatch(version)):
+        raise ViewRefError(f"feature view reference {ref!r} is not NAME or NAME@VERSION (VERSION a whole number)")
+    return name, int(version) if at else None
 
 
 def feature_columns(views: Sequence[FeatureView]) -> list[str]:

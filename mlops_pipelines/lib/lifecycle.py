@@ -37,6 +37,7 @@ from mlflow.exceptions import MlflowException
 
 from mlops_pipelines.lib import audit, warehouse
 from mlops_pipelines.lib.audit import AUDIT_HEAD_TAG, AUDIT_TABLE, Entry, Row
+from mlops_pipelines.lib.errors import MlopsError
 from mlops_pipelines.lib.policy import PolicyResult
 
 STATE_TAG = "lifecycle_state"
@@ -74,17 +75,17 @@ ALLOWED: frozenset[tuple[State, State]] = frozenset(
 )
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(MlopsError, ValueError):
     def __init__(self, model: str, version: str, from_state: str, to_state: str) -> None:
         super().__init__(f"{model} v{version}: transition {from_state} -> {to_state} is not allowed")
         self.from_state, self.to_state = from_state, to_state
 
 
-class ApprovalRequired(PermissionError):
+class ApprovalRequired(MlopsError, PermissionError):
     """PRODUCTION needs an approval and a compliance sign-off by people other than the trainer and requester."""
 
 
-class LifecycleError(RuntimeError):
+class LifecycleError(MlopsError, RuntimeError):
     """An operation that cannot proceed in the current state (nothing to roll back to, policy failed, ...)."""
 
 

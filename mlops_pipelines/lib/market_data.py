@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.signal import lfilter
 
+from mlops_pipelines.lib.errors import MlopsError
+
 BAR_INTERVAL = timedelta(hours=1)
 REQUIRED_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
 OPTIONAL_COLUMNS = ("sector", "available_at")
@@ -30,7 +32,7 @@ SUPPORTED_SUFFIXES = (".csv", ".parquet")
 SYNTHETIC_SOURCE = "synthetic"
 
 
-class SourceFileError(ValueError):
+class SourceFileError(MlopsError, ValueError):
     """A source file cannot be read as bars at all (empty, not text, corrupt, duplicate or missing columns).
     The message names the file and, where known, the line."""
 

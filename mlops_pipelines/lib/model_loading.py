@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import lightgbm as lgb
 
+from mlops_pipelines.lib.errors import MlopsError
 from mlops_pipelines.lib.lifecycle import Lifecycle, LifecycleError
 from mlops_pipelines.lib.tracking import Tracking
 
 
-class FeatureGraphMismatch(RuntimeError):
+class FeatureGraphMismatch(MlopsError, RuntimeError):
     """The model was trained on a different feature graph than the one live now (HTTP 409 in serving)."""
 
     def __init__(self, model: str, version: str, recorded: str, live: str) -> None:

@@ -3,7 +3,8 @@
 Why SQLite and not the DuckDB warehouse: DuckDB allows one writing process and locks readers out of a file
 being written (RELIABILITY #2). SQLite in WAL mode lets any number of reader processes read a consistent
 snapshot while one writer replaces the table: a refresh is one transaction, so a reader sees either the old
-vectors or the new ones, never a mix (no torn reads), and never a lock error.
+vectors or the new ones, never a mix (no torn reads), and never a lock error. Each refresh then truncates the
+WAL (``checkpoint``): with readers always busy SQLite would never reset it on its own.
 
 Layout: one wide row per entity key (``entity_key`` primary key, WITHOUT ROWID, so a lookup is one B-tree
 probe), one column per feature, plus per-view event and created times. Production swaps this for Redis
@@ -18,9 +19,16 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_pipelines.lib.errors import MlopsError
+from mlops_pipelines.lib.warehouse import quote_ident
+
 TABLE = "online_features"
 META_TABLE = "online_store_meta"
 _SQL_TYPES = {"f": "REAL", "i": "INTEGER", "u": "INTEGER", "b": "INTEGER"}
+
+
+class OnlineStoreMissing(MlopsError, FileNotFoundError):
+    """The online store file does not exist yet (``features/online_store`` has never been materialized)."""
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -41,7 +49,7 @@ def write_snapshot(path: str | Path, frame: pd.DataFrame, *, key: str, snapshot_
         dupes = frame.loc[frame[key].duplicated(), key].head(3).tolist()
         raise ValueError(f"online store snapshot has duplicate {key!r} values, e.g. {dupes}")
     columns = [c for c in frame.columns if c != key]
-    defs = ", ".join(f'"{c}" {_SQL_TYPES.get(frame[c].dtype.kind, "TEXT")}' for c in columns)
+    defs = ", ".join(f"{quote_ident(str(c))} {_SQL_TYPES.get(frame[c].dtype.kind, 'TEXT')}" for c in columns)
     out = frame.copy()
     for column in columns:
         if isinstance(out[column].dtype, pd.DatetimeTZDtype):
@@ -64,9 +72,26 @@ def write_snapshot(path: str | Path, frame: pd.DataFrame, *, key: str, snapshot_
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        checkpoint(conn)
     finally:
         conn.close()
     return len(records)
+
+
+_CHECKPOINT_WAIT_MS = 5_000
+
+
+def checkpoint(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database file and truncate the WAL to zero bytes; True when it did.
+
+    SQLite checkpoints on its own only when no reader still uses the WAL's frames; with readers always busy, as
+    serving is, the WAL grows by a whole snapshot per refresh without end. This waits (up to 5 s; readers are
+    never blocked meanwhile) until the readers of older snapshots are done. If one holds on longer, the WAL is
+    left for the next refresh to truncate.
+    """
+    conn.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_WAIT_MS}")
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0
 
 
 def _vector(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -87,7 +112,7 @@ class OnlineStoreReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"online store {self.path} does not exist; materialize features/online_store")
+            raise OnlineStoreMissing(f"online store {self.path} does not exist; materialize features/online_store")
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:

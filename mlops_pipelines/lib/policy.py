@@ -9,11 +9,13 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlops_pipelines.lib.errors import MlopsError
+
 SEVERITIES = ("NORMAL", "MODERATE", "SEVERE")
 Severity = Literal["NORMAL", "MODERATE", "SEVERE"]
 
 
-class PolicyError(ValueError):
+class PolicyError(MlopsError, ValueError):
     """The policy file is invalid; the message names the file, the key and the reason."""
 
 

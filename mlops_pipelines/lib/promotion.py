@@ -81,7 +81,7 @@ def training_drift_severity(
     view = catalog.views[next(iter(spec.feature_views))]
     if as_of is None:
         [(newest,)] = conn.execute(
-            f'SELECT max("{view.event_time}") FROM {warehouse.quote_table(view.table)}'
+            f"SELECT max({warehouse.quote_ident(view.event_time)}) FROM {warehouse.quote_table(view.table)}"
         ).fetchall()
         as_of = None if newest is None else newest + timedelta(microseconds=1)  # the newest row included
     if trained_until is None or as_of is None:

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.lightgbm import log_model as log_lightgbm_model
 from mlflow.models import infer_signature
 
+from mlops_pipelines.lib.errors import ConfigError, MlopsError
 from mlops_pipelines.lib.files import sha256_file
 
 MODEL_FILE = "model.lgb"
@@ -38,11 +39,11 @@ MODEL_FILE = "model.lgb"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-class TrackingConfigError(ValueError):
+class TrackingConfigError(ConfigError):
     """A tracking or registry URI that would lose runs (empty, or the deprecated file store)."""
 
 
-class ArtifactIntegrityError(RuntimeError):
+class ArtifactIntegrityError(MlopsError, RuntimeError):
     """A model artifact's sha256 differs from the value recorded at registration."""
 
 

@@ -1,6 +1,7 @@
 """The feature-view contract: DAG validation, the feature-graph hash, lock and diff."""
 
 import json
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -12,8 +13,10 @@ from mlops_pipelines.lib.feature_views import (
     FeatureCatalog,
     FeatureGraphError,
     FeatureView,
+    ViewRefError,
     diff_lock,
     normalize_sql,
+    parse_view_ref,
     schema_mismatches,
 )
 
@@ -169,3 +172,17 @@ def test_schema_mismatches_name_columns() -> None:
     assert "missing column 'b' (VARCHAR)" in problems
     assert "undeclared column 'c' (VARCHAR)" in problems
     assert "column 'a' is BIGINT, declared DOUBLE" in problems
+
+
+@pytest.mark.parametrize(
+    ("ref", "parsed"),
+    [("returns", ("returns", None)), ("returns@2", ("returns", 2)), (" returns @ 3 ", ("returns", 3))],
+)
+def test_view_refs_parse(ref: str, parsed: tuple[str, int | None]) -> None:
+    assert parse_view_ref(ref) == parsed
+
+
+@pytest.mark.parametrize("ref", ["returns@abc", "returns@", "@2", "", "returns@-1", "returns@²", "returns@1.5"])
+def test_malformed_view_refs_are_named(ref: str) -> None:
+    with pytest.raises(ViewRefError, match=f"reference {re.escape(repr(ref))} is not NAME or NAME@VERSION"):
+        parse_view_ref(ref)

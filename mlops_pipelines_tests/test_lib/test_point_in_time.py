@@ -9,7 +9,7 @@ import pytest
 
 from mlops_pipelines.lib import feature_store, warehouse
 from mlops_pipelines.lib.feature_views import FeatureView, indexed_select
-from mlops_pipelines.lib.point_in_time import RetrievalError, get_historical_features
+from mlops_pipelines.lib.point_in_time import RetrievalError, get_historical_features, retrieve_to_file
 from mlops_pipelines_tests.reference_impls import naive_point_in_time
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
@@ -191,3 +191,56 @@ def test_request_errors_name_the_problem(tmp_path: Path) -> None:
             get_historical_features(conn, pd.DataFrame({"event_timestamp": [T0]}), [v])
         with pytest.raises(RetrievalError, match="pit_x.*clashes"):
             get_historical_features(conn, pd.DataFrame({"symbol": ["A"], "event_timestamp": [T0], "pit_x": [1]}), [v])
+
+
+NANOS = [1, 2, 499, 500, 501, 998, 999]
+
+
+@pytest.mark.parametrize("t0", [T0, pd.Timestamp("1969-12-31 23:00", tz="UTC")], ids=["2026", "before_1970"])
+def test_nanosecond_entity_times_are_cut_not_rounded(tmp_path: Path, t0: pd.Timestamp) -> None:
+    """An entity time 1..999 ns before a row becomes visible must not see it, on both paths and for every kind
+    of entity file: DuckDB rounds nanoseconds to the nearest microsecond when it casts, which served the row up
+    to 500 ns early. Before 1970 cutting towards zero would round up: it must be a floor."""
+    hour = pd.Timedelta(hours=1)
+    history = pd.DataFrame(
+        {"symbol": ["A", "A"], "event_ts": [t0 - hour, t0], "created_ts": [t0 - hour, t0], "pit_x": [1.0, 2.0]}
+    ).astype({"event_ts": "datetime64[us, UTC]", "created_ts": "datetime64[us, UTC]"})
+    times = [t0 - pd.Timedelta(nanoseconds=n) for n in NANOS] + [t0, t0 + pd.Timedelta(nanoseconds=1)]
+    entities = pd.DataFrame({"symbol": "A", "event_timestamp": pd.Series(times).astype("datetime64[ns, UTC]")})
+    expected = naive_point_in_time(entities, history, key="symbol", features=["pit_x"], ttl=None)["pit_x"].tolist()
+    assert expected == [1.0] * len(NANOS) + [2.0, 2.0]  # the reference compares at full precision
+
+    iso = [t.isoformat() for t in times]  # nine fraction digits
+    files = {
+        "tz.parquet": lambda p: entities.to_parquet(p),
+        "naive.parquet": lambda p: entities.assign(
+            event_timestamp=entities["event_timestamp"].dt.tz_localize(None)
+        ).to_parquet(p),
+        "offset.csv": lambda p: entities.assign(event_timestamp=iso).to_csv(p, index=False),
+        "naive.csv": lambda p: entities.assign(event_timestamp=[t.replace("+00:00", "") for t in iso]).to_csv(
+            p, index=False
+        ),
+    }
+    v = view(None)
+    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+        write_history(conn, v, history)
+        got = get_historical_features(conn, entities, [v])
+        assert got["pit_x"].tolist() == expected
+        assert got["event_timestamp"].tolist() == [t.floor("us") for t in times]
+        for name, write in files.items():
+            write(tmp_path / name)
+            retrieve_to_file(conn, str(tmp_path / name), [v], str(tmp_path / f"out_{name}.parquet"))
+            from_file = pd.read_parquet(tmp_path / f"out_{name}.parquet")
+            assert from_file["pit_x"].tolist() == expected, name
+            assert from_file["event_timestamp"].tolist() == [t.floor("us") for t in times], name
+
+
+def test_to_utc_micros_floors() -> None:
+    ns = pd.Series(["2026-03-01T00:00:00.000000999Z", "1969-12-31T23:59:59.999999001Z", "2026-03-01T00:00:00"])
+    got = warehouse.to_utc_micros(ns)
+    assert str(got.dtype) == "datetime64[us, UTC]"
+    assert got.tolist() == [
+        pd.Timestamp("2026-03-01", tz="UTC"),
+        pd.Timestamp("1969-12-31T23:59:59.999999", tz="UTC"),
+        pd.Timestamp("2026-03-01", tz="UTC"),
+    ]

@@ -1,6 +1,7 @@
 """Real processes against the warehouse, the online store and the MLflow store: locks, kills, concurrent use."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -193,3 +194,82 @@ def test_processes_starting_together_on_a_fresh_mlflow_store_all_succeed(tmp_pat
     for child, (_, err) in zip(children, outputs, strict=True):
         assert child.returncode == 0, err[-3000:]
     assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, found or created by each
+
+
+def test_truncated_warehouse_is_refused_at_open_naming_the_file(tmp_path: Path) -> None:
+    """A file cut short (a full disk, an interrupted copy) used to open and serve reads until a query reached a
+    missing block. Cut at half, at a block edge, one byte short, and inside the headers: every open refuses it."""
+    intact = tmp_path / "intact.duckdb"
+    with warehouse.connect(intact) as conn:
+        for i in range(3):
+            conn.execute(f"CREATE TABLE raw.t{i} AS SELECT range AS x, md5(range::VARCHAR) AS h FROM range(200000)")
+    size = intact.stat().st_size
+    with warehouse.connect(intact, read_only=True) as conn:  # the placebo: the intact file opens and reads
+        assert warehouse.row_count(conn, "raw.t2") == 200_000
+    for cut in (size // 2, size - 262_144, size - 1, 5000):
+        damaged = tmp_path / f"cut_{cut}.duckdb"
+        damaged.write_bytes(intact.read_bytes()[:cut])
+        for read_only in (True, False):
+            with (
+                pytest.raises(warehouse.WarehouseCorrupt, match=re.escape(str(damaged))),
+                warehouse.connect(damaged, read_only=read_only),
+            ):
+                pass
+        assert damaged.stat().st_size == cut  # a refused writable open did not touch the file
+
+
+def test_online_store_wal_stays_bounded_under_concurrent_reads(tmp_path: Path) -> None:
+    """With a reader always inside a read transaction SQLite's automatic checkpoints never reset the WAL: it grew
+    by a whole snapshot per refresh. Each refresh now truncates it once the readers of older snapshots are done."""
+    path, ready = tmp_path / "online.sqlite", tmp_path / "ready"
+    n = 2000
+    write_snapshot(path, snapshot(0, n), key="entity_key", snapshot_id="0")
+    reader = spawn(f"""
+        import time
+        from pathlib import Path
+        from mlops_pipelines.lib.online_store import OnlineStoreReader
+        store = OnlineStoreReader({str(path)!r})
+        keys = [f"SYM{{i:04d}}" for i in range({n})]
+        store.lookup(keys)
+        Path({str(ready)!r}).touch()
+        seen, reads, deadline = set(), 0, time.monotonic() + 30
+        while time.monotonic() < deadline and not Path({str(ready)!r} + ".stop").exists():
+            seen |= {{v["generation"] for v in store.lookup(keys).values()}}
+            reads += 1
+        print(len(seen), reads)
+    """)
+    wait_for(ready)
+    wal, sizes = Path(f"{path}-wal"), []
+    for generation in range(1, 31):
+        write_snapshot(path, snapshot(generation, n), key="entity_key", snapshot_id=str(generation))
+        sizes.append(wal.stat().st_size if wal.exists() else 0)
+    Path(f"{ready}.stop").touch()
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    generations_seen, reads = map(int, out.split())
+    assert generations_seen >= 5 and reads > 30  # the reader really read throughout the refreshes
+    assert max(sizes) <= 2 * path.stat().st_size, sizes  # was ~30 snapshots' worth, growing with every refresh
+
+
+def test_a_file_shorter_than_its_free_blocks_still_opens_and_a_cut_into_used_blocks_does_not(tmp_path: Path) -> None:
+    """DuckDB trims free blocks from the end of the file but its header keeps counting them (here: the blocks of
+    a rolled-back write); that file is complete and must open. Cutting into the blocks it uses must not."""
+    path = tmp_path / "trimmed.duckdb"
+    with warehouse.connect(path) as conn:
+        conn.execute("CREATE TABLE raw.a AS SELECT range AS x, md5(range::VARCHAR) AS h FROM range(300000)")
+        conn.execute("CHECKPOINT")
+        conn.execute("BEGIN")
+        conn.execute("CREATE TABLE raw.big AS SELECT range AS x, md5(range::VARCHAR) AS h FROM range(3000000)")
+        conn.execute("ROLLBACK")
+        conn.execute("CHECKPOINT")
+        conn.execute("INSERT INTO raw.a SELECT range, 'x' FROM range(10)")
+        conn.execute("CHECKPOINT")
+    with warehouse.connect(path, read_only=True) as conn:
+        block_size, total = conn.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchall()[0]
+        assert path.stat().st_size < 3 * 4096 + block_size * total  # the situation this test is about
+        assert warehouse.row_count(conn, "raw.a") == 300_010
+    content = path.read_bytes()
+    for cut in (len(content) - 1, len(content) - 300_000):
+        path.write_bytes(content[:cut])
+        with pytest.raises(warehouse.WarehouseCorrupt, match="trimmed.duckdb"), warehouse.connect(path, read_only=True):
+            pass
