@@ -69,6 +69,9 @@ def run_worker_watchdog(context: dg.SensorEvaluationContext) -> dg.SkipReason:
 @dg.run_failure_sensor(
     name="mlflow_runs_of_failed_runs",
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # runs executed outside a code server (`mlops demo`, `dagster job execute`) have no code location: without
+    # this the sensor would never see them fail
+    monitor_all_code_locations=True,
     description="A failed run (a killed one too) -> the MLflow training runs it left RUNNING are marked FAILED.",
 )
 def mlflow_runs_of_failed_runs(context: dg.RunFailureSensorContext, mlflow: MlflowResource) -> None:
