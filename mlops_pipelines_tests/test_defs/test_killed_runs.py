@@ -60,7 +60,8 @@ RUN_JOB = textwrap.dedent("""
 def instance_config() -> dict:
     """The shipped dagster.yaml with short intervals, so that the test waits seconds, not minutes."""
     config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    config["run_monitoring"] |= {"poll_interval_seconds": 3, "free_slots_after_run_end_seconds": 3}
+    short = {"poll_interval_seconds": 3, "free_slots_after_run_end_seconds": 3}
+    config["run_monitoring"] = {**config.get("run_monitoring", {}), **short}
     # no run launched by the daemon here: the hourly drift schedule would queue one that takes the pool
     config["concurrency"]["runs"] = {"max_concurrent_runs": 0}
     return config
