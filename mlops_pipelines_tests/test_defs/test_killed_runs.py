@@ -42,8 +42,8 @@ JOBS_MODULE = textwrap.dedent("""
     def ingestion_job():
         return defs().resolve_job_def("ingestion_job")
 """)
-# A run executed outside a code server (as `dagster job execute` or a script does), multiprocess executor:
-# nothing but our watchdog notices its death. argv: job, asset keys (comma-separated, may be empty), tags.
+# A run executed outside a code server, as `dagster job execute` or a script does (multiprocess executor).
+# argv: job, asset keys (comma-separated, may be empty), tags.
 RUN_JOB = textwrap.dedent("""
     import sys
     import dagster as dg
@@ -62,14 +62,15 @@ def instance_config() -> dict:
     config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     short = {"poll_interval_seconds": 3, "free_slots_after_run_end_seconds": 3}
     config["run_monitoring"] = {**config.get("run_monitoring", {}), **short}
-    # no run launched by the daemon here: the hourly drift schedule would queue one that takes the pool
-    config["concurrency"]["runs"] = {"max_concurrent_runs": 0}
+    # the hourly drift schedule must not queue a run that takes the pool meanwhile
+    config["concurrency"]["runs"] = {"tag_concurrency_limits": [{"key": "dagster/schedule_name", "limit": 0}]}
     return config
 
 
-def kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
+def signal_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 @pytest.fixture
@@ -78,7 +79,8 @@ def processes() -> Iterator[list[subprocess.Popen]]:
     started: list[subprocess.Popen] = []
     yield started
     for process in started:
-        kill_group(process)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 
 
@@ -94,9 +96,12 @@ def wait_for(what: str, predicate: Callable[[], T | None], timeout_s: float, int
     raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
 
 
+@pytest.mark.parametrize("launched_by", ["script", "daemon"])
 def test_a_killed_training_frees_the_warehouse_and_its_mlflow_run(
-    definitions: dg.Definitions, tmp_path: Path, processes: list[subprocess.Popen]
+    launched_by: str, definitions: dg.Definitions, tmp_path: Path, processes: list[subprocess.Popen]
 ) -> None:
+    """script: executed outside a code server, nothing but the watchdog sees it die. daemon: launched from the
+    queue as the UI, a schedule or a sensor do; its code server fails it, run monitoring frees its slot."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config()))
@@ -106,9 +111,11 @@ def test_a_killed_training_frees_the_warehouse_and_its_mlflow_run(
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
         "DAGSTER_HOME": str(home),
     }
+    bin_dir = Path(sys.executable).parent
+    workspace = str(REPO_ROOT / "workspace.yaml")
     settings = Settings.from_env()
     tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
-    tracking.experiment_id(MODEL)  # the store exists before any process can be frozen holding its init lock
+    experiment = tracking.experiment_id(MODEL)  # the store exists before a process is frozen holding its init lock
 
     def start(*command: str, log: str) -> subprocess.Popen:
         with (tmp_path / log).open("w") as out:
@@ -119,31 +126,33 @@ def test_a_killed_training_frees_the_warehouse_and_its_mlflow_run(
         return process
 
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:  # created before anyone uses it
-        daemon = Path(sys.executable).with_name("dagster-daemon")
-        start(str(daemon), "run", "-w", str(REPO_ROOT / "workspace.yaml"), log="daemon.log")
+        start(str(bin_dir / "dagster-daemon"), "run", "-w", workspace, log="daemon.log")
         for job, tags in (("ingestion_job", DAYS), ("features_job", {})):
             assert definitions.resolve_job_def(job).execute_in_process(instance=instance, tags=tags).success
         dataset = dg.AssetKey(["training", f"{MODEL}_dataset"])
         training = definitions.resolve_job_def("training_job")
         assert training.execute_in_process(instance=instance, asset_selection=[dataset]).success
 
-        killed = start(sys.executable, "-c", RUN_JOB, "training_job", MODEL, log="killed_run.log")
-        run_id = wait_for("the killed run's training step starts", lambda: step_started(instance, MODEL), 240)
+        if launched_by == "script":
+            start(sys.executable, "-c", RUN_JOB, "training_job", MODEL, log="killed_run.log")
+        else:
+            launch = [str(bin_dir / "dagster"), "job", "launch", "-w", workspace, "-j", "training_job", "-o", MODEL]
+            subprocess.run(launch, env=env, cwd=REPO_ROOT, check=True, capture_output=True, timeout=300)
+        run_id = wait_for("the training step starts", lambda: step_started(instance, MODEL), 300)
+        pids = run_pids(instance, run_id)  # its run worker and its step process
         # Step the run in slices, frozen between them, until its MLflow run exists: then kill it mid-step.
         mlflow_run = None
         deadline = time.monotonic() + 120
         while mlflow_run is None and time.monotonic() < deadline:
-            kill_group(killed, signal.SIGSTOP)
-            mlflow_run = running_mlflow_run(tracking, run_id)
+            signal_all(pids, signal.SIGSTOP)
+            mlflow_run = running_mlflow_run(tracking, experiment, run_id)
             if mlflow_run is None:
-                kill_group(killed, signal.SIGCONT)
+                signal_all(pids, signal.SIGCONT)
                 time.sleep(0.2)
         assert mlflow_run is not None, "the training never created its MLflow run"
-        kill_group(killed)
-        killed.wait(timeout=30)
+        signal_all(pids, signal.SIGKILL)
         kill_time = time.monotonic()
-        # the attack: the run is STARTED with no process left, holding the only warehouse slot
-        assert status(instance, run_id) == dg.DagsterRunStatus.STARTED
+        # the attack: no process of the run is left, and it holds the only warehouse slot
         assert run_id in held(instance)
 
         next_run = start(
@@ -154,18 +163,28 @@ def test_a_killed_training_frees_the_warehouse_and_its_mlflow_run(
         except subprocess.TimeoutExpired:
             pytest.fail(f"the next warehouse run still waits {NEXT_RUN_BOUND_S} s after the kill: {held(instance)}")
         assert next_run.returncode == 0, (tmp_path / "next_run.log").read_text()[-3000:]
-        print(f"next warehouse run done {time.monotonic() - kill_time:.0f} s after the kill")
+        print(f"{launched_by}: next warehouse run done {time.monotonic() - kill_time:.0f} s after the kill")
 
         assert status(instance, run_id) == dg.DagsterRunStatus.FAILURE
-        [failure] = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-        assert "run_worker_watchdog" in (failure.message or "")
         assert run_id not in held(instance)
+        if launched_by == "script":
+            [failure] = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            assert "run_worker_watchdog" in (failure.message or "")
         # the run-failure sensor ends the MLflow run the SIGKILL left RUNNING
         ended = wait_for("the MLflow run is marked FAILED", lambda: failed_mlflow_run(tracking, mlflow_run), 120, 2)
         assert run_id in ended.data.tags[FAILURE_REASON_TAG]
-        # and run_failure_alerts saw it too, though the run had no code location
+        # and run_failure_alerts saw it too, even without a code location
         alerts = settings.data_dir / "alerts" / "alerts.jsonl"
         wait_for("the killed run is alerted", lambda: alerted(alerts, run_id), 60)
+
+
+def run_pids(instance: DagsterInstance, run_id: str) -> set[int]:
+    events = {dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_WORKER_STARTED}
+    return {
+        e.dagster_event.pid
+        for e in instance.all_logs(run_id, of_type=events)
+        if e.dagster_event and e.dagster_event.pid
+    }
 
 
 def step_started(instance: DagsterInstance, step_key: str) -> str | None:
@@ -175,10 +194,10 @@ def step_started(instance: DagsterInstance, step_key: str) -> str | None:
     return None
 
 
-def running_mlflow_run(tracking: Tracking, dagster_run_id: str) -> str | None:
+def running_mlflow_run(tracking: Tracking, experiment: str, dagster_run_id: str) -> str | None:
     query = f"tags.{DAGSTER_RUN_TAG} = '{dagster_run_id}' and attributes.status = 'RUNNING'"
     try:
-        runs = tracking.client().search_runs([tracking.experiment_id(MODEL)], filter_string=query)
+        runs = tracking.client().search_runs([experiment], filter_string=query)
     except (MlflowException, OperationalError):  # the store is locked by the frozen writer: step on and look again
         return None
     return runs[0].info.run_id if runs else None
