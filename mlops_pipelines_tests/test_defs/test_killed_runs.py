@@ -1,7 +1,8 @@
 """A run killed with SIGKILL while it holds the warehouse slot, on a persistent instance with a real daemon.
 
-Before run monitoring and the watchdog, such a run stayed STARTED with its slot, and every later warehouse run
-waited for it forever; the MLflow run of the killed training stayed RUNNING.
+Before run monitoring and the watchdog, such a run kept its slot (STARTED when run by a script; FAILURE when
+launched by the daemon, whose code server noticed), and every later warehouse run waited for it forever; the
+MLflow run of the killed training stayed RUNNING.
 """
 
 import contextlib
@@ -150,7 +151,7 @@ def test_a_killed_training_frees_the_warehouse_and_its_mlflow_run(
                 signal_all(pids, signal.SIGCONT)
                 time.sleep(0.2)
         assert mlflow_run is not None, "the training never created its MLflow run"
-        signal_all(pids, signal.SIGKILL)
+        signal_all(pids, signal.SIGKILL)  # a script's run worker stays a zombie (not reaped): it must count as dead
         kill_time = time.monotonic()
         # the attack: no process of the run is left, and it holds the only warehouse slot
         assert run_id in held(instance)
