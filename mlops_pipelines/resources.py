@@ -1,6 +1,6 @@
 """Resource classes. ``defs/resources.py`` instantiates them for the current environment (MLOPS_ENV)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +14,7 @@ from pydantic import Field
 from mlops_pipelines.lib import lifecycle, market_data, raw_folder, warehouse
 from mlops_pipelines.lib.alerts import Alerter, build_sinks
 from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
-from mlops_pipelines.lib.tracking import Tracking
+from mlops_pipelines.lib.tracking import Tracking, fail_runs_of_dead_dagster_runs
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -177,3 +177,17 @@ def open_lifecycle(warehouse: WarehouseResource, mlflow: MlflowResource) -> Iter
         mlflow.tracking().client(), warehouse.path, warehouse.audit_key_file, lock_timeout_s=warehouse.lock_timeout_s
     ) as opened:
         yield opened
+
+
+def fail_training_runs_of_dead_dagster_runs(
+    mlflow: MlflowResource, instance: dg.DagsterInstance, models: Iterable[str], *, found_by: str
+) -> list[str]:
+    """Mark FAILED the RUNNING MLflow runs of these models' experiments whose Dagster run has ended (a killed
+    training never ends its MLflow run). A Dagster run this instance does not know (another instance sharing
+    the MLflow server) is taken as alive: only its own instance can tell."""
+
+    def alive(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is None or not run.is_finished
+
+    return fail_runs_of_dead_dagster_runs(mlflow.tracking().client(), models, alive, found_by=found_by)

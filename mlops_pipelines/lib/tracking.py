@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -35,6 +35,8 @@ from mlops_pipelines.lib.errors import ConfigError, MlopsError
 from mlops_pipelines.lib.files import sha256_file
 
 MODEL_FILE = "model.lgb"
+DAGSTER_RUN_TAG = "dagster_run_id"  # every training run carries the id of the Dagster run that trains
+FAILURE_REASON_TAG = "failure_reason"
 # Artifact downloads are internal steps here; MLflow's progress bars only clutter run logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -207,6 +209,34 @@ def probe_model_file(path: Path, sha256: str, timeout_s: float = 120.0) -> None:
         last = (done.stderr.strip().splitlines() or [""])[-1]
         raise ArtifactIntegrityError(f"{path.name} is not a loadable LightGBM model ({how}): {last}")
     _PROBED.add(sha256)
+
+
+def fail_runs_of_dead_dagster_runs(
+    client: MlflowClient,
+    experiments: Iterable[str],
+    dagster_run_alive: Callable[[str], bool],
+    *,
+    found_by: str,
+) -> list[str]:
+    """Mark FAILED every RUNNING MLflow run of ``experiments`` whose Dagster run is no longer alive.
+
+    ``Tracking.run`` ends its run in ``finally``, which a killed process (SIGKILL, the out-of-memory killer)
+    never reaches: such a run would show RUNNING forever. Runs without a Dagster run tag are left alone. Each
+    run ended here gets a ``failure_reason`` tag naming its Dagster run and ``found_by``. Returns their ids.
+    """
+    ids = [e.experiment_id for name in experiments if (e := client.get_experiment_by_name(name)) is not None]
+    if not ids:
+        return []
+    ended = []
+    for run in client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        dagster_run_id = run.data.tags.get(DAGSTER_RUN_TAG)
+        if dagster_run_id is None or dagster_run_alive(dagster_run_id):
+            continue
+        reason = f"Dagster run {dagster_run_id} ended while this run was RUNNING (its process was killed); {found_by}"
+        client.set_tag(run.info.run_id, FAILURE_REASON_TAG, reason)
+        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+        ended.append(run.info.run_id)
+    return ended
 
 
 def git_commit(repo: Path) -> str:

@@ -24,7 +24,7 @@ from mlops_pipelines.lib.lifecycle import Lifecycle
 from mlops_pipelines.lib.model_card import render_model_card
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.point_in_time import ENTITY_TIME
-from mlops_pipelines.lib.tracking import Tracking, git_commit, package_versions
+from mlops_pipelines.lib.tracking import DAGSTER_RUN_TAG, Tracking, git_commit, package_versions
 from mlops_pipelines.lib.training import TrainedModel, signature_frame, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def train_and_register(
     asset_key: str,
 ) -> TrainingOutcome:
     tags = {
-        "dagster_run_id": dagster_run_id,
+        DAGSTER_RUN_TAG: dagster_run_id,
         "asset_key": asset_key,
         "trained_by": actor,
         "model": spec.name,

@@ -10,6 +10,9 @@ from mlops_pipelines.resources import AlertsResource
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
+    # runs executed outside a code server (`mlops demo`, `dagster job execute`, killed ones included) have no
+    # code location: without this they would fail without an alert
+    monitor_all_code_locations=True,
     description="Every failed run -> one alert, plus one per failed blocking asset check in it.",
 )
 def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: AlertsResource) -> None:

@@ -13,7 +13,12 @@ from mlops_pipelines.lib.files import png_markdown
 from mlops_pipelines.lib.model_specs import ModelSpec
 from mlops_pipelines.lib.training_run import train_and_register
 from mlops_pipelines.partitions import WAREHOUSE_POOL
-from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
+from mlops_pipelines.resources import (
+    MlflowResource,
+    WarehouseResource,
+    fail_training_runs_of_dead_dagster_runs,
+    open_lifecycle,
+)
 
 # Checked once when the code location loads; shown on each promotion asset (RELIABILITY #20).
 POLICY_METADATA = {"promotion_policy": policy_status("promotion"), "drift_policy": policy_status("drift")}
@@ -79,6 +84,12 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     def _model(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
     ) -> dg.MaterializeResult:
+        # a killed earlier training of this model never ended its MLflow run: end it FAILED first
+        stale = fail_training_runs_of_dead_dagster_runs(
+            mlflow, context.instance, [spec.name], found_by=f"found by the next materialization of {spec.name}"
+        )
+        if stale:
+            context.log.warning(f"MLflow runs of dead Dagster runs marked FAILED: {', '.join(stale)}")
         tracking = mlflow.tracking()
         with warehouse.connect() as conn:
             data = datasets.load_training_set(conn, spec)
