@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from mlops_pipelines.lib.backtest import (
+from mlops_pipelines.lib.evaluation.backtest import (
     HOURS_PER_YEAR,
     PositionConfig,
     bar_returns_from_bars,
@@ -27,7 +27,7 @@ from mlops_pipelines.lib.backtest import (
     simple_returns,
     to_matrix,
 )
-from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 COST_BPS = 2.0

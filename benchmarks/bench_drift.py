@@ -1,6 +1,6 @@
 """Drift, three figures measured in one run.
 
-1. The scan of 50 numeric + 3 categorical features, ours (``lib/drift.py``) against Evidently's
+1. The scan of 50 numeric + 3 categorical features, ours (``lib/monitoring/drift.py``) against Evidently's
    ``DataDriftPreset`` on the same data, at a size Evidently finishes (``--compare-current`` rows vs 5x as many
    reference rows). Ours *cold* profiles the reference inside the timed section, as Evidently does; *warm*
    reuses the reference profile, as 23 of the hourly job's 24 runs a day do (the reference window is
@@ -30,8 +30,8 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from mlops_pipelines.lib.drift import ReferenceProfile, compare
-from mlops_pipelines.lib.evidently_report import (
+from mlops_pipelines.lib.monitoring.drift import ReferenceProfile, compare
+from mlops_pipelines.lib.monitoring.evidently_report import (
     DataDriftPreset,
     Report,  # the pinned Evidently, through our adapter module
 )
@@ -89,7 +89,7 @@ def hourly_job(current_rows: int, workdir: Path) -> list[tuple[str, float, dict[
     import shutil
 
     shutil.rmtree(workdir / "monitoring", ignore_errors=True)  # the first run starts from nothing
-    from mlops_pipelines.lib import warehouse
+    from mlops_pipelines.lib.core import warehouse
     from mlops_pipelines.settings import Settings
 
     with warehouse.connect(Settings.from_env().warehouse_path) as conn:
@@ -101,13 +101,15 @@ def prepare(current_rows: int, day: datetime) -> None:
 
     from mlops_pipelines.catalog.feature_views import load_catalog
     from mlops_pipelines.catalog.models import load_model_specs
-    from mlops_pipelines.lib import datasets, feature_store, warehouse
-    from mlops_pipelines.lib.lifecycle import open_lifecycle
-    from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
-    from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
-    from mlops_pipelines.lib.tracking import Tracking
-    from mlops_pipelines.lib.training_run import train_and_register
-    from mlops_pipelines.lib.validation import validate_bars
+    from mlops_pipelines.lib.core import warehouse
+    from mlops_pipelines.lib.core.tracking import Tracking
+    from mlops_pipelines.lib.features import feature_store
+    from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
+    from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
+    from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+    from mlops_pipelines.lib.ingestion.validation import validate_bars
+    from mlops_pipelines.lib.training import datasets
+    from mlops_pipelines.lib.training.training_run import train_and_register
     from mlops_pipelines.settings import Settings
 
     catalog, specs, settings = load_catalog(), load_model_specs(), Settings.from_env()

@@ -29,11 +29,11 @@ import pandas as pd
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.defs.ingestion.assets import BARS_DDL, BARS_TABLE
-from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.feature_store import materialize_view
-from mlops_pipelines.lib.feature_views import FeatureCatalog
-from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
-from mlops_pipelines.lib.validation import validate_bars
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.features.feature_store import materialize_view
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.validation import validate_bars
 from mlops_pipelines_tests.reference_impls import pandas_features
 
 TARGET = 5.0

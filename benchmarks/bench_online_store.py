@@ -1,5 +1,5 @@
 """Online lookup latency, p50/p99: 1 entity and 100 entities out of 5,000, our online store
-(``lib/online_store.py``: one wide SQLite row per entity) against Feast's SQLite online store
+(``lib/features/online_store.py``: one wide SQLite row per entity) against Feast's SQLite online store
 (``SqliteOnlineStore``: one row per entity and feature, protobuf values) on the same data in the same run.
 Targets for ours: p99 < 0.2 ms for 1 entity, p99 < 2 ms for 100 entities.
 
@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from benchmarks._common import percentiles
 from mlops_pipelines.catalog.feature_views import load_catalog
-from mlops_pipelines.lib.feature_views import FeatureCatalog
-from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
 
 try:
     from feast import Entity, FeatureView, Field, FileSource, RepoConfig, ValueType

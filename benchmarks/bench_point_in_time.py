@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks._common import best_of
-from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.feature_store import write_indexed
-from mlops_pipelines.lib.feature_views import FeatureView
-from mlops_pipelines.lib.point_in_time import retrieval_sql
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.features.feature_store import write_indexed
+from mlops_pipelines.lib.features.feature_views import FeatureView
+from mlops_pipelines.lib.features.point_in_time import retrieval_sql
 
 N_KEYS = 5_000
 

@@ -11,7 +11,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from mlops_pipelines.lib.explanations import explain, shap_reference
+from mlops_pipelines.lib.evaluation.explanations import explain, shap_reference
 
 
 def main() -> None:

@@ -26,13 +26,13 @@ import pandas as pd
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
-from mlops_pipelines.lib import training_run
-from mlops_pipelines.lib.datasets import TrainingSet, assign_splits, dataset_hash
-from mlops_pipelines.lib.lifecycle import open_lifecycle
-from mlops_pipelines.lib.model_specs import ModelSpec
-from mlops_pipelines.lib.tracking import Tracking
-from mlops_pipelines.lib.training import train
-from mlops_pipelines.lib.training_run import train_and_register
+from mlops_pipelines.lib.core.tracking import Tracking
+from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
+from mlops_pipelines.lib.training import training_run
+from mlops_pipelines.lib.training.datasets import TrainingSet, assign_splits, dataset_hash
+from mlops_pipelines.lib.training.model_specs import ModelSpec
+from mlops_pipelines.lib.training.training import train
+from mlops_pipelines.lib.training.training_run import train_and_register
 
 T = TypeVar("T")
 

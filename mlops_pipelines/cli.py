@@ -16,18 +16,19 @@ from typer.core import TyperGroup
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.cli_models import datasets_app, deployments_app, experiments_app, models_app, reviews_app
-from mlops_pipelines.lib import feature_store, warehouse
-from mlops_pipelines.lib.errors import MlopsError
-from mlops_pipelines.lib.feature_views import FeatureGraphError, diff_lock
-from mlops_pipelines.lib.online_store import OnlineStoreReader
-from mlops_pipelines.lib.point_in_time import retrieve_to_file
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.errors import MlopsError
+from mlops_pipelines.lib.features import feature_store
+from mlops_pipelines.lib.features.feature_views import FeatureGraphError, diff_lock
+from mlops_pipelines.lib.features.online_store import OnlineStoreReader
+from mlops_pipelines.lib.features.point_in_time import retrieve_to_file
 from mlops_pipelines.settings import REPO_ROOT, Settings
 
 EXIT_USER_ERROR = 2  # bad input, a bad setting, a missing or damaged file: the message says what to fix
 
 
 class _Commands(TyperGroup):
-    """The root command group: maps the project's errors (``lib/errors.py``) to one red line on stderr and exit
+    """The root command group: maps the project's errors (``lib/core/errors.py``) to one red line on stderr and exit
     code 2, once for every command below it; any other exception is a bug and keeps its traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # typer.Context is narrower than the base (typer's own click Context)
@@ -247,8 +248,8 @@ def _print_summary(settings: Settings, home: Path) -> None:
 
 
 def _print_models(settings: Settings) -> None:
-    from mlops_pipelines.lib.lifecycle import open_lifecycle
-    from mlops_pipelines.lib.tracking import Tracking
+    from mlops_pipelines.lib.core.tracking import Tracking
+    from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
 
     tracking = Tracking(settings.mlflow_tracking_uri, settings.mlflow_registry_uri, settings.mlflow_artifact_root)
     table = Table("model", "version", "state", "headline metrics", title="Model versions")

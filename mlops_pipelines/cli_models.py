@@ -15,16 +15,18 @@ from rich.table import Table
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
-from mlops_pipelines.lib import deployments, policy, promotion, warehouse
-from mlops_pipelines.lib.datasets import DATASET_REGISTRY
-from mlops_pipelines.lib.lifecycle import (
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.tracking import Tracking
+from mlops_pipelines.lib.governance import deployments
+from mlops_pipelines.lib.governance.gate import run_gate
+from mlops_pipelines.lib.governance.lifecycle import (
     ApprovalRequired,
     IllegalTransition,
     Lifecycle,
     LifecycleError,
     open_lifecycle,
 )
-from mlops_pipelines.lib.tracking import Tracking
+from mlops_pipelines.lib.training.datasets import DATASET_REGISTRY
 from mlops_pipelines.settings import ActorMismatch, Settings, current_actor
 
 console = Console()
@@ -235,19 +237,17 @@ def models_promote(
     with _governed() as lifecycle:
         actor = current_actor(actor)
         if to == "staging":
-            spec = load_model_specs().get(name)
-            strategy = spec.strategy if spec else lifecycle.version(name, version).tags.get("strategy", "")
-            metrics = promotion.observed_metrics(
-                lifecycle.client, lifecycle.conn, name, version, spec, load_catalog(), load_drift_policy_file()
-            )
-            result = policy.evaluate(
-                load_promotion_policy(),
-                model=name,
-                strategy=strategy,
-                metrics=metrics,
+            result, state = run_gate(
+                lifecycle,
+                name,
+                version,
+                actor=actor,
+                spec=load_model_specs().get(name),
+                catalog=load_catalog(),
+                promotion_policy=load_promotion_policy(),
+                drift_policy=load_drift_policy_file(),
                 request=_overrides(override),
             )
-            state = lifecycle.gate(name, version, result, actor=actor)
             for check in result.checks:
                 mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
                 console.print(f"  {mark} {check.name}: observed {check.observed}, threshold {check.threshold}")

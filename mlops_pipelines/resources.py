@@ -11,10 +11,12 @@ import duckdb
 import pandas as pd
 from pydantic import Field
 
-from mlops_pipelines.lib import lifecycle, market_data, raw_folder, warehouse
-from mlops_pipelines.lib.alerts import Alerter, build_sinks
-from mlops_pipelines.lib.online_store import OnlineStoreReader, write_snapshot
-from mlops_pipelines.lib.tracking import Tracking, fail_runs_of_dead_dagster_runs
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.alerts import Alerter, build_sinks
+from mlops_pipelines.lib.core.tracking import Tracking, fail_runs_of_dead_dagster_runs
+from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
+from mlops_pipelines.lib.governance import lifecycle
+from mlops_pipelines.lib.ingestion import market_data, raw_folder
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -93,7 +95,7 @@ class MarketDataSource(dg.ConfigurableResource):
     def load(self, start: datetime, end: datetime, *, first_bar: datetime, now: datetime) -> raw_folder.SourceBatch:
         """Bars for [start, end) as the source delivers them (unvalidated; file rows keep their text).
 
-        Folder: only the files with bars in the window are read (see ``lib/raw_folder.py``), each once; their
+        Folder: only the files with bars in the window are read (see ``lib/ingestion/raw_folder.py``), each once; their
         rows that belong to no partition (unparseable timestamp, before ``first_bar``, beyond ``now`` plus the
         clock skew) come too, for validation to quarantine. Files that cannot be read are listed, not raised.
         """

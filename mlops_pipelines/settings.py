@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_pipelines.lib.errors import ConfigError, MlopsError
+from mlops_pipelines.lib.core.errors import ConfigError, MlopsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

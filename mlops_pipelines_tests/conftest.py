@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from mlops_pipelines.catalog.feature_views import load_catalog
-from mlops_pipelines.lib import feature_store, warehouse
-from mlops_pipelines.lib.feature_views import FeatureCatalog
-from mlops_pipelines.lib.market_data import SyntheticMarketConfig, generate_bars
-from mlops_pipelines.lib.validation import validate_bars
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.features import feature_store
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.validation import validate_bars
 
 SMALL_MARKET = SyntheticMarketConfig(n_symbols=6, n_sectors=3, regime_shift_at=datetime(2026, 1, 8, tzinfo=UTC))
 
@@ -53,7 +54,7 @@ def feature_warehouse(tmp_path: Path, small_bars: pd.DataFrame, catalog: Feature
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow SQLite store migrated once per session; tests get a copy (migrations take seconds)."""
-    from mlops_pipelines.lib.tracking import Tracking
+    from mlops_pipelines.lib.core.tracking import Tracking
 
     root = tmp_path_factory.mktemp("mlflow_template")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -66,7 +67,7 @@ def tracking(tmp_path: Path, mlflow_template: Path):
     """A real MLflow tracking + registry store (SQLite) under tmp_path."""
     import shutil
 
-    from mlops_pipelines.lib.tracking import Tracking
+    from mlops_pipelines.lib.core.tracking import Tracking
 
     (tmp_path / "mlflow").mkdir()
     shutil.copy(mlflow_template, tmp_path / "mlflow" / "mlflow.db")

@@ -9,11 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mlops_pipelines.cli import LOCK_PATH, app
-from mlops_pipelines.lib import feature_store, warehouse
-from mlops_pipelines.lib.feature_views import FeatureCatalog
-from mlops_pipelines.lib.online_store import write_snapshot
-from mlops_pipelines.lib.point_in_time import get_historical_features
-from mlops_pipelines_tests.test_lib.test_retrieval_input import LEAK, PAYLOADS, SECRET
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.features import feature_store
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.features.online_store import write_snapshot
+from mlops_pipelines.lib.features.point_in_time import get_historical_features
+from mlops_pipelines_tests.test_lib.features.test_retrieval_input import LEAK, PAYLOADS, SECRET
 
 runner = CliRunner()
 
@@ -176,7 +177,7 @@ def test_retrieve_from_a_hostile_entity_file_leaks_nothing(
     feature_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The column name that returned another table's rows through this command, then the rest of the fixed
-    hostile names (test_lib/test_retrieval_input.py) as extra columns of a Parquet file."""
+    hostile names (test_lib/features/test_retrieval_input.py) as extra columns of a Parquet file."""
     monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(feature_warehouse))
     with warehouse.connect(feature_warehouse) as conn:
         conn.execute(f"CREATE TABLE governance.model_audit_log AS SELECT '{SECRET}' AS secret")

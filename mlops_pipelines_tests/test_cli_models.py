@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from mlops_pipelines import cli, cli_models
 from mlops_pipelines.cli import app
-from mlops_pipelines.lib.tracking import Tracking
-from mlops_pipelines_tests.test_lib.test_lifecycle import MODEL, governed, new_version, staged_version
+from mlops_pipelines.lib.core.tracking import Tracking
+from mlops_pipelines_tests.test_lib.governance.test_lifecycle import MODEL, governed, new_version, staged_version
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ point-in-time read sees a correction before it arrived.
 
 from datetime import timedelta
 
-from mlops_pipelines.lib.feature_views import FeatureCatalog, FeatureView
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog, FeatureView
 
 KEYS = {"symbol": "VARCHAR", "event_ts": "TIMESTAMP WITH TIME ZONE", "created_ts": "TIMESTAMP WITH TIME ZONE"}
 TTL = timedelta(hours=3)

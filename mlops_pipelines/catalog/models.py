@@ -1,7 +1,7 @@
 """Model specs, as code, beside the feature views they pin."""
 
 from mlops_pipelines.catalog.feature_views import load_catalog
-from mlops_pipelines.lib.model_specs import LabelSpec, ModelSpec
+from mlops_pipelines.lib.training.model_specs import LabelSpec, ModelSpec
 
 DIRECTION_CLASSIFIER = ModelSpec(
     name="direction_classifier",

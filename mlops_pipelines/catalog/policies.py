@@ -1,10 +1,10 @@
-"""Where the policy files live; loaded (and validated) by ``lib/policy.py``."""
+"""Where the policy files live; loaded (and validated) by ``lib/governance/promotion_policy.py``."""
 
 from pathlib import Path
 
-from mlops_pipelines.lib.drift_policy import DriftPolicy, load_drift_policy
-from mlops_pipelines.lib.policy import PromotionPolicy, load_policy
-from mlops_pipelines.lib.scenarios import ScenarioCatalog, load_scenarios
+from mlops_pipelines.lib.evaluation.scenarios import ScenarioCatalog, load_scenarios
+from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, load_policy
+from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, load_drift_policy
 
 PROMOTION_POLICY_PATH = Path(__file__).with_name("promotion_policy.yaml")
 SCENARIOS_PATH = Path(__file__).with_name("scenarios.yaml")

@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlops_pipelines.lib.lifecycle import Lifecycle, open_lifecycle
-from mlops_pipelines.lib.tracking import Tracking
+from mlops_pipelines.lib.core.tracking import Tracking
+from mlops_pipelines.lib.governance.lifecycle import Lifecycle, open_lifecycle
 from mlops_pipelines.settings import Settings
 
 DAY_RANGE = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-08"}

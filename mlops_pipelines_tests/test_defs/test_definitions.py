@@ -18,7 +18,7 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     views = {f"features/{name}" for name in load_catalog().views}
     training = {f"training/{name}_dataset" for name in load_model_specs()} | set(load_model_specs())
-    training |= {f"{name}_promotion" for name in load_model_specs()}
+    governance = {f"{name}_promotion" for name in load_model_specs()}
     evaluation = {
         f"{name}_{suffix}"
         for name in load_model_specs()
@@ -35,15 +35,22 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         *views,
         *training,
         *evaluation,
+        *governance,
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
+        name = key.to_user_string()
         expected_group = {"raw": "ingestion", "features": "features", "monitoring": "monitoring"}.get(
-            key.path[0], "evaluation" if key.to_user_string() in evaluation else "training"
+            key.path[0], "evaluation" if name in evaluation else "governance" if name in governance else "training"
         )
         assert node.group_name == expected_group, key
         assert node.owners, key
         assert node.description, key
+    # lineage runs one way: training -> evaluation -> governance
+    for name in load_model_specs():
+        assert {k.to_user_string() for k in graph.get(dg.AssetKey(f"{name}_promotion")).parent_keys} == {
+            f"{name}_compliance_report"
+        }
     cross = graph.get(dg.AssetKey(["features", "cross_sectional"]))
     assert {k.to_user_string() for k in cross.parent_keys} == {
         "raw/market_bars",

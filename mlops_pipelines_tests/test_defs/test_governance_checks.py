@@ -4,11 +4,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_pipelines.lib.audit import AUDIT_TABLE
-from mlops_pipelines.lib.lifecycle import open_lifecycle
+from mlops_pipelines.lib.governance.audit import AUDIT_TABLE
+from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_tracking
-from mlops_pipelines_tests.test_lib.test_lifecycle import new_version
+from mlops_pipelines_tests.test_lib.governance.test_lifecycle import new_version
 
 
 def test_hourly_check_job_fails_on_a_tampered_audit_log(

@@ -25,7 +25,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import OperationalError
 
-from mlops_pipelines.lib.tracking import DAGSTER_RUN_TAG, FAILURE_REASON_TAG, Tracking
+from mlops_pipelines.lib.core.tracking import DAGSTER_RUN_TAG, FAILURE_REASON_TAG, Tracking
 from mlops_pipelines.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.slow

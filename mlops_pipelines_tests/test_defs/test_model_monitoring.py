@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH
-from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.audit import AUDIT_TABLE
-from mlops_pipelines.lib.drift_status import read_status
-from mlops_pipelines.lib.lifecycle import Lifecycle
-from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.governance.audit import AUDIT_TABLE
+from mlops_pipelines.lib.governance.lifecycle import Lifecycle
+from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
+from mlops_pipelines.lib.monitoring.drift_status import read_status
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
 from mlops_pipelines_tests.test_defs.test_monitoring import evaluate_sensor

@@ -10,14 +10,14 @@ import pytest
 
 from mlops_pipelines.defs.monitoring.alerts import alert_retries, run_failure_alerts
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
-from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.alerts import Alert
-from mlops_pipelines.lib.drift_status import read_status, update_status
-from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.alerts import Alert
+from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
+from mlops_pipelines.lib.monitoring.drift_status import read_status, update_status
 from mlops_pipelines.resources import AlertsResource, DriftStatusResource
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
-from mlops_pipelines_tests.test_lib.test_alerts import Endpoint
+from mlops_pipelines_tests.test_lib.core.test_alerts import Endpoint
 
 
 def test_one_tick_per_hour_with_the_previous_hour_across_dst(

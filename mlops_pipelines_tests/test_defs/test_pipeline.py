@@ -12,8 +12,8 @@ import pytest
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.defs.resources import resources_for
-from mlops_pipelines.lib import warehouse
-from mlops_pipelines.lib.online_store import OnlineStoreReader
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.features.online_store import OnlineStoreReader
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import DAY_RANGE, run_job
 

@@ -19,7 +19,7 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._serdes.config_class import ConfigurableClassData
 
 from mlops_pipelines.defs.monitoring.run_health import mlflow_runs_of_failed_runs, run_worker_watchdog
-from mlops_pipelines.lib.tracking import DAGSTER_RUN_TAG, FAILURE_REASON_TAG, Tracking
+from mlops_pipelines.lib.core.tracking import DAGSTER_RUN_TAG, FAILURE_REASON_TAG, Tracking
 from mlops_pipelines.resources import MlflowResource
 from mlops_pipelines.settings import REPO_ROOT, Settings
 

@@ -11,7 +11,7 @@ import pytest
 
 from mlops_pipelines.defs.monitoring.alerts import run_failure_alerts
 from mlops_pipelines.resources import AlertsResource
-from mlops_pipelines_tests.test_lib.test_alerts import Endpoint, jsonl_records
+from mlops_pipelines_tests.test_lib.core.test_alerts import Endpoint, jsonl_records
 
 SECRETS = {
     "MLOPS_ALERT_WEBHOOK_URL": "hook-token-5f2c91e7",
@@ -98,7 +98,7 @@ def test_no_credential_reaches_the_instance(tmp_path: Path, data_dir: Path, monk
             # and an alert raised inside a run (as the monitoring assets do): its step's logs are captured too
             @dg.asset
             def raises_an_alert(context: dg.AssetExecutionContext, alerts: AlertsResource) -> None:
-                from mlops_pipelines.lib.alerts import Alert
+                from mlops_pipelines.lib.core.alerts import Alert
 
                 alerts.alerter().raise_alert(Alert("severe_drift", "direction_classifier", "2026-01-02", "SEVERE"))
 

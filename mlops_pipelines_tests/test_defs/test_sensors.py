@@ -10,7 +10,7 @@ import pytest
 
 from mlops_pipelines.defs.ingestion import sensors
 from mlops_pipelines.defs.ingestion.sensors import raw_files_sensor
-from mlops_pipelines.lib import raw_folder
+from mlops_pipelines.lib.ingestion import raw_folder
 from mlops_pipelines.resources import MarketDataSource
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"

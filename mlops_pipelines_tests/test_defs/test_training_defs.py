@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from mlops_pipelines.lib.policy import PromotionPolicy, evaluate
+from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
         raise RuntimeError("shap exploded")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("mlops_pipelines.lib.explanations.explain", broken)
+        patch.setattr("mlops_pipelines.lib.evaluation.explanations.explain", broken)
         explained = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=instance, asset_selection=[dg.AssetKey("direction_classifier_explanations")]
         )

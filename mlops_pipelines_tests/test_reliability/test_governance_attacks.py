@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_pipelines.lib import audit
-from mlops_pipelines.lib.audit import AUDIT_TABLE, AuditKeyError, Entry
-from mlops_pipelines.lib.lifecycle import ApprovalRequired, InconsistentLifecycle, Lifecycle, State
-from mlops_pipelines.lib.model_loading import load_for_inference
-from mlops_pipelines.lib.tracking import MODEL_FILE, ArtifactIntegrityError, Tracking
-from mlops_pipelines_tests.test_lib.test_lifecycle import MODEL, governed, new_version, staged_version
+from mlops_pipelines.lib.core.tracking import MODEL_FILE, ArtifactIntegrityError, Tracking
+from mlops_pipelines.lib.governance import audit
+from mlops_pipelines.lib.governance.audit import AUDIT_TABLE, AuditKeyError, Entry
+from mlops_pipelines.lib.governance.lifecycle import ApprovalRequired, InconsistentLifecycle, Lifecycle, State
+from mlops_pipelines.lib.governance.model_loading import load_for_inference
+from mlops_pipelines_tests.test_lib.governance.test_lifecycle import MODEL, governed, new_version, staged_version
 
 GUARDED = {
     "register",

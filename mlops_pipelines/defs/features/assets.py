@@ -3,8 +3,8 @@
 import dagster as dg
 
 from mlops_pipelines.catalog.feature_views import load_catalog
-from mlops_pipelines.lib import feature_store
-from mlops_pipelines.lib.feature_views import FeatureCatalog, FeatureView
+from mlops_pipelines.lib.features import feature_store
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog, FeatureView
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import OnlineStoreResource, WarehouseResource
 

@@ -6,11 +6,11 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mlops_pipelines.lib.alerts import Alert
-from mlops_pipelines.lib.raw_folder import QUARANTINED_FILES_TABLE, record_unreadable
-from mlops_pipelines.lib.revisions import REVISIONS_DDL, REVISIONS_TABLE, reconcile
-from mlops_pipelines.lib.validation import NO_PARTITION, QUARANTINE_COLUMNS, reason_counts, validate_bars
-from mlops_pipelines.lib.warehouse import replace_rows, table_schema, transaction
+from mlops_pipelines.lib.core.alerts import Alert
+from mlops_pipelines.lib.core.warehouse import replace_rows, table_schema, transaction
+from mlops_pipelines.lib.ingestion.raw_folder import QUARANTINED_FILES_TABLE, record_unreadable
+from mlops_pipelines.lib.ingestion.revisions import REVISIONS_DDL, REVISIONS_TABLE, reconcile
+from mlops_pipelines.lib.ingestion.validation import NO_PARTITION, QUARANTINE_COLUMNS, reason_counts, validate_bars
 from mlops_pipelines.partitions import MARKET_DAYS, WAREHOUSE_POOL
 from mlops_pipelines.resources import AlertsResource, MarketDataSource, WarehouseResource
 

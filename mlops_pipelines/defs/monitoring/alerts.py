@@ -3,7 +3,7 @@ a sink did not receive. (SEVERE drift and CRITICAL performance alerts are raised
 
 import dagster as dg
 
-from mlops_pipelines.lib.alerts import Alert
+from mlops_pipelines.lib.core.alerts import Alert
 from mlops_pipelines.resources import AlertsResource
 
 

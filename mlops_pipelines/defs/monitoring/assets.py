@@ -15,9 +15,14 @@ from pydantic import Field
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH, policy_status
-from mlops_pipelines.lib.alerts import Alert
-from mlops_pipelines.lib.drift_policy import load_drift_policy
-from mlops_pipelines.lib.drift_report import (
+from mlops_pipelines.lib.core.alerts import Alert
+from mlops_pipelines.lib.core.files import png_markdown
+from mlops_pipelines.lib.core.warehouse import replace_rows
+from mlops_pipelines.lib.governance.lifecycle import Lifecycle, LifecycleError
+from mlops_pipelines.lib.governance.model_loading import load_for_inference
+from mlops_pipelines.lib.monitoring.concept_drift import PERFORMANCE_TABLE, build_performance_report
+from mlops_pipelines.lib.monitoring.drift_policy import load_drift_policy
+from mlops_pipelines.lib.monitoring.drift_report import (
     PREDICTION,
     PREDICTION_REPORTS_TABLE,
     REPORTS_TABLE,
@@ -27,15 +32,10 @@ from mlops_pipelines.lib.drift_report import (
     build_report,
     histograms_png,
 )
-from mlops_pipelines.lib.drift_status import update_status
-from mlops_pipelines.lib.evidently_report import render_drift_report
-from mlops_pipelines.lib.files import png_markdown
-from mlops_pipelines.lib.lifecycle import Lifecycle, LifecycleError
-from mlops_pipelines.lib.model_loading import load_for_inference
-from mlops_pipelines.lib.model_monitoring import prune_predictions
-from mlops_pipelines.lib.model_specs import ModelSpec
-from mlops_pipelines.lib.performance import PERFORMANCE_TABLE, build_performance_report
-from mlops_pipelines.lib.warehouse import replace_rows
+from mlops_pipelines.lib.monitoring.drift_status import update_status
+from mlops_pipelines.lib.monitoring.evidently_report import render_drift_report
+from mlops_pipelines.lib.monitoring.prediction_log import prune_predictions
+from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.partitions import MARKET_HOURS, WAREHOUSE_POOL
 from mlops_pipelines.resources import (
     AlertsResource,

@@ -13,7 +13,7 @@ import dagster as dg
 from dagster._core.storage.runs.sqlite import SqliteRunStorage
 
 from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.lib.processes import process_running
+from mlops_pipelines.lib.core.processes import process_running
 from mlops_pipelines.resources import MlflowResource, fail_training_runs_of_dead_dagster_runs
 
 SPECS = load_model_specs()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.lib.drift_status import read_status
+from mlops_pipelines.lib.monitoring.drift_status import read_status
 from mlops_pipelines.resources import DriftStatusResource
 
 SPECS = load_model_specs()

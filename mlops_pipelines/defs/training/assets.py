@@ -1,17 +1,14 @@
-"""Training sets, training runs (MLflow + registry) and the promotion gate, one set of assets per model spec."""
+"""Training sets and training runs (MLflow + registry), one pair of assets per model spec."""
 
 from functools import partial
 
 import dagster as dg
-from mlflow.exceptions import MlflowException
 
-from mlops_pipelines.catalog.feature_views import load_catalog
-from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy, policy_status
-from mlops_pipelines.lib import compliance, datasets, policy, promotion
-from mlops_pipelines.lib.files import png_markdown
-from mlops_pipelines.lib.model_specs import ModelSpec
-from mlops_pipelines.lib.training_run import train_and_register
+from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS
+from mlops_pipelines.lib.core.files import png_markdown
+from mlops_pipelines.lib.training import datasets
+from mlops_pipelines.lib.training.model_specs import ModelSpec
+from mlops_pipelines.lib.training.training_run import train_and_register
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import (
     MlflowResource,
@@ -19,12 +16,6 @@ from mlops_pipelines.resources import (
     fail_training_runs_of_dead_dagster_runs,
     open_lifecycle,
 )
-
-# Checked once when the code location loads; shown on each promotion asset (RELIABILITY #20).
-POLICY_METADATA = {"promotion_policy": policy_status("promotion"), "drift_policy": policy_status("drift")}
-CATALOG = load_catalog()
-SPECS = load_model_specs()
-PIPELINE_ACTOR = "pipeline:dagster"
 
 
 def dataset_key(spec: ModelSpec) -> dg.AssetKey:
@@ -122,55 +113,4 @@ def build_model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     return _model
 
 
-def build_promotion_asset(spec: ModelSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=f"{spec.name}_promotion",
-        deps=[dg.AssetKey(f"{spec.name}_compliance_report")],
-        owners=[spec.owner],
-        kinds={"mlflow"},
-        metadata=POLICY_METADATA,
-        pool=WAREHOUSE_POOL,
-        description=(
-            f"The promotion gate of {spec.name}: the newest version's held-out metrics and holdout backtest "
-            "against catalog/promotion_policy.yaml. Pass: TRAINED -> VALIDATED -> STAGING (awaiting a four-eyes "
-            "approval and a compliance sign-off for PRODUCTION). Fail: stays TRAINED, with the failed thresholds "
-            "in the audit log."
-        ),
-    )
-    def _promotion(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MlflowResource
-    ) -> dg.MaterializeResult:
-        promotion_policy = load_promotion_policy()
-        with open_lifecycle(warehouse, mlflow) as lifecycle:
-            versions = lifecycle.versions(spec.name)
-            if not versions:
-                raise MlflowException(f"{spec.name} has no registered version; materialize {spec.name} first")
-            newest = versions[-1]
-            metrics = promotion.observed_metrics(
-                lifecycle.client,
-                lifecycle.conn,
-                spec.name,
-                str(newest.version),
-                spec,
-                CATALOG,
-                load_drift_policy_file(),
-            )
-            result = policy.evaluate(promotion_policy, model=spec.name, strategy=spec.strategy, metrics=metrics)
-            state = lifecycle.gate(spec.name, newest.version, result, actor=PIPELINE_ACTOR)
-        context.log.info(f"{spec.name} v{newest.version}: policy {'passed' if result.passed else 'failed'} -> {state}")
-        return dg.MaterializeResult(
-            metadata={
-                "model_version": str(newest.version),
-                "lifecycle_state": state,
-                "policy_passed": result.passed,
-                "policy_hash": result.policy_hash,
-                "policy_evaluation": dg.MetadataValue.md(compliance.policy_markdown(result)),
-            }
-        )
-
-    return _promotion
-
-
-training_assets = [
-    build(spec) for spec in SPECS.values() for build in (build_dataset_asset, build_model_asset, build_promotion_asset)
-]
+training_assets = [build(spec) for spec in SPECS.values() for build in (build_dataset_asset, build_model_asset)]

@@ -1,0 +1,181 @@
+"""The compliance report of a model version: one self-contained HTML file (images embedded) and markdown."""
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops_pipelines.lib.core.tracking import Tracking
+from mlops_pipelines.lib.governance.lifecycle import ReviewStatus
+from mlops_pipelines.lib.governance.promotion_policy import PolicyResult
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    model: str
+    version: str
+    model_card_md: str
+    manifest: dict[str, Any]
+    feature_views: dict[str, int]
+    backtest_md: str
+    equity_pngs: dict[str, bytes]  # scenario -> PNG
+    shap_md: str
+    shap_png: bytes | None
+    shap_error: str | None
+    drift_status: str
+    policy: PolicyResult
+    review_status: str
+
+
+def collect_inputs(
+    tracking: Tracking, model: str, version: str, run_id: str, feature_views: dict[str, int], policy: PolicyResult
+) -> ReportInputs:
+    """Everything the report shows, from the training run's artifacts (model card, manifest, the backtest's
+    comparison and equity curves, the SHAP summary when the explanations succeeded) and the policy verdict."""
+    equity = {
+        Path(path).stem.removeprefix("equity_"): tracking.read_bytes_artifact(run_id, path)
+        for path in tracking.artifact_paths(run_id, "backtest")
+        if path.endswith(".png")
+    }
+    shap_ok = "explanations/shap_summary.png" in tracking.artifact_paths(run_id, "explanations")
+    return ReportInputs(
+        model=model,
+        version=version,
+        model_card_md=tracking.read_text_artifact(run_id, "model_card.md"),
+        manifest=json.loads(tracking.read_text_artifact(run_id, "manifest.json")),
+        feature_views=feature_views,
+        backtest_md=tracking.read_text_artifact(run_id, "backtest/comparison.md"),
+        equity_pngs=equity,
+        shap_md=tracking.read_text_artifact(run_id, "explanations/importance.md") if shap_ok else "",
+        shap_png=tracking.read_bytes_artifact(run_id, "explanations/shap_summary.png") if shap_ok else None,
+        shap_error=None if shap_ok else "no SHAP artifacts for this version (see the explanations asset)",
+        drift_status=f"drift of the newest day vs its training data: {policy.metrics.get('drift_severity')}",
+        policy=policy,
+        review_status=ReviewStatus.PENDING_REVIEW.value,
+    )
+
+
+def policy_markdown(policy: PolicyResult) -> str:
+    lines = ["| threshold | limit | observed | result |", "|---|---|---|---|"]
+    lines += [
+        f"| {c.name} | {c.threshold} | {_fmt(c.observed)} | {'pass' if c.passed else 'FAIL'} |" for c in policy.checks
+    ]
+    verdict = "PASSED" if policy.passed else "FAILED"
+    return "\n".join(lines) + f"\n\nOverall: **{verdict}** (policy hash `{policy.policy_hash[:16]}`)"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def render_markdown(inputs: ReportInputs) -> str:
+    m = inputs.manifest
+    return (
+        "\n".join(
+            [
+                f"# Compliance report: {inputs.model} v{inputs.version}",
+                "",
+                f"Review status: **{inputs.review_status}**",
+                "",
+                "## Lineage",
+                "",
+                f"- dataset hash: `{m.get('dataset_hash')}`",
+                f"- feature-graph hash: `{m.get('feature_graph_hash')}`",
+                f"- feature views: {', '.join(f'{k}@{v}' for k, v in inputs.feature_views.items())}",
+                f"- git commit: `{m.get('git_commit')}`; MLflow run `{m.get('mlflow_run_id')}`; "
+                f"Dagster run `{m.get('dagster_run_id')}`",
+                f"- artifact sha256: `{m.get('artifact_sha256')}`",
+                "",
+                "## Promotion policy",
+                "",
+                policy_markdown(inputs.policy),
+                "",
+                "## Scenario replay vs baselines",
+                "",
+                inputs.backtest_md,
+                "",
+                "## Explanations (SHAP)",
+                "",
+                inputs.shap_md if inputs.shap_error is None else f"Explanations failed: {inputs.shap_error}",
+                "",
+                "## Drift status at training time",
+                "",
+                inputs.drift_status,
+                "",
+                "## Model card",
+                "",
+                inputs.model_card_md.replace("# Model card", "### Model card", 1),
+            ]
+        )
+        + "\n"
+    )
+
+
+def _md_table_to_html(markdown_table: str) -> str:
+    rows = [
+        line.strip().strip("|").split("|")
+        for line in markdown_table.strip().splitlines()
+        if line.strip().startswith("|") and not set(line.strip()) <= {"|", "-", " "}
+    ]
+    if not rows:
+        return f"<p>{html.escape(markdown_table)}</p>"
+    head, *body = rows
+    out = ["<table><thead><tr>", *(f"<th>{html.escape(c.strip())}</th>" for c in head), "</tr></thead><tbody>"]
+    for row in body:
+        out += ["<tr>", *(f"<td>{html.escape(c.strip())}</td>" for c in row), "</tr>"]
+    return "".join([*out, "</tbody></table>"])
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+
+
+def render_html(inputs: ReportInputs) -> str:
+    m = inputs.manifest
+    verdict = "passed" if inputs.policy.passed else "failed"
+    sections = [
+        f"<h1>Compliance report: {html.escape(inputs.model)} v{html.escape(inputs.version)}</h1>",
+        f"<p class='status'>Review status: <b>{html.escape(inputs.review_status)}</b> &middot; "
+        f"promotion policy <b class='{verdict}'>{verdict}</b></p>",
+        "<h2>Lineage</h2><ul>",
+        *(
+            f"<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>"
+            for k, v in (
+                ("dataset hash", m.get("dataset_hash")),
+                ("feature-graph hash", m.get("feature_graph_hash")),
+                ("feature views", ", ".join(f"{k}@{v}" for k, v in inputs.feature_views.items())),
+                ("git commit", m.get("git_commit")),
+                ("MLflow run", m.get("mlflow_run_id")),
+                ("Dagster run", m.get("dagster_run_id")),
+                ("artifact sha256", m.get("artifact_sha256")),
+            )
+        ),
+        "</ul><h2>Promotion policy</h2>",
+        _md_table_to_html(policy_markdown(inputs.policy).split("\n\n")[0]),
+        f"<p>policy hash <code>{inputs.policy.policy_hash}</code></p>",
+        "<h2>Scenario replay vs baselines</h2>",
+        _md_table_to_html(inputs.backtest_md),
+        *(_img(png, f"equity {name}") for name, png in inputs.equity_pngs.items()),
+        "<h2>Explanations (SHAP)</h2>",
+        (_md_table_to_html(inputs.shap_md) + (_img(inputs.shap_png, "SHAP summary") if inputs.shap_png else ""))
+        if inputs.shap_error is None
+        else f"<p class='failed'>Explanations failed: {html.escape(inputs.shap_error)}</p>",
+        "<h2>Drift status at training time</h2>",
+        f"<p>{html.escape(inputs.drift_status)}</p>",
+        "<h2>Model card</h2>",
+        f"<pre>{html.escape(inputs.model_card_md)}</pre>",
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "font-size:13px}th{background:#f3f3f3}.passed{color:#17703a}.failed{color:#b00020}"
+        "img{max-width:100%;display:block;margin:1em 0}pre{background:#f7f7f7;padding:1em;white-space:pre-wrap}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.model)} "
+        f"v{html.escape(inputs.version)} compliance report</title><style>{style}</style></head><body>"
+        + "\n".join(sections)
+        + "</body></html>"
+    )

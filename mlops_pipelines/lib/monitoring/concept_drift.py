@@ -1,0 +1,139 @@
+"""Concept drift: a deployed version's realized quality, once the labels of its past decisions are known,
+against the validation metrics it was promoted on. Thresholds live in catalog/drift_policy.yaml (`performance`)."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import duckdb
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.monitoring import prediction_log
+from mlops_pipelines.lib.training.model_specs import ModelSpec
+from mlops_pipelines.lib.training.training import quality_metrics
+
+LEVELS = ("OK", "WARNING", "CRITICAL")
+INSUFFICIENT = "INSUFFICIENT"  # too few labelled decisions: reported, never an alarm
+PERFORMANCE_TABLE = "monitoring.model_performance"
+COLUMNS = ("metric", "realized", "baseline", "compare", "degradation", "status")
+
+
+class MetricRule(BaseModel):
+    """``drop``: validation minus realized (higher is better); ``ratio``: realized over validation (lower is
+    better). A degradation at or past ``warning`` / ``critical`` gives that level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline: str  # the version's MLflow run metric it is compared with
+    compare: Literal["drop", "ratio"]
+    warning: float
+    critical: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MetricRule":
+        if not self.warning < self.critical:
+            raise ValueError(f"warning {self.warning} must be below critical {self.critical}")
+        return self
+
+
+class PerformancePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window_hours: int = 72
+    min_labelled: int = 200
+    max_labelled: int = 200_000  # a deterministic subset beyond this: the metrics' precision does not need more
+    auto_demote: bool = False
+    metrics: dict[str, MetricRule] = {}
+
+
+def assess(realized: dict[str, float], baseline: dict[str, float], policy: PerformancePolicy, n: int) -> pd.DataFrame:
+    """One row per metric of the policy that the model reports: realized, baseline, degradation, level."""
+    rows = []
+    for name, rule in policy.metrics.items():
+        if name not in realized or rule.baseline not in baseline:
+            continue
+        value, base = realized[name], baseline[rule.baseline]
+        degradation = base - value if rule.compare == "drop" else (value / base if base > 0 else np.nan)
+        if n < policy.min_labelled or not np.isfinite(degradation):
+            status = INSUFFICIENT
+        else:
+            status = LEVELS[(degradation >= rule.warning) + (degradation >= rule.critical)]
+        rows.append(
+            {
+                "metric": name,
+                "realized": value,
+                "baseline": base,
+                "compare": rule.compare,
+                "degradation": degradation,
+                "status": status,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def overall(statuses: pd.Series) -> str:
+    """The worst level over the metrics; INSUFFICIENT when none could be judged."""
+    judged = [s for s in statuses if s in LEVELS]
+    return max(judged, key=LEVELS.index) if judged else INSUFFICIENT
+
+
+@dataclass(frozen=True)
+class PerformanceReport:
+    model: str
+    version: str
+    window_start: datetime
+    window_end: datetime
+    n_labelled: int
+    table: pd.DataFrame  # COLUMNS
+    status: str
+
+    def rows(self, partition_key: str) -> pd.DataFrame:
+        out = self.table.assign(
+            model=self.model,
+            version=self.version,
+            partition_key=partition_key,
+            window_start=self.window_start,
+            window_end=self.window_end,
+            n_labelled=self.n_labelled,
+            model_status=self.status,
+        )
+        for column in ("window_start", "window_end"):
+            out[column] = pd.to_datetime(out[column], utc=True).astype("datetime64[us, UTC]")
+        return out
+
+
+def build_performance_report(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    version: str,
+    catalog: FeatureCatalog,
+    booster: lgb.Booster,
+    baseline: dict[str, float],
+    policy: PerformancePolicy,
+    *,
+    window_end: datetime,
+) -> PerformanceReport:
+    """The version's decisions of the last ``policy.window_hours`` whose labels are known at ``window_end``,
+    scored and compared with ``baseline`` (the version's validation metrics)."""
+    window_start = window_end - timedelta(hours=policy.window_hours)
+    decisions = prediction_log.decision_rows(
+        conn, spec, window_start, window_end, labelled_by=window_end, max_rows=policy.max_labelled
+    )
+    scored = prediction_log.logged_scores(conn, spec, version, catalog, booster, decisions)
+    realized = (
+        quality_metrics(spec.task, scored["label"].to_numpy(), scored["prediction"].to_numpy()) if len(scored) else {}
+    )
+    table = assess(realized, baseline, policy, len(scored))
+    return PerformanceReport(
+        model=spec.name,
+        version=version,
+        window_start=window_start,
+        window_end=window_end,
+        n_labelled=len(scored),
+        table=table,
+        status=overall(table["status"]),
+    )

@@ -1,0 +1,57 @@
+"""The one adapter to Evidently (pinned to 0.7; its API changed across releases, RELIABILITY #13).
+
+Evidently renders a browsable HTML drift report on a capped sample; our own statistics
+(``lib/monitoring/drift.py``) stay the source of truth, since Evidently is slow on large windows (RELIABILITY #12).
+"""
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+
+
+@dataclass(frozen=True)
+class EvidentlySummary:
+    drifted_columns: float
+    drifted_share: float
+    column_scores: dict[str, float]  # Evidently's per-column drift score (method depends on the column)
+    column_methods: dict[str, str]
+    column_drifted: dict[str, bool]  # p-value methods: score < threshold; distances: score >= threshold
+
+
+def render_drift_report(
+    reference: pd.DataFrame, current: pd.DataFrame, *, sample_rows: int = 5000, seed: int = 0
+) -> tuple[str, EvidentlySummary]:
+    """HTML report and its headline numbers, on at most ``sample_rows`` rows of each window."""
+    ref = reference.sample(n=min(sample_rows, len(reference)), random_state=seed) if len(reference) else reference
+    cur = current.sample(n=min(sample_rows, len(current)), random_state=seed) if len(current) else current
+    snapshot = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
+    summary = _summary(snapshot.dict())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "report.html"
+        snapshot.save_html(str(path))
+        return path.read_text(), summary
+
+
+def _summary(payload: dict[str, Any]) -> EvidentlySummary:
+    count, share = float("nan"), float("nan")
+    scores: dict[str, float] = {}
+    methods: dict[str, str] = {}
+    drifted: dict[str, bool] = {}
+    for metric in payload["metrics"]:
+        config = metric["config"]
+        kind = config.get("type", "")
+        if kind.endswith("DriftedColumnsCount"):
+            count, share = float(metric["value"]["count"]), float(metric["value"]["share"])
+        elif kind.endswith("ValueDrift"):
+            column, score, method = config["column"], float(metric["value"]), str(config.get("method", ""))
+            scores[column], methods[column] = score, method
+            is_p_value = "p_value" in method.replace("-", "_").lower()
+            drifted[column] = score < config["threshold"] if is_p_value else score >= config["threshold"]
+    return EvidentlySummary(
+        drifted_columns=count, drifted_share=share, column_scores=scores, column_methods=methods, column_drifted=drifted
+    )

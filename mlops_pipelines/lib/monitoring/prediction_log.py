@@ -1,0 +1,122 @@
+"""A deployed model's decisions, replayed from the warehouse: the decision rows of a window, point-in-time
+features at each decision time, the model's output and, once it is known, the label. Prediction drift and
+realized performance (concept drift) are computed from these rows.
+
+Outputs go to a prediction log (``monitoring.predictions``): a version's output for a decision never changes
+(its features are point-in-time), so each hourly run scores only the decisions no run has scored yet.
+"""
+
+from datetime import datetime, timedelta
+
+import duckdb
+import lightgbm as lgb
+import pandas as pd
+
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
+from mlops_pipelines.lib.training import training
+from mlops_pipelines.lib.training.datasets import label_sql
+from mlops_pipelines.lib.training.model_specs import ModelSpec
+
+
+def decision_rows(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    start: datetime,
+    end: datetime,
+    *,
+    labelled_by: datetime | None = None,
+    max_rows: int | None = None,
+) -> pd.DataFrame:
+    """One row per symbol and decision time in [start, end) (a decision follows each bar close by the spec's
+    delay). With ``labelled_by``: only the decisions whose label was known by then, with ``label``.
+    ``max_rows`` keeps a deterministic subset (the lowest row hashes), so a long window stays cheap to score."""
+    if labelled_by is None:
+        source = (
+            f'SELECT symbol, "timestamp" + INTERVAL 1 HOUR + INTERVAL {spec.decision_delay_minutes} MINUTE '
+            f"AS {ENTITY_TIME} FROM raw.market_bars"
+        )
+        where, params = "", [start, end]
+    else:
+        # only the bars a label in the window can use: from the first decision's bar (and the one before it, for
+        # its first return) to the time labels must be known by
+        first_bar = start - timedelta(hours=2, minutes=spec.decision_delay_minutes)
+        bars = (
+            f"(SELECT * FROM raw.market_bars WHERE \"timestamp\" >= TIMESTAMPTZ '{first_bar.isoformat()}' "
+            f"AND \"timestamp\" < TIMESTAMPTZ '{labelled_by.isoformat()}')"
+        )
+        source = f"SELECT symbol, {ENTITY_TIME}, label, label_available_at FROM ({label_sql(spec, bars)})"
+        where, params = "AND label_available_at <= ?", [start, end, labelled_by]
+    limit = f"ORDER BY hash(symbol, {ENTITY_TIME}) LIMIT {int(max_rows)}" if max_rows else ""
+    frame = conn.execute(
+        f"SELECT * FROM ({source}) WHERE {ENTITY_TIME} >= ? AND {ENTITY_TIME} < ? {where} {limit}", params
+    ).fetchdf()
+    return frame.drop(columns=["label_available_at"], errors="ignore")
+
+
+def score(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    catalog: FeatureCatalog,
+    booster: lgb.Booster,
+    decisions: pd.DataFrame,
+) -> pd.DataFrame:
+    """The decision rows with their point-in-time features and the model's ``prediction``."""
+    frame = get_historical_features(conn, decisions, [catalog.views[name] for name in spec.feature_views])
+    frame["prediction"] = training.predict(booster, frame, booster.feature_name()) if len(frame) else []
+    return frame
+
+
+PREDICTIONS_TABLE = "monitoring.predictions"
+PREDICTIONS_DDL = f"""
+    model VARCHAR, version VARCHAR, symbol VARCHAR, {ENTITY_TIME} TIMESTAMP WITH TIME ZONE, prediction DOUBLE,
+    logged_at TIMESTAMP WITH TIME ZONE
+"""
+
+
+def logged_scores(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    version: str,
+    catalog: FeatureCatalog,
+    booster: lgb.Booster,
+    decisions: pd.DataFrame,
+) -> pd.DataFrame:
+    """``decisions`` with the version's ``prediction``: read from the prediction log, after scoring (and
+    logging, in one transaction) the decisions it does not hold yet."""
+    table = warehouse.quote_table(PREDICTIONS_TABLE)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({PREDICTIONS_DDL})")
+    logged = (
+        f"(SELECT symbol, {ENTITY_TIME}, prediction FROM {table} WHERE model = ? AND version = ? "
+        f"AND {ENTITY_TIME} BETWEEN (SELECT min({ENTITY_TIME}) FROM _decisions) "
+        f"AND (SELECT max({ENTITY_TIME}) FROM _decisions))"
+    )
+    conn.register("_decisions", decisions)
+    try:
+        missing = conn.execute(
+            f"SELECT symbol, {ENTITY_TIME} FROM _decisions ANTI JOIN {logged} AS _l USING (symbol, {ENTITY_TIME})",
+            [spec.name, version],
+        ).fetchdf()
+        if len(missing):
+            scored = score(conn, spec, catalog, booster, missing)[["symbol", ENTITY_TIME, "prediction"]]
+            conn.register("_scored", scored)
+            with warehouse.transaction(conn):
+                conn.execute(
+                    f"INSERT INTO {table} SELECT ?, ?, symbol, {ENTITY_TIME}, prediction, now() FROM _scored",
+                    [spec.name, version],
+                )
+            conn.unregister("_scored")
+        return conn.execute(
+            f"SELECT _d.*, _l.prediction FROM _decisions AS _d JOIN {logged} AS _l USING (symbol, {ENTITY_TIME})",
+            [spec.name, version],
+        ).fetchdf()
+    finally:
+        conn.unregister("_decisions")
+
+
+def prune_predictions(conn: duckdb.DuckDBPyConnection, model: str, before: datetime) -> None:
+    """The log keeps what monitoring reads: nothing older than the oldest reference window."""
+    if warehouse.table_exists(conn, PREDICTIONS_TABLE):
+        table = warehouse.quote_table(PREDICTIONS_TABLE)
+        conn.execute(f"DELETE FROM {table} WHERE model = ? AND {ENTITY_TIME} < ?", [model, before])

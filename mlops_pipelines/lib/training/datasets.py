@@ -1,0 +1,163 @@
+"""Point-in-time training sets: labels from raw bars after the decision, features as of the decision,
+time-ordered train / validation / test splits with a purge so that no label overlaps the next split."""
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
+from mlops_pipelines.lib.training.model_specs import ModelSpec
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    frame: pd.DataFrame  # entity, event_timestamp, label_available_at, label, forward_return, features..., split
+    features: list[str]
+    dataset_hash: str
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name]
+
+
+def label_sql(spec: ModelSpec, bars: str = "raw.market_bars") -> str:
+    """Entity rows with their label, from ``bars`` (a table or a parenthesized query over ``raw.market_bars``).
+    The decision is taken ``decision_delay`` after the bar closes; the label needs the next ``horizon`` bars and
+    is known when the last of them closes."""
+    h, delay = spec.label.horizon_hours, spec.decision_delay_minutes
+    if spec.label.kind == "forward_return_sign":
+        label = "CASE WHEN forward_return > 0 THEN 1 ELSE 0 END"
+        extra = ""
+    else:
+        label = "forward_vol"
+        extra = f""",
+               CASE WHEN count(r) OVER fwd = {h} THEN stddev_samp(r) OVER fwd * sqrt(8760) END AS forward_vol"""
+    return f"""
+        WITH bars AS (
+            SELECT symbol, "timestamp", close,
+                   ln(close / lag(close) OVER w) AS r,
+                   ln(lead(close, {h}) OVER w / close) AS forward_return,
+                   lead("timestamp", {h}) OVER w + INTERVAL 1 HOUR AS label_available_at
+            FROM {bars} AS _bars
+            WINDOW w AS (PARTITION BY symbol ORDER BY "timestamp")
+        ), labelled AS (
+            SELECT *{extra}
+            FROM bars
+            WINDOW fwd AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 1 FOLLOWING AND {h} FOLLOWING)
+        )
+        SELECT symbol,
+               "timestamp" + INTERVAL 1 HOUR + INTERVAL {delay} MINUTE AS {ENTITY_TIME},
+               label_available_at,
+               CAST({label} AS DOUBLE) AS label,
+               forward_return
+        FROM labelled
+        WHERE forward_return IS NOT NULL AND {label} IS NOT NULL
+        ORDER BY {ENTITY_TIME}, symbol
+    """
+
+
+def assign_splits(frame: pd.DataFrame, fractions: tuple[float, float, float]) -> pd.Series:
+    """Split by decision time; purge rows whose label becomes known after the next split starts."""
+    times = np.sort(frame[ENTITY_TIME].unique())
+    if len(times) < 3:
+        raise ValueError(f"need at least 3 distinct decision times to split, got {len(times)}")
+    cut_val = times[int(len(times) * fractions[0])]
+    cut_test = times[int(len(times) * (fractions[0] + fractions[1]))]
+    t, known = frame[ENTITY_TIME], frame["label_available_at"]
+    split = pd.Series(np.where(t < cut_val, "train", np.where(t < cut_test, "validation", "test")), index=frame.index)
+    purge = ((split == "train") & (known > cut_val)) | ((split == "validation") & (known > cut_test))
+    return split.where(~purge, "purged")
+
+
+def dataset_hash(frame: pd.DataFrame) -> str:
+    """sha256 over the full content in canonical row and column order (names and dtypes included)."""
+    canonical = frame.sort_values(["symbol", ENTITY_TIME], kind="mergesort").reset_index(drop=True)
+    canonical = canonical[sorted(canonical.columns)]
+    digest = hashlib.sha256()
+    digest.update(repr([(c, str(canonical[c].dtype)) for c in canonical.columns]).encode())
+    digest.update(pd.util.hash_pandas_object(canonical, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def build_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog) -> TrainingSet:
+    spec.check_against(catalog)
+    entities = conn.execute(label_sql(spec)).fetchdf()
+    if entities.empty:
+        raise ValueError(f"no labelled rows for {spec.name!r}: ingest more days than the label horizon")
+    views = [catalog.views[name] for name in spec.feature_views]
+    frame = get_historical_features(conn, entities, views)
+    features = spec.features(catalog)
+    frame = frame[["symbol", ENTITY_TIME, "label_available_at", "label", "forward_return", *features]]
+    frame["split"] = assign_splits(frame, spec.split_fractions)
+    frame = frame[frame["split"] != "purged"].reset_index(drop=True)
+    return TrainingSet(frame=frame, features=features, dataset_hash=dataset_hash(frame))
+
+
+DATASET_REGISTRY = "training.datasets"
+
+
+def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: TrainingSet, *, run_id: str) -> str:
+    """Write the latest set (``training.<model>_dataset``), an immutable copy per content hash, and a registry
+    row; returns the dataset id (the first 12 hex digits of the hash)."""
+    dataset_id = data.dataset_hash[:12]
+    immutable = f"training.dataset_{dataset_id}"
+    conn.register("_training_set", data.frame)
+    try:
+        with warehouse.transaction(conn):
+            latest = warehouse.quote_table(f"training.{spec.name}_dataset")
+            conn.execute(f"CREATE OR REPLACE TABLE {latest} AS SELECT * FROM _training_set")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {immutable} AS SELECT * FROM _training_set")
+            conn.execute(
+                f"""CREATE TABLE IF NOT EXISTS {DATASET_REGISTRY} (
+                    dataset_id VARCHAR, dataset_hash VARCHAR, model VARCHAR, table_name VARCHAR, row_count BIGINT,
+                    train_rows BIGINT, validation_rows BIGINT, test_rows BIGINT,
+                    first_decision TIMESTAMP WITH TIME ZONE, last_decision TIMESTAMP WITH TIME ZONE,
+                    features VARCHAR, feature_views VARCHAR,
+                    label VARCHAR, dagster_run_id VARCHAR, created_at TIMESTAMP WITH TIME ZONE)"""
+            )
+            counts = data.frame["split"].value_counts()
+            conn.execute(
+                f"INSERT INTO {DATASET_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                [
+                    dataset_id,
+                    data.dataset_hash,
+                    spec.name,
+                    immutable,
+                    len(data.frame),
+                    int(counts.get("train", 0)),
+                    int(counts.get("validation", 0)),
+                    int(counts.get("test", 0)),
+                    data.frame[ENTITY_TIME].min(),
+                    data.frame[ENTITY_TIME].max(),
+                    json.dumps(data.features),
+                    json.dumps(spec.feature_views),
+                    spec.label.model_dump_json(),
+                    run_id,
+                ],
+            )
+    finally:
+        conn.unregister("_training_set")
+    return dataset_id
+
+
+def load_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec) -> TrainingSet:
+    """The latest stored set of a model, re-hashed: a content change since it was stored is an error."""
+    row = conn.execute(
+        f"SELECT table_name, dataset_hash, features FROM {DATASET_REGISTRY} WHERE model = ? "
+        "ORDER BY created_at DESC LIMIT 1",
+        [spec.name],
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no stored training set for {spec.name!r}: materialize training/{spec.name}_dataset")
+    frame = conn.execute(f"SELECT * FROM {warehouse.quote_table(row[0])}").fetchdf()
+    actual = dataset_hash(frame)
+    if actual != row[1]:
+        raise ValueError(f"{row[0]} has hash {actual}, registered as {row[1]}: the stored dataset was modified")
+    return TrainingSet(frame=frame, features=json.loads(row[2]), dataset_hash=actual)

@@ -1,0 +1,144 @@
+"""LightGBM training and the held-out metrics the promotion policy reads."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
+from mlops_pipelines.lib.training.datasets import TrainingSet
+from mlops_pipelines.lib.training.model_specs import ModelSpec
+
+HOURS_PER_YEAR = 8760
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    booster: lgb.Booster
+    features: list[str]
+    metrics: dict[str, float]
+    importance: pd.Series  # gain per feature, descending
+
+
+def train(spec: ModelSpec, data: TrainingSet) -> TrainedModel:
+    train_df, val_df = data.split("train"), data.split("validation")
+    if len(train_df) == 0 or len(val_df) == 0:
+        raise ValueError(f"{spec.name}: empty train or validation split ({len(train_df)}, {len(val_df)} rows)")
+    train_set = lgb.Dataset(train_df[data.features], label=train_df["label"], free_raw_data=False)
+    val_set = lgb.Dataset(val_df[data.features], label=val_df["label"], reference=train_set)
+    booster = lgb.train(
+        spec.hyperparameters,
+        train_set,
+        num_boost_round=spec.num_boost_round,
+        valid_sets=[val_set],
+        callbacks=[lgb.early_stopping(30, verbose=False)],
+    )
+    metrics = evaluate(spec, booster, data)
+    metrics["best_iteration"] = float(booster.best_iteration or booster.current_iteration())
+    importance = pd.Series(
+        booster.feature_importance(importance_type="gain"), index=booster.feature_name(), name="gain"
+    ).sort_values(ascending=False)
+    return TrainedModel(booster=booster, features=data.features, metrics=metrics, importance=importance)
+
+
+def predict(booster: lgb.Booster, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    return np.asarray(booster.predict(frame[features], num_iteration=booster.best_iteration or None))
+
+
+def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for split in ("validation", "test"):
+        part = data.split(split)
+        prefix = "val" if split == "validation" else "test"
+        pred = predict(booster, part, data.features)
+        y = part["label"].to_numpy()
+        metrics.update({f"{prefix}_{name}": value for name, value in quality_metrics(spec.task, y, pred).items()})
+        if spec.task == "regression" and "realized_vol_24h" in part:
+            persistence = part["realized_vol_24h"].to_numpy()
+            ok = np.isfinite(persistence)
+            baseline = float(np.sqrt(np.mean((persistence[ok] - y[ok]) ** 2)))
+            model = float(np.sqrt(np.mean((pred[ok] - y[ok]) ** 2)))
+            metrics[f"{prefix}_rmse_ratio"] = model / baseline if baseline > 0 else float("nan")
+    test = data.split("test")
+    metrics["test_rows"] = float(len(test))
+    metrics["train_rows"] = float(len(data.split("train")))
+    if spec.task == "classification":
+        metrics["hit_rate"] = metrics["test_hit_rate"]
+        pnl = directional_pnl(test, predict(booster, test, data.features), spec.label.horizon_hours)
+        metrics["sharpe"] = sharpe(pnl, periods_per_year=HOURS_PER_YEAR / spec.label.horizon_hours)
+        metrics["max_drawdown"] = max_drawdown(pnl)
+    elif "test_rmse_ratio" in metrics:
+        metrics["rmse_ratio"] = metrics["test_rmse_ratio"]
+    return metrics
+
+
+def quality_metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The model-quality metrics of a task: reported on validation and test at training, and on labelled live
+    decisions by monitoring (the same definitions, so they compare)."""
+    if task == "classification":
+        return {
+            "auc": auc(y, pred),
+            "logloss": log_loss(y, pred),
+            "hit_rate": float(np.mean((pred > 0.5) == (y > 0.5))),
+        }
+    return {
+        "rmse": float(np.sqrt(np.mean((pred - y) ** 2))),
+        "mae": float(np.mean(np.abs(pred - y))),
+        "ic": spearman_ic(pred, y),
+    }
+
+
+def directional_pnl(frame: pd.DataFrame, probability: np.ndarray, horizon: int) -> pd.Series:
+    """Equal-weight long/short by the predicted sign, held for the label horizon; one decision every ``horizon``
+    hours so that holding periods do not overlap. Log returns per decision time, averaged over symbols."""
+    position = np.sign(probability - 0.5)
+    hours = (frame[ENTITY_TIME] - frame[ENTITY_TIME].min()) // pd.Timedelta(hours=1)
+    keep = (hours % horizon == 0).to_numpy()
+    pnl = pd.Series(position[keep] * frame["forward_return"].to_numpy()[keep], index=frame[ENTITY_TIME][keep])
+    return pnl.groupby(level=0).mean()
+
+
+def sharpe(returns: pd.Series, periods_per_year: float) -> float:
+    std = returns.std(ddof=1)
+    return float(returns.mean() / std * np.sqrt(periods_per_year)) if len(returns) > 1 and std > 0 else 0.0
+
+
+def max_drawdown(log_returns: pd.Series) -> float:
+    """Largest peak-to-trough fall of the equity curve exp(cumsum), as a positive fraction."""
+    equity = np.exp(log_returns.cumsum().to_numpy())
+    if len(equity) == 0:
+        return 0.0
+    peaks = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]
+    return float(np.max(1.0 - equity / peaks))
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) identity; ties get average ranks."""
+    positives = y > 0.5
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = stats.rankdata(score)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def spearman_ic(prediction: np.ndarray, outcome: np.ndarray) -> float:
+    """Information coefficient: the Spearman rank correlation of forecasts and outcomes."""
+    return float(np.corrcoef(stats.rankdata(prediction), stats.rankdata(outcome))[0, 1])
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def signature_frame(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """A small input example for the model signature (float columns, NaN allowed)."""
+    return frame[features].head(5).astype("float64")
+
+
+def config_snapshot(spec: ModelSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json")

@@ -1,0 +1,203 @@
+"""Drift reports on a market with an injected regime shift: quiet before it, SEVERE after it."""
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import lightgbm as lgb
+import pandas as pd
+import pytest
+
+from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
+from mlops_pipelines.catalog.policies import load_drift_policy_file
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.features import feature_store
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.governance.gate import training_drift_severity
+from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.validation import validate_bars
+from mlops_pipelines.lib.monitoring.drift_report import build_prediction_report, build_report, histograms_png
+from mlops_pipelines.lib.training.datasets import (
+    TrainingSet,
+    assign_splits,
+    build_training_set,
+    dataset_hash,
+    store_training_set,
+)
+from mlops_pipelines.lib.training.model_specs import ModelSpec
+from mlops_pipelines.lib.training.training import train
+
+SHIFT = datetime(2026, 2, 20, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def shifted_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mlops_pipelines.catalog.feature_views import load_catalog
+
+    catalog = load_catalog()
+    path = tmp_path_factory.mktemp("drift") / "w.duckdb"
+    config = SyntheticMarketConfig(n_symbols=24, regime_shift_at=SHIFT)  # the demo's market
+    bars = validate_bars(generate_bars(config, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)))
+    with warehouse.connect(path) as conn:
+        conn.register("_bars", bars.accepted)
+        conn.execute("CREATE TABLE raw.market_bars AS SELECT * FROM _bars")
+        for name in catalog.topological_order():
+            feature_store.materialize_view(conn, catalog, name)
+    return path
+
+
+def report_at(path: Path, catalog: FeatureCatalog, end: datetime, profile_cache: Path | None = None):
+    with warehouse.connect(path) as conn:
+        return build_report(
+            conn,
+            DIRECTION_CLASSIFIER,
+            "1",
+            catalog,
+            load_drift_policy_file(),
+            DIRECTION_CLASSIFIER.features(catalog),
+            window_end=end,
+            current=timedelta(days=1),
+            reference=timedelta(days=30),
+            profile_cache=profile_cache,
+        )
+
+
+def test_regime_shift_is_severe(shifted_warehouse: Path, catalog: FeatureCatalog) -> None:
+    before = report_at(shifted_warehouse, catalog, datetime(2026, 2, 14, tzinfo=UTC))
+    after = report_at(shifted_warehouse, catalog, datetime(2026, 2, 23, tzinfo=UTC))
+    # short-horizon returns: quiet before the shift, SEVERE after it (variance x 6.25 in the synthetic market)
+    assert before.stats.set_index("feature").loc["ret_1h", "severity"] == "NORMAL"
+    assert after.severity == "SEVERE"
+    assert (after.stats["severity"] == "SEVERE").sum() > (before.stats["severity"] == "SEVERE").sum()
+    stats = after.stats.set_index("feature")
+    assert stats.loc["ret_1h", "variance_ratio"] > 3 and stats.loc["ret_1h", "severity"] == "SEVERE"
+    assert set(stats.index) == {*DIRECTION_CLASSIFIER.features(catalog), "sector"}
+    assert stats.loc["sector", "kind"] == "categorical" and stats.loc["sector", "severity"] == "NORMAL"
+    rows = after.rows("2026-02-22-23:00")
+    assert len(rows) == len(stats) and (rows["model_severity"] == "SEVERE").all()
+    assert rows["window_end"].iloc[0] == datetime(2026, 2, 23, tzinfo=UTC)
+    assert rows["reference_start"].iloc[0] == datetime(2026, 1, 23, tzinfo=UTC)
+    assert histograms_png(after, after.worst(3)["feature"].tolist()).startswith(b"\x89PNG")
+
+
+def test_empty_current_window_is_reported_not_drift(shifted_warehouse: Path, catalog: FeatureCatalog) -> None:
+    report = report_at(shifted_warehouse, catalog, datetime(2026, 6, 1, tzinfo=UTC))  # no bars yet
+    assert set(report.stats["status"]) == {"empty"} and report.severity == "NORMAL"
+
+
+def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(
+    shifted_warehouse: Path, catalog: FeatureCatalog
+) -> None:
+    """The calibration claim of catalog/drift_policy.yaml, replayed: on each of the 20 days before the shift no
+    feature is SEVERE (so no model is, whatever its importance order); on each day of the week after it, enough
+    features are SEVERE that the model is SEVERE whatever its importance order."""
+    policy = load_drift_policy_file()
+    for day in range(1, 21):
+        report = report_at(shifted_warehouse, catalog, SHIFT - timedelta(days=20 - day))
+        severe = report.stats.loc[report.stats["severity"] == "SEVERE", "feature"].tolist()
+        assert severe == [], f"{report.window_end:%Y-%m-%d}: {severe}"
+        assert report.severity != "SEVERE"
+    for day in range(1, 8):
+        report = report_at(shifted_warehouse, catalog, SHIFT + timedelta(days=day))
+        share = (report.stats["severity"] == "SEVERE").mean()
+        assert share >= policy.aggregation.severe_share, f"{report.window_end:%Y-%m-%d}: {share:.2f}"
+        assert report.severity == "SEVERE"
+
+
+def training_set_before(
+    conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, end: datetime
+) -> TrainingSet:
+    """The set the model is trained on when trained at ``end``: the decisions whose labels were known by then."""
+    full = build_training_set(conn, spec, catalog)
+    frame = full.frame[full.frame["label_available_at"] < end].drop(columns="split").reset_index(drop=True)
+    frame["split"] = assign_splits(frame, spec.split_fractions)
+    frame = frame[frame["split"] != "purged"].reset_index(drop=True)
+    return TrainingSet(frame=frame, features=full.features, dataset_hash=dataset_hash(frame))
+
+
+def trained_before(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, end: datetime):
+    return train(spec, training_set_before(conn, spec, catalog, end)).booster
+
+
+def test_a_version_is_judged_by_drift_against_its_own_training_data(
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path
+) -> None:
+    """The promotion gate's drift: the version trained before the shift is SEVERE once the market has moved,
+    and stays so; a version trained on four weeks of the new market is not, on the same day."""
+    path = tmp_path / "w.duckdb"  # training sets are registered: a copy, the module's warehouse stays as it was
+    shutil.copy(shifted_warehouse, path)
+    policy, spec = load_drift_policy_file(), DIRECTION_CLASSIFIER
+    with warehouse.connect(path) as conn:
+        old, new = (
+            training_set_before(conn, spec, catalog, end)
+            for end in (SHIFT - timedelta(days=6), SHIFT + timedelta(days=35))
+        )
+        for data in (old, new):
+            store_training_set(conn, spec, data, run_id="test")
+
+        def drift(data: TrainingSet, as_of: datetime) -> str:
+            return training_drift_severity(
+                conn, spec, catalog, policy, dataset_hash=data.dataset_hash, importance=[], as_of=as_of
+            )
+
+        assert drift(old, SHIFT - timedelta(days=2)) != "SEVERE"  # the market it learned
+        assert drift(old, SHIFT + timedelta(days=2)) == "SEVERE"
+        assert drift(old, SHIFT + timedelta(days=38)) == "SEVERE"  # it never learned the new market
+        assert drift(new, SHIFT + timedelta(days=38)) != "SEVERE"  # this one did
+        assert training_drift_severity(conn, spec, catalog, policy, dataset_hash=None, importance=[]) == "NORMAL"
+
+
+def test_prediction_drift_policy_is_quiet_before_the_shift_and_severe_after(
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path
+) -> None:
+    """The calibration claim of drift_policy.yaml's ``predictions``, replayed with both models trained on the
+    market up to 6 days before the shift: no day of the 21 before it is SEVERE, each day of the week after is."""
+    path = tmp_path / "w.duckdb"  # the prediction log is written: a copy, the module's warehouse stays as it was
+    shutil.copy(shifted_warehouse, path)
+    policy = load_drift_policy_file()
+    with warehouse.connect(path) as conn:
+        for spec in (DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER):
+            booster: lgb.Booster = trained_before(conn, spec, catalog, SHIFT - timedelta(days=6))
+
+            def severity(end: datetime, spec: ModelSpec = spec, booster: lgb.Booster = booster) -> str:
+                report = build_prediction_report(
+                    conn, spec, "1", catalog, policy, booster, window_end=end, current=timedelta(days=1),
+                    reference=timedelta(days=30), max_reference_rows=50_000,
+                )  # fmt: skip
+                return f"{end:%m-%d} {report.severity}"
+
+            before = [severity(SHIFT - timedelta(days=d)) for d in range(20, -1, -1)]
+            assert not [day for day in before if day.endswith("SEVERE")], (spec.name, before)
+            after = [severity(SHIFT + timedelta(days=d)) for d in range(1, 8)]
+            assert all(day.endswith("SEVERE") for day in after), (spec.name, after)
+
+
+def test_cached_profile_is_reused_for_the_same_window_content_only(
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path
+) -> None:
+    cache = tmp_path / "profiles"
+    end = datetime(2026, 2, 23, tzinfo=UTC)
+    path = tmp_path / "w.duckdb"  # this test rewrites a view: a copy, the module's warehouse stays as it was
+    shutil.copy(shifted_warehouse, path)
+
+    first = report_at(path, catalog, end, cache)
+    cached = sorted(cache.rglob("*.npz"))
+    assert len(cached) == len(DIRECTION_CLASSIFIER.feature_views)  # one profile per view, shared by models
+    later_hour = report_at(
+        path, catalog, end + timedelta(hours=5), cache
+    )  # same day: same reference window, the profiles are reused
+    assert sorted(cache.rglob("*.npz")) == cached
+    assert later_hour.reference_end == first.reference_end == datetime(2026, 2, 22, tzinfo=UTC)
+    uncached = report_at(shifted_warehouse, catalog, end)
+    pd.testing.assert_frame_equal(first.stats, uncached.stats)
+    # a re-materialized view changes its reference content: that view is profiled again, not read stale
+    with warehouse.connect(path) as conn:
+        conn.execute(
+            "UPDATE features.returns__v2 SET ret_1h = ret_1h * 2 WHERE event_ts >= ? AND event_ts < ?",
+            [datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)],
+        )
+    changed = report_at(path, catalog, end, cache)
+    assert len(list(cache.rglob("*.npz"))) == len(cached) + 1
+    assert len(list((cache / "features.returns__v2").glob("*.npz"))) == 2
+    assert not changed.stats.set_index("feature").loc["ret_1h"].equals(first.stats.set_index("feature").loc["ret_1h"])

@@ -1,0 +1,241 @@
+"""Training sets (labels, purge, hash), training metrics, and a full training run on a real MLflow store."""
+
+import json
+import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.tracking import MODEL_FILE, ArtifactIntegrityError, Tracking, TrackingConfigError
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
+from mlops_pipelines.lib.governance.lifecycle import State, open_lifecycle
+from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch, load_for_inference
+from mlops_pipelines.lib.training import datasets
+from mlops_pipelines.lib.training.training import auc, max_drawdown, sharpe
+from mlops_pipelines.lib.training.training_run import train_and_register
+
+
+@pytest.fixture
+def training_set(feature_warehouse: Path, catalog: FeatureCatalog) -> datasets.TrainingSet:
+    with warehouse.connect(feature_warehouse) as conn:
+        return datasets.build_training_set(conn, DIRECTION_CLASSIFIER, catalog)
+
+
+def test_labels_match_a_pandas_computation(feature_warehouse: Path, small_bars: pd.DataFrame) -> None:
+    bars = small_bars.sort_values(["symbol", "timestamp"]).reset_index(drop=True)
+    close = bars.groupby("symbol")["close"]
+    bars["fwd4"] = np.log(close.shift(-4) / bars["close"])
+    r = np.log(bars["close"] / close.shift(1))
+    bars["fwd_vol24"] = pd.concat([r.groupby(bars["symbol"]).shift(-k) for k in range(1, 25)], axis=1).std(
+        axis=1, skipna=False
+    ) * np.sqrt(8760)
+    with warehouse.connect(feature_warehouse, read_only=True) as conn:
+        direction = conn.execute(datasets.label_sql(DIRECTION_CLASSIFIER)).fetchdf()
+        vol = conn.execute(datasets.label_sql(VOLATILITY_FORECASTER)).fetchdf()
+    expected = bars.dropna(subset=["fwd4"])
+    assert len(direction) == len(expected)
+    merged = direction.merge(
+        expected.assign(event_timestamp=expected["timestamp"] + pd.Timedelta(minutes=65)),
+        on=["symbol", "event_timestamp"],
+    )
+    assert len(merged) == len(direction)
+    np.testing.assert_allclose(merged["forward_return"], merged["fwd4"], rtol=1e-12)
+    assert (merged["label"] == (merged["fwd4"] > 0).astype(float)).all()
+    assert (merged["label_available_at"] == merged["timestamp"] + pd.Timedelta(hours=5)).all()
+    vol_expected = bars.dropna(subset=["fwd_vol24"])
+    merged_vol = vol.merge(
+        vol_expected.assign(event_timestamp=vol_expected["timestamp"] + pd.Timedelta(minutes=65)),
+        on=["symbol", "event_timestamp"],
+    )
+    assert len(merged_vol) == len(vol) == len(vol_expected)
+    np.testing.assert_allclose(merged_vol["label"], merged_vol["fwd_vol24"], rtol=1e-9)
+
+
+def test_splits_are_ordered_and_purged(training_set: datasets.TrainingSet) -> None:
+    frame = training_set.frame
+    parts = {s: frame[frame["split"] == s] for s in datasets.SPLITS}
+    assert all(len(p) for p in parts.values())
+    assert parts["train"]["event_timestamp"].max() < parts["validation"]["event_timestamp"].min()
+    assert parts["validation"]["event_timestamp"].max() < parts["test"]["event_timestamp"].min()
+    # no label of one split is known only after the next split has started
+    assert parts["train"]["label_available_at"].max() <= parts["validation"]["event_timestamp"].min()
+    assert parts["validation"]["label_available_at"].max() <= parts["test"]["event_timestamp"].min()
+    assert (frame["label_available_at"] > frame["event_timestamp"]).all()
+    assert "sector" not in training_set.features and "ret_24h_xs_rank" in training_set.features
+
+
+def test_dataset_hash_covers_full_content(training_set: datasets.TrainingSet) -> None:
+    frame = training_set.frame
+    assert datasets.dataset_hash(frame.sample(frac=1.0, random_state=1)) == training_set.dataset_hash  # row order
+    changed = frame.copy()
+    changed.loc[changed.index[-1], "ret_1h"] = 123.0  # the very last row: not a head() hash
+    assert datasets.dataset_hash(changed) != training_set.dataset_hash
+    code = (
+        "import pandas as pd, sys; from mlops_pipelines.lib.training.datasets import dataset_hash; "
+        "print(dataset_hash(pd.read_pickle(sys.argv[1])))"
+    )
+    path = Path(__file__).parent / "_frame.pkl"
+    try:
+        frame.to_pickle(path)
+        other = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    finally:
+        path.unlink(missing_ok=True)
+    assert other.stdout.strip() == training_set.dataset_hash
+
+
+def test_metrics_against_references() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    score = y + rng.normal(size=500)
+    u = stats.mannwhitneyu(score[y == 1], score[y == 0]).statistic
+    assert auc(y, score) == pytest.approx(u / ((y == 1).sum() * (y == 0).sum()), abs=1e-12)
+    assert max_drawdown(pd.Series(np.log([1.1, 0.5, 1.2]))) == pytest.approx(0.5)
+    assert max_drawdown(pd.Series([0.01, 0.02])) == 0.0
+    returns = pd.Series(rng.normal(0.001, 0.01, 1000))
+    assert sharpe(returns, 252) == pytest.approx(returns.mean() / returns.std() * np.sqrt(252))
+
+
+def test_file_store_is_refused() -> None:
+    with pytest.raises(TrackingConfigError, match="file store"):
+        Tracking("file:///tmp/mlruns", "sqlite:///x.db", "/tmp/a")
+    with pytest.raises(TrackingConfigError, match="empty"):
+        Tracking("", "", "/tmp/a")
+
+
+def test_training_run_registers_a_verified_version(
+    training_set: datasets.TrainingSet,
+    tracking: Tracking,
+    feature_warehouse: Path,
+    catalog: FeatureCatalog,
+    tmp_path: Path,
+) -> None:
+    governed = partial(open_lifecycle, tracking.client(), feature_warehouse, tmp_path / "audit.key")
+    outcome = train_and_register(
+        DIRECTION_CLASSIFIER,
+        training_set,
+        catalog,
+        tracking,
+        governed,
+        actor="alice",
+        dagster_run_id="run-123",
+        asset_key="direction_classifier",
+    )
+    client = tracking.client()
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dagster_run_id"] == "run-123" and run.data.tags["asset_key"] == "direction_classifier"
+    assert {"test_auc", "sharpe", "hit_rate", "max_drawdown"} <= set(run.data.metrics)
+    assert run.data.params["num_boost_round"] == str(DIRECTION_CLASSIFIER.num_boost_round)
+    assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [training_set.dataset_hash[:36]]
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    assert {"manifest.json", "model_card.md", "feature_importance.png"} <= artifacts
+    manifest = json.loads(tracking.read_text_artifact(outcome.run_id, "manifest.json"))
+    for key in (
+        "feature_graph_hash",
+        "training_config_hash",
+        "dataset_hash",
+        "git_commit",
+        "code_version",
+        "dagster_run_id",
+        "package_versions",
+        "metrics",
+        "config",
+    ):
+        assert manifest[key], key
+    assert manifest["feature_graph_hash"] == catalog.graph_hash()
+    assert manifest["dataset_hash"] == training_set.dataset_hash
+
+    mv = client.get_model_version("direction_classifier", outcome.version)
+    assert mv.tags["lifecycle_state"] == State.TRAINED
+    assert mv.tags["dataset_hash"] == training_set.dataset_hash and mv.tags["trained_by"] == "alice"
+    assert "dataset hash" in outcome.model_card and training_set.dataset_hash in outcome.model_card
+
+    with governed() as lifecycle:
+        loaded = load_for_inference(
+            lifecycle, tracking, "direction_classifier", outcome.version, live_graph_hash=catalog.graph_hash()
+        )
+    test = training_set.split("test")
+    np.testing.assert_allclose(
+        loaded.booster.predict(test[training_set.features]), outcome.model.booster.predict(test[training_set.features])
+    )
+    # a fresh process (no MLflow URI set globally, as in serving or monitoring) loads it from our URIs alone
+    script = (
+        "import sys; from mlops_pipelines.lib.core.tracking import Tracking; t = Tracking(*sys.argv[1:4]); "
+        "mv = t.client().get_model_version('direction_classifier', sys.argv[4]); "
+        "print(t.load_verified_booster(mv.source, mv.tags['artifact_sha256']).num_trees())"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            tracking.tracking_uri,
+            tracking.registry_uri,
+            tracking.artifact_root,
+            outcome.version,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=elsewhere,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},  # set_tracking_uri exports it
+    )
+    assert int(fresh.stdout.split()[-1]) == loaded.booster.num_trees()
+
+    with governed() as lifecycle:
+        with pytest.raises(FeatureGraphMismatch, match="trained on feature graph"):
+            load_for_inference(lifecycle, tracking, "direction_classifier", outcome.version, live_graph_hash="f" * 64)
+        load_for_inference(
+            lifecycle,
+            tracking,
+            "direction_classifier",
+            outcome.version,
+            live_graph_hash="f" * 64,
+            override_reason="incident 42",
+            actor="oncall",
+        )
+        history = lifecycle.history("direction_classifier")
+    assert history[-1]["action"] == "override" and "incident 42" in history[-1]["reason"]
+
+    # tamper with the stored artifact: loading refuses it
+    [model_file] = [p for p in Path(tracking.artifact_root).rglob(MODEL_FILE) if outcome.manifest["model_id"] in str(p)]
+    model_file.write_text(model_file.read_text().replace("tree_sizes", "tree_sizes ", 1))
+    with governed() as lifecycle, pytest.raises(ArtifactIntegrityError, match="sha256"):
+        load_for_inference(
+            lifecycle, tracking, "direction_classifier", outcome.version, live_graph_hash=catalog.graph_hash()
+        )
+
+
+def test_failed_training_leaves_no_version_and_a_failed_run(
+    training_set: datasets.TrainingSet,
+    tracking: Tracking,
+    feature_warehouse: Path,
+    catalog: FeatureCatalog,
+    tmp_path: Path,
+) -> None:
+    broken = DIRECTION_CLASSIFIER.model_copy(update={"hyperparameters": {"objective": "no_such_objective"}})
+    with pytest.raises(Exception, match="no_such_objective"):
+        train_and_register(
+            broken,
+            training_set,
+            catalog,
+            tracking,
+            partial(open_lifecycle, tracking.client(), feature_warehouse, tmp_path / "audit.key"),
+            actor="alice",
+            dagster_run_id="run-9",
+            asset_key="direction_classifier",
+        )
+    client = tracking.client()
+    [run] = client.search_runs([client.get_experiment_by_name("direction_classifier").experiment_id])
+    assert run.info.status == "FAILED"
+    assert client.search_model_versions("name = 'direction_classifier'") == []
