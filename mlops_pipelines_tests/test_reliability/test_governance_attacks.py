@@ -73,6 +73,7 @@ def test_state_changes_only_through_the_guarded_operations() -> None:
         "alias_version",
         "approvals",
         "review",
+        "run_id",
     }
     readers = {"reviews", "history", "rollback_target", "consistency_problems", "require_consistent", "verify"}
     assert writers - readers == GUARDED  # no public method writes an arbitrary transition

@@ -12,7 +12,8 @@ from mlops_pipelines.catalog.policies import (
 )
 from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS, trained_version
 from mlops_pipelines.lib.core.files import png_markdown
-from mlops_pipelines.lib.evaluation import compliance, explanations, replay
+from mlops_pipelines.lib.evaluation import explanations, replay
+from mlops_pipelines.lib.governance import compliance
 from mlops_pipelines.lib.governance.gate import evaluate_version
 from mlops_pipelines.lib.governance.model_loading import load_for_inference
 from mlops_pipelines.lib.training import datasets

@@ -4,7 +4,7 @@ import dagster as dg
 
 from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy, policy_status
 from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS, trained_version
-from mlops_pipelines.lib.evaluation import compliance
+from mlops_pipelines.lib.governance import compliance
 from mlops_pipelines.lib.governance.gate import run_gate
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.partitions import WAREHOUSE_POOL

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlops_pipelines.lib.governance.promotion_policy import load_yaml_model
+from mlops_pipelines.lib.core.config_files import load_yaml_model
 
 HOLDOUT = "holdout"
 

@@ -1,22 +1,17 @@
-"""The promotion policy (ARCHITECTURE §5): thresholds in YAML, merged default < strategy < model < request."""
+"""The promotion policy: thresholds in YAML, merged default < strategy < model < request."""
 
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlops_pipelines.lib.core.errors import MlopsError
+from mlops_pipelines.lib.core.config_files import PolicyError, first_error, load_yaml_model
 
 SEVERITIES = ("NORMAL", "MODERATE", "SEVERE")
 Severity = Literal["NORMAL", "MODERATE", "SEVERE"]
-
-
-class PolicyError(MlopsError, ValueError):
-    """The policy file is invalid; the message names the file, the key and the reason."""
 
 
 class Thresholds(BaseModel):
@@ -56,30 +51,8 @@ class PromotionPolicy(BaseModel):
             try:
                 merged.update(Thresholds.model_validate(request).model_dump(exclude_unset=True))
             except ValidationError as exc:
-                raise PolicyError(f"request overrides: {_first_error(exc)}") from exc
+                raise PolicyError(f"request overrides: {first_error(exc)}") from exc
         return merged
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    key = ".".join(str(p) for p in error["loc"])
-    return f"key {key!r}: {error['msg']}"
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def load_yaml_model(path: str | Path, model: type[M]) -> M:
-    """A YAML file validated by a pydantic model; any problem raises PolicyError naming file, key and reason."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise PolicyError(f"{path}: {_first_error(exc)}") from exc
 
 
 def load_policy(path: str | Path) -> PromotionPolicy:

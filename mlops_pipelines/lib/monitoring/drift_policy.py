@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from mlops_pipelines.lib.governance.promotion_policy import load_yaml_model
+from mlops_pipelines.lib.core.config_files import load_yaml_model
 from mlops_pipelines.lib.monitoring.concept_drift import PerformancePolicy
 from mlops_pipelines.lib.monitoring.drift import COMPARED, CONSTANT_CHANGED, OK
 

@@ -13,21 +13,38 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from mlflow.entities.model_registry import ModelVersion
 
 from mlops_pipelines.lib.core.tracking import DAGSTER_RUN_TAG, Tracking, git_commit, package_versions
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
-from mlops_pipelines.lib.governance.lifecycle import Lifecycle
 from mlops_pipelines.lib.training.datasets import TrainingSet
 from mlops_pipelines.lib.training.model_card import render_model_card
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.lib.training.training import TrainedModel, signature_frame, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Registry(Protocol):
+    """Where a finished run registers its model: the governed lifecycle (``lib/governance/lifecycle.py``), passed
+    in by the caller so that training does not depend on governance."""
+
+    def register(
+        self,
+        model: str,
+        *,
+        source: str,
+        run_id: str,
+        model_id: str | None,
+        tags: dict[str, str],
+        actor: str,
+        reason: str,
+    ) -> ModelVersion: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,7 @@ def train_and_register(
     data: TrainingSet,
     catalog: FeatureCatalog,
     tracking: Tracking,
-    open_lifecycle: Callable[[], AbstractContextManager[Lifecycle]],
+    open_registry: Callable[[], AbstractContextManager[Registry]],
     *,
     actor: str,
     dagster_run_id: str,
@@ -149,7 +166,7 @@ def train_and_register(
             "dagster_run_id": dagster_run_id,
             "strategy": spec.strategy,
         }
-        with open_lifecycle() as lifecycle:
+        with open_registry() as lifecycle:
             try:
                 version = lifecycle.register(
                     spec.name,

@@ -9,10 +9,12 @@ import pytest
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER
 from mlops_pipelines.catalog.policies import load_scenario_catalog
 from mlops_pipelines.lib.core import warehouse
-from mlops_pipelines.lib.evaluation import backtest, compliance, explanations, replay
+from mlops_pipelines.lib.core.config_files import PolicyError
+from mlops_pipelines.lib.evaluation import backtest, explanations, replay
 from mlops_pipelines.lib.evaluation.scenarios import HOLDOUT, ScenarioCatalog, load_scenarios
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
-from mlops_pipelines.lib.governance.promotion_policy import PolicyError, PromotionPolicy, evaluate
+from mlops_pipelines.lib.governance import compliance
+from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
 from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.training import train
 

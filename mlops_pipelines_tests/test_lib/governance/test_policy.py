@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from mlops_pipelines.catalog.policies import PROMOTION_POLICY_PATH, load_promotion_policy
-from mlops_pipelines.lib.governance.promotion_policy import PolicyError, PromotionPolicy, evaluate, load_policy
+from mlops_pipelines.lib.core.config_files import PolicyError
+from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate, load_policy
 
 POLICY = PromotionPolicy.model_validate(
     {

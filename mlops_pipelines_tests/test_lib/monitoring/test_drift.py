@@ -9,7 +9,7 @@ from scipy import stats
 
 from mlops_pipelines.catalog.models import MODEL_SPECS
 from mlops_pipelines.catalog.policies import load_drift_policy_file
-from mlops_pipelines.lib.governance.promotion_policy import PolicyError
+from mlops_pipelines.lib.core.config_files import PolicyError
 from mlops_pipelines.lib.monitoring.drift import (
     CONSTANT,
     CONSTANT_CHANGED,
