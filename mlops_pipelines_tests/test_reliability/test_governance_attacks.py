@@ -74,6 +74,10 @@ def test_state_changes_only_through_the_guarded_operations() -> None:
         "approvals",
         "review",
         "run_id",
+        "newest",
+        "champion",
+        "challenger",
+        "deployed",
     }
     readers = {"reviews", "history", "rollback_target", "consistency_problems", "require_consistent", "verify"}
     assert writers - readers == GUARDED  # no public method writes an arbitrary transition

@@ -48,7 +48,7 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             models = {
                 replay.CANDIDATE: load_for_inference(lifecycle, tracking, spec.name, version, live_graph_hash=live)
             }
-            champion = lifecycle.record(spec.name).aliases.get("production")
+            champion = lifecycle.champion(spec.name)
             if champion is not None and champion != version:
                 try:
                     models[replay.CHAMPION] = load_for_inference(

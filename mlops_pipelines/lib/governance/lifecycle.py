@@ -328,6 +328,25 @@ class Lifecycle:
     def state(self, model: str, version: str | int) -> str:
         return self._version_record(model, version).state
 
+    # ---- which version? (the one set of answers, from the audit log) --------------------------------------
+    def newest(self, model: str) -> str | None:
+        """The most recently registered version."""
+        versions = self.record(model).versions
+        return max(versions, key=int) if versions else None
+
+    def champion(self, model: str) -> str | None:
+        """The version in production (alias ``production``)."""
+        return self.record(model).aliases.get("production")
+
+    def challenger(self, model: str) -> str | None:
+        """The staged version that challenges the champion (alias ``challenger``)."""
+        return self.record(model).aliases.get("challenger")
+
+    def deployed(self, model: str) -> tuple[str, str] | None:
+        """What serves and is monitored: ``(version, "production")``, else ``(version, "staging")``, else None."""
+        aliases = self.record(model).aliases
+        return next(((aliases[a], a) for a in ("production", "staging") if a in aliases), None)
+
     def run_id(self, model: str, version: str | int) -> str:
         """The MLflow run that trained the version, as recorded at registration."""
         run_id = self._version_record(model, version).registered.get("run_id")
