@@ -13,7 +13,7 @@ from pydantic import Field
 
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.alerts import Alerter, build_sinks
-from mlops_pipelines.lib.core.tracking import Tracking, fail_runs_of_dead_dagster_runs
+from mlops_pipelines.lib.core.tracking import Tracking, fail_runs_of_dead_dagster_runs, run_ui_url
 from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
 from mlops_pipelines.lib.governance import lifecycle
 from mlops_pipelines.lib.ingestion import market_data, raw_folder
@@ -163,13 +163,17 @@ class MlflowResource(dg.ConfigurableResource):
     )
     registry_uri: str = Field(description="MLflow registry URI; usually the tracking URI. Same rule for passwords.")
     artifact_root: str = Field(description="Artifact location for new experiments.")
+    ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="Where operators' browsers reach the MLflow UI (MLOPS_MLFLOW_UI_URL); links in metadata use it.",
+    )
 
     def tracking(self) -> Tracking:
         return Tracking(self.tracking_uri, self.registry_uri, self.artifact_root)
 
-    def run_url(self, experiment_id: str, run_id: str) -> str:
-        """Where an operator opens the run (the MLflow UI on its default local port)."""
-        return f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+    def run_url(self, experiment_id: str, run_id: str, artifact_path: str = "") -> str:
+        """Where an operator opens the run in the MLflow UI; with ``artifact_path``, that artifact of the run."""
+        return run_ui_url(self.ui_url, experiment_id, run_id, artifact_path)
 
 
 @contextmanager

@@ -16,6 +16,7 @@
 | MLOPS_MLFLOW_TRACKING_URI | sqlite:///$MLOPS_DATA_DIR/mlflow/mlflow.db | MLflow tracking store |
 | MLOPS_MLFLOW_REGISTRY_URI | the tracking URI | MLflow model registry |
 | MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | where new experiments store artifacts |
+| MLOPS_MLFLOW_UI_URL | http://127.0.0.1:5000 | the MLflow UI as browsers reach it (links in Dagster metadata, CLI) |
 | MLOPS_ACTOR | the OS user | identity recorded in the audit log by the CLI |
 | MLOPS_REQUIRE_OS_ACTOR | false | true: the CLI refuses an --actor / MLOPS_ACTOR other than the OS user |
 | MLOPS_AUDIT_KEY_FILE | $MLOPS_DATA_DIR/secrets/audit.key | HMAC key of the audit log (made while the log is empty) |
@@ -32,6 +33,7 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mlops_pipelines.lib.core.errors import ConfigError, MlopsError
 
@@ -55,6 +57,7 @@ class Settings:
     mlflow_tracking_uri: str
     mlflow_registry_uri: str
     mlflow_artifact_root: str
+    mlflow_ui_url: str
     audit_key_file: Path
     require_os_actor: bool
     alert_sinks: tuple[str, ...]
@@ -96,6 +99,7 @@ class Settings:
             mlflow_tracking_uri=tracking,
             mlflow_registry_uri=os.environ.get("MLOPS_MLFLOW_REGISTRY_URI", tracking),
             mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", str(data_dir / "mlflow" / "artifacts")),
+            mlflow_ui_url=_http_url("MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000"),
             audit_key_file=Path(os.environ.get("MLOPS_AUDIT_KEY_FILE", data_dir / "secrets" / "audit.key")),
             require_os_actor=_flag("MLOPS_REQUIRE_OS_ACTOR"),
             alert_sinks=tuple(s.strip() for s in os.environ.get("MLOPS_ALERT_SINKS", "log,jsonl").split(",") if s),
@@ -124,6 +128,13 @@ def _non_negative_seconds(name: str, default: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a number of seconds >= 0, got {text!r}")
     return value
+
+
+def _http_url(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip() or default
+    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
 
 
 def _flag(name: str) -> bool:

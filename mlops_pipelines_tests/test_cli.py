@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mlops_pipelines.cli import LOCK_PATH, app
+from mlops_pipelines.cli import app
+from mlops_pipelines.cli.features import LOCK_PATH
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features import feature_store
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
@@ -17,17 +18,6 @@ from mlops_pipelines.lib.features.point_in_time import get_historical_features
 from mlops_pipelines_tests.test_lib.features.test_retrieval_input import LEAK, PAYLOADS, SECRET
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rich tables must not wrap names, whatever terminal the tests run in."""
-    from rich.console import Console
-
-    from mlops_pipelines import cli, cli_models
-
-    for module in (cli, cli_models):
-        monkeypatch.setattr(module, "console", Console(width=250))
 
 
 def invoke(*args: str) -> tuple[int, str]:

@@ -3,10 +3,8 @@
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
-from mlops_pipelines import cli, cli_models
 from mlops_pipelines.cli import app
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines_tests.test_lib.governance.test_lifecycle import MODEL, governed, new_version, staged_version
@@ -16,8 +14,6 @@ runner = CliRunner()
 
 @pytest.fixture
 def env(tracking: Tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for module in (cli, cli_models):
-        monkeypatch.setattr(module, "console", Console(width=250))
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MLOPS_WAREHOUSE_PATH", str(tmp_path / "w.duckdb"))
     monkeypatch.setenv("MLOPS_AUDIT_KEY_FILE", str(tmp_path / "audit.key"))  # where test_lifecycle's helpers keep it

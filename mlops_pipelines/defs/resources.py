@@ -51,6 +51,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             tracking_uri=secret(settings, "mlflow_tracking_uri"),
             registry_uri=secret(settings, "mlflow_registry_uri"),
             artifact_root=settings.mlflow_artifact_root,
+            ui_url=settings.mlflow_ui_url,
         ),
     }
 

@@ -164,7 +164,7 @@ def build_compliance_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             f"The compliance report of the {spec.name} version this run trained (HTML + markdown in its MLflow "
             "run): model card, lineage, scenario results vs baselines, SHAP summary, drift status, the "
             "promotion-policy evaluation with every threshold. Opens a PENDING_REVIEW sign-off "
-            "(`mlops reviews approve`)."
+            "(`mlops reviews approve`); the report's review status follows the decision."
         ),
     )
     def _report(
@@ -184,16 +184,19 @@ def build_compliance_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             run_id = lifecycle.run_id(spec.name, version)
             inputs = compliance.collect_inputs(tracking, spec.name, version, run_id, spec.feature_views, verdict)
             report_md, report_html = compliance.render_markdown(inputs), compliance.render_html(inputs)
-            tracking.log_files(run_id, {"report.html": report_html, "report.md": report_md}, "compliance")
-            uri = f"{tracking.client().get_run(run_id).info.artifact_uri}/compliance/report.html"
+            tracking.log_files(run_id, {"report.html": report_html, "report.md": report_md}, compliance.FOLDER)
+            run = tracking.client().get_run(run_id).info
+            uri = f"{run.artifact_uri}/{compliance.REPORT_HTML}"
             lifecycle.request_review(spec.name, version, report_uri=uri, actor=PIPELINE_ACTOR)
-        tracking.client().set_model_version_tag(spec.name, version, "compliance_report", "compliance/report.html")
+        tracking.client().set_model_version_tag(spec.name, version, "compliance_report", compliance.REPORT_HTML)
         return dg.MaterializeResult(
             metadata={
                 "model_version": version,
                 "review_status": inputs.review_status,
                 "policy_passed": verdict.passed,
-                "report": dg.MetadataValue.url(uri),
+                # the report in the MLflow UI (a browser will not open the file:// artifact URI from a web page)
+                "report": dg.MetadataValue.url(mlflow.run_url(run.experiment_id, run_id, compliance.REPORT_HTML)),
+                "report_artifact_uri": dg.MetadataValue.text(uri),
                 "policy_evaluation": dg.MetadataValue.md(compliance.policy_markdown(verdict)),
                 "report_markdown": dg.MetadataValue.md(report_md),
             }

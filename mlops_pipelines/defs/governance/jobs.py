@@ -2,8 +2,12 @@
 field is self-declared, as the CLI's ``--actor``."""
 
 import dagster as dg
+from mlflow.exceptions import MlflowException
 from pydantic import Field
 
+from mlops_pipelines.defs.common import SPECS
+from mlops_pipelines.lib.core.errors import MlopsError
+from mlops_pipelines.lib.governance import compliance
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
 
@@ -36,7 +40,8 @@ def approve_model(
 def review_model(
     context: dg.OpExecutionContext, config: ReviewDecision, warehouse: WarehouseResource, mlflow: MlflowResource
 ) -> None:
-    """Sign off (or reject) the pending compliance review of a version; the reviewer must not be its trainer."""
+    """Sign off (or reject) the pending compliance review of a version; the reviewer must not be its trainer.
+    The report in MLflow then shows the decision, and the compliance-report asset gets an observation with it."""
     with open_lifecycle(warehouse, mlflow) as lifecycle:
         status = lifecycle.decide_review(
             config.model,
@@ -45,7 +50,18 @@ def review_model(
             reviewer=config.actor,
             comment=config.reason,
         )
+        try:
+            compliance.refresh_review_status(lifecycle, mlflow.tracking(), config.model, config.version)
+        except (MlopsError, MlflowException, OSError) as exc:  # the decision stands: the audit log is the record
+            context.log.warning(f"decision recorded, but the report still shows the previous status: {exc}")
     context.log.info(f"{config.actor}: compliance review of {config.model} v{config.version} -> {status}")
+    if config.model in SPECS:
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=dg.AssetKey(f"{config.model}_compliance_report"),
+                metadata={"model_version": config.version, "review_status": status.value, "reviewer": config.actor},
+            )
+        )
 
 
 @dg.op(pool=WAREHOUSE_POOL)

@@ -14,3 +14,8 @@ class MlopsError(Exception):
 
 class ConfigError(MlopsError, ValueError):
     """An environment variable has a value the project cannot use; the message names the variable."""
+
+
+class NotFound(MlopsError, LookupError):
+    """A name the operator gave (a model, a version, a dataset id...) names nothing; the message says which,
+    and what exists."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import lightgbm as lgb
 import mlflow
@@ -284,3 +285,11 @@ def package_versions(
 def read_text_artifact(client: MlflowClient, run_id: str, path: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+
+
+def run_ui_url(ui_url: str, experiment_id: str, run_id: str, artifact_path: str = "") -> str:
+    """Where a browser opens a run in the MLflow UI at ``ui_url`` (MLOPS_MLFLOW_UI_URL); with ``artifact_path``,
+    the run's artifact view opened on that file (MLflow 3's route ``#/experiments/<id>/runs/<run>/artifacts/<path>``),
+    which renders an HTML report in the page."""
+    url = f"{ui_url.rstrip('/')}/#/experiments/{quote(experiment_id)}/runs/{quote(run_id)}"
+    return f"{url}/artifacts/{quote(artifact_path.strip('/'))}" if artifact_path else url

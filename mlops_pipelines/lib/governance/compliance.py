@@ -1,15 +1,31 @@
-"""The compliance report of a model version: one self-contained HTML file (images embedded) and markdown."""
+"""The compliance report of a model version: one self-contained HTML file (images embedded) and markdown.
+
+The report is what a reviewer signs off, so its content never changes after it is rendered; only its review
+status does. That status sits between two markers (``STATUS_BEGIN`` / ``STATUS_END``) and is rewritten from the
+audit log by ``refresh_review_status`` after every decision, so the report in MLflow shows who decided what.
+"""
 
 import base64
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlops_pipelines.lib.core.errors import MlopsError
 from mlops_pipelines.lib.core.tracking import Tracking
-from mlops_pipelines.lib.governance.lifecycle import ReviewStatus
+from mlops_pipelines.lib.governance.lifecycle import Lifecycle, LifecycleError, ReviewStatus
 from mlops_pipelines.lib.governance.promotion_policy import PolicyResult
+
+FOLDER = "compliance"  # the reports' folder in the training run's artifacts
+REPORT_HTML, REPORT_MD = f"{FOLDER}/report.html", f"{FOLDER}/report.md"
+STATUS_BEGIN, STATUS_END = "<!-- review-status -->", "<!-- /review-status -->"
+
+
+class ReportFormatError(MlopsError, ValueError):
+    """A stored report has no review-status block to update (rendered by an older version of the platform)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ def render_markdown(inputs: ReportInputs) -> str:
             [
                 f"# Compliance report: {inputs.model} v{inputs.version}",
                 "",
-                f"Review status: **{inputs.review_status}**",
+                status_markdown({"status": inputs.review_status}),
                 "",
                 "## Lineage",
                 "",
@@ -137,7 +153,7 @@ def render_html(inputs: ReportInputs) -> str:
     verdict = "passed" if inputs.policy.passed else "failed"
     sections = [
         f"<h1>Compliance report: {html.escape(inputs.model)} v{html.escape(inputs.version)}</h1>",
-        f"<p class='status'>Review status: <b>{html.escape(inputs.review_status)}</b> &middot; "
+        f"<p class='status'>{status_html({'status': inputs.review_status})} &middot; "
         f"promotion policy <b class='{verdict}'>{verdict}</b></p>",
         "<h2>Lineage</h2><ul>",
         *(
@@ -179,3 +195,52 @@ def render_html(inputs: ReportInputs) -> str:
         + "\n".join(sections)
         + "</body></html>"
     )
+
+
+def _decision(review: Mapping[str, Any]) -> str:
+    """' by carol on 2026-02-15T09:12:00Z: "report read"' for a decided review, '' for a pending one."""
+    if not review.get("reviewer"):
+        return ""
+    at = review.get("decided_at")
+    when = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(at, datetime) else str(at or "")
+    comment = json.dumps(review.get("comment") or "", ensure_ascii=False)
+    return f" by {review['reviewer']}" + (f" on {when}" if when else "") + f": {comment}"
+
+
+def status_markdown(review: Mapping[str, Any]) -> str:
+    """The review-status line of the markdown report, between its markers."""
+    return f"{STATUS_BEGIN}Review status: **{review['status']}**{_decision(review)}{STATUS_END}"
+
+
+def status_html(review: Mapping[str, Any]) -> str:
+    """The review-status of the HTML report, between its markers."""
+    decision = html.escape(_decision(review))
+    return f"{STATUS_BEGIN}Review status: <b>{html.escape(str(review['status']))}</b>{decision}{STATUS_END}"
+
+
+def _with_status(text: str, block: str, where: str) -> str:
+    start, end = text.find(STATUS_BEGIN), text.find(STATUS_END)
+    if start < 0 or end < start:
+        raise ReportFormatError(
+            f"{where} has no review-status block (rendered before the status was kept up to date); "
+            "materialize the model's compliance report again to get one"
+        )
+    return text[:start] + block + text[end + len(STATUS_END) :]
+
+
+def refresh_review_status(lifecycle: Lifecycle, tracking: Tracking, model: str, version: str) -> dict[str, Any]:
+    """Write the version's latest review, as the audit log says (``Lifecycle.review``), into the status block of
+    the report.html and report.md stored in its training run, and log both again in place; returns the review.
+    Everything else in the report stays byte for byte what the reviewer read. Called after ``decide_review`` by
+    the CLI and ``review_model_job``; idempotent, so calling it again puts a failed update right."""
+    review = lifecycle.review(model, version)
+    if review is None:
+        raise LifecycleError(f"{model} v{version} has no compliance review")
+    run_id = lifecycle.run_id(model, version)
+    files = {}
+    for path, block in ((REPORT_HTML, status_html(review)), (REPORT_MD, status_markdown(review))):
+        files[Path(path).name] = _with_status(
+            tracking.read_text_artifact(run_id, path), block, f"{path} of MLflow run {run_id}"
+        )
+    tracking.log_files(run_id, files, FOLDER)
+    return review

@@ -125,9 +125,22 @@ def create_deployment(
 
 
 def list_deployments(conn: duckdb.DuckDBPyConnection, model: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded deployment (of one model), newest first."""
     if not warehouse.table_exists(conn, DEPLOYMENTS_TABLE):
         return []
     where, params = ("WHERE model = ?", [model]) if model else ("", [])
     cursor = conn.execute(f"SELECT * FROM {DEPLOYMENTS_TABLE} {where} ORDER BY created_at DESC", params)
     columns = [d[0] for d in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def find_deployment(conn: duckdb.DuckDBPyConnection, deployment_id: str) -> dict[str, Any] | None:
+    """One recorded deployment, its checklist parsed; None when the id names none."""
+    if not warehouse.table_exists(conn, DEPLOYMENTS_TABLE):
+        return None
+    cursor = conn.execute(f"SELECT * FROM {DEPLOYMENTS_TABLE} WHERE deployment_id = ?", [deployment_id])
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    found = dict(zip([d[0] for d in cursor.description or []], row, strict=True))
+    return {**found, "checklist": json.loads(found["checklist"])}

@@ -18,9 +18,11 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import numpy as np
 import pandas as pd
 
+from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.ingestion.market_data import BAR_INTERVAL
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -37,6 +39,7 @@ RAW_COLUMNS = (
     "available_at",
     "source_file",
 )
+QUARANTINE_TABLE = "raw.quarantined_bars"  # every rejected row, with its file, line and reasons
 QUARANTINE_COLUMNS = (
     "partition_key",
     "source_file",
@@ -239,6 +242,18 @@ def _has_control_characters(values: pd.Series) -> np.ndarray:
 def reason_counts(reasons: Iterable[str]) -> Counter[str]:
     """Rows per reason, for reports: a reason's detail in square brackets (which row was kept...) is left out."""
     return Counter(re.sub(r" \[.*\]$", "", r) for text in reasons for r in text.split("; "))
+
+
+def top_quarantine_reasons(conn: duckdb.DuckDBPyConnection, top: int = 5) -> list[tuple[str, int]]:
+    """The most frequent reasons in the quarantine table, counted as ``reason_counts`` does (a row with two
+    reasons counts for each); empty when nothing was ever quarantined."""
+    if not warehouse.table_exists(conn, QUARANTINE_TABLE):
+        return []
+    counts: Counter[str] = Counter()
+    for reason, rows in conn.execute(f"SELECT reason, count(*) FROM {QUARANTINE_TABLE} GROUP BY 1").fetchall():
+        for name, n in reason_counts([reason]).items():
+            counts[name] += n * rows
+    return counts.most_common(top)
 
 
 _HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"

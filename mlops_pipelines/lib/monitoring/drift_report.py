@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from mlops_pipelines.lib.core.warehouse import quote_ident, quote_table, table_exists
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog, FeatureView
-from mlops_pipelines.lib.monitoring import drift, drift_policy, prediction_log
+from mlops_pipelines.lib.monitoring import concept_drift, drift, drift_policy, prediction_log
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
 REPORTS_TABLE = "monitoring.model_drift_reports"
@@ -323,3 +323,29 @@ def monitored_severity(conn: duckdb.DuckDBPyConnection, model: str, version: str
         [model, version],
     ).fetchone()
     return str(row[0]) if row else None
+
+
+def severity_timeline(conn: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """One row per model and monitored hour, oldest first: the monitored version, the feature-drift and
+    prediction-drift severities and the performance status of that hour (None where that asset did not run)."""
+    if not table_exists(conn, REPORTS_TABLE):
+        return []
+    joined = {
+        "prediction_drift": (PREDICTION_REPORTS_TABLE, "model_severity"),
+        "performance": (concept_drift.PERFORMANCE_TABLE, "model_status"),
+    }
+    columns, joins = [], []
+    for i, (name, (table, column)) in enumerate(joined.items()):
+        if table_exists(conn, table):
+            columns.append(f"any_value(j{i}.{column}) AS {name}")
+            joins.append(f"LEFT JOIN {table} j{i} USING (partition_key, model)")
+        else:
+            columns.append(f"NULL AS {name}")
+    cursor = conn.execute(
+        f"""SELECT d.model, d.version, d.partition_key AS hour, any_value(d.model_severity) AS feature_drift,
+                   {", ".join(columns)}
+            FROM {REPORTS_TABLE} d {" ".join(joins)}
+            GROUP BY ALL ORDER BY d.model, d.partition_key"""
+    )
+    names = [d[0] for d in cursor.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

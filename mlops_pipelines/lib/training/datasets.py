@@ -4,6 +4,7 @@ time-ordered train / validation / test splits with a purge so that no label over
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -145,6 +146,33 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
     finally:
         conn.unregister("_training_set")
     return dataset_id
+
+
+def list_datasets(conn: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every stored training set, newest first: id, model, row counts per split, decision range, creation."""
+    if not warehouse.table_exists(conn, DATASET_REGISTRY):
+        return []
+    cursor = conn.execute(
+        f"SELECT dataset_id, model, row_count, train_rows, validation_rows, test_rows, first_decision, "
+        f"last_decision, created_at FROM {DATASET_REGISTRY} ORDER BY created_at DESC"
+    )
+    return _records(cursor)
+
+
+def find_dataset(
+    conn: duckdb.DuckDBPyConnection, *, dataset_id: str | None = None, dataset_hash: str | None = None
+) -> dict[str, Any] | None:
+    """The registry row of one training set (every column), by id or by full hash; None when there is none."""
+    if not warehouse.table_exists(conn, DATASET_REGISTRY):
+        return None
+    column, value = ("dataset_id", dataset_id) if dataset_id is not None else ("dataset_hash", dataset_hash)
+    found = _records(conn.execute(f"SELECT * FROM {DATASET_REGISTRY} WHERE {column} = ? LIMIT 1", [value]))
+    return found[0] if found else None
+
+
+def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    columns = [d[0] for d in cursor.description or []]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def load_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec) -> TrainingSet:

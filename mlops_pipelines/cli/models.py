@@ -1,0 +1,343 @@
+"""``mlops models`` and ``mlops experiments``: the governed model lifecycle and its MLflow runs."""
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from mlops_pipelines.cli.governed import (
+    Actor,
+    ModelName,
+    Reason,
+    Version,
+    governed,
+    require_model,
+    require_version,
+    tracking,
+)
+from mlops_pipelines.cli.output import EXIT_REFUSED, JsonOutput, console, print_json, print_rows, utc_time
+from mlops_pipelines.settings import Settings, current_actor
+
+models_app = typer.Typer(
+    help="Registered models: list, show, history, promote, approve, rollback, retire, resync.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+experiments_app = typer.Typer(
+    help="MLflow experiments (one per model).", no_args_is_help=True, rich_markup_mode="markdown"
+)
+
+HEADLINE_METRICS = ("sharpe", "hit_rate", "test_auc", "rmse_ratio", "test_rmse")
+
+
+def _states(states: dict[str, str]) -> str:
+    return escape(", ".join(f"v{v}:{s}" for v, s in states.items()))
+
+
+def _governance(value: str) -> str:
+    return "ok" if value == "ok" else f"[red]{escape(value)}[/red]"
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOutput = False) -> None:
+    """Every model the audit log or MLflow knows, with its versions' states and aliases (from the verified audit
+    log) and whether its governance record holds. Exit 1 when one does not (a version inconsistent with the log
+    is refused for serving)."""
+    rows = []
+    with governed() as lifecycle:
+        for name in lifecycle.models():
+            record, problems = lifecycle.verify(name)
+            rows.append(
+                {
+                    "model": name,
+                    "versions": len(record.versions),
+                    "production": record.aliases.get("production"),
+                    "staging": record.aliases.get("staging"),
+                    "states": {v: r.state for v, r in sorted(record.versions.items(), key=lambda i: int(i[0]))},
+                    "governance": f"INCONSISTENT ({len(problems)})" if problems else "ok",
+                    "problems": problems,
+                }
+            )
+    columns = ["model", "versions", "production", "staging", "states", "governance"]
+    formats = {"states": _states, "governance": _governance}
+    print_rows(rows, columns, as_json=as_json, keys=["model"], formats=formats)
+    broken = [row for row in rows if row["problems"]]
+    if not as_json:
+        for row in broken:
+            console.print(f"[red]{escape(row['model'])}:[/red] " + escape("; ".join(row["problems"])))
+    if broken:
+        raise typer.Exit(EXIT_REFUSED)
+
+
+def _aliases(lifecycle: Any, model: str) -> dict[str, str]:
+    """version -> its MLflow aliases, comma-separated."""
+    out: dict[str, list[str]] = {}
+    for alias in ("production", "staging", "challenger"):
+        version = lifecycle.alias_version(model, alias)
+        if version is not None:
+            out.setdefault(version, []).append(alias)
+    return {version: ",".join(aliases) for version, aliases in out.items()}
+
+
+@models_app.command("show")
+def models_show(
+    name: ModelName,
+    version: Annotated[
+        str | None, typer.Option(metavar="VERSION", help="One version in detail: tags, approvals, lineage.")
+    ] = None,
+    as_json: JsonOutput = False,
+) -> None:
+    """Versions, states, metrics; with --version: tags, manifest and lineage to dataset and feature views.
+    An unknown model or version is an error (exit 2) naming what exists."""
+    settings = Settings.from_env()
+    with governed() as lifecycle:
+        if version is None:
+            require_model(lifecycle, name)
+        else:
+            require_version(lifecycle, name, version)
+        aliases = _aliases(lifecycle, name)
+        problems = lifecycle.consistency_problems(name)
+        if problems:
+            message = f"{name} is INCONSISTENT (refused for serving): " + "; ".join(problems)
+            console.print(f"[red]{escape(message)}[/red]")
+        if version is None:
+            rows = [_version_row(lifecycle, mv, aliases) for mv in lifecycle.versions(name)]
+            columns = ["version", "state", "aliases", "metrics", "dataset_id", "trained_by", "created"]
+            print_rows(rows, columns, as_json=as_json, keys=["version", "dataset_id", "trained_by", "created"])
+            return
+        detail = _version_detail(lifecycle, settings, name, version, problems)
+    if not as_json:
+        console.print(
+            f"[bold]{escape(name)} v{escape(version)}[/bold]  state {escape(str(detail['state']))}  "
+            f"aliases {escape(aliases.get(version, '-'))}"
+        )
+    print_json({**detail, "aliases": aliases.get(version, "")})
+
+
+def _version_row(lifecycle: Any, mv: Any, aliases: dict[str, str]) -> dict[str, Any]:
+    metrics = lifecycle.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    return {
+        "version": str(mv.version),
+        "state": mv.tags.get("lifecycle_state"),
+        "aliases": aliases.get(str(mv.version), ""),
+        "metrics": {k: round(v, 4) for k, v in metrics.items() if k in HEADLINE_METRICS},
+        "dataset_id": mv.tags.get("dataset_hash", "")[:12],  # the id `mlops datasets show` takes
+        "trained_by": mv.tags.get("trained_by", ""),
+        "created": utc_time(mv.creation_timestamp),
+    }
+
+
+def _version_detail(lifecycle: Any, settings: Settings, name: str, version: str, problems: list[str]) -> dict:
+    from mlflow.exceptions import MlflowException
+
+    from mlops_pipelines.lib.training.datasets import find_dataset
+
+    mv = lifecycle.version(name, version)
+    try:
+        manifest = json.loads(tracking(settings).read_text_artifact(mv.run_id, "manifest.json")) if mv.run_id else {}
+    except (MlflowException, OSError):  # a version registered outside our training runs has no manifest
+        manifest = {}
+    dataset = find_dataset(lifecycle.conn, dataset_hash=mv.tags.get("dataset_hash"))
+    lineage_dataset = (
+        {
+            "dataset_id": dataset["dataset_id"],
+            "table": dataset["table_name"],
+            "rows": dataset["row_count"],
+            "first_decision": utc_time(dataset["first_decision"]),
+            "last_decision": utc_time(dataset["last_decision"]),
+        }
+        if dataset
+        else None
+    )
+    return {
+        "model": name,
+        "version": version,
+        "state": mv.tags.get("lifecycle_state"),
+        "created": utc_time(mv.creation_timestamp),
+        "tags": dict(mv.tags),
+        "approvals": lifecycle.approvals(name, version),
+        "compliance_review": lifecycle.review(name, version),
+        "governance_problems": problems,
+        "lineage": {
+            "dataset": lineage_dataset,
+            "feature_views": manifest.get("config", {}).get("feature_views"),
+            "feature_graph_hash": manifest.get("feature_graph_hash"),
+            "mlflow_run_id": mv.run_id,
+            "git_commit": manifest.get("git_commit"),
+        },
+        "metrics": manifest.get("metrics"),
+        "manifest": {k: v for k, v in manifest.items() if k not in ("metrics", "config")},
+    }
+
+
+def _verified(value: Any) -> str:
+    return "yes" if value is True else f"[red]NO: {escape(str(value))}[/red]"
+
+
+@models_app.command("history")
+def models_history(name: ModelName, as_json: JsonOutput = False) -> None:
+    """The audit log of a model: every transition, approval, review, rejection and override, oldest first.
+    An unknown model is an error (exit 2) naming the known ones."""
+    with governed() as lifecycle:
+        require_model(lifecycle, name)
+        rows = [
+            {
+                "seq": row["seq"],
+                "at": utc_time(row["occurred_at"]),
+                "actor": row["actor"],
+                "version": row["version"],
+                "action": row["action"],
+                "from": row["from_state"],
+                "to": row["to_state"],
+                "reason": row["reason"],
+                "policy_hash": row["policy_hash"],
+                "verified": True if row["verified"] else str(row["problem"]),
+            }
+            for row in lifecycle.history(name)
+        ]
+    columns = ["seq", "at", "actor", "version", "action", "from", "to", "reason", "policy_hash", "verified"]
+    print_rows(rows, columns, as_json=as_json, keys=["seq", "at", "actor", "action"], formats={"verified": _verified})
+
+
+def _overrides(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: use KEY=VALUE", param_hint="--override")
+        out[key.strip()] = None if raw.strip().lower() in ("null", "none") else _number_or_text(raw.strip())
+    return out
+
+
+def _number_or_text(raw: str) -> Any:
+    try:
+        return float(raw) if "." in raw or "e" in raw.lower() else int(raw)
+    except ValueError:
+        return raw
+
+
+@models_app.command("promote")
+def models_promote(
+    name: ModelName,
+    version: Version,
+    to: Annotated[
+        str, typer.Option(metavar="STAGE", help="staging (runs the policy gate) or production (needs sign-offs).")
+    ] = "production",
+    override: Annotated[
+        list[str],
+        typer.Option(
+            metavar="KEY=VALUE", help="A policy threshold for this request only (repeatable; null disables it)."
+        ),
+    ] = [],  # noqa: B006
+    actor: Actor = "",
+    reason: Reason = "",
+) -> None:
+    """Run the policy gate (to staging, with optional request overrides) or promote to production: a compliance
+    reviewer, an approver and the requester, three people none of whom trained the version."""
+    from mlops_pipelines.catalog.feature_views import load_catalog
+    from mlops_pipelines.catalog.models import load_model_specs
+    from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
+    from mlops_pipelines.lib.governance.gate import run_gate
+
+    if to not in ("staging", "production"):
+        raise typer.BadParameter("must be staging or production", param_hint="--to")
+    with governed() as lifecycle:
+        actor = current_actor(actor)
+        if to == "staging":
+            result, state = run_gate(
+                lifecycle,
+                name,
+                version,
+                actor=actor,
+                spec=load_model_specs().get(name),
+                catalog=load_catalog(),
+                promotion_policy=load_promotion_policy(),
+                drift_policy=load_drift_policy_file(),
+                request=_overrides(override),
+            )
+            for check in result.checks:
+                mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
+                console.print(
+                    f"  {mark} {escape(f'{check.name}: observed {check.observed}, threshold {check.threshold}')}"
+                )
+            console.print(f"{name} v{version} is now {state}")
+            if not result.passed:
+                raise typer.Exit(EXIT_REFUSED)
+        else:
+            previous = lifecycle.promote_to_production(name, version, actor=actor, reason=reason or "promoted via CLI")
+            console.print(
+                f"{name} v{version} is in PRODUCTION" + (f"; v{previous} stepped back to STAGING" if previous else "")
+            )
+
+
+@models_app.command("approve")
+def models_approve(
+    name: ModelName,
+    version: Version,
+    comment: Annotated[str, typer.Option(metavar="TEXT", help="What was checked.", show_default=False)] = "",
+    actor: Actor = "",
+) -> None:
+    """Approve a STAGING version for production (the approver must be neither its trainer nor its compliance
+    reviewer)."""
+    with governed() as lifecycle:
+        actor = current_actor(actor)
+        lifecycle.approve(name, version, approver=actor, comment=comment)
+    console.print(f"{actor} approved {name} v{version}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: ModelName, actor: Actor = "", reason: Reason = "") -> None:
+    """Restore the previous production version."""
+    with governed() as lifecycle:
+        restored = lifecycle.rollback(name, actor=current_actor(actor), reason=reason or "rollback via CLI")
+    console.print(f"{name}: v{restored} is in PRODUCTION again")
+
+
+@models_app.command("resync")
+def models_resync(
+    name: ModelName,
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Required: why (incident, ticket).")],
+    actor: Actor = "",
+) -> None:
+    """Put MLflow's state tags, recorded hashes and aliases back to what the verified audit log says (audited).
+    Refused when the audit log itself fails verification."""
+    with governed() as lifecycle:
+        changed = lifecycle.resync(name, actor=current_actor(actor), reason=reason)
+    console.print(f"{name}: " + (escape("; ".join(changed)) if changed else "MLflow already agreed with the log"))
+
+
+@models_app.command("retire")
+def models_retire(name: ModelName, version: Version, actor: Actor = "", reason: Reason = "") -> None:
+    """PRODUCTION -> RETIRED; artifacts are kept."""
+    with governed() as lifecycle:
+        lifecycle.retire(name, version, actor=current_actor(actor), reason=reason or "retired via CLI")
+    console.print(f"{name} v{version} retired (artifacts kept)")
+
+
+@experiments_app.command("show")
+def experiments_show(
+    name: Annotated[str, typer.Argument(metavar="EXPERIMENT", help="Experiment name (the model's name).")],
+    as_json: JsonOutput = False,
+) -> None:
+    """The runs of an experiment, newest first, with status and headline metrics."""
+    from mlops_pipelines.lib.core.errors import NotFound
+
+    client = tracking(Settings.from_env()).client()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        known = [e.name for e in client.search_experiments()]
+        raise NotFound(f"no experiment {name!r}; known experiments: {', '.join(known) or 'none yet'}")
+    rows = [
+        {
+            "run_id": run.info.run_id,
+            "status": run.info.status,
+            "started": utc_time(run.info.start_time),
+            "dagster_run_id": run.data.tags.get("dagster_run_id"),
+            "dataset_id": run.data.tags.get("dataset_hash", "")[:12],
+            "metrics": {k: round(v, 4) for k, v in sorted(run.data.metrics.items())[:6]},
+        }
+        for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    ]
+    columns = ["run_id", "status", "started", "dagster_run_id", "dataset_id", "metrics"]
+    print_rows(rows, columns, as_json=as_json, keys=["run_id", "started", "dagster_run_id", "dataset_id"])
