@@ -1,14 +1,21 @@
 """The `mlops` command, in-process, against tmp warehouses and lock files."""
 
+import io
 import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mlops_pipelines.cli import app
+from mlops_pipelines.cli import app, output
 from mlops_pipelines.cli.features import LOCK_PATH
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features import feature_store
@@ -186,3 +193,66 @@ def test_retrieve_from_a_hostile_entity_file_leaks_nothing(
         assert SECRET not in got.to_csv() and SECRET not in output
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         assert conn.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall() == tables
+
+
+def test_output_to_a_log_is_not_wrapped(catalog: FeatureCatalog, tmp_path: Path) -> None:
+    """Piped (a log, CI), rows and printed commands stay on one line whatever COLUMNS says about a terminal."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from mlops_pipelines.cli import main; main()", "features", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    lines = done.stdout.splitlines()
+    for name in catalog.views:
+        view = catalog.views[name]
+        [row] = [line for line in lines if line.startswith(f"│ {name} ")]
+        assert ", ".join(view.features) in row and ", ".join(view.depends_on) in row, row
+
+
+def test_a_narrow_terminal_folds_ids_instead_of_cutting_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    screen = Console(width=40, file=io.StringIO(), color_system=None)
+    monkeypatch.setattr(output, "console", screen)
+    run_id = "4ebae24782a345e8b77ab81009029e80"
+    path = "/var/lib/mlops/data/mlflow/artifacts/2/4ebae24782a345e8b77ab81009029e80/artifacts/compliance/report.html"
+    rows = [{"run_id": run_id, "status": "FINISHED", "report": path}]
+    output.print_rows(rows, ["run_id", "status", "report"], as_json=False)
+    text = screen.file.getvalue()  # type: ignore[attr-defined]
+    assert "…" not in text
+    for column, value in ((0, run_id), (2, path)):
+        cells = [line.split("│")[column + 1].strip() for line in text.splitlines() if line.count("│") == 4]
+        assert "".join(cells) == value
+
+
+def test_every_option_and_argument_reads_well_in_help() -> None:
+    """No `<str>` placeholder for an option, and a line of help for every option and argument."""
+    import typer
+
+    def commands(group: Any, path: str) -> Iterator[tuple[str, Any]]:
+        for name, command in getattr(group, "commands", {}).items():
+            yield from commands(command, f"{path} {name}")
+        if not hasattr(group, "commands"):
+            yield path, group
+
+    found = list(commands(typer.main.get_command(app), "mlops"))
+    assert len(found) > 25
+    for path, command in found:
+        for param in command.params:
+            assert param.help, (path, param.name)
+            if param.param_type_name == "option" and not param.is_flag:
+                assert param.metavar, (path, param.name)
+        result = runner.invoke(app, [*path.split()[1:], "--help"])
+        assert result.exit_code == 0 and "Usage: " in result.output
+        options = result.output.split("Options")[-1]
+        assert not re.search(r"<(str|int|float|path|list\[str\])>", options), (path, options)
+
+
+def test_an_unknown_feature_view_is_named_with_exit_2(catalog: FeatureCatalog) -> None:
+    code, out = invoke("features", "show", "nope")
+    assert code == 2 and f"error: no feature view 'nope'; known: {', '.join(catalog.views)}" in " ".join(out.split())

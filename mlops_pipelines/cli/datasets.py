@@ -31,7 +31,7 @@ def datasets_list(as_json: JsonOutput = False) -> None:
         "last_decision",
         "created_at",
     ]
-    print_rows(rows, columns, as_json=as_json, keys=["dataset_id", "model", *TIMES])
+    print_rows(rows, columns, as_json=as_json)
 
 
 @datasets_app.command("show")

@@ -135,7 +135,7 @@ def print_models(settings: Settings) -> None:
                 else:
                     next_steps.append(f"  it needs a new, approved report: materialize {name}_compliance_report")
     columns = ["model", "version", "state", "headline metrics"]
-    print_rows(rows, columns, as_json=False, title="Model versions", keys=["model", "version", "state"])
+    print_rows(rows, columns, as_json=False, title="Model versions")
     for line in next_steps:
         console.print(escape(line))
 

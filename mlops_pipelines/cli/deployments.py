@@ -60,7 +60,7 @@ def deployments_list(
         for r in found
     ]
     columns = ["deployment_id", "model", "version", "environment", "status", "created_by", "created_at"]
-    print_rows(rows, columns, as_json=as_json, keys=["deployment_id", "model", "created_at"])
+    print_rows(rows, columns, as_json=as_json)
 
 
 @deployments_app.command("show")

@@ -50,7 +50,7 @@ def features_list(as_json: JsonOutput = False) -> None:
         for name in catalog.topological_order()
     ]
     columns = ["view", "version", "owner", "features", "depends_on", "ttl"]
-    print_rows(rows, columns, as_json=as_json, title=None if as_json else "Feature views", keys=["view", "owner"])
+    print_rows(rows, columns, as_json=as_json, title=None if as_json else "Feature views")
     if not as_json:
         console.print(f"feature-graph hash: {catalog.graph_hash()}")
 
@@ -81,7 +81,6 @@ def features_show(
         ["column", "type"],
         as_json=False,
         title="schema",
-        keys=["column"],
     )
     path = Settings.from_env().warehouse_path
     if not path.exists():
@@ -101,7 +100,7 @@ def features_show(
     times = ("first_event_ts", "last_event_ts", "registered_at")
     rows = [{**r, **{t: utc_time(r[t]) for t in times}} for r in history.to_dict("records")] if len(history) else []
     if rows:
-        print_rows(rows, columns, as_json=False, title="registered versions", keys=["table_name", "dagster_run_id"])
+        print_rows(rows, columns, as_json=False, title="registered versions")
 
 
 @features_app.command("hash")

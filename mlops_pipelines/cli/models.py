@@ -61,7 +61,7 @@ def models_list(as_json: JsonOutput = False) -> None:
             )
     columns = ["model", "versions", "production", "staging", "states", "governance"]
     formats = {"states": _states, "governance": _governance}
-    print_rows(rows, columns, as_json=as_json, keys=["model"], formats=formats)
+    print_rows(rows, columns, as_json=as_json, formats=formats)
     broken = [row for row in rows if row["problems"]]
     if not as_json:
         for row in broken:
@@ -104,7 +104,7 @@ def models_show(
         if version is None:
             rows = [_version_row(lifecycle, mv, aliases) for mv in lifecycle.versions(name)]
             columns = ["version", "state", "aliases", "metrics", "dataset_id", "trained_by", "created"]
-            print_rows(rows, columns, as_json=as_json, keys=["version", "dataset_id", "trained_by", "created"])
+            print_rows(rows, columns, as_json=as_json)
             return
         detail = _version_detail(lifecycle, settings, name, version, problems)
     if not as_json:
@@ -197,7 +197,7 @@ def models_history(name: ModelName, as_json: JsonOutput = False) -> None:
             for row in lifecycle.history(name)
         ]
     columns = ["seq", "at", "actor", "version", "action", "from", "to", "reason", "policy_hash", "verified"]
-    print_rows(rows, columns, as_json=as_json, keys=["seq", "at", "actor", "action"], formats={"verified": _verified})
+    print_rows(rows, columns, as_json=as_json, formats={"verified": _verified})
 
 
 def _overrides(values: list[str]) -> dict[str, Any]:
@@ -340,4 +340,4 @@ def experiments_show(
         for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     ]
     columns = ["run_id", "status", "started", "dagster_run_id", "dataset_id", "metrics"]
-    print_rows(rows, columns, as_json=as_json, keys=["run_id", "started", "dagster_run_id", "dataset_id"])
+    print_rows(rows, columns, as_json=as_json)

@@ -85,18 +85,17 @@ def print_rows(
     *,
     as_json: bool,
     title: str | None = None,
-    keys: Sequence[str] = (),
     formats: Mapping[str, Callable[[Any], str]] | None = None,
 ) -> None:
     """Rows as a table of ``columns`` (the headers are the JSON keys), or with ``as_json`` as a JSON array of
-    every field. ``keys``: columns that identify a row (ids, names, paths), kept on one line where the terminal
-    allows; ``formats``: column -> rich markup for the table only (a red INCONSISTENT, say)."""
+    every field. ``formats``: column -> rich markup for the table only (a red INCONSISTENT, say). A cell too wide
+    for the terminal folds onto the next line, never cut; piped, the console is wide enough for whole lines."""
     if as_json:
         print_json(list(rows))
         return
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, no_wrap=column in keys, overflow="fold")
+        table.add_column(column, overflow="fold")
     formats = formats or {}
     for row in rows:
         table.add_row(*(formats.get(c, cell)(row.get(c)) for c in columns))

@@ -40,7 +40,7 @@ def reviews_list(
             for r in lifecycle.reviews(status)
         ]
     columns = ["model", "version", "status", "requested_at", "reviewer", "comment", "report"]
-    print_rows(rows, columns, as_json=as_json, keys=["model", "version", "status", "requested_at", "report"])
+    print_rows(rows, columns, as_json=as_json)
 
 
 def _decide(name: str, version: str, approve: bool, comment: str, actor: str) -> None:

@@ -198,29 +198,30 @@ def render_html(inputs: ReportInputs) -> str:
 
 
 def _decision(review: Mapping[str, Any]) -> str:
-    """' by carol on 2026-02-15T09:12:00Z: "report read"' for a decided review, '' for a pending one."""
+    """' by carol on 2026-02-15T09:12:00Z: "report read"' for a decided review, '' for a pending one; HTML-escaped
+    (markdown renders the entities too), so no comment can close the status block or inject markup."""
     if not review.get("reviewer"):
         return ""
     at = review.get("decided_at")
     when = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(at, datetime) else str(at or "")
     comment = json.dumps(review.get("comment") or "", ensure_ascii=False)
-    return f" by {review['reviewer']}" + (f" on {when}" if when else "") + f": {comment}"
+    return html.escape(f" by {review['reviewer']}" + (f" on {when}" if when else "") + f": {comment}")
 
 
 def status_markdown(review: Mapping[str, Any]) -> str:
     """The review-status line of the markdown report, between its markers."""
-    return f"{STATUS_BEGIN}Review status: **{review['status']}**{_decision(review)}{STATUS_END}"
+    return f"{STATUS_BEGIN}Review status: **{html.escape(str(review['status']))}**{_decision(review)}{STATUS_END}"
 
 
 def status_html(review: Mapping[str, Any]) -> str:
-    """The review-status of the HTML report, between its markers."""
-    decision = html.escape(_decision(review))
-    return f"{STATUS_BEGIN}Review status: <b>{html.escape(str(review['status']))}</b>{decision}{STATUS_END}"
+    """The review status of the HTML report, between its markers."""
+    return f"{STATUS_BEGIN}Review status: <b>{html.escape(str(review['status']))}</b>{_decision(review)}{STATUS_END}"
 
 
 def _with_status(text: str, block: str, where: str) -> str:
-    start, end = text.find(STATUS_BEGIN), text.find(STATUS_END)
-    if start < 0 or end < start:
+    start = text.find(STATUS_BEGIN)
+    end = text.find(STATUS_END, start) if start >= 0 else -1
+    if end < 0:
         raise ReportFormatError(
             f"{where} has no review-status block (rendered before the status was kept up to date); "
             "materialize the model's compliance report again to get one"
