@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "bench_backtest": ["--symbols", "5", "--days", "20"],
+    "bench_cli_startup": ["--repeat", "1"],
     "bench_features": ["--symbols", "5", "--days", "20", "--repeat-ours", "1", "--repeat-pandas", "1"],
     "bench_point_in_time": ["--entities", "5000", "--history", "30000"],
     "bench_shap": ["--rows", "300", "--trees", "5"],
