@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 
 from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
-from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
+from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle, settings_tracking
 
 pytestmark = pytest.mark.slow
 DAYS = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-20"}
@@ -28,7 +28,11 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
         for check in ("lifecycle_consistent", "explanations_available")
     }
     report = meta["direction_classifier_compliance_report"]
-    assert report["review_status"].value == "PENDING_REVIEW" and report["report"].value.endswith("report.html")
+    assert report["review_status"].value == "PENDING_REVIEW"
+    # a link a browser opens: the report in the MLflow UI's artifact view (not the file:// artifact URI)
+    assert report["report"].value.startswith("http://127.0.0.1:5000/#/experiments/")
+    assert report["report"].value.endswith("/artifacts/compliance/report.html")
+    assert report["report_artifact_uri"].value.endswith("/compliance/report.html")
     backtest = meta["direction_classifier_backtest"]
     assert "| holdout | candidate |" in backtest["comparison"].value
     assert isinstance(backtest["sharpe_excess_vs_buy_and_hold"].value, float)
@@ -83,7 +87,7 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
         ),
     )
     assert not rejected_by_trainer.success
-    run_job(
+    reviewed = run_job(
         definitions,
         instance,
         "review_model_job",
@@ -91,6 +95,12 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
             "review_model", model=model, version="1", actor="compliance", approve=True, reason="report reviewed"
         ),
     )
+    [observation] = reviewed.asset_observations_for_node("review_model")
+    assert observation.asset_key == dg.AssetKey(f"{model}_compliance_report")
+    assert observation.metadata["review_status"].value == "APPROVED"
+    with settings_lifecycle() as lifecycle:  # the stored report shows the sign-off
+        page = settings_tracking().read_text_artifact(lifecycle.run_id(model, "1"), "compliance/report.html")
+    assert "<b>APPROVED</b> by compliance on 20" in page and "&quot;report reviewed&quot;" in page
     run_job(
         definitions,
         instance,
