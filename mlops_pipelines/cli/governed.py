@@ -84,14 +84,17 @@ def require_version(lifecycle: "Lifecycle", name: str, version: str) -> None:
 
 
 def report_url(lifecycle: "Lifecycle", settings: Settings, name: str, version: str) -> str | None:
-    """The version's compliance report in the MLflow UI (MLOPS_MLFLOW_UI_URL); None without a training run."""
+    """The version's compliance report in the MLflow UI (MLOPS_MLFLOW_UI_URL); None when its training run is not
+    on record or not in MLflow (a lost registry is reported by `mlops models list`, not here)."""
+    from mlflow.exceptions import MlflowException
+
     from mlops_pipelines.lib.core.tracking import run_ui_url
     from mlops_pipelines.lib.governance import compliance
     from mlops_pipelines.lib.governance.lifecycle import LifecycleError
 
     try:
         run_id = lifecycle.run_id(name, version)
-    except LifecycleError:
+        experiment_id = lifecycle.client.get_run(run_id).info.experiment_id
+    except (LifecycleError, MlflowException):
         return None
-    experiment_id = lifecycle.client.get_run(run_id).info.experiment_id
     return run_ui_url(settings.mlflow_ui_url, experiment_id, run_id, compliance.REPORT_HTML)

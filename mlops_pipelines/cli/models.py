@@ -16,7 +16,15 @@ from mlops_pipelines.cli.governed import (
     require_version,
     tracking,
 )
-from mlops_pipelines.cli.output import EXIT_REFUSED, JsonOutput, console, print_json, print_rows, utc_time
+from mlops_pipelines.cli.output import (
+    EXIT_REFUSED,
+    JsonOutput,
+    console,
+    error_console,
+    print_json,
+    print_rows,
+    utc_time,
+)
 from mlops_pipelines.settings import Settings, current_actor
 
 models_app = typer.Typer(
@@ -100,7 +108,7 @@ def models_show(
         problems = lifecycle.consistency_problems(name)
         if problems:
             message = f"{name} is INCONSISTENT (refused for serving): " + "; ".join(problems)
-            console.print(f"[red]{escape(message)}[/red]")
+            error_console.print(f"[red]{escape(message)}[/red]")
         if version is None:
             rows = [_version_row(lifecycle, mv, aliases) for mv in lifecycle.versions(name)]
             columns = ["version", "state", "aliases", "metrics", "dataset_id", "trained_by", "created"]

@@ -245,15 +245,15 @@ def reason_counts(reasons: Iterable[str]) -> Counter[str]:
 
 
 def top_quarantine_reasons(conn: duckdb.DuckDBPyConnection, top: int = 5) -> list[tuple[str, int]]:
-    """The most frequent reasons in the quarantine table, counted as ``reason_counts`` does (a row with two
-    reasons counts for each); empty when nothing was ever quarantined."""
+    """The most frequent reasons in the quarantine table (ties by name), counted as ``reason_counts`` does (a row
+    with two reasons counts for each); empty when nothing was ever quarantined."""
     if not warehouse.table_exists(conn, QUARANTINE_TABLE):
         return []
     counts: Counter[str] = Counter()
     for reason, rows in conn.execute(f"SELECT reason, count(*) FROM {QUARANTINE_TABLE} GROUP BY 1").fetchall():
         for name, n in reason_counts([reason]).items():
             counts[name] += n * rows
-    return counts.most_common(top)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
 
 
 _HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
