@@ -169,7 +169,7 @@ def features_retrieve(
 
 @features_app.command("lookup")
 def features_lookup(
-    entity_keys: Annotated[list[str], typer.Argument(metavar="SYMBOL...", help="Entity keys, e.g. SYM0001.")],
+    entity_keys: Annotated[list[str], typer.Argument(metavar="SYMBOL", help="Entity keys, e.g. SYM0001 SYM0002.")],
 ) -> None:
     """Read the latest feature vectors from the online store (JSON; null for an unknown key)."""
     from mlops_pipelines.lib.features.online_store import OnlineStoreReader

@@ -100,7 +100,7 @@ def test_training_job_then_operator_jobs(definitions: dg.Definitions, instance: 
     assert observation.metadata["review_status"].value == "APPROVED"
     with settings_lifecycle() as lifecycle:  # the stored report shows the sign-off
         page = settings_tracking().read_text_artifact(lifecycle.run_id(model, "1"), "compliance/report.html")
-    assert "<b>APPROVED</b> by compliance on 20" in page and "&quot;report reviewed&quot;" in page
+    assert "<b>APPROVED</b> by compliance on 20" in page and '"report reviewed"' in page
     run_job(
         definitions,
         instance,

@@ -205,7 +205,7 @@ def _decision(review: Mapping[str, Any]) -> str:
     at = review.get("decided_at")
     when = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(at, datetime) else str(at or "")
     comment = json.dumps(review.get("comment") or "", ensure_ascii=False)
-    return html.escape(f" by {review['reviewer']}" + (f" on {when}" if when else "") + f": {comment}")
+    return html.escape(f" by {review['reviewer']}" + (f" on {when}" if when else "") + f": {comment}", quote=False)
 
 
 def status_markdown(review: Mapping[str, Any]) -> str:

@@ -47,7 +47,7 @@ def test_a_decision_shows_in_the_stored_report_and_nothing_else_changes(tracking
         compliance.refresh_review_status(lifecycle, tracking, MODEL, version)
         page, markdown = report(tracking, run_id)
         assert "Review status: <b>APPROVED</b> by carol on 20" in page and "PENDING_REVIEW" not in page
-        assert "&quot;read &lt;all&gt; of it&quot;" in page  # escaped: a comment cannot inject markup
+        assert '"read &lt;all&gt; of it"' in page  # escaped: a comment cannot inject markup
         assert "Review status: **APPROVED** by carol on 20" in markdown and "PENDING_REVIEW" not in markdown
         assert page.endswith(BODY_HTML) and markdown.endswith(BODY_MD)  # what was reviewed stays as it was
         compliance.refresh_review_status(lifecycle, tracking, MODEL, version)  # idempotent
