@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,10 @@ def test_every_option_and_argument_reads_well_in_help() -> None:
 def test_an_unknown_feature_view_is_named_with_exit_2(catalog: FeatureCatalog) -> None:
     code, out = invoke("features", "show", "nope")
     assert code == 2 and f"error: no feature view 'nope'; known: {', '.join(catalog.views)}" in " ".join(out.split())
+
+
+def test_json_output_is_never_wrapped(capsys: pytest.CaptureFixture[str]) -> None:
+    """A value longer than any console width (a reviewer's comment, a manifest) keeps --json parseable."""
+    rows = [{"comment": "x" * 1000 + " word" * 300, "at": datetime(2026, 2, 14, 23, 5, tzinfo=UTC)}]
+    output.print_rows(rows, ["comment", "at"], as_json=True)
+    assert json.loads(capsys.readouterr().out) == [{"comment": rows[0]["comment"], "at": "2026-02-14T23:05:00Z"}]

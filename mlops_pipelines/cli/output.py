@@ -100,9 +100,3 @@ def print_rows(
     for row in rows:
         table.add_row(*(formats.get(c, cell)(row.get(c)) for c in columns))
     console.print(table)
-
-
-def fail(message: str, code: int = EXIT_REFUSED) -> typer.Exit:
-    """Print ``message`` (rich markup) on stderr; the caller raises the returned exit."""
-    error_console.print(message)
-    return typer.Exit(code)
