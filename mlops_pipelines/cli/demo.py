@@ -111,10 +111,8 @@ def print_models(settings: Settings) -> None:
     with open_lifecycle(tracking(settings).client(), settings.warehouse_path, settings.audit_key_file) as lifecycle:
         for name in lifecycle.models():
             for mv in lifecycle.versions(name):
-                version, metrics = (
-                    str(mv.version),
-                    lifecycle.client.get_run(mv.run_id).data.metrics if mv.run_id else {},
-                )
+                version = str(mv.version)
+                metrics = lifecycle.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
                 state = lifecycle.state(name, version)
                 shown = {k: round(v, 3) for k, v in metrics.items() if k in ("sharpe", "hit_rate", "rmse_ratio")}
                 rows.append({"model": name, "version": version, "state": state, "headline metrics": shown})
