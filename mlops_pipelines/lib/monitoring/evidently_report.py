@@ -13,6 +13,8 @@ import pandas as pd
 from evidently import Report
 from evidently.presets import DataDriftPreset
 
+from mlops_pipelines.lib.monitoring.drift import ReferenceProfile
+
 
 @dataclass(frozen=True)
 class EvidentlySummary:
@@ -55,3 +57,14 @@ def _summary(payload: dict[str, Any]) -> EvidentlySummary:
     return EvidentlySummary(
         drifted_columns=count, drifted_share=share, column_scores=scores, column_methods=methods, column_drifted=drifted
     )
+
+
+SAMPLE_ROWS = 5000  # rows per window Evidently renders (it is slow on large windows, RELIABILITY #12)
+
+
+def write_html_report(path: Path, reference: ReferenceProfile, current: pd.DataFrame) -> Path:
+    """A browsable report of one drift report's windows at ``path`` (the reference as an evenly spread sample)."""
+    html, _ = render_drift_report(reference.sample(SAMPLE_ROWS), current, sample_rows=SAMPLE_ROWS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path
