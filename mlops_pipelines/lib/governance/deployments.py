@@ -11,6 +11,7 @@ import duckdb
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, ModelRecord, ReviewStatus, State
 from mlops_pipelines.lib.monitoring.feature_drift import latest_severity
+from mlops_pipelines.lib.monitoring.severity import Severity
 
 DEPLOYMENTS_TABLE = "governance.deployments"
 ENVIRONMENT_STATES = {"production": {State.PRODUCTION}, "staging": {State.STAGING, State.PRODUCTION}}
@@ -96,7 +97,8 @@ def _drift_item(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> Ch
     severity = latest_severity(conn, model, version)
     if severity is None:
         return ChecklistItem("drift_normal", True, f"v{version} not monitored yet; the gate judged its drift")
-    return ChecklistItem("drift_normal", severity == "NORMAL", f"latest drift severity of v{version}: {severity}")
+    normal = severity == Severity.NORMAL
+    return ChecklistItem("drift_normal", normal, f"latest drift severity of v{version}: {severity}")
 
 
 def create_deployment(

@@ -64,7 +64,7 @@ SAMPLE_ROWS = 5000  # rows per window Evidently renders (it is slow on large win
 
 def write_html_report(path: Path, reference: ReferenceProfile, current: pd.DataFrame) -> Path:
     """A browsable report of one drift report's windows at ``path`` (the reference as an evenly spread sample)."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails before the slow rendering
     html, _ = render_drift_report(reference.sample(SAMPLE_ROWS), current, sample_rows=SAMPLE_ROWS)
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html)
     return path
