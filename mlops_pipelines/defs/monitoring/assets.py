@@ -34,7 +34,7 @@ FEATURE_ASSETS = [dg.AssetKey(["features", name]) for name in CATALOG.views]
 FEATURE_COLUMNS = ["feature", "severity", "psi", "ks_statistic", "mean_shift_sd", "variance_ratio", "status"]
 PREDICTION_COLUMNS = ["feature", "severity", "psi", "ks_statistic", "mean_shift_sd", "variance_ratio", "n_current"]
 
-# Checked once when the code location loads; shown on each monitoring asset (RELIABILITY #20).
+# Checked once when the code location loads; shown on each monitoring asset.
 POLICY_METADATA = {"drift_policy": policy_status("drift")}
 
 

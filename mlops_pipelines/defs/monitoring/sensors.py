@@ -1,6 +1,6 @@
 """SEVERE feature drift or a CRITICAL performance drop of a deployed model -> one retraining run of that model
 (dataset -> training -> evaluation -> promotion gate). Reads only the status file: it returns in milliseconds
-(RELIABILITY #8, #9)."""
+(a sensor tick has a time limit)."""
 
 import json
 from datetime import UTC, datetime, timedelta

@@ -3,7 +3,7 @@ written atomically by the monitoring assets: ``{model: {signal: {"severity": ...
 
 Sensors read this file instead of the warehouse: it is tiny, never locked for long, and never half-written (the
 new content goes to a temporary file renamed over the old one; writers take a lock so that two assets updating
-different signals do not lose each other's entry, RELIABILITY #2 and #9).
+different signals do not lose each other's entry).
 """
 
 import fcntl

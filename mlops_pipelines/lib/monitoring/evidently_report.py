@@ -1,7 +1,7 @@
-"""The one adapter to Evidently (pinned to 0.7; its API changed across releases, RELIABILITY #13).
+"""The one adapter to Evidently (pinned to 0.7; its API changed across releases).
 
 Evidently renders a browsable HTML drift report on a capped sample; our own statistics
-(``lib/monitoring/drift.py``) stay the source of truth, since Evidently is slow on large windows (RELIABILITY #12).
+(``lib/monitoring/drift.py``) stay the source of truth, since Evidently is slow on large windows.
 """
 
 import tempfile
@@ -59,7 +59,7 @@ def _summary(payload: dict[str, Any]) -> EvidentlySummary:
     )
 
 
-SAMPLE_ROWS = 5000  # rows per window Evidently renders (it is slow on large windows, RELIABILITY #12)
+SAMPLE_ROWS = 5000  # rows per window Evidently renders (it is slow on large windows)
 
 
 def write_html_report(path: Path, reference: ReferenceProfile, current: pd.DataFrame) -> Path:
