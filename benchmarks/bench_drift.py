@@ -90,10 +90,11 @@ def hourly_job(current_rows: int, workdir: Path) -> list[tuple[str, float, dict[
 
     shutil.rmtree(workdir / "monitoring", ignore_errors=True)  # the first run starts from nothing
     from mlops_pipelines.lib.core import warehouse
+    from mlops_pipelines.lib.monitoring.prediction_log import PREDICTIONS_TABLE
     from mlops_pipelines.settings import Settings
 
     with warehouse.connect(Settings.from_env().warehouse_path) as conn:
-        conn.execute("DROP TABLE IF EXISTS monitoring.predictions")
+        conn.execute(f"DROP TABLE IF EXISTS {PREDICTIONS_TABLE}")  # every decision scored again
     return run_drift_job(day)
 
 

@@ -17,6 +17,8 @@ from mlops_pipelines.lib.core.tracking import Tracking, fail_runs_of_dead_dagste
 from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
 from mlops_pipelines.lib.governance import lifecycle
 from mlops_pipelines.lib.ingestion import market_data, raw_folder
+from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, load_drift_policy
+from mlops_pipelines.lib.monitoring.hourly_run import MonitoringFiles
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -125,10 +127,29 @@ def _utc(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-class DriftStatusResource(dg.ConfigurableResource):
-    """The latest drift severity per model (a small JSON file the retraining sensor reads)."""
+class MonitoringResource(dg.ConfigurableResource):
+    """Where hourly monitoring keeps its files, and the policy that judges drift and performance."""
 
-    path: str = Field(description="JSON file written atomically by monitoring/feature_drift.")
+    status_file: str = Field(
+        description="JSON file of the latest verdict per model and signal, written atomically by the monitoring "
+        "assets and read by retraining_sensor."
+    )
+    reference_profiles_dir: str = Field(
+        description="Cache of reference-window profiles (sorted columns, category counts), one folder per view."
+    )
+    evidently_dir: str = Field(description="Evidently HTML reports, <model>/<partition>.html.")
+    policy_path: str = Field(description="Drift and performance policy (YAML), e.g. catalog/drift_policy.yaml.")
+
+    def files(self) -> MonitoringFiles:
+        return MonitoringFiles(
+            status_file=Path(self.status_file),
+            reference_profiles=Path(self.reference_profiles_dir),
+            evidently_reports=Path(self.evidently_dir),
+        )
+
+    def policy(self) -> DriftPolicy:
+        """The policy, validated (errors name the file, key and reason)."""
+        return load_drift_policy(self.policy_path)
 
 
 class AlertsResource(dg.ConfigurableResource):

@@ -141,13 +141,13 @@ def print_models(settings: Settings) -> None:
 def print_monitoring(settings: Settings, retrainings: list[str]) -> None:
     """The monitoring timeline: one table per model version, one row per monitored hour."""
     from mlops_pipelines.lib.core import warehouse
-    from mlops_pipelines.lib.monitoring.drift_report import severity_timeline
+    from mlops_pipelines.lib.monitoring.health import monitoring_timeline
 
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
-        timeline = severity_timeline(conn)
+        timeline = monitoring_timeline(conn).rename(columns={"partition_key": "hour"})
     by_version: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in timeline:
-        by_version.setdefault((row["model"], row["version"]), []).append(row)
+    for row in timeline.to_dict("records"):
+        by_version.setdefault((str(row["model"]), str(row["version"])), []).append(row)
     for (model, version), rows in by_version.items():
         columns = ["hour", "feature_drift", "prediction_drift", "performance"]
         print_rows(rows, columns, as_json=False, title=f"{model} v{version}: one drift run per day (UTC)")

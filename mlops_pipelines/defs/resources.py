@@ -4,11 +4,12 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH
 from mlops_pipelines.resources import (
     AlertsResource,
-    DriftStatusResource,
     MarketDataSource,
     MlflowResource,
+    MonitoringResource,
     OnlineStoreResource,
     WarehouseResource,
 )
@@ -46,7 +47,12 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             webhook_url=secret(settings, "alert_webhook_url"),
             slack_webhook_url=secret(settings, "slack_webhook_url"),
         ),
-        "drift_status": DriftStatusResource(path=str(settings.data_dir / "monitoring" / "drift_status.json")),
+        "monitoring": MonitoringResource(
+            status_file=str(settings.data_dir / "monitoring" / "drift_status.json"),
+            reference_profiles_dir=str(settings.data_dir / "monitoring" / "reference_profiles"),
+            evidently_dir=str(settings.data_dir / "monitoring" / "evidently"),
+            policy_path=str(DRIFT_POLICY_PATH),
+        ),
         "mlflow": MlflowResource(
             tracking_uri=secret(settings, "mlflow_tracking_uri"),
             registry_uri=secret(settings, "mlflow_registry_uri"),

@@ -32,6 +32,7 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "monitoring/feature_drift",
         "monitoring/prediction_drift",
         "monitoring/model_performance",
+        "monitoring/model_health",
         *views,
         *training,
         *evaluation,

@@ -15,7 +15,7 @@ from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, eva
 from mlops_pipelines.lib.monitoring.drift_status import read_status
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
-from mlops_pipelines_tests.test_defs.test_monitoring import evaluate_sensor
+from mlops_pipelines_tests.test_defs.test_monitoring import evaluate_sensor, monitoring_resource
 
 pytestmark = pytest.mark.slow
 MODEL = "direction_classifier"
@@ -46,13 +46,10 @@ def policy_file(tmp_path: Path, *, auto_demote: bool) -> str:
 
 
 def monitor(definitions: dg.Definitions, instance: dg.DagsterInstance, partition: str, policy: str | None = None):
-    config = {"policy_path": policy} if policy else {}
-    result = run_job(
-        definitions,
-        instance,
-        "drift_job",
-        tags={"dagster/partition": partition},
-        run_config={"ops": {"monitoring__model_performance": {"config": config}}},
+    status_file = Settings.from_env().data_dir / "monitoring" / "drift_status.json"
+    resources = {"monitoring": monitoring_resource(status_file, Path(policy))} if policy else None
+    result = definitions.resolve_job_def("drift_job").execute_in_process(
+        instance=instance, tags={"dagster/partition": partition}, resources=resources
     )
     return {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
 

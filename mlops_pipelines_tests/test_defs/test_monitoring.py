@@ -8,16 +8,22 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH
 from mlops_pipelines.defs.monitoring.alerts import alert_retries, run_failure_alerts
+from mlops_pipelines.defs.monitoring.assets import model_health
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.alerts import Alert
 from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
+from mlops_pipelines.lib.monitoring import feature_drift, model_performance, prediction_drift
+from mlops_pipelines.lib.monitoring.drift_report import PREDICTION
 from mlops_pipelines.lib.monitoring.drift_status import read_status, update_status
-from mlops_pipelines.resources import AlertsResource, DriftStatusResource
+from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
+from mlops_pipelines.resources import AlertsResource, MonitoringResource, WarehouseResource
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
 from mlops_pipelines_tests.test_lib.core.test_alerts import Endpoint
+from mlops_pipelines_tests.test_lib.monitoring.test_health import END, drift_report, partition, performance_report
 
 
 def test_one_tick_per_hour_with_the_previous_hour_across_dst(
@@ -54,10 +60,43 @@ def test_drift_asset_without_deployed_models(definitions: dg.Definitions, instan
         "monitoring/feature_drift",
         "monitoring/prediction_drift",
         "monitoring/model_performance",
+        "monitoring/model_health",
     }
     assert metadata["monitoring/feature_drift"]["most_drifted"].value == "no deployed model"
     assert metadata["monitoring/prediction_drift"]["most_drifted"].value == "no deployed model"
     assert metadata["monitoring/model_performance"]["performance"].value == "no deployed model"
+    assert metadata["monitoring/model_health"]["latest"].value == "no model monitored yet"
+
+    # the health asset is unpartitioned and materialized once by every drift run, so it plots over runs
+    second = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-01-03-13:00"})
+    health = instance.fetch_materializations(dg.AssetKey(["monitoring", "model_health"]), limit=10).records
+    assert sorted(r.run_id for r in health) == sorted([result.run_id, second.run_id])
+    assert all(r.partition_key is None for r in health)
+
+
+def test_model_health_metadata_plots_each_models_latest_verdicts(tmp_path: Path) -> None:
+    """Numeric metadata per model and signal (the UI plots it over materializations) and the latest table, from
+    the monitoring tables; a backfilled old hour does not count as the latest."""
+    path = tmp_path / "w.duckdb"
+    earlier = END - timedelta(days=2)
+    with warehouse.connect(path) as conn:
+        for end, severity in ((END, Severity.SEVERE), (earlier, Severity.NORMAL)):
+            feature_drift.write_report(conn, drift_report("direction_classifier", severity, end), partition(end))
+        report = drift_report("direction_classifier", Severity.MODERATE, END, column=PREDICTION)
+        prediction_drift.write_report(conn, report, partition(END))
+        report = performance_report("direction_classifier", PerformanceStatus.CRITICAL, END, auc=0.47)
+        model_performance.write_report(conn, report, partition(END))
+    resource = WarehouseResource(path=str(path), audit_key_file=str(tmp_path / "audit.key"))
+    result = dg.materialize([model_health], resources={"warehouse": resource})
+    [event] = result.get_asset_materialization_events()
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert metadata["direction_classifier_feature_drift_code"] == 2
+    assert metadata["direction_classifier_prediction_drift_code"] == 1
+    assert metadata["direction_classifier_performance_code"] == 2
+    assert metadata["direction_classifier_auc"] == pytest.approx(0.47)
+    assert metadata["direction_classifier_hit_rate"] == pytest.approx(0.51)
+    assert metadata["models_monitored"] == 1
+    assert "| direction_classifier | v1 | 2026-02-24 00:00 | SEVERE | MODERATE | CRITICAL |" in metadata["latest"]
 
 
 def failure_alerts(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, directory: Path) -> list[dict]:
@@ -114,9 +153,18 @@ def test_alert_retries_sensor_delivers_what_a_down_webhook_missed(
 
 
 # ---- retraining sensor -----------------------------------------------------------------------------------------
+def monitoring_resource(status_path: Path, policy_path: Path = DRIFT_POLICY_PATH) -> MonitoringResource:
+    return MonitoringResource(
+        status_file=str(status_path),
+        reference_profiles_dir=str(status_path.parent / "reference_profiles"),
+        evidently_dir=str(status_path.parent / "evidently"),
+        policy_path=str(policy_path),
+    )
+
+
 def evaluate_sensor(instance: dg.DagsterInstance, status_path: Path, cursor: str | None) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"drift_status": DriftStatusResource(path=str(status_path))}
+        instance=instance, cursor=cursor, resources={"monitoring": monitoring_resource(status_path)}
     )
     result = retraining_sensor(context)
     assert isinstance(result, dg.SensorResult)
@@ -253,6 +301,10 @@ def test_regime_shift_closes_the_loop(
     assert next(a["kind"] for a in alerts if a["subject"] == "direction_classifier") == "severe_drift"
     assert "direction_classifier_prediction_psi" in by_asset["monitoring/prediction_drift"]
     assert "direction_classifier_auc" in by_asset["monitoring/model_performance"]
+    health = by_asset["monitoring/model_health"]
+    assert health["direction_classifier_feature_drift_code"].value == 2  # SEVERE
+    assert health["volatility_forecaster_feature_drift_code"].value == 2
+    assert "direction_classifier_auc" in health and "| direction_classifier | v1 |" in str(health["latest"].value)
 
     status = data_dir / "monitoring" / "drift_status.json"
     requests = evaluate_sensor(instance, status, None).run_requests or []

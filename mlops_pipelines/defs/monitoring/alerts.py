@@ -54,6 +54,6 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, alerts: AlertsResour
     "sinks that got them are not sent them again.",
 )
 def alert_retries(context: dg.SensorEvaluationContext, alerts: AlertsResource) -> dg.SkipReason:
-    # Reads one small file when nothing is pending; else bounded by the alerter's time budget (RELIABILITY #9).
+    # Reads one small file when nothing is pending; else bounded by the alerter's time budget.
     pending = alerts.alerter().flush()
     return dg.SkipReason(f"{pending} deliveries still pending" if pending else "no alert pending")

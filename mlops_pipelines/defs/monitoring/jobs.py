@@ -8,5 +8,6 @@ drift_job = dg.define_asset_job(
     "drift_job",
     selection=dg.AssetSelection.groups("monitoring"),
     partitions_def=MARKET_HOURS,
-    description="Feature drift of every deployed model for one hour (UTC).",
+    description="Feature drift, prediction drift and realized performance of every deployed model for one hour "
+    "(UTC), then monitoring/model_health (each model's latest verdicts, plotted over runs).",
 )

@@ -1,19 +1,20 @@
 """SEVERE feature drift or a CRITICAL performance drop of a deployed model -> one retraining run of that model
 (dataset -> training -> evaluation -> promotion gate). Reads only the status file: it returns in milliseconds
-(RELIABILITY #8, #9)."""
+(a sensor tick has a time limit)."""
 
 import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from mlops_pipelines.catalog.models import load_model_specs
-from mlops_pipelines.lib.monitoring.drift_status import read_status
-from mlops_pipelines.resources import DriftStatusResource
+from mlops_pipelines.defs.common import SPECS
+from mlops_pipelines.lib.monitoring.drift_status import Signal, read_status
+from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
+from mlops_pipelines.resources import MonitoringResource
 
-SPECS = load_model_specs()
 COOLDOWN = timedelta(hours=24)  # one drift episode -> one retraining
-TRIGGERS = {"feature_drift": "SEVERE", "performance": "CRITICAL"}  # signal -> the verdict that retrains
+# signal -> the verdict that retrains
+TRIGGERS: dict[str, str] = {Signal.FEATURE_DRIFT: Severity.SEVERE, Signal.PERFORMANCE: PerformanceStatus.CRITICAL}
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -40,10 +41,10 @@ def retraining_assets(model: str) -> list[dg.AssetKey]:
     description="SEVERE feature drift or CRITICAL performance -> retrain that model, once per episode (cooldown), "
     "one run at a time.",
 )
-def retraining_sensor(context: dg.SensorEvaluationContext, drift_status: DriftStatusResource) -> dg.SensorResult:
+def retraining_sensor(context: dg.SensorEvaluationContext, monitoring: MonitoringResource) -> dg.SensorResult:
     cursor: dict[str, dict[str, str]] = json.loads(context.cursor) if context.cursor else {}
     requests, skipped = [], []
-    for model, signals in sorted(read_status(drift_status.path).items()):
+    for model, signals in sorted(read_status(monitoring.status_file).items()):
         firing = {name: entry for name, entry in signals.items() if entry.get("severity") == TRIGGERS.get(name)}
         if model not in SPECS or not firing:
             continue

@@ -10,7 +10,8 @@ import duckdb
 
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, ModelRecord, ReviewStatus, State
-from mlops_pipelines.lib.monitoring.drift_report import monitored_severity
+from mlops_pipelines.lib.monitoring.feature_drift import latest_severity
+from mlops_pipelines.lib.monitoring.severity import Severity
 
 DEPLOYMENTS_TABLE = "governance.deployments"
 ENVIRONMENT_STATES = {"production": {State.PRODUCTION}, "staging": {State.STAGING, State.PRODUCTION}}
@@ -93,10 +94,11 @@ def _rollback_item(record: ModelRecord, version: str, state: str) -> ChecklistIt
 def _drift_item(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> ChecklistItem:
     """This version's latest hourly monitoring (monitoring covers the deployed versions); before that, its drift
     against its own training data was judged by the policy gate."""
-    severity = monitored_severity(conn, model, version)
+    severity = latest_severity(conn, model, version)
     if severity is None:
         return ChecklistItem("drift_normal", True, f"v{version} not monitored yet; the gate judged its drift")
-    return ChecklistItem("drift_normal", severity == "NORMAL", f"latest drift severity of v{version}: {severity}")
+    normal = severity == Severity.NORMAL
+    return ChecklistItem("drift_normal", normal, f"latest drift severity of v{version}: {severity}")
 
 
 def create_deployment(

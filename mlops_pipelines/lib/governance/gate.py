@@ -17,6 +17,7 @@ from mlops_pipelines.lib.governance.lifecycle import Lifecycle
 from mlops_pipelines.lib.governance.promotion_policy import PolicyResult, PromotionPolicy, evaluate
 from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy
 from mlops_pipelines.lib.monitoring.drift_report import build_report
+from mlops_pipelines.lib.monitoring.severity import Severity
 from mlops_pipelines.lib.training.datasets import DATASET_REGISTRY
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
@@ -60,7 +61,7 @@ def training_drift_severity(
     as_of: datetime | None = None,
     current: timedelta = timedelta(days=1),
     reference: timedelta = timedelta(days=30),
-) -> str:
+) -> Severity:
     """Drift as it concerns one version: the model severity (monitoring's thresholds and aggregation) of the day
     of features before ``as_of`` (default: the newest row) against the last 30 days of the version's own
     training data (``dataset_hash``, from training.datasets).
@@ -71,7 +72,7 @@ def training_drift_severity(
     NORMAL when the training window is unknown (no dataset on record) or there are no features.
     """
     if not dataset_hash or not warehouse.table_exists(conn, DATASET_REGISTRY):
-        return "NORMAL"
+        return Severity.NORMAL
     [(trained_until,)] = conn.execute(
         f"SELECT max(last_decision) FROM {DATASET_REGISTRY} WHERE dataset_hash = ?", [dataset_hash]
     ).fetchall()
@@ -82,7 +83,7 @@ def training_drift_severity(
         ).fetchall()
         as_of = None if newest is None else newest + timedelta(microseconds=1)  # the newest row included
     if trained_until is None or as_of is None:
-        return "NORMAL"
+        return Severity.NORMAL
     report = build_report(
         conn,
         spec,

@@ -4,14 +4,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlops_pipelines.lib.core.config_files import PolicyError, first_error, load_yaml_model
-
-SEVERITIES = ("NORMAL", "MODERATE", "SEVERE")
-Severity = Literal["NORMAL", "MODERATE", "SEVERE"]
+from mlops_pipelines.lib.monitoring.severity import Severity
 
 
 class Thresholds(BaseModel):
@@ -101,7 +99,7 @@ def evaluate(
         "max_drawdown": ("max_drawdown", lambda o, t: o <= t),
         "min_hit_rate": ("hit_rate", lambda o, t: o >= t),
         "max_rmse_ratio": ("rmse_ratio", lambda o, t: o <= t),
-        "max_drift_severity": ("drift_severity", lambda o, t: SEVERITIES.index(o) <= SEVERITIES.index(t)),
+        "max_drift_severity": ("drift_severity", lambda o, t: Severity(o).code <= Severity(t).code),
         "min_test_rows": ("test_rows", lambda o, t: o >= t),
         "min_sharpe_excess_vs_buy_and_hold": ("sharpe_excess_vs_buy_and_hold", lambda o, t: o >= t),
         "max_drawdown_excess_vs_champion": ("drawdown_excess_vs_champion", lambda o, t: o <= t),

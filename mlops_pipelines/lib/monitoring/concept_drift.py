@@ -13,12 +13,10 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.monitoring import prediction_log
+from mlops_pipelines.lib.monitoring.severity import PerformanceStatus
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.lib.training.training import quality_metrics
 
-LEVELS = ("OK", "WARNING", "CRITICAL")
-INSUFFICIENT = "INSUFFICIENT"  # too few labelled decisions: reported, never an alarm
-PERFORMANCE_TABLE = "monitoring.model_performance"
 COLUMNS = ("metric", "realized", "baseline", "compare", "degradation", "status")
 
 
@@ -59,9 +57,9 @@ def assess(realized: dict[str, float], baseline: dict[str, float], policy: Perfo
         value, base = realized[name], baseline[rule.baseline]
         degradation = base - value if rule.compare == "drop" else (value / base if base > 0 else np.nan)
         if n < policy.min_labelled or not np.isfinite(degradation):
-            status = INSUFFICIENT
+            status = PerformanceStatus.INSUFFICIENT  # too few labelled decisions: reported, never an alarm
         else:
-            status = LEVELS[(degradation >= rule.warning) + (degradation >= rule.critical)]
+            status = PerformanceStatus.of_code(int(degradation >= rule.warning) + int(degradation >= rule.critical))
         rows.append(
             {
                 "metric": name,
@@ -75,10 +73,10 @@ def assess(realized: dict[str, float], baseline: dict[str, float], policy: Perfo
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def overall(statuses: pd.Series) -> str:
+def overall(statuses: pd.Series) -> PerformanceStatus:
     """The worst level over the metrics; INSUFFICIENT when none could be judged."""
-    judged = [s for s in statuses if s in LEVELS]
-    return max(judged, key=LEVELS.index) if judged else INSUFFICIENT
+    judged = [PerformanceStatus(s) for s in statuses if s != PerformanceStatus.INSUFFICIENT]
+    return max(judged, key=lambda s: s.code) if judged else PerformanceStatus.INSUFFICIENT
 
 
 @dataclass(frozen=True)
@@ -89,17 +87,19 @@ class PerformanceReport:
     window_end: datetime
     n_labelled: int
     table: pd.DataFrame  # COLUMNS
-    status: str
+    status: PerformanceStatus
 
     def rows(self, partition_key: str) -> pd.DataFrame:
+        """What persists (``model_performance.DDL``): one row per metric, with the window and the verdicts."""
         out = self.table.assign(
+            status=self.table["status"].astype(str),
             model=self.model,
             version=self.version,
             partition_key=partition_key,
             window_start=self.window_start,
             window_end=self.window_end,
             n_labelled=self.n_labelled,
-            model_status=self.status,
+            model_status=str(self.status),
         )
         for column in ("window_start", "window_end"):
             out[column] = pd.to_datetime(out[column], utc=True).astype("datetime64[us, UTC]")

@@ -5,7 +5,7 @@ asymptotic p-value (scipy's ``ks_2samp(method="asymp")``), mean shift in referen
 variance ratio, missing-value share. Categorical features: PSI over categories and a chi-squared test of the
 current counts against the reference proportions. A column that is empty, all missing, or has fewer rows than
 ``min_rows`` on either side gets that status and no drift statistic: it cannot be compared and is never
-reported as drift (RELIABILITY #11). A column constant in the reference is ``constant`` while the current
+reported as drift. A column constant in the reference is ``constant`` while the current
 window holds that same value only; once it holds anything else it is ``constant_reference_changed`` (a feature
 that was flat in training moves in production), with the statistics that stay defined (PSI, KS; no mean shift
 or variance ratio in reference standard deviations), and the policy reports it at its highest severity.

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from mlops_pipelines.lib.core.config_files import load_yaml_model
 from mlops_pipelines.lib.monitoring.concept_drift import PerformancePolicy
 from mlops_pipelines.lib.monitoring.drift import COMPARED, CONSTANT_CHANGED, OK
+from mlops_pipelines.lib.monitoring.severity import Severity
 
-SEVERITIES = ("NORMAL", "MODERATE", "SEVERE")
 Band = tuple[float, float]
 
 
@@ -89,14 +89,14 @@ def load_drift_policy(path: str | Path) -> DriftPolicy:
     return load_yaml_model(path, DriftPolicy)
 
 
-def feature_severity(row: Mapping[Any, Any], limits: Mapping[str, Any]) -> str:
+def feature_severity(row: Mapping[Any, Any], limits: Mapping[str, Any]) -> Severity:
     """Worst level over the metrics; a column that could not be compared (empty, tiny, constant at the same value
     in both windows) is NORMAL, one constant in the reference that moved (``constant_reference_changed``) is
     SEVERE whatever the thresholds: a feature flat in training that moves in production."""
     if row["status"] == CONSTANT_CHANGED:
-        return SEVERITIES[-1]
+        return Severity.SEVERE
     if row["status"] != OK:
-        return "NORMAL"
+        return Severity.NORMAL
     level = 0
     for metric, value in (("psi", row["psi"]), ("abs_mean_shift_sd", abs(row["mean_shift_sd"]))):
         band = limits.get(metric)
@@ -109,7 +109,7 @@ def feature_severity(row: Mapping[Any, Any], limits: Mapping[str, Any]) -> str:
             if band is not None and not band[0] <= ratio <= band[1]:
                 level = max(level, severity)
                 break
-    return SEVERITIES[level]
+    return Severity.of_code(level)
 
 
 def classify(stats: pd.DataFrame, policy: DriftPolicy, groups: Mapping[str, str | None]) -> pd.Series:
@@ -131,17 +131,19 @@ def comparable_severities(stats: pd.DataFrame) -> dict[str, str]:
     return dict(zip(usable["feature"], usable["severity"], strict=True))
 
 
-def model_severity(severities: Mapping[str, str], importance_order: Sequence[str], policy: DriftPolicy) -> str:
+def model_severity(severities: Mapping[str, str], importance_order: Sequence[str], policy: DriftPolicy) -> Severity:
     """SEVERE when one of the ``top_features`` by importance is SEVERE or the share of SEVERE features reaches
     ``severe_share``; MODERATE when a top feature is MODERATE or the share of MODERATE-or-worse features reaches
     ``moderate_share``; else NORMAL."""
     if not severities:
-        return "NORMAL"
+        return Severity.NORMAL
     agg = policy.aggregation
     top = [severities[f] for f in importance_order if f in severities][: agg.top_features]
     n = len(severities)
-    if "SEVERE" in top or sum(s == "SEVERE" for s in severities.values()) / n >= agg.severe_share:
-        return "SEVERE"
-    if any(s != "NORMAL" for s in top) or sum(s != "NORMAL" for s in severities.values()) / n >= agg.moderate_share:
-        return "MODERATE"
-    return "NORMAL"
+    severe = sum(s == Severity.SEVERE for s in severities.values()) / n
+    if Severity.SEVERE in top or severe >= agg.severe_share:
+        return Severity.SEVERE
+    moved = sum(s != Severity.NORMAL for s in severities.values()) / n
+    if any(s != Severity.NORMAL for s in top) or moved >= agg.moderate_share:
+        return Severity.MODERATE
+    return Severity.NORMAL

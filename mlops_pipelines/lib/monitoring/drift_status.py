@@ -3,7 +3,7 @@ written atomically by the monitoring assets: ``{model: {signal: {"severity": ...
 
 Sensors read this file instead of the warehouse: it is tiny, never locked for long, and never half-written (the
 new content goes to a temporary file renamed over the old one; writers take a lock so that two assets updating
-different signals do not lose each other's entry, RELIABILITY #2 and #9).
+different signals do not lose each other's entry).
 """
 
 import fcntl
@@ -11,8 +11,19 @@ import json
 import os
 import tempfile
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
+
+
+class Signal(StrEnum):
+    """What a status entry judges; its ``severity`` is a ``Severity`` (drift) or a ``PerformanceStatus``."""
+
+    FEATURE_DRIFT = "feature_drift"
+    PREDICTION_DRIFT = "prediction_drift"
+    PERFORMANCE = "performance"
 
 
 def read_status(path: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -39,3 +50,23 @@ def update_status(path: str | Path, model: str, signal: str, entry: dict[str, An
             json.dump(status, handle, indent=2, sort_keys=True)
         os.replace(tmp, path)
     return True
+
+
+def record_verdict(
+    path: str | Path,
+    model: str,
+    signal: Signal,
+    *,
+    version: str,
+    severity: Severity | PerformanceStatus,
+    window_end: datetime,
+    partition_key: str,
+) -> bool:
+    """One monitoring run's verdict on one model (see ``update_status``)."""
+    entry = {
+        "version": version,
+        "severity": str(severity),
+        "window_end": window_end.isoformat(),
+        "partition_key": partition_key,
+    }
+    return update_status(path, model, signal, entry)

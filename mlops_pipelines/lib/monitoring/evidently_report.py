@@ -1,7 +1,7 @@
-"""The one adapter to Evidently (pinned to 0.7; its API changed across releases, RELIABILITY #13).
+"""The one adapter to Evidently (pinned to 0.7; its API changed across releases).
 
 Evidently renders a browsable HTML drift report on a capped sample; our own statistics
-(``lib/monitoring/drift.py``) stay the source of truth, since Evidently is slow on large windows (RELIABILITY #12).
+(``lib/monitoring/drift.py``) stay the source of truth, since Evidently is slow on large windows.
 """
 
 import tempfile
@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 from evidently import Report
 from evidently.presets import DataDriftPreset
+
+from mlops_pipelines.lib.monitoring.drift import ReferenceProfile
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,14 @@ def _summary(payload: dict[str, Any]) -> EvidentlySummary:
     return EvidentlySummary(
         drifted_columns=count, drifted_share=share, column_scores=scores, column_methods=methods, column_drifted=drifted
     )
+
+
+SAMPLE_ROWS = 5000  # rows per window Evidently renders (it is slow on large windows)
+
+
+def write_html_report(path: Path, reference: ReferenceProfile, current: pd.DataFrame) -> Path:
+    """A browsable report of one drift report's windows at ``path`` (the reference as an evenly spread sample)."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails before the slow rendering
+    html, _ = render_drift_report(reference.sample(SAMPLE_ROWS), current, sample_rows=SAMPLE_ROWS)
+    path.write_text(html)
+    return path

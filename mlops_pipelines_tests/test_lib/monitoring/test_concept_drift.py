@@ -14,11 +14,13 @@ from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
 from mlops_pipelines.lib.monitoring import prediction_log
-from mlops_pipelines.lib.monitoring.concept_drift import INSUFFICIENT, MetricRule, PerformancePolicy, assess, overall
+from mlops_pipelines.lib.monitoring.concept_drift import MetricRule, PerformancePolicy, assess, overall
 from mlops_pipelines.lib.monitoring.prediction_log import decision_rows, score
+from mlops_pipelines.lib.monitoring.severity import PerformanceStatus
 from mlops_pipelines.lib.training.datasets import label_sql
 from mlops_pipelines.lib.training.training import quality_metrics
 
+INSUFFICIENT = PerformanceStatus.INSUFFICIENT
 POLICY = PerformancePolicy(
     min_labelled=50,
     metrics={

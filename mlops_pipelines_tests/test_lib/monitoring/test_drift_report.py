@@ -12,12 +12,18 @@ import pytest
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.alerts import Alerter, build_sinks
+from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features import feature_store
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.gate import training_drift_severity
 from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.ingestion.validation import validate_bars
-from mlops_pipelines.lib.monitoring.drift_report import build_prediction_report, build_report, histograms_png
+from mlops_pipelines.lib.monitoring import feature_drift
+from mlops_pipelines.lib.monitoring.drift_plots import histograms_png
+from mlops_pipelines.lib.monitoring.drift_report import build_prediction_report, build_report
+from mlops_pipelines.lib.monitoring.drift_status import read_status
+from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow, MonitoringFiles
 from mlops_pipelines.lib.training.datasets import (
     TrainingSet,
     assign_splits,
@@ -79,6 +85,42 @@ def test_regime_shift_is_severe(shifted_warehouse: Path, catalog: FeatureCatalog
     assert rows["window_end"].iloc[0] == datetime(2026, 2, 23, tzinfo=UTC)
     assert rows["reference_start"].iloc[0] == datetime(2026, 1, 23, tzinfo=UTC)
     assert histograms_png(after, after.worst(3)["feature"].tolist()).startswith(b"\x89PNG")
+
+
+def test_an_evidently_failure_loses_neither_the_report_nor_its_verdict_nor_its_alert(
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path, tracking: Tracking
+) -> None:
+    """The hourly feature-drift run after the shift, with the Evidently folder unwritable (a file in its place):
+    the rows persist, the status file and the alert say SEVERE, the failure is noted for the operator."""
+    path = tmp_path / "w.duckdb"
+    shutil.copy(shifted_warehouse, path)
+    blocked = tmp_path / "evidently"
+    blocked.write_text("a file where the folder should be")
+    files = MonitoringFiles(tmp_path / "drift_status.json", tmp_path / "profiles", blocked)
+    sinks = build_sinks(["jsonl"], jsonl_path=tmp_path / "alerts.jsonl", webhook_url=None, slack_url=None)
+    alerter = Alerter(sinks, tmp_path / "sent.json")
+    deployed = [DeployedVersion(DIRECTION_CLASSIFIER, "1", "staging", run_id="")]
+    window = HourlyWindow("2026-02-22-23:00", datetime(2026, 2, 23, tzinfo=UTC))
+    with warehouse.connect(path) as conn:
+        run = feature_drift.monitor_feature_drift(
+            conn,
+            deployed,
+            window,
+            catalog=catalog,
+            policy=load_drift_policy_file(),
+            tracking=tracking,
+            files=files,
+            alerter=alerter,
+        )
+        stored = feature_drift.verdicts(conn)
+    assert [r.severity for r in run.reports] == ["SEVERE"]
+    assert run.evidently["direction_classifier"].startswith("not rendered")
+    assert run.notes and "Evidently report for direction_classifier not rendered" in run.notes[0]
+    assert stored[["model", "partition_key", "severity"]].values.tolist() == [
+        ["direction_classifier", "2026-02-22-23:00", "SEVERE"]
+    ]
+    assert read_status(files.status_file)["direction_classifier"]["feature_drift"]["severity"] == "SEVERE"
+    assert '"kind": "severe_drift"' in (tmp_path / "alerts.jsonl").read_text()
 
 
 def test_empty_current_window_is_reported_not_drift(shifted_warehouse: Path, catalog: FeatureCatalog) -> None:
