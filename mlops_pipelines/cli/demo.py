@@ -147,7 +147,7 @@ def print_monitoring(settings: Settings, retrainings: list[str]) -> None:
         timeline = monitoring_timeline(conn).rename(columns={"partition_key": "hour"})
     by_version: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in timeline.to_dict("records"):
-        by_version.setdefault((str(row["model"]), str(row["version"])), []).append(row)
+        by_version.setdefault((str(row["model"]), str(row["version"])), []).append({str(k): v for k, v in row.items()})
     for (model, version), rows in by_version.items():
         columns = ["hour", "feature_drift", "prediction_drift", "performance"]
         print_rows(rows, columns, as_json=False, title=f"{model} v{version}: one drift run per day (UTC)")
