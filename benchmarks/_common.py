@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: timing and a result line that states the ratio against the baseline."""
+"""Helpers shared by the benchmarks: timing and latency percentiles."""
 
 import statistics
 import time
@@ -20,8 +20,3 @@ def percentiles(samples_s: list[float]) -> tuple[float, float]:
     ordered = sorted(samples_s)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return statistics.median(ordered) * 1e3, p99 * 1e3
-
-
-def report(name: str, ours_s: float, baseline_name: str, baseline_s: float, target: str) -> None:
-    ratio = baseline_s / ours_s if ours_s else float("inf")
-    print(f"{name}: ours {ours_s:.3f}s | {baseline_name} {baseline_s:.3f}s | ratio {ratio:.2f}x | target {target}")

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from mlops_pipelines.lib.core.metrics import HOURS_PER_YEAR
 from mlops_pipelines.lib.evaluation.backtest import (
-    HOURS_PER_YEAR,
     PositionConfig,
     bar_returns_from_bars,
     buy_and_hold_positions,

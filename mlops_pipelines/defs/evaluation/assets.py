@@ -11,7 +11,7 @@ from mlops_pipelines.catalog.policies import (
     policy_status,
 )
 from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS, trained_version
-from mlops_pipelines.lib.core.files import png_markdown
+from mlops_pipelines.lib.core.plots import png_markdown
 from mlops_pipelines.lib.evaluation import explanations, replay
 from mlops_pipelines.lib.governance import compliance
 from mlops_pipelines.lib.governance.gate import evaluate_version

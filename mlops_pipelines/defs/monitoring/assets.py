@@ -16,7 +16,7 @@ from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH, policy_status
 from mlops_pipelines.lib.core.alerts import Alert
-from mlops_pipelines.lib.core.files import png_markdown
+from mlops_pipelines.lib.core.plots import png_markdown
 from mlops_pipelines.lib.core.warehouse import replace_rows
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, LifecycleError
 from mlops_pipelines.lib.governance.model_loading import load_for_inference

@@ -5,7 +5,7 @@ from functools import partial
 import dagster as dg
 
 from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS
-from mlops_pipelines.lib.core.files import png_markdown
+from mlops_pipelines.lib.core.plots import png_markdown
 from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.lib.training.training_run import train_and_register

@@ -1,17 +1,14 @@
 """SHAP explanations of LightGBM models: LightGBM's native contributions (TreeSHAP in C++) are the fast path;
 ``shap`` is used through ``shap_reference`` (a cross-check in tests) and for the beeswarm plot only."""
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from mlops_pipelines.lib.core.plots import png_bytes, pyplot
 
 
 @dataclass(frozen=True)
@@ -80,6 +77,7 @@ def shap_reference(booster: lgb.Booster, frame: pd.DataFrame, features: list[str
 
 def summary_plot_png(explanation: Explanation, title: str, max_display: int = 15) -> bytes:
     """A beeswarm summary: each dot one row, x its SHAP value, colour its feature value."""
+    plt = pyplot()  # shap draws through pyplot only
     import shap
 
     shap.summary_plot(
@@ -92,10 +90,7 @@ def summary_plot_png(explanation: Explanation, title: str, max_display: int = 15
     )
     fig = plt.gcf()
     fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=90, tight=True)
 
 
 def importance_markdown(explanation: Explanation, top: int = 15) -> str:

@@ -6,21 +6,17 @@ lag and transaction costs. Baselines on every scenario: buy-and-hold, a naive 24
 current production version of the same model (the champion) when there is one.
 """
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
 import lightgbm as lgb
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.plots import figure, png_bytes
 from mlops_pipelines.lib.evaluation import backtest
 from mlops_pipelines.lib.evaluation.scenarios import HOLDOUT, ScenarioCatalog
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
@@ -261,7 +257,8 @@ def comparison_markdown(
 
 
 def equity_png(result: ScenarioResult, title: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig = figure(8, 3.6)
+    ax = fig.add_subplot()
     for column in result.equity.columns:
         ax.plot(result.equity.index, result.equity[column], label=column, linewidth=2.0 if column == CANDIDATE else 1.0)
     ax.set_title(f"{title}: {result.scenario} ({result.start:%Y-%m-%d} .. {result.end:%Y-%m-%d})")
@@ -270,7 +267,4 @@ def equity_png(result: ScenarioResult, title: str) -> bytes:
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=90)

@@ -1,12 +1,12 @@
 """The compliance report of a model version: one self-contained HTML file (images embedded) and markdown."""
 
-import base64
 import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_pipelines.lib.core.plots import png_data_uri
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance.lifecycle import ReviewStatus
 from mlops_pipelines.lib.governance.promotion_policy import PolicyResult
@@ -129,7 +129,7 @@ def _md_table_to_html(markdown_table: str) -> str:
 
 
 def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+    return f'<img alt="{html.escape(alt)}" src="{png_data_uri(png)}"/>'
 
 
 def render_html(inputs: ReportInputs) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.metrics import HOURS_PER_YEAR
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
 from mlops_pipelines.lib.training.model_specs import ModelSpec
@@ -37,8 +38,9 @@ def label_sql(spec: ModelSpec, bars: str = "raw.market_bars") -> str:
         extra = ""
     else:
         label = "forward_vol"
+        annualized = f"stddev_samp(r) OVER fwd * sqrt({HOURS_PER_YEAR})"
         extra = f""",
-               CASE WHEN count(r) OVER fwd = {h} THEN stddev_samp(r) OVER fwd * sqrt(8760) END AS forward_vol"""
+               CASE WHEN count(r) OVER fwd = {h} THEN {annualized} END AS forward_vol"""
     return f"""
         WITH bars AS (
             SELECT symbol, "timestamp", close,

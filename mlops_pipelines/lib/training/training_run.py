@@ -5,7 +5,6 @@ marked FAILED. If registration itself fails half-way, the half-created version i
 """
 
 import hashlib
-import io
 import json
 import tempfile
 from collections.abc import Callable
@@ -15,10 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from mlflow.entities.model_registry import ModelVersion
 
+from mlops_pipelines.lib.core.plots import figure, png_bytes
 from mlops_pipelines.lib.core.tracking import DAGSTER_RUN_TAG, Tracking, git_commit, package_versions
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
@@ -63,17 +61,13 @@ def config_hash(spec: ModelSpec) -> str:
 
 def importance_plot(model: TrainedModel, title: str) -> bytes:
     top = model.importance.head(20)[::-1]
-    # Figure + Agg canvas directly: pyplot's global figure manager costs more than the plot itself
-    fig = Figure(figsize=(7, 0.3 * len(top) + 1.2))
-    FigureCanvasAgg(fig)
+    fig = figure(7, 0.3 * len(top) + 1.2)
     ax = fig.add_subplot()
     ax.barh(top.index, top.to_numpy(), color="#3b6ea5")
     ax.set_xlabel("total gain")
     ax.set_title(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=100)
 
 
 def data_summary(data: TrainingSet) -> dict[str, Any]:
