@@ -27,7 +27,7 @@ from mlops_pipelines.lib.evaluation.backtest import (
     simple_returns,
     to_matrix,
 )
-from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 COST_BPS = 2.0

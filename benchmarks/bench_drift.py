@@ -106,7 +106,7 @@ def prepare(current_rows: int, day: datetime) -> None:
     from mlops_pipelines.lib.features import feature_store
     from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
     from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
-    from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+    from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
     from mlops_pipelines.lib.ingestion.validation import validate_bars
     from mlops_pipelines.lib.training import datasets
     from mlops_pipelines.lib.training.training_run import train_and_register

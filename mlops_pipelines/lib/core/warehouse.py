@@ -13,7 +13,7 @@ Rules it enforces (RELIABILITY #1-#4, #16, #21):
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
@@ -185,6 +185,11 @@ def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | Non
     """
     rows = conn.execute(sql, params or []).fetchall()
     return rows[0][0] if rows else None
+
+
+def columns_sql(columns: Mapping[str, str]) -> str:
+    """A column list for ``CREATE TABLE name (...)`` from column name -> type (constraints included)."""
+    return ", ".join(f"{quote_ident(name)} {sql_type}" for name, sql_type in columns.items())
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -21,6 +21,7 @@ from mlops_pipelines.lib.evaluation import backtest
 from mlops_pipelines.lib.evaluation.scenarios import HOLDOUT, ScenarioCatalog
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
+from mlops_pipelines.lib.ingestion import market_bars
 from mlops_pipelines.lib.training.datasets import load_training_set
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
@@ -49,11 +50,7 @@ class ScenarioResult:
 
 def bars_between(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> pd.DataFrame:
     """Bars from a day before ``start`` (momentum lookback) to ``end``."""
-    return conn.execute(
-        'SELECT symbol, "timestamp", close FROM raw.market_bars WHERE "timestamp" >= ? AND "timestamp" < ? '
-        'ORDER BY "timestamp", symbol',
-        [start - timedelta(hours=25), end],
-    ).fetchdf()
+    return market_bars.closes(conn, start - timedelta(hours=25), end)
 
 
 def decision_features(
@@ -147,8 +144,7 @@ def replay_all(
     holdout: tuple[datetime, datetime],
     train_end: datetime,
 ) -> list[ScenarioResult]:
-    row = conn.execute('SELECT max("timestamp") FROM raw.market_bars').fetchone()
-    last_bar = row[0] if row else None
+    last_bar = market_bars.last_bar_time(conn)
     if last_bar is None:
         raise LookupError("raw.market_bars is empty: nothing to replay")
     windows = {HOLDOUT: holdout, **{name: s.window(last_bar) for name, s in scenarios.scenarios.items()}}

@@ -21,39 +21,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from mlops_pipelines.lib.ingestion.market_data import BAR_INTERVAL
+from mlops_pipelines.lib.ingestion.market_bars import (
+    BAR_COLUMNS,
+    BAR_INTERVAL,
+    OUTSIDE_PARTITIONS,
+    QUARANTINE_COLUMNS,
+    UNPARSEABLE_PARTITION,
+)
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 NUMERIC_COLUMNS = (*PRICE_COLUMNS, "volume")
-RAW_COLUMNS = (
-    "symbol",
-    "sector",
-    "timestamp",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "available_at",
-    "source_file",
-)
-QUARANTINE_COLUMNS = (
-    "partition_key",
-    "source_file",
-    "source_row",
-    "reason",
-    "symbol",
-    "timestamp",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quarantined_at",
-)
-UNPARSEABLE_PARTITION = "__unparseable__"
-OUTSIDE_PARTITIONS = "__outside_partitions__"  # before the first partition, or in the future
-NO_PARTITION = (UNPARSEABLE_PARTITION, OUTSIDE_PARTITIONS)
 # A bar may be stamped this far past our clock (the vendor's clock runs ahead) and still count as present.
 DEFAULT_MAX_CLOCK_SKEW = timedelta(minutes=5)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -171,7 +148,7 @@ def validate_bars(
             "available_at": available[ok],
             "source_file": frame["source_file"][ok].astype(object),
         },
-        columns=list(RAW_COLUMNS),
+        columns=list(BAR_COLUMNS),
     ).reset_index(drop=True)
     for column in ("timestamp", "available_at"):
         accepted[column] = accepted[column].astype("datetime64[us, UTC]")
@@ -191,7 +168,7 @@ def validate_bars(
             "timestamp": _as_text(frame["timestamp"][bad]),
             **{c: _as_text(frame[c][bad]) for c in NUMERIC_COLUMNS},
         },
-        columns=list(QUARANTINE_COLUMNS[:-1]),
+        columns=list(QUARANTINE_COLUMNS)[:-1],
     ).reset_index(drop=True)
     quarantined["quarantined_at"] = pd.Series([now] * len(quarantined), dtype="datetime64[us, UTC]")
     return ValidationResult(accepted=accepted, quarantined=quarantined)

@@ -19,7 +19,7 @@ from mlops_pipelines.lib.evaluation.backtest import (
     run_backtest,
     to_matrix,
 )
-from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 
 HOURS = pd.date_range("2026-01-01", periods=2000, freq="h", tz="UTC")
 
