@@ -100,6 +100,16 @@ def forward_returns(bar_returns: pd.DataFrame, horizon: int = 1) -> pd.DataFrame
     return summed.apply(np.expm1)
 
 
+def realized_forward_vol(bar_returns: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """At row t: the annualized volatility of the log returns of bars t+1 .. t+horizon (what a volatility forecast
+    made at bar t's close predicts; NaN unless all of them exist). The volatility label's definition."""
+    if horizon < 2:
+        raise ValueError(f"horizon must be >= 2 for a volatility, got {horizon}")
+    growth = bar_returns.astype(float).apply(np.log1p)
+    std = growth.rolling(horizon, min_periods=horizon).std(ddof=1).shift(-horizon)
+    return std * np.sqrt(m.HOURS_PER_YEAR)
+
+
 def positions_from_signal(
     signal: pd.DataFrame, config: PositionConfig | None = None, forecast_vol: pd.DataFrame | None = None
 ) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from mlops_pipelines.lib.core.plots import figure, png_bytes
 from mlops_pipelines.lib.core.tracking import DAGSTER_RUN_TAG, Tracking, git_commit, package_versions
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
-from mlops_pipelines.lib.training.datasets import TrainingSet
+from mlops_pipelines.lib.training.datasets import TrainingSet, immutable_table
 from mlops_pipelines.lib.training.model_card import render_model_card
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.lib.training.training import TrainedModel, signature_frame, train
@@ -117,7 +117,7 @@ def train_and_register(
             data.frame,
             name=f"{spec.name}_dataset",
             digest=data.dataset_hash,
-            table=f"training.dataset_{data.dataset_hash[:12]}",
+            table=immutable_table(data.dataset_hash),
         )
 
         model = train(spec, data)
