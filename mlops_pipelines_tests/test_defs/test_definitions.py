@@ -89,7 +89,8 @@ def test_every_warehouse_asset_is_in_the_warehouse_pool(definitions: dg.Definiti
 
 
 def test_loading_the_code_location_opens_no_store(tmp_path: Path) -> None:
-    """RELIABILITY #3: no connection at import or load; a fresh process loads the definitions and writes nothing."""
+    """No connection at import or load (a long-lived code server would hold it): a fresh process loads the
+    definitions and writes nothing."""
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))}
     env |= {"MLOPS_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path / "home")}
@@ -101,7 +102,8 @@ def test_loading_the_code_location_opens_no_store(tmp_path: Path) -> None:
 
 
 def test_a_broken_policy_file_is_reported_and_the_location_still_loads(tmp_path: Path) -> None:
-    """RELIABILITY #20: the asset that reads the file says what is wrong with it; everything else loads."""
+    """A broken policy file does not stop the code location: the asset that reads it says what is wrong with it;
+    everything else loads."""
     bad = tmp_path / "promotion_policy.yaml"
     bad.write_text("defaults:\n  min_sharpe: high\n")
     code = f"""

@@ -3,7 +3,8 @@
 Why not dagster-mlflow: its resource and ``end_mlflow_on_run_finished`` hook are a beta, op-oriented
 integration that drives MLflow's process-global fluent state from environment variables and ends runs from a
 hook (dagster#21872), which does not fit one MLflow run per asset materialization with a status that reflects
-that step. We use ``MlflowClient`` with URIs passed explicitly everywhere (RELIABILITY #6).
+that step. We use ``MlflowClient`` with URIs passed explicitly everywhere: a process left at MLflow's default URI
+would create its own store (or the deprecated file store) and lose the runs.
 """
 
 import fcntl
@@ -77,7 +78,7 @@ class Tracking:
     def client(self) -> MlflowClient:
         """An MLflow client at our URIs. The process's first one for a SQLite store creates (and migrates) an
         empty store under a file lock: MLflow's stores do it without one, and two processes starting together
-        race (RELIABILITY #5)."""
+        race."""
         if (self.tracking_uri, self.registry_uri) in _INITIALIZED or not self.tracking_uri.startswith("sqlite:///"):
             return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         database = Path(self.tracking_uri.removeprefix("sqlite:///"))

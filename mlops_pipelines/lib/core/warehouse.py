@@ -1,6 +1,6 @@
 """The one adapter through which everything reads and writes the DuckDB warehouse.
 
-Rules it enforces (RELIABILITY #1-#4, #16, #21):
+Rules it enforces (the storage guarantees of docs/reliability.md rest on them):
 - no connection at import time; every connection is a context manager closed in ``finally``;
 - a writer that meets another process's file lock waits with jittered backoff instead of failing
   (the Dagster pool is the first line of defence, this is the safety net);

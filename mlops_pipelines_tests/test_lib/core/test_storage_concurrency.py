@@ -174,7 +174,8 @@ def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_p
 
 
 def test_processes_starting_together_on_a_fresh_mlflow_store_all_succeed(tmp_path: Path) -> None:
-    """The store is created and migrated once, under a lock; the experiment is created once (RELIABILITY #5)."""
+    """The store is created and migrated once, under a lock (MLflow migrates without one: concurrent first uses
+    race); the experiment is created once."""
     uri, go = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go"
     children = [
         spawn(f"""
