@@ -38,8 +38,7 @@ from mlops_pipelines.lib.core.files import sha256_file
 MODEL_FILE = "model.lgb"
 DAGSTER_RUN_TAG = "dagster_run_id"  # every training run carries the id of the Dagster run that trains
 FAILURE_REASON_TAG = "failure_reason"
-# Artifact downloads are internal steps here; MLflow's progress bars only clutter run logs.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+_PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class TrackingConfigError(ConfigError):
@@ -58,6 +57,20 @@ class LoggedModel:
 
 
 _INITIALIZED: set[tuple[str, str]] = set()  # stores this process has made sure exist
+
+
+@contextmanager
+def _quiet_download() -> Iterator[None]:
+    """An artifact download without MLflow's progress bar (it only clutters run logs; MLflow reads the switch from
+    the environment when a download starts). A value the operator set is respected; the environment is restored."""
+    if _PROGRESS_BAR_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[_PROGRESS_BAR_VARIABLE] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(_PROGRESS_BAR_VARIABLE, None)
 
 
 class Tracking:
@@ -135,7 +148,7 @@ class Tracking:
                 # explicit requirements: inferring them imports and probes the environment (seconds per run)
                 pip_requirements=[f"lightgbm=={lgb.__version__}", f"mlflow=={mlflow.__version__}"],
             )
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _quiet_download():
             local = Path(download_artifacts(artifact_uri=self.artifact_location(info.model_uri), dst_path=tmp))
             sha = sha256_file(local / MODEL_FILE)
         return LoggedModel(model_uri=info.model_uri, model_id=info.model_id, artifact_sha256=sha)
@@ -165,7 +178,7 @@ class Tracking:
         return read_text_artifact(self.client(), run_id, path)
 
     def read_bytes_artifact(self, run_id: str, path: str) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _quiet_download():
             return Path(self.client().download_artifacts(run_id, path, tmp)).read_bytes()
 
     def artifact_paths(self, run_id: str, folder: str) -> list[str]:
@@ -190,7 +203,8 @@ class Tracking:
         """Download a registered model, check its sha256, then load the native file (never a pickle), after a
         load-and-predict probe in a child process: LightGBM aborts the whole process on some malformed files."""
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(download_artifacts(artifact_uri=self.artifact_location(source), dst_path=tmp))
+            with _quiet_download():
+                local = Path(download_artifacts(artifact_uri=self.artifact_location(source), dst_path=tmp))
             path = local / MODEL_FILE
             actual = sha256_file(path)
             if actual != expected_sha256:
@@ -283,5 +297,5 @@ def package_versions(
 
 
 def read_text_artifact(client: MlflowClient, run_id: str, path: str) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_download():
         return Path(client.download_artifacts(run_id, path, tmp)).read_text()

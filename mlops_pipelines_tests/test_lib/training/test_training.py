@@ -89,6 +89,34 @@ def test_dataset_hash_covers_full_content(training_set: datasets.TrainingSet) ->
     assert other.stdout.strip() == training_set.dataset_hash
 
 
+def test_artifact_downloads_hide_the_progress_bar_without_changing_the_environment(
+    tracking: Tracking, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's progress bar is off while our code downloads (it only clutters run logs), the environment is as it
+    was afterwards, and an operator's own setting wins."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+    from mlflow.utils.file_utils import ArtifactProgressBar
+
+    seen: list[bool] = []
+    original = ArtifactProgressBar.set_pbar
+
+    def spy(bar: ArtifactProgressBar) -> None:
+        seen.append(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get())
+        original(bar)
+
+    monkeypatch.setattr(ArtifactProgressBar, "set_pbar", spy)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    with tracking.run("downloads", run_name="r", tags={}) as run:
+        tracking.log_dict(run.info.run_id, {"a": 1}, "a.json")
+    assert json.loads(tracking.read_text_artifact(run.info.run_id, "a.json")) == {"a": 1}
+    assert seen and not any(seen)
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    seen.clear()
+    tracking.read_bytes_artifact(run.info.run_id, "a.json")
+    assert seen == [True] and os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
+
+
 def test_file_store_is_refused() -> None:
     with pytest.raises(TrackingConfigError, match="file store"):
         Tracking("file:///tmp/mlruns", "sqlite:///x.db", "/tmp/a")
