@@ -14,3 +14,9 @@ class MlopsError(Exception):
 
 class ConfigError(MlopsError, ValueError):
     """An environment variable has a value the project cannot use; the message names the variable."""
+
+
+class NotFound(MlopsError, LookupError):
+    """Something asked for by name does not exist (yet): a model version, a stored training set, an artifact of a
+    run, a table that has not been materialized. The message says what is missing and, where it can, how to make it.
+    MLflow's own "does not exist" errors reach callers as this class, never as ``MlflowException``."""

@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.lightgbm import log_model as log_lightgbm_model
 from mlflow.models import infer_signature
 
-from mlops_pipelines.lib.core.errors import ConfigError, MlopsError
+from mlops_pipelines.lib.core.errors import ConfigError, MlopsError, NotFound
 from mlops_pipelines.lib.core.files import sha256_file
 
 MODEL_FILE = "model.lgb"
@@ -178,7 +178,8 @@ class Tracking:
         return read_text_artifact(self.client(), run_id, path)
 
     def read_bytes_artifact(self, run_id: str, path: str) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp, _quiet_download():
+        """An artifact's content; ``NotFound`` when the run or the artifact does not exist."""
+        with tempfile.TemporaryDirectory() as tmp, _quiet_download(), _not_found(run_id, path):
             return Path(self.client().download_artifacts(run_id, path, tmp)).read_bytes()
 
     def artifact_paths(self, run_id: str, folder: str) -> list[str]:
@@ -297,5 +298,18 @@ def package_versions(
 
 
 def read_text_artifact(client: MlflowClient, run_id: str, path: str) -> str:
-    with tempfile.TemporaryDirectory() as tmp, _quiet_download():
+    """An artifact's text; ``NotFound`` when the run or the artifact does not exist."""
+    with tempfile.TemporaryDirectory() as tmp, _quiet_download(), _not_found(run_id, path):
         return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+
+
+@contextmanager
+def _not_found(run_id: str, path: str) -> Iterator[None]:
+    """MLflow's "does not exist" as our ``NotFound``; any other MLflow failure stays what it is."""
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        message = f"MLflow run {run_id} has no artifact {path!r} (or there is no such run): {exc.message}"
+        raise NotFound(message) from exc

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.lib.core.metrics import cross_sectional_ic, volatility_forecast_metrics
 from mlops_pipelines.lib.core.plots import figure, png_bytes
 from mlops_pipelines.lib.core.tracking import Tracking
@@ -170,7 +171,7 @@ def replay_all(
 ) -> list[ScenarioResult]:
     last_bar = market_bars.last_bar_time(conn)
     if last_bar is None:
-        raise LookupError("raw.market_bars is empty: nothing to replay")
+        raise NotFound(f"{market_bars.BARS_TABLE} is empty: nothing to replay (ingest bars first)")
     windows = {HOLDOUT: holdout, **{name: s.window(last_bar) for name, s in scenarios.scenarios.items()}}
     results = []
     for name, (start, end) in windows.items():

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
-from mlops_pipelines.lib.core.errors import MlopsError
+from mlops_pipelines.lib.core.errors import MlopsError, NotFound
 from mlops_pipelines.lib.features.feature_views import (
     FeatureCatalog,
     FeatureView,
@@ -58,7 +58,7 @@ def materialize_view(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, n
     for dep in view.depends_on:
         table = dep if "." in dep else catalog.views[dep].table
         if not warehouse.table_exists(conn, table):
-            raise LookupError(f"feature view {name!r} needs {table}, which has not been materialized yet")
+            raise NotFound(f"feature view {name!r} needs {table}, which has not been materialized yet")
     rows = write_indexed(conn, view, catalog.render_body(name))
     return view_stats(conn, view, rows)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.lib.core.metrics import HOURS_PER_YEAR
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
@@ -175,7 +176,7 @@ def load_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec) -> Train
         [spec.name],
     ).fetchone()
     if row is None:
-        raise LookupError(f"no stored training set for {spec.name!r}: materialize training/{spec.name}_dataset")
+        raise NotFound(f"no stored training set for {spec.name!r}: materialize training/{spec.name}_dataset")
     frame = conn.execute(f"SELECT * FROM {warehouse.quote_table(row[0])}").fetchdf()
     actual = dataset_hash(frame)
     if actual != row[1]:

@@ -117,6 +117,21 @@ def test_artifact_downloads_hide_the_progress_bar_without_changing_the_environme
     assert seen == [True] and os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
 
 
+def test_a_missing_artifact_or_run_is_our_not_found_never_an_mlflow_exception(tracking: Tracking) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from mlops_pipelines.lib.core.errors import MlopsError, NotFound
+
+    with tracking.run("missing", run_name="r", tags={}) as run:
+        pass
+    for run_id, path in ((run.info.run_id, "manifest.json"), ("0" * 32, "manifest.json")):
+        with pytest.raises(NotFound, match=path) as caught:
+            tracking.read_text_artifact(run_id, path)
+        assert isinstance(caught.value, MlopsError | LookupError) and not isinstance(caught.value, MlflowException)
+    with pytest.raises(NotFound):
+        tracking.read_bytes_artifact(run.info.run_id, "backtest/equity_holdout.png")
+
+
 def test_file_store_is_refused() -> None:
     with pytest.raises(TrackingConfigError, match="file store"):
         Tracking("file:///tmp/mlruns", "sqlite:///x.db", "/tmp/a")
