@@ -221,13 +221,6 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         conn.execute("COMMIT")
 
 
-def replace_table(conn: duckdb.DuckDBPyConnection, name: str, select_sql: str) -> int:
-    """Atomically replace ``name`` with the result of ``select_sql``; returns the new row count."""
-    with transaction(conn):
-        conn.execute(f"CREATE OR REPLACE TABLE {quote_table(name)} AS {select_sql}")
-        return row_count(conn, name)
-
-
 def replace_rows(
     conn: duckdb.DuckDBPyConnection,
     name: str,

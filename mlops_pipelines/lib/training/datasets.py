@@ -170,18 +170,15 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
 
 def load_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec) -> TrainingSet:
     """The latest stored set of a model, re-hashed: a content change since it was stored is an error."""
-    row = conn.execute(
-        f"SELECT table_name, dataset_hash, features FROM {DATASET_REGISTRY} WHERE model = ? "
-        "ORDER BY created_at DESC LIMIT 1",
-        [spec.name],
-    ).fetchone()
-    if row is None:
+    rows = _registry_rows(conn, "WHERE model = ?", [spec.name])
+    if not rows:
         raise NotFound(f"no stored training set for {spec.name!r}: materialize training/{spec.name}_dataset")
-    frame = conn.execute(f"SELECT * FROM {warehouse.quote_table(row[0])}").fetchdf()
+    table, stored_hash = rows[0]["table_name"], rows[0]["dataset_hash"]
+    frame = conn.execute(f"SELECT * FROM {warehouse.quote_table(table)}").fetchdf()
     actual = dataset_hash(frame)
-    if actual != row[1]:
-        raise ValueError(f"{row[0]} has hash {actual}, registered as {row[1]}: the stored dataset was modified")
-    return TrainingSet(frame=frame, features=json.loads(row[2]), dataset_hash=actual)
+    if actual != stored_hash:
+        raise ValueError(f"{table} has hash {actual}, registered as {stored_hash}: the stored dataset was modified")
+    return TrainingSet(frame=frame, features=json.loads(rows[0]["features"]), dataset_hash=actual)
 
 
 def list_datasets(conn: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

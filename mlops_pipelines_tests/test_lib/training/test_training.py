@@ -89,6 +89,27 @@ def test_dataset_hash_covers_full_content(training_set: datasets.TrainingSet) ->
     assert other.stdout.strip() == training_set.dataset_hash
 
 
+def test_stored_training_sets_are_read_through_their_owner(training_set: datasets.TrainingSet, tmp_path: Path) -> None:
+    """The registry's read functions (what the CLI and the gate use): nothing before the first set, then the set by
+    id and by hash, newest first; a second store of the same content is a second registry row of the same id."""
+    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+        assert datasets.list_datasets(conn) == [] and datasets.dataset_record(conn, "x") is None
+        with pytest.raises(datasets.NotFound, match="materialize training/direction_classifier_dataset"):
+            datasets.load_training_set(conn, DIRECTION_CLASSIFIER)
+        first = datasets.store_training_set(conn, DIRECTION_CLASSIFIER, training_set, run_id="r1")
+        second = datasets.store_training_set(conn, DIRECTION_CLASSIFIER, training_set, run_id="r2")
+        listed = datasets.list_datasets(conn)
+        record = datasets.dataset_record(conn, first)
+        by_hash = datasets.dataset_by_hash(conn, training_set.dataset_hash)
+        assert datasets.load_training_set(conn, DIRECTION_CLASSIFIER).dataset_hash == training_set.dataset_hash
+    assert first == second == training_set.dataset_hash[:12]
+    assert [r["dagster_run_id"] for r in listed] == ["r2", "r1"]
+    assert record is not None and by_hash is not None and record == by_hash == listed[0]
+    assert record["table_name"] == datasets.immutable_table(training_set.dataset_hash)
+    assert record["row_count"] == len(training_set.frame)
+    assert record["last_decision"] == training_set.frame["event_timestamp"].max()
+
+
 def test_artifact_downloads_hide_the_progress_bar_without_changing_the_environment(
     tracking: Tracking, monkeypatch: pytest.MonkeyPatch
 ) -> None:
