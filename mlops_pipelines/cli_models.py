@@ -16,6 +16,7 @@ from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance import deployments
 from mlops_pipelines.lib.governance.gate import run_gate
@@ -141,7 +142,7 @@ def models_show(name: str, version: Annotated[str | None, typer.Option(help="One
         tracking = _tracking(Settings.from_env())
         try:
             manifest = json.loads(tracking.read_text_artifact(mv.run_id, "manifest.json")) if mv.run_id else {}
-        except (MlflowException, OSError):  # a version registered outside our training runs has no manifest
+        except (NotFound, OSError):  # a version registered outside our training runs has no manifest
             manifest = {}
         dataset = (
             lifecycle.conn.execute(
