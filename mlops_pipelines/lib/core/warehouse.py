@@ -192,6 +192,13 @@ def columns_sql(columns: Mapping[str, str]) -> str:
     return ", ".join(f"{quote_ident(name)} {sql_type}" for name, sql_type in columns.items())
 
 
+def fetch_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> list[dict[str, Any]]:
+    """Every row of a query as a dict (column -> value)."""
+    cursor = conn.execute(sql, params or [])
+    columns = [d[0] for d in cursor.description or []]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
 def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     schema, table = name.split(".")
     sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"

@@ -158,31 +158,6 @@ def replay(
     )
 
 
-def replay_all(
-    conn: duckdb.DuckDBPyConnection,
-    spec: ModelSpec,
-    catalog: FeatureCatalog,
-    scenarios: ScenarioCatalog,
-    models: Mapping[str, lgb.Booster],
-    features: list[str],
-    *,
-    holdout: tuple[datetime, datetime],
-    train_end: datetime,
-) -> list[ScenarioResult]:
-    last_bar = market_bars.last_bar_time(conn)
-    if last_bar is None:
-        raise NotFound(f"{market_bars.BARS_TABLE} is empty: nothing to replay (ingest bars first)")
-    windows = {HOLDOUT: holdout, **{name: s.window(last_bar) for name, s in scenarios.scenarios.items()}}
-    results = []
-    for name, (start, end) in windows.items():
-        result = replay(
-            conn, spec, catalog, name, start, end, models, features, cost_bps=scenarios.cost_bps, train_end=train_end
-        )
-        if result is not None:
-            results.append(result)
-    return results
-
-
 def results_frame(results: list[ScenarioResult], model: str, version: str) -> pd.DataFrame:
     rows = [
         {
@@ -238,7 +213,7 @@ def replay_version(
 ) -> list[ScenarioResult]:
     """Replay a version (``models[CANDIDATE]``, and the champion when given) over every scenario and over its own
     held-out window: the test split's decisions, shifted back to the bars they trade. Windows that overlap its
-    training data are marked in-sample."""
+    training data are marked in-sample; windows without bars are left out."""
     data = load_training_set(conn, spec)
     test, train = data.split("test"), data.split("train")
     delay = pd.Timedelta(hours=1) + pd.Timedelta(minutes=spec.decision_delay_minutes)
@@ -247,7 +222,16 @@ def replay_version(
         (test[ENTITY_TIME].max() - delay + timedelta(hours=1)).to_pydatetime(),
     )
     train_end = (train[ENTITY_TIME].max() - delay).to_pydatetime()
-    return replay_all(conn, spec, catalog, scenarios, models, features, holdout=holdout, train_end=train_end)
+    last_bar = market_bars.last_bar_time(conn)
+    if last_bar is None:
+        raise NotFound(f"{market_bars.BARS_TABLE} is empty: nothing to replay (ingest bars first)")
+    windows = {HOLDOUT: holdout, **{name: s.window(last_bar) for name, s in scenarios.scenarios.items()}}
+    cost = scenarios.cost_bps
+    results = [
+        replay(conn, spec, catalog, name, start, end, models, features, cost_bps=cost, train_end=train_end)
+        for name, (start, end) in windows.items()
+    ]
+    return [r for r in results if r is not None]
 
 
 def store_results(

@@ -138,6 +138,4 @@ def deployment_record(conn: duckdb.DuckDBPyConnection, deployment_id: str) -> di
 def _rows(conn: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> list[dict[str, Any]]:
     if not warehouse.table_exists(conn, DEPLOYMENTS_TABLE):
         return []
-    cursor = conn.execute(f"SELECT * FROM {DEPLOYMENTS_TABLE} {where} ORDER BY created_at DESC", params)
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return warehouse.fetch_dicts(conn, f"SELECT * FROM {DEPLOYMENTS_TABLE} {where} ORDER BY created_at DESC", params)

@@ -201,6 +201,4 @@ def dataset_by_hash(conn: duckdb.DuckDBPyConnection, dataset_hash: str) -> dict[
 def _registry_rows(conn: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> list[dict[str, Any]]:
     if not warehouse.table_exists(conn, DATASET_REGISTRY):
         return []
-    cursor = conn.execute(f"SELECT * FROM {DATASET_REGISTRY} {where} ORDER BY created_at DESC", params)
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return warehouse.fetch_dicts(conn, f"SELECT * FROM {DATASET_REGISTRY} {where} ORDER BY created_at DESC", params)
