@@ -126,7 +126,7 @@ def create_deployment(
 
 def list_deployments(conn: duckdb.DuckDBPyConnection, model: str | None = None) -> list[dict[str, Any]]:
     """Every deployment (of ``model``), newest first."""
-    return _rows(conn, *(("WHERE model = ?", [model]) if model else ("", [])))
+    return _rows(conn, "WHERE model = ?", [model]) if model else _rows(conn, "", [])
 
 
 def deployment_record(conn: duckdb.DuckDBPyConnection, deployment_id: str) -> dict[str, Any] | None:
