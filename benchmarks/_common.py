@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: timing and a result line that states the ratio against the baseline."""
+"""Helpers shared by the benchmarks: timing and latency percentiles."""
 
 import statistics
 import time
@@ -23,5 +23,6 @@ def percentiles(samples_s: list[float]) -> tuple[float, float]:
 
 
 def report(name: str, ours_s: float, baseline_name: str, baseline_s: float, target: str) -> None:
+    """One line per measured case: ours, the baseline measured in the same run, their ratio, the target."""
     ratio = baseline_s / ours_s if ours_s else float("inf")
     print(f"{name}: ours {ours_s:.3f}s | {baseline_name} {baseline_s:.3f}s | ratio {ratio:.2f}x | target {target}")

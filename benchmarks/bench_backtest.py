@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from mlops_pipelines.lib.core.metrics import HOURS_PER_YEAR
 from mlops_pipelines.lib.evaluation.backtest import (
-    HOURS_PER_YEAR,
     PositionConfig,
     bar_returns_from_bars,
     buy_and_hold_positions,
@@ -27,7 +27,7 @@ from mlops_pipelines.lib.evaluation.backtest import (
     simple_returns,
     to_matrix,
 )
-from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 COST_BPS = 2.0

@@ -107,7 +107,8 @@ def prepare(current_rows: int, day: datetime) -> None:
     from mlops_pipelines.lib.features import feature_store
     from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
     from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
-    from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+    from mlops_pipelines.lib.ingestion import market_bars
+    from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
     from mlops_pipelines.lib.ingestion.validation import validate_bars
     from mlops_pipelines.lib.training import datasets
     from mlops_pipelines.lib.training.training_run import train_and_register
@@ -118,9 +119,7 @@ def prepare(current_rows: int, day: datetime) -> None:
     def build_warehouse(path: Path, symbols: int, start: datetime, end: datetime) -> None:
         bars = validate_bars(generate_bars(SyntheticMarketConfig(n_symbols=symbols, regime_shift_at=None), start, end))
         with warehouse.connect(path) as conn:
-            conn.register("_bars", bars.accepted)
-            conn.execute("CREATE OR REPLACE TABLE raw.market_bars AS SELECT * FROM _bars")
-            conn.unregister("_bars")
+            market_bars.replace_all(conn, bars.accepted)
             for name in catalog.topological_order():
                 feature_store.materialize_view(conn, catalog, name)
 

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipelines.catalog.feature_views import load_catalog
-from mlops_pipelines.defs.ingestion.assets import BARS_DDL, BARS_TABLE
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features.feature_store import materialize_view
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
-from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion import market_bars
+from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.ingestion.validation import validate_bars
 from mlops_pipelines_tests.reference_impls import pandas_features
 
@@ -159,7 +159,7 @@ def main() -> None:
     lags = {name: view.availability_lag for name, view in catalog.views.items()}
 
     with tempfile.TemporaryDirectory() as tmp, warehouse.connect(Path(tmp) / "bench.duckdb") as conn:
-        warehouse.replace_rows(conn, BARS_TABLE, bars, where="true", create_sql=BARS_DDL)
+        market_bars.replace_all(conn, bars)
         threads = conn.execute("SELECT current_setting('threads')").fetchone()
         ours_s, (ours_cpu_s, per_view) = timed(
             lambda: with_cpu(lambda: materialize_all(conn, catalog)), args.repeat_ours

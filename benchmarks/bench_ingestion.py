@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks._common import best_of
-from mlops_pipelines.lib.ingestion.market_data import list_source_files, read_source_file
 from mlops_pipelines.lib.ingestion.raw_folder import load_window, open_index
+from mlops_pipelines.lib.ingestion.source_files import list_source_files, read_source_file
 from mlops_pipelines.lib.ingestion.validation import parse_utc
 
 FIRST_BAR = datetime(2020, 1, 1, tzinfo=UTC)

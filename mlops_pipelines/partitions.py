@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from mlops_pipelines.settings import Settings
+from mlops_pipelines.defs.resources import SETTINGS
 
 # Every asset that writes (or reads) the DuckDB warehouse runs in this pool; dagster.yaml limits it to 1.
 WAREHOUSE_POOL = "warehouse"
 
-MARKET_DAYS = dg.DailyPartitionsDefinition(start_date=Settings.from_env().market_start, timezone="UTC")
+MARKET_DAYS = dg.DailyPartitionsDefinition(start_date=SETTINGS.market_start, timezone="UTC")
 
-MARKET_HOURS = dg.HourlyPartitionsDefinition(start_date=f"{Settings.from_env().market_start}-00:00", timezone="UTC")
+MARKET_HOURS = dg.HourlyPartitionsDefinition(start_date=f"{SETTINGS.market_start}-00:00", timezone="UTC")

@@ -16,7 +16,7 @@ from mlops_pipelines.lib.core.alerts import Alerter, build_sinks
 from mlops_pipelines.lib.core.tracking import Tracking, fail_runs_of_dead_dagster_runs, run_ui_url
 from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
 from mlops_pipelines.lib.governance import lifecycle
-from mlops_pipelines.lib.ingestion import market_data, raw_folder
+from mlops_pipelines.lib.ingestion import raw_folder, source_files, synthetic_market
 from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, load_drift_policy
 from mlops_pipelines.lib.monitoring.hourly_run import MonitoringFiles
 
@@ -62,8 +62,8 @@ class MarketDataSource(dg.ConfigurableResource):
         default="", description="Text file of the symbols to accept, one per line (# comments); empty: any symbol."
     )
 
-    def synthetic_config(self) -> market_data.SyntheticMarketConfig:
-        return market_data.SyntheticMarketConfig(
+    def synthetic_config(self) -> synthetic_market.SyntheticMarketConfig:
+        return synthetic_market.SyntheticMarketConfig(
             n_symbols=self.n_symbols,
             n_sectors=self.n_sectors,
             seed=self.seed,
@@ -87,7 +87,7 @@ class MarketDataSource(dg.ConfigurableResource):
         return timedelta(seconds=self.max_clock_skew_s)
 
     def files(self) -> list[Path]:
-        return market_data.list_source_files(Path(self.raw_dir))
+        return source_files.list_source_files(Path(self.raw_dir))
 
     @contextmanager
     def index(self) -> Iterator[raw_folder.FolderIndex]:
@@ -102,7 +102,7 @@ class MarketDataSource(dg.ConfigurableResource):
         clock skew) come too, for validation to quarantine. Files that cannot be read are listed, not raised.
         """
         if self.kind == "synthetic":
-            bars = market_data.generate_bars(self.synthetic_config(), start, end)
+            bars = synthetic_market.generate_bars(self.synthetic_config(), start, end)
             return raw_folder.SourceBatch(bars=bars, files_read=sorted(set(bars["source_file"])))
         with self.index() as index:
             return raw_folder.load_window(

@@ -11,7 +11,7 @@ from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features import feature_store
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
-from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.ingestion.validation import validate_bars
 
 SMALL_MARKET = SyntheticMarketConfig(n_symbols=6, n_sectors=3, regime_shift_at=datetime(2026, 1, 8, tzinfo=UTC))

@@ -8,7 +8,7 @@ import pytest
 
 from mlops_pipelines.cli.demo import print_monitoring
 from mlops_pipelines.lib.core import warehouse
-from mlops_pipelines.lib.ingestion.validation import QUARANTINE_TABLE, top_quarantine_reasons
+from mlops_pipelines.lib.ingestion.market_bars import QUARANTINE_TABLE, quarantine_reasons
 from mlops_pipelines.lib.monitoring import feature_drift, model_performance, prediction_drift
 from mlops_pipelines.lib.monitoring.drift_report import PREDICTION
 from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
@@ -18,12 +18,12 @@ from mlops_pipelines_tests.test_lib.monitoring.test_health import END, drift_rep
 
 def test_quarantine_reasons_are_counted_per_reason(tmp_path: Path) -> None:
     with warehouse.connect(tmp_path / "w.duckdb") as conn:
-        assert top_quarantine_reasons(conn) == []  # nothing ever quarantined
+        assert quarantine_reasons(conn) == []  # nothing ever quarantined
         conn.execute(f"CREATE TABLE {QUARANTINE_TABLE} (reason VARCHAR)")
         reasons = ["missing close; high < low", "missing close", "duplicate [kept a.csv line 3]", "duplicate [x]"]
         conn.executemany(f"INSERT INTO {QUARANTINE_TABLE} VALUES (?)", [[r] for r in reasons])
-        assert top_quarantine_reasons(conn) == [("duplicate", 2), ("missing close", 2), ("high < low", 1)]
-        assert top_quarantine_reasons(conn, top=1) == [("duplicate", 2)]
+        assert quarantine_reasons(conn) == [("duplicate", 2), ("missing close", 2), ("high < low", 1)]
+        assert quarantine_reasons(conn, limit=1) == [("duplicate", 2)]
 
 
 def test_the_monitoring_timeline_prints_the_three_hourly_verdicts(

@@ -27,7 +27,7 @@ def policy_status(name: str) -> str:
     """ "valid" or the error (file, key, reason) of one policy file: "promotion", "drift" or "scenarios".
 
     Checked when the code location loads and shown in the metadata of the assets that read the file: a broken
-    file does not stop the location from loading (RELIABILITY #20); the runs that need it fail with the same error.
+    file does not stop the location from loading; the runs that need it fail with the same error.
     """
     load = {"promotion": load_promotion_policy, "drift": load_drift_policy_file, "scenarios": load_scenario_catalog}
     try:

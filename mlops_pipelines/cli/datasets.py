@@ -42,10 +42,10 @@ def datasets_show(
 ) -> None:
     """One training set: hash, table, splits, time range, features, label, the run that built it (JSON)."""
     from mlops_pipelines.lib.core import warehouse
-    from mlops_pipelines.lib.training.datasets import find_dataset
+    from mlops_pipelines.lib.training.datasets import dataset_record
 
     with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
-        found = find_dataset(conn, dataset_id=dataset_id)
+        found = dataset_record(conn, dataset_id)
     if found is None:
         raise NotFound(f"no dataset {dataset_id!r}; `mlops datasets list` shows the stored ones")
     print_json({**found, **{t: utc_time(found[t]) for t in TIMES}})

@@ -62,19 +62,19 @@ def print_summary(settings: Settings, home: Path) -> None:
     """What was built: row counts per table, quarantine reasons, the models and what to do next."""
     from mlops_pipelines.catalog.feature_views import load_catalog
     from mlops_pipelines.lib.core import warehouse
-    from mlops_pipelines.lib.ingestion.validation import QUARANTINE_TABLE, top_quarantine_reasons
+    from mlops_pipelines.lib.ingestion.market_bars import BARS_TABLE, QUARANTINE_TABLE, quarantine_reasons
 
     catalog = load_catalog()
     table = Table("table", "rows", title="What was built")
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
         for name in (
-            "raw.market_bars",
+            BARS_TABLE,
             QUARANTINE_TABLE,
             *(v.table for v in catalog.views.values()),
             "features.catalog",
         ):
             table.add_row(name, f"{warehouse.row_count(conn, name):,}")
-        reasons = top_quarantine_reasons(conn)
+        reasons = quarantine_reasons(conn)
     console.print(table)
     if reasons:
         console.print(escape("quarantined rows by reason: " + "; ".join(f"{r} ({n})" for r, n in reasons)))

@@ -72,7 +72,7 @@ def deployments_show(
     from mlops_pipelines.lib.governance import deployments
 
     with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
-        found = deployments.find_deployment(conn, deployment_id)
+        found = deployments.deployment_record(conn, deployment_id)
     if found is None:
         raise NotFound(f"no deployment {deployment_id!r}; `mlops deployments list` shows the recorded ones")
-    print_json({**found, "created_at": utc_time(found["created_at"])})
+    print_json({**found, "checklist": json.loads(found["checklist"]), "created_at": utc_time(found["created_at"])})

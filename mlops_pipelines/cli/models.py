@@ -137,16 +137,16 @@ def _version_row(lifecycle: Any, mv: Any, aliases: dict[str, str]) -> dict[str, 
 
 
 def _version_detail(lifecycle: Any, settings: Settings, name: str, version: str, problems: list[str]) -> dict:
-    from mlflow.exceptions import MlflowException
-
-    from mlops_pipelines.lib.training.datasets import find_dataset
+    from mlops_pipelines.lib.core.errors import NotFound
+    from mlops_pipelines.lib.training.datasets import dataset_by_hash
 
     mv = lifecycle.version(name, version)
     try:
         manifest = json.loads(tracking(settings).read_text_artifact(mv.run_id, "manifest.json")) if mv.run_id else {}
-    except (MlflowException, OSError):  # a version registered outside our training runs has no manifest
+    except (NotFound, OSError):  # a version registered outside our training runs has no manifest
         manifest = {}
-    dataset = find_dataset(lifecycle.conn, dataset_hash=mv.tags.get("dataset_hash"))
+    dataset_hash = mv.tags.get("dataset_hash")
+    dataset = dataset_by_hash(lifecycle.conn, dataset_hash) if dataset_hash else None
     lineage_dataset = (
         {
             "dataset_id": dataset["dataset_id"],

@@ -5,6 +5,7 @@ import dagster as dg
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
+from mlops_pipelines.lib.core.errors import NotFound
 
 CATALOG = load_catalog()
 SPECS = load_model_specs()
@@ -31,5 +32,5 @@ def trained_version(context: dg.AssetExecutionContext, model: str) -> str:
         run = instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
     latest = instance.get_latest_materialization_event(key)
     if latest is None or latest.asset_materialization is None:
-        raise LookupError(f"{model} has never been materialized: train it first")
+        raise NotFound(f"{model} has never been materialized: train it first")
     return str(latest.asset_materialization.metadata["model_version"].value)

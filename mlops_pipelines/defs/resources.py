@@ -1,4 +1,11 @@
-"""Resources for the current environment: one switch (MLOPS_ENV, via settings), read in one place."""
+"""The code location's settings and its resources for the current environment (one switch: MLOPS_ENV).
+
+``SETTINGS`` is read once, when the code location is imported: what the definitions' shape depends on (the first
+partition, the raw-folder sensor's default status) comes from it, and nothing else in ``defs/`` or
+``partitions.py`` reads the environment. The resources are built from the environment each time the definitions
+are loaded (``resources``), so a code server reload, or a test that points MLOPS_DATA_DIR elsewhere, gets fresh
+paths and URIs.
+"""
 
 from typing import Any
 
@@ -14,6 +21,8 @@ from mlops_pipelines.resources import (
     WarehouseResource,
 )
 from mlops_pipelines.settings import Settings
+
+SETTINGS = Settings.from_env()
 
 
 def secret(settings: Settings, name: str) -> Any:

@@ -90,7 +90,8 @@ def test_every_warehouse_asset_is_in_the_warehouse_pool(definitions: dg.Definiti
 
 
 def test_loading_the_code_location_opens_no_store(tmp_path: Path) -> None:
-    """RELIABILITY #3: no connection at import or load; a fresh process loads the definitions and writes nothing."""
+    """No connection at import or load (a long-lived code server would hold it): a fresh process loads the
+    definitions and writes nothing."""
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))}
     env |= {"MLOPS_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path / "home")}
@@ -101,8 +102,25 @@ def test_loading_the_code_location_opens_no_store(tmp_path: Path) -> None:
     assert written == [], f"loading the definitions wrote {written}"
 
 
+def test_loading_the_code_location_leaves_the_process_environment_as_it_was(tmp_path: Path) -> None:
+    """Importing and loading the definitions reads the environment (once, in defs/resources.py) and changes none of
+    it: a setting made for MLflow's downloads belongs to the download, not to the process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))}
+    env |= {"MLOPS_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    code = (
+        "import os, sys, dagster, mlflow  # what these set for themselves (telemetry ids) is theirs\n"
+        "before = dict(os.environ)\n"
+        "from mlops_pipelines.definitions import defs; defs().resolve_all_job_defs()\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "sys.exit(f'environment changed: {changed}' if changed else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_a_broken_policy_file_is_reported_and_the_location_still_loads(tmp_path: Path) -> None:
-    """RELIABILITY #20: the asset that reads the file says what is wrong with it; everything else loads."""
+    """A broken policy file does not stop the code location: the asset that reads it says what is wrong with it;
+    everything else loads."""
     bad = tmp_path / "promotion_policy.yaml"
     bad.write_text("defaults:\n  min_sharpe: high\n")
     code = f"""
@@ -124,3 +142,21 @@ print(json.dumps({{k.to_user_string(): graph.get(k).metadata.get("promotion_poli
     assert gate.startswith("INVALID") and "promotion_policy.yaml" in gate and "defaults.min_sharpe" in gate
     assert status["features/returns"] is None  # assets that do not read it are untouched
     assert policy_status("promotion") == "valid"  # the committed file
+
+
+def test_the_environment_is_read_in_settings_and_by_the_entry_points_only() -> None:
+    """Every variable is read in settings.py; the code location builds its settings in defs/resources.py (once at
+    import for the definitions' shape, again for the resources at each load); the CLI per command. Nothing else
+    reads or changes the process environment (tracking.py switches MLflow's progress bar off for a download)."""
+    package = Path(__file__).parents[2] / "mlops_pipelines"
+    entry_points = {"settings.py", "defs/resources.py"}
+    readers, environ = set(), set()
+    for path in package.rglob("*.py"):
+        name, text = path.relative_to(package).as_posix(), path.read_text()
+        if "from_env(" in text:
+            readers.add(name)
+        if "os.environ" in text or "os.getenv" in text:
+            environ.add(name)
+    cli = {name for name in readers | environ if name.startswith("cli/")}  # the `mlops` commands
+    assert readers - cli <= entry_points, readers - cli - entry_points
+    assert environ - cli <= {"settings.py", "lib/core/tracking.py"}, environ

@@ -1,7 +1,5 @@
 """Backtest replay, SHAP explanations and the compliance report of the version each training run registered."""
 
-import json
-
 import dagster as dg
 
 from mlops_pipelines.catalog.policies import (
@@ -11,7 +9,7 @@ from mlops_pipelines.catalog.policies import (
     policy_status,
 )
 from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS, trained_version
-from mlops_pipelines.lib.core.files import png_markdown
+from mlops_pipelines.lib.core.plots import png_markdown
 from mlops_pipelines.lib.evaluation import explanations, replay
 from mlops_pipelines.lib.governance import compliance
 from mlops_pipelines.lib.governance.gate import evaluate_version
@@ -20,8 +18,6 @@ from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
-
-SHAP_SAMPLE = 2000
 
 
 def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
@@ -36,8 +32,8 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             f"Replay of the {spec.name} version this run trained over catalog/scenarios.yaml and its own held-out "
             "window, "
             "against buy-and-hold, a naive momentum rule (or a persistence volatility target) and the production "
-            "champion; one-bar execution lag and transaction costs. Table evaluation.backtest_results; logged "
-            "to the version's MLflow run."
+            "champion; one-bar execution lag and transaction costs. Forecasts are scored too: IC, and RMSE / MAE / "
+            "QLIKE for volatility. Table evaluation.backtest_results; logged to the version's MLflow run."
         ),
     )
     def _backtest(
@@ -61,26 +57,18 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             results = replay.replay_version(lifecycle.conn, spec, CATALOG, load_scenario_catalog(), boosters, features)
             frame, gate_values = replay.store_results(lifecycle.conn, spec.name, version, results)
             run_id = lifecycle.run_id(spec.name, version)
-        pngs = {r.scenario: replay.equity_png(r, f"{spec.name} v{version}") for r in results}
-        table = replay.comparison_markdown(results)
-        client = tracking.client()
-        for row in frame.itertuples():
-            for metric in ("sharpe", "max_drawdown", "annual_return"):
-                client.log_metric(run_id, f"bt.{row.scenario}.{row.strategy}.{metric}", float(getattr(row, metric)))
-        tracking.log_files(
-            run_id,
-            {f"equity_{k}.png": v for k, v in pngs.items()}
-            | {"results.csv": frame.to_csv(index=False), "comparison.md": table},
-            "backtest",
-        )
+        report = replay.log_backtest(tracking, run_id, spec, version, results, frame)
         return dg.MaterializeResult(
             metadata={
                 "model_version": version,
                 **{k: float(v) for k, v in gate_values.items()},
+                **{f"holdout_{k}": float(v) for k, v in replay.holdout_forecast_metrics(results).items()},
                 "scenarios": len(results),
                 "champion_version": str(champion) if replay.CHAMPION in models else "none",
-                "comparison": dg.MetadataValue.md(table),
-                "equity_curves": dg.MetadataValue.md("\n\n".join(png_markdown(p, k) for k, p in pngs.items())),
+                "comparison": dg.MetadataValue.md(report.table_md),
+                "equity_curves": dg.MetadataValue.md(
+                    "\n\n".join(png_markdown(p, k) for k, p in report.equity_pngs.items())
+                ),
                 "dagster/row_count": len(frame),
                 "dagster/table_name": replay.BACKTEST_TABLE,
             }
@@ -120,35 +108,25 @@ def build_explanations_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 )
                 data = datasets.load_training_set(lifecycle.conn, spec)
                 run_id = lifecycle.run_id(spec.name, version)
-            sample = explanations.deterministic_sample(data.split("test"), SHAP_SAMPLE)
-            result = explanations.explain(loaded.booster, sample, loaded.features)
-            png = explanations.summary_plot_png(result, f"{spec.name} v{version}: SHAP summary")
-            importance = explanations.importance_markdown(result)
-            tracking.log_files(
-                run_id,
-                {
-                    "shap_summary.png": png,
-                    "global_importance.csv": result.global_importance.rename("mean_abs_shap").to_csv(),
-                    "local_explanations.json": json.dumps(result.local(), indent=2),
-                    "importance.md": importance,
-                },
-                "explanations",
+            report = explanations.explain_and_log(
+                tracking, run_id, loaded.booster, data.split("test"), loaded.features, title=f"{spec.name} v{version}"
             )
         except Exception as exc:  # reported on the asset, never raised into training
             context.log.error(f"explanations failed for {spec.name} v{version}: {exc!r}")
             yield dg.MaterializeResult(metadata={"model_version": version, "error": repr(exc)})
             yield dg.AssetCheckResult(check_name=check, passed=False, metadata={"error": repr(exc)})
             return
+        rows = len(report.explanation.sample)
         yield dg.MaterializeResult(
             metadata={
                 "model_version": version,
-                "rows_explained": len(sample),
-                "global_importance": dg.MetadataValue.md(importance),
-                "summary_plot": dg.MetadataValue.md(png_markdown(png, "SHAP summary")),
-                "largest_predictions": dg.MetadataValue.json(result.local()),
+                "rows_explained": rows,
+                "global_importance": dg.MetadataValue.md(report.importance_md),
+                "summary_plot": dg.MetadataValue.md(png_markdown(report.summary_png, "SHAP summary")),
+                "largest_predictions": dg.MetadataValue.json(report.explanation.local()),
             }
         )
-        yield dg.AssetCheckResult(check_name=check, passed=True, metadata={"rows": len(sample)})
+        yield dg.AssetCheckResult(check_name=check, passed=True, metadata={"rows": rows})
 
     return _explanations
 

@@ -2,13 +2,11 @@
 
 import dagster as dg
 
-from mlops_pipelines.catalog.feature_views import load_catalog
+from mlops_pipelines.defs.common import CATALOG
 from mlops_pipelines.lib.features import feature_store
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog, FeatureView
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import OnlineStoreResource, WarehouseResource
-
-CATALOG = load_catalog()
 
 
 def view_key(name: str) -> dg.AssetKey:
@@ -59,12 +57,8 @@ def build_view_asset(catalog: FeatureCatalog, view: FeatureView) -> dg.AssetsDef
         with warehouse.connect() as conn:
             stats = feature_store.materialize_view(conn, catalog, view.name)
             problems = feature_store.check_view_schema(conn, view)
-            preview = conn.execute(f"SELECT * FROM {view.table} ORDER BY event_ts DESC LIMIT 5").fetchdf()
-            nulls = conn.execute(
-                "SELECT "
-                + ", ".join(f'avg(CASE WHEN "{f}" IS NULL THEN 1 ELSE 0 END) AS "{f}"' for f in view.features)
-                + f" FROM {view.table}"
-            ).fetchdf()
+            preview = feature_store.preview(conn, view, rows=5)
+            nulls = feature_store.null_shares(conn, view)
         context.log.info(f"{view.table}: {stats.row_count} rows")
         yield dg.MaterializeResult(
             metadata={
@@ -74,7 +68,7 @@ def build_view_asset(catalog: FeatureCatalog, view: FeatureView) -> dg.AssetsDef
                 "feature_view_version": view.version,
                 "first_event_ts": str(stats.first_event_ts),
                 "last_event_ts": str(stats.last_event_ts),
-                "null_share": dg.MetadataValue.md(nulls.T.rename(columns={0: "null share"}).to_markdown()),
+                "null_share": dg.MetadataValue.md(nulls.to_frame("null share").to_markdown()),
                 "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
             }
         )

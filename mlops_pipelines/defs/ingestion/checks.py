@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlops_pipelines.lib.ingestion.market_bars import duplicate_bars
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import WarehouseResource
 
@@ -14,8 +15,5 @@ from mlops_pipelines.resources import WarehouseResource
 )
 def market_bars_unique_bars(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
-        row = conn.execute(
-            'SELECT count(*) - count(DISTINCT (symbol, "timestamp")), count(*) FROM raw.market_bars'
-        ).fetchone()
-    duplicates, total = (int(row[0]), int(row[1])) if row else (0, 0)
+        duplicates, total = duplicate_bars(conn)
     return dg.AssetCheckResult(passed=duplicates == 0, metadata={"observed": duplicates, "threshold": 0, "rows": total})

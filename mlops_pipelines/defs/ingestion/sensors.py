@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from mlops_pipelines.defs.resources import SETTINGS
 from mlops_pipelines.partitions import MARKET_DAYS
 from mlops_pipelines.resources import MarketDataSource
-from mlops_pipelines.settings import Settings
 
 # Days after the last partition that a file has bars on are watched until their partition exists, at most this
 # far ahead: a bar stamped further in the future is quarantined as such and not waited for.
@@ -20,9 +20,7 @@ PENDING_HORIZON = timedelta(days=400)
     minimum_interval_seconds=60,
     # On by default when the deployment reads a folder; the synthetic demo has no files to watch.
     default_status=(
-        dg.DefaultSensorStatus.RUNNING
-        if Settings.from_env().market_source == "folder"
-        else dg.DefaultSensorStatus.STOPPED
+        dg.DefaultSensorStatus.RUNNING if SETTINGS.market_source == "folder" else dg.DefaultSensorStatus.STOPPED
     ),
     description="New or changed CSV/Parquet files in the raw folder -> one ingestion run per range of days they "
     "touch; files with no bar in any partition, or unreadable ones, -> the run of the first partition.",

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from mlops_pipelines.catalog.policies import policy_status
 from mlops_pipelines.defs.common import CATALOG, SPECS
-from mlops_pipelines.lib.core.files import png_markdown
+from mlops_pipelines.lib.core.plots import png_markdown
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle
 from mlops_pipelines.lib.governance.monitored_versions import auto_demotion, booster_loader, deployed_versions
 from mlops_pipelines.lib.monitoring.drift_plots import histograms_png

@@ -5,7 +5,7 @@ from functools import partial
 import dagster as dg
 
 from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS
-from mlops_pipelines.lib.core.files import png_markdown
+from mlops_pipelines.lib.core.plots import png_markdown
 from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.lib.training.training_run import train_and_register
@@ -33,7 +33,7 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             f"Point-in-time training set of {spec.name}: label `{spec.label.kind}` over {spec.label.horizon_hours}h, "
             f"features of {', '.join(f'{k}@{v}' for k, v in spec.feature_views.items())} as of each decision, "
             "time-ordered train/validation/test with purged boundaries. Table "
-            f"training.{spec.name}_dataset; every version kept as training.dataset_<id>."
+            f"{datasets.latest_table(spec.name)}; every version kept as training.dataset_<id>."
         ),
     )
     def _dataset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -47,7 +47,7 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "dataset_hash": data.dataset_hash,
                 "dataset_id": dataset_id,
                 "dagster/row_count": len(frame),
-                "dagster/table_name": f"training.{spec.name}_dataset",
+                "dagster/table_name": datasets.latest_table(spec.name),
                 **{f"{split}_rows": int(counts.get(split, 0)) for split in datasets.SPLITS},
                 "label_mean": float(frame["label"].mean()),
                 "first_decision": str(frame["event_timestamp"].min()),

@@ -17,5 +17,6 @@ class ConfigError(MlopsError, ValueError):
 
 
 class NotFound(MlopsError, LookupError):
-    """A name the operator gave (a model, a version, a dataset id...) names nothing; the message says which,
-    and what exists."""
+    """Something asked for by name does not exist (yet): a model version, a stored training set, an artifact of a
+    run, a table that has not been materialized. The message says what is missing and, where it can, how to make it.
+    MLflow's own "does not exist" errors reach callers as this class, never as ``MlflowException``."""

@@ -3,7 +3,8 @@
 Why not dagster-mlflow: its resource and ``end_mlflow_on_run_finished`` hook are a beta, op-oriented
 integration that drives MLflow's process-global fluent state from environment variables and ends runs from a
 hook (dagster#21872), which does not fit one MLflow run per asset materialization with a status that reflects
-that step. We use ``MlflowClient`` with URIs passed explicitly everywhere (RELIABILITY #6).
+that step. We use ``MlflowClient`` with URIs passed explicitly everywhere: a process left at MLflow's default URI
+would create its own store (or the deprecated file store) and lose the runs.
 """
 
 import fcntl
@@ -32,14 +33,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.lightgbm import log_model as log_lightgbm_model
 from mlflow.models import infer_signature
 
-from mlops_pipelines.lib.core.errors import ConfigError, MlopsError
+from mlops_pipelines.lib.core.errors import ConfigError, MlopsError, NotFound
 from mlops_pipelines.lib.core.files import sha256_file
 
 MODEL_FILE = "model.lgb"
 DAGSTER_RUN_TAG = "dagster_run_id"  # every training run carries the id of the Dagster run that trains
 FAILURE_REASON_TAG = "failure_reason"
-# Artifact downloads are internal steps here; MLflow's progress bars only clutter run logs.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+_PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class TrackingConfigError(ConfigError):
@@ -60,6 +60,20 @@ class LoggedModel:
 _INITIALIZED: set[tuple[str, str]] = set()  # stores this process has made sure exist
 
 
+@contextmanager
+def _quiet_download() -> Iterator[None]:
+    """An artifact download without MLflow's progress bar (it only clutters run logs; MLflow reads the switch from
+    the environment when a download starts). A value the operator set is respected; the environment is restored."""
+    if _PROGRESS_BAR_VARIABLE in os.environ:
+        yield
+        return
+    os.environ[_PROGRESS_BAR_VARIABLE] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(_PROGRESS_BAR_VARIABLE, None)
+
+
 class Tracking:
     """MLflow tracking + registry at explicit URIs."""
 
@@ -78,7 +92,7 @@ class Tracking:
     def client(self) -> MlflowClient:
         """An MLflow client at our URIs. The process's first one for a SQLite store creates (and migrates) an
         empty store under a file lock: MLflow's stores do it without one, and two processes starting together
-        race (RELIABILITY #5)."""
+        race."""
         if (self.tracking_uri, self.registry_uri) in _INITIALIZED or not self.tracking_uri.startswith("sqlite:///"):
             return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         database = Path(self.tracking_uri.removeprefix("sqlite:///"))
@@ -135,7 +149,7 @@ class Tracking:
                 # explicit requirements: inferring them imports and probes the environment (seconds per run)
                 pip_requirements=[f"lightgbm=={lgb.__version__}", f"mlflow=={mlflow.__version__}"],
             )
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _quiet_download():
             local = Path(download_artifacts(artifact_uri=self.artifact_location(info.model_uri), dst_path=tmp))
             sha = sha256_file(local / MODEL_FILE)
         return LoggedModel(model_uri=info.model_uri, model_id=info.model_id, artifact_sha256=sha)
@@ -165,7 +179,8 @@ class Tracking:
         return read_text_artifact(self.client(), run_id, path)
 
     def read_bytes_artifact(self, run_id: str, path: str) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
+        """An artifact's content; ``NotFound`` when the run or the artifact does not exist."""
+        with tempfile.TemporaryDirectory() as tmp, _quiet_download(), _not_found(run_id, path):
             return Path(self.client().download_artifacts(run_id, path, tmp)).read_bytes()
 
     def artifact_paths(self, run_id: str, folder: str) -> list[str]:
@@ -190,7 +205,8 @@ class Tracking:
         """Download a registered model, check its sha256, then load the native file (never a pickle), after a
         load-and-predict probe in a child process: LightGBM aborts the whole process on some malformed files."""
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(download_artifacts(artifact_uri=self.artifact_location(source), dst_path=tmp))
+            with _quiet_download():
+                local = Path(download_artifacts(artifact_uri=self.artifact_location(source), dst_path=tmp))
             path = local / MODEL_FILE
             actual = sha256_file(path)
             if actual != expected_sha256:
@@ -283,7 +299,8 @@ def package_versions(
 
 
 def read_text_artifact(client: MlflowClient, run_id: str, path: str) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
+    """An artifact's text; ``NotFound`` when the run or the artifact does not exist."""
+    with tempfile.TemporaryDirectory() as tmp, _quiet_download(), _not_found(run_id, path):
         return Path(client.download_artifacts(run_id, path, tmp)).read_text()
 
 
@@ -293,3 +310,15 @@ def run_ui_url(ui_url: str, experiment_id: str, run_id: str, artifact_path: str 
     which renders an HTML report in the page."""
     url = f"{ui_url.rstrip('/')}/#/experiments/{quote(experiment_id)}/runs/{quote(run_id)}"
     return f"{url}/artifacts/{quote(artifact_path.strip('/'))}" if artifact_path else url
+
+
+@contextmanager
+def _not_found(run_id: str, path: str) -> Iterator[None]:
+    """MLflow's "does not exist" as our ``NotFound``; any other MLflow failure stays what it is."""
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        message = f"MLflow run {run_id} has no artifact {path!r} (or there is no such run): {exc.message}"
+        raise NotFound(message) from exc

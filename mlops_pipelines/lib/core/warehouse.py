@@ -1,6 +1,6 @@
 """The one adapter through which everything reads and writes the DuckDB warehouse.
 
-Rules it enforces (RELIABILITY #1-#4, #16, #21):
+Rules it enforces (the storage guarantees of docs/reliability.md rest on them):
 - no connection at import time; every connection is a context manager closed in ``finally``;
 - a writer that meets another process's file lock waits with jittered backoff instead of failing
   (the Dagster pool is the first line of defence, this is the safety net);
@@ -13,7 +13,7 @@ Rules it enforces (RELIABILITY #1-#4, #16, #21):
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,18 @@ def scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | Non
     return rows[0][0] if rows else None
 
 
+def columns_sql(columns: Mapping[str, str]) -> str:
+    """A column list for ``CREATE TABLE name (...)`` from column name -> type (constraints included)."""
+    return ", ".join(f"{quote_ident(name)} {sql_type}" for name, sql_type in columns.items())
+
+
+def fetch_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> list[dict[str, Any]]:
+    """Every row of a query as a dict (column -> value)."""
+    cursor = conn.execute(sql, params or [])
+    columns = [d[0] for d in cursor.description or []]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
 def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     schema, table = name.split(".")
     sql = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
@@ -214,13 +226,6 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
         raise
     else:
         conn.execute("COMMIT")
-
-
-def replace_table(conn: duckdb.DuckDBPyConnection, name: str, select_sql: str) -> int:
-    """Atomically replace ``name`` with the result of ``select_sql``; returns the new row count."""
-    with transaction(conn):
-        conn.execute(f"CREATE OR REPLACE TABLE {quote_table(name)} AS {select_sql}")
-        return row_count(conn, name)
 
 
 def replace_rows(

@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-HOURS_PER_YEAR = 8760
-MIN_IC_SYMBOLS = 3
+from mlops_pipelines.lib.core import metrics as m
 
 
 class PositionConfig(BaseModel):
@@ -99,6 +98,16 @@ def forward_returns(bar_returns: pd.DataFrame, horizon: int = 1) -> pd.DataFrame
     growth = bar_returns.astype(float).apply(np.log1p)
     summed = growth.rolling(horizon, min_periods=horizon).sum().shift(-horizon)
     return summed.apply(np.expm1)
+
+
+def realized_forward_vol(bar_returns: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """At row t: the annualized volatility of the log returns of bars t+1 .. t+horizon (what a volatility forecast
+    made at bar t's close predicts; NaN unless all of them exist). The volatility label's definition."""
+    if horizon < 2:
+        raise ValueError(f"horizon must be >= 2 for a volatility, got {horizon}")
+    growth = bar_returns.astype(float).apply(np.log1p)
+    std = growth.rolling(horizon, min_periods=horizon).std(ddof=1).shift(-horizon)
+    return std * np.sqrt(m.HOURS_PER_YEAR)
 
 
 def positions_from_signal(
@@ -198,7 +207,7 @@ def run_backtest(
     )
 
 
-def performance_metrics(result: BacktestResult, periods_per_year: float = HOURS_PER_YEAR) -> dict[str, float]:
+def performance_metrics(result: BacktestResult, periods_per_year: float = m.HOURS_PER_YEAR) -> dict[str, float]:
     """Summary of a backtest's portfolio returns (one per bar, simple, net of costs).
 
     - annual_return: geometric, equity_end ** (periods_per_year / n_bars) - 1 (-1 if the equity reached 0)
@@ -215,9 +224,7 @@ def performance_metrics(result: BacktestResult, periods_per_year: float = HOURS_
     """
     r = result.portfolio.to_numpy(dtype=float)
     n = len(r)
-    held, ret = result.held.to_numpy(dtype=float), result.bar_returns.to_numpy(dtype=float)
-    exposed = (held != 0) & np.isfinite(ret)
-    hit_rate = float(np.mean((held * ret)[exposed] > 0)) if exposed.any() else float("nan")
+    hit_rate = m.hit_rate(result.held.to_numpy(dtype=float), result.bar_returns.to_numpy(dtype=float))
     if n == 0:
         metrics = dict.fromkeys(
             ("annual_return", "annual_volatility", "sharpe", "sortino", "max_drawdown", "calmar", "total_return"), 0.0
@@ -227,66 +234,17 @@ def performance_metrics(result: BacktestResult, periods_per_year: float = HOURS_
     end = float(equity[-1])
     annual_return = end ** (periods_per_year / n) - 1.0 if end > 0 else -1.0
     std = float(r.std(ddof=1)) if n > 1 else 0.0
-    mean = float(r.mean())
     downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
-    peaks = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]
-    drawdown = float(np.max(1.0 - equity / peaks))
+    drawdown = m.max_drawdown(equity)
     root = float(np.sqrt(periods_per_year))
     return {
         "annual_return": annual_return,
         "annual_volatility": std * root,
-        "sharpe": mean / std * root if std > 0 else 0.0,
-        "sortino": mean / downside * root if downside > 0 else 0.0,
+        "sharpe": m.sharpe(r, periods_per_year),
+        "sortino": float(r.mean()) / downside * root if downside > 0 else 0.0,
         "max_drawdown": drawdown,
         "calmar": annual_return / drawdown if drawdown > 0 else 0.0,
         "hit_rate": hit_rate,
         "turnover": result.turnover,
         "total_return": end - 1.0,
-    }
-
-
-def information_coefficient(signal: pd.DataFrame, forward_returns: pd.DataFrame) -> float:
-    """Mean over time of the cross-sectional Spearman correlation between the signal at t and the forward return
-    from t (e.g. ``forward_returns(bar_returns, horizon)``).
-
-    Aligned by label (inner join); ties get average ranks. A time is skipped when fewer than 3 symbols have
-    both values, or when either side is constant across symbols (the correlation is undefined). NaN if every
-    time is skipped.
-    """
-    s, f = signal.align(forward_returns, join="inner")
-    sv, fv = s.to_numpy(dtype=float), f.to_numpy(dtype=float)
-    valid = np.isfinite(sv) & np.isfinite(fv)
-    count = valid.sum(axis=1)
-    center = ((count + 1) / 2.0)[:, None]  # the mean of average ranks 1..k is (k + 1) / 2
-    s_rank = pd.DataFrame(np.where(valid, sv, np.nan)).rank(axis=1).to_numpy() - center
-    f_rank = pd.DataFrame(np.where(valid, fv, np.nan)).rank(axis=1).to_numpy() - center
-    s_rank, f_rank = np.where(valid, s_rank, 0.0), np.where(valid, f_rank, 0.0)
-    cov = (s_rank * f_rank).sum(axis=1)
-    s_var, f_var = (s_rank**2).sum(axis=1), (f_rank**2).sum(axis=1)
-    ok = (count >= MIN_IC_SYMBOLS) & (s_var > 0) & (f_var > 0)
-    if not ok.any():
-        return float("nan")
-    return float(np.mean(cov[ok] / np.sqrt(s_var[ok] * f_var[ok])))
-
-
-def volatility_forecast_metrics(forecast: np.ndarray, realized: np.ndarray) -> dict[str, float]:
-    """RMSE and MAE of volatility forecasts, and QLIKE on variances:
-    mean(realized² / forecast² - log(realized² / forecast²) - 1), 0 for a perfect forecast.
-
-    Pairs where either value is non-finite or not positive are ignored (by all three); ``n`` counts the rest.
-    """
-    f = np.asarray(forecast, dtype=float).ravel()
-    r = np.asarray(realized, dtype=float).ravel()
-    if f.shape != r.shape:
-        raise ValueError(f"forecast and realized differ in size: {f.shape} vs {r.shape}")
-    ok = np.isfinite(f) & np.isfinite(r) & (f > 0) & (r > 0)
-    if not ok.any():
-        return {"rmse": float("nan"), "mae": float("nan"), "qlike": float("nan"), "n": 0.0}
-    f, r = f[ok], r[ok]
-    ratio = (r / f) ** 2
-    return {
-        "rmse": float(np.sqrt(np.mean((f - r) ** 2))),
-        "mae": float(np.mean(np.abs(f - r))),
-        "qlike": float(np.mean(ratio - np.log(ratio) - 1.0)),
-        "n": float(ok.sum()),
     }

@@ -1,17 +1,18 @@
 """SHAP explanations of LightGBM models: LightGBM's native contributions (TreeSHAP in C++) are the fast path;
 ``shap`` is used through ``shap_reference`` (a cross-check in tests) and for the beeswarm plot only."""
 
-import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from mlops_pipelines.lib.core.plots import png_bytes, pyplot
+from mlops_pipelines.lib.core.tracking import Tracking
+
+SHAP_SAMPLE = 2000  # rows of the test split explained: enough for the summary, seconds to compute
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def shap_reference(booster: lgb.Booster, frame: pd.DataFrame, features: list[str
 
 def summary_plot_png(explanation: Explanation, title: str, max_display: int = 15) -> bytes:
     """A beeswarm summary: each dot one row, x its SHAP value, colour its feature value."""
+    plt = pyplot()  # shap draws through pyplot only
     import shap
 
     shap.summary_plot(
@@ -92,12 +94,44 @@ def summary_plot_png(explanation: Explanation, title: str, max_display: int = 15
     )
     fig = plt.gcf()
     fig.suptitle(title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=90, tight=True)
 
 
 def importance_markdown(explanation: Explanation, top: int = 15) -> str:
     rows = explanation.global_importance.head(top)
     return "| feature | mean abs SHAP |\n|---|---|\n" + "\n".join(f"| {k} | {v:.5f} |" for k, v in rows.items())
+
+
+@dataclass(frozen=True)
+class ExplanationReport:
+    explanation: Explanation
+    summary_png: bytes
+    importance_md: str
+
+
+def explain_and_log(
+    tracking: Tracking,
+    run_id: str,
+    booster: lgb.Booster,
+    test_split: pd.DataFrame,
+    features: list[str],
+    *,
+    title: str,
+    sample_size: int = SHAP_SAMPLE,
+) -> ExplanationReport:
+    """Explain a deterministic sample of a version's test split and log it into the version's training run, under
+    ``explanations/``: the beeswarm summary, global importance (csv, markdown) and the largest predictions."""
+    result = explain(booster, deterministic_sample(test_split, sample_size), features)
+    png = summary_plot_png(result, f"{title}: SHAP summary")
+    importance = importance_markdown(result)
+    tracking.log_files(
+        run_id,
+        {
+            "shap_summary.png": png,
+            "global_importance.csv": result.global_importance.rename("mean_abs_shap").to_csv(),
+            "local_explanations.json": json.dumps(result.local(), indent=2),
+            "importance.md": importance,
+        },
+        "explanations",
+    )
+    return ExplanationReport(explanation=result, summary_png=png, importance_md=importance)

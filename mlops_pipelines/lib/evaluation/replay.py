@@ -1,30 +1,35 @@
 """Backtest replay of a model version over the catalog's scenarios, against baselines.
 
 Predictions are made at each bar's decision time from point-in-time features (what the model would have seen
-live), positions follow the signal, and the backtest engine (``lib/evaluation/backtest.py``) applies a one-bar execution
-lag and transaction costs. Baselines on every scenario: buy-and-hold, a naive 24-bar momentum rule, and the
-current production version of the same model (the champion) when there is one.
+live), positions follow the signal, and the backtest engine (``lib/evaluation/backtest.py``) applies a one-bar
+execution lag and transaction costs. Baselines on every scenario: buy-and-hold, a naive 24-bar momentum rule (or,
+for a volatility forecaster, volatility targeting on the last 24 hours' realized volatility: persistence), and
+the current production version of the same model (the champion) when there is one.
+
+Besides the strategy's performance, every forecast (the models', and persistence's) is scored against what
+happened: the information coefficient (``ic``: cross-sectional rank correlation with the forward return over the
+label horizon, or with the realized forward volatility), and for volatility forecasts RMSE, MAE and QLIKE.
 """
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
 import lightgbm as lgb
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.errors import NotFound
+from mlops_pipelines.lib.core.metrics import cross_sectional_ic, volatility_forecast_metrics
+from mlops_pipelines.lib.core.plots import figure, png_bytes
+from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.evaluation import backtest
 from mlops_pipelines.lib.evaluation.scenarios import HOLDOUT, ScenarioCatalog
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
+from mlops_pipelines.lib.ingestion import market_bars
 from mlops_pipelines.lib.training.datasets import load_training_set
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
@@ -53,11 +58,7 @@ class ScenarioResult:
 
 def bars_between(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> pd.DataFrame:
     """Bars from a day before ``start`` (momentum lookback) to ``end``."""
-    return conn.execute(
-        'SELECT symbol, "timestamp", close FROM raw.market_bars WHERE "timestamp" >= ? AND "timestamp" < ? '
-        'ORDER BY "timestamp", symbol',
-        [start - timedelta(hours=25), end],
-    ).fetchdf()
+    return market_bars.closes(conn, start - timedelta(hours=25), end)
 
 
 def decision_features(
@@ -80,15 +81,30 @@ def _matrix(frame: pd.DataFrame, values: np.ndarray | pd.Series) -> pd.DataFrame
     )
 
 
-def strategy_positions(
-    spec: ModelSpec, features: pd.DataFrame, predictions: np.ndarray, returns: pd.DataFrame
-) -> pd.DataFrame:
-    signal = _matrix(features, predictions).reindex(index=returns.index, columns=returns.columns)
+def strategy_positions(spec: ModelSpec, signal: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
+    """A probability of an up move -> long / short; a volatility forecast -> long, sized to the target volatility."""
     if spec.task == "classification":
         return backtest.positions_from_signal(signal, backtest.PositionConfig(mode="probability"))
     ones = backtest.buy_and_hold_positions(returns)
     config = backtest.PositionConfig(mode="sign", target_vol=TARGET_VOL, max_leverage=MAX_LEVERAGE)
     return backtest.positions_from_signal(ones, config, forecast_vol=signal)
+
+
+def forecast_truth(spec: ModelSpec, returns: pd.DataFrame) -> pd.DataFrame:
+    """What a forecast made at each bar's close is scored against: the forward return over the label horizon
+    (direction), or the realized volatility of the next ``horizon`` bars (volatility)."""
+    if spec.task == "classification":
+        return backtest.forward_returns(returns, spec.label.horizon_hours)
+    return backtest.realized_forward_vol(returns, spec.label.horizon_hours)
+
+
+def forecast_metrics(spec: ModelSpec, signal: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """``ic`` for every forecast; RMSE, MAE and QLIKE for volatility forecasts."""
+    out = {"ic": cross_sectional_ic(signal, truth)}
+    if spec.task == "regression":
+        scores = volatility_forecast_metrics(signal.to_numpy(), truth.reindex_like(signal).to_numpy())
+        out.update({k: v for k, v in scores.items() if k != "n"})
+    return out
 
 
 def replay(
@@ -111,24 +127,26 @@ def replay(
     closes = bars.pivot(index="timestamp", columns="symbol", values="close")
     returns = backtest.bar_returns_from_bars(bars)
     frame = decision_features(conn, spec, catalog, bars)
-    positions = {
-        name: strategy_positions(spec, frame, np.asarray(booster.predict(frame[features])), returns)
-        for name, booster in models.items()
-    }
+
+    def aligned(values: np.ndarray | pd.Series) -> pd.DataFrame:
+        return _matrix(frame, values).reindex(index=returns.index, columns=returns.columns)
+
+    signals = {name: aligned(np.asarray(booster.predict(frame[features]))) for name, booster in models.items()}
+    positions = {name: strategy_positions(spec, signal, returns) for name, signal in signals.items()}
     positions[BUY_AND_HOLD] = backtest.buy_and_hold_positions(returns)
     if spec.task == "classification":
         positions[MOMENTUM] = backtest.momentum_positions(closes, lookback=24)
     elif "realized_vol_24h" in frame:
-        persistence = _matrix(frame, frame["realized_vol_24h"]).reindex(index=returns.index, columns=returns.columns)
-        config = backtest.PositionConfig(mode="sign", target_vol=TARGET_VOL, max_leverage=MAX_LEVERAGE)
-        positions[PERSISTENCE] = backtest.positions_from_signal(
-            positions[BUY_AND_HOLD], config, forecast_vol=persistence
-        )
+        signals[PERSISTENCE] = aligned(frame["realized_vol_24h"])
+        positions[PERSISTENCE] = strategy_positions(spec, signals[PERSISTENCE], returns)
     in_window = returns.index >= pd.Timestamp(start)
+    truth = forecast_truth(spec, returns)[in_window]
     metrics, equity = {}, {}
     for name, held in positions.items():
         result = backtest.run_backtest(held[in_window], returns[in_window], cost_bps=cost_bps)
         metrics[name] = backtest.performance_metrics(result)
+        if name in signals:
+            metrics[name].update(forecast_metrics(spec, signals[name][in_window], truth))
         equity[name] = result.equity
     return ScenarioResult(
         scenario=scenario,
@@ -138,32 +156,6 @@ def replay(
         metrics=metrics,
         equity=pd.DataFrame(equity),
     )
-
-
-def replay_all(
-    conn: duckdb.DuckDBPyConnection,
-    spec: ModelSpec,
-    catalog: FeatureCatalog,
-    scenarios: ScenarioCatalog,
-    models: Mapping[str, lgb.Booster],
-    features: list[str],
-    *,
-    holdout: tuple[datetime, datetime],
-    train_end: datetime,
-) -> list[ScenarioResult]:
-    row = conn.execute('SELECT max("timestamp") FROM raw.market_bars').fetchone()
-    last_bar = row[0] if row else None
-    if last_bar is None:
-        raise LookupError("raw.market_bars is empty: nothing to replay")
-    windows = {HOLDOUT: holdout, **{name: s.window(last_bar) for name, s in scenarios.scenarios.items()}}
-    results = []
-    for name, (start, end) in windows.items():
-        result = replay(
-            conn, spec, catalog, name, start, end, models, features, cost_bps=scenarios.cost_bps, train_end=train_end
-        )
-        if result is not None:
-            results.append(result)
-    return results
 
 
 def results_frame(results: list[ScenarioResult], model: str, version: str) -> pd.DataFrame:
@@ -201,6 +193,16 @@ def gate_metrics(results: list[ScenarioResult]) -> dict[str, float]:
     return out
 
 
+def holdout_forecast_metrics(results: list[ScenarioResult]) -> dict[str, float]:
+    """The candidate's forecast scores (ic; rmse, mae, qlike) on its held-out window, those that are defined
+    ({} without a holdout)."""
+    holdout = next((r for r in results if r.scenario == HOLDOUT), None)
+    if holdout is None:
+        return {}
+    candidate = holdout.metrics[CANDIDATE]
+    return {k: candidate[k] for k in ("ic", "rmse", "mae", "qlike") if np.isfinite(candidate.get(k, np.nan))}
+
+
 def replay_version(
     conn: duckdb.DuckDBPyConnection,
     spec: ModelSpec,
@@ -211,7 +213,7 @@ def replay_version(
 ) -> list[ScenarioResult]:
     """Replay a version (``models[CANDIDATE]``, and the champion when given) over every scenario and over its own
     held-out window: the test split's decisions, shifted back to the bars they trade. Windows that overlap its
-    training data are marked in-sample."""
+    training data are marked in-sample; windows without bars are left out."""
     data = load_training_set(conn, spec)
     test, train = data.split("test"), data.split("train")
     delay = pd.Timedelta(hours=1) + pd.Timedelta(minutes=spec.decision_delay_minutes)
@@ -220,7 +222,16 @@ def replay_version(
         (test[ENTITY_TIME].max() - delay + timedelta(hours=1)).to_pydatetime(),
     )
     train_end = (train[ENTITY_TIME].max() - delay).to_pydatetime()
-    return replay_all(conn, spec, catalog, scenarios, models, features, holdout=holdout, train_end=train_end)
+    last_bar = market_bars.last_bar_time(conn)
+    if last_bar is None:
+        raise NotFound(f"{market_bars.BARS_TABLE} is empty: nothing to replay (ingest bars first)")
+    windows = {HOLDOUT: holdout, **{name: s.window(last_bar) for name, s in scenarios.scenarios.items()}}
+    cost = scenarios.cost_bps
+    results = [
+        replay(conn, spec, catalog, name, start, end, models, features, cost_bps=cost, train_end=train_end)
+        for name, (start, end) in windows.items()
+    ]
+    return [r for r in results if r is not None]
 
 
 def store_results(
@@ -230,11 +241,21 @@ def store_results(
     frame, gate = results_frame(results, model, version), gate_metrics(results)
     gate_rows = pd.DataFrame({"model": model, "version": version, "metric": list(gate), "value": list(gate.values())})
     with warehouse.transaction(conn):
+        _add_metric_columns(conn, BACKTEST_TABLE, frame)
         for table, rows in ((BACKTEST_TABLE, frame), (GATE_METRICS_TABLE, gate_rows)):
             warehouse.replace_rows(
                 conn, table, rows, where="model = ? AND version = ?", params=[model, version], own_transaction=False
             )
     return frame, gate
+
+
+def _add_metric_columns(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+    """Metric columns a table written by an earlier release (or by the other task's model) does not have yet."""
+    if not warehouse.table_exists(conn, table):
+        return
+    existing = warehouse.table_schema(conn, table)
+    for column in (c for c in frame.columns if c not in existing):
+        conn.execute(f"ALTER TABLE {warehouse.quote_table(table)} ADD COLUMN {warehouse.quote_ident(column)} DOUBLE")
 
 
 def stored_gate_metrics(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> dict[str, float]:
@@ -247,10 +268,12 @@ def stored_gate_metrics(conn: duckdb.DuckDBPyConnection, model: str, version: st
     return {str(name): float(value) for name, value in rows}
 
 
-def comparison_markdown(
-    results: list[ScenarioResult],
-    columns: tuple[str, ...] = ("sharpe", "annual_return", "max_drawdown", "hit_rate", "turnover"),
-) -> str:
+STRATEGY_COLUMNS = ("sharpe", "annual_return", "max_drawdown", "hit_rate", "turnover")
+FORECAST_COLUMNS = {"classification": ("ic",), "regression": ("ic", "rmse", "mae", "qlike")}
+
+
+def comparison_markdown(results: list[ScenarioResult], columns: tuple[str, ...] = STRATEGY_COLUMNS) -> str:
+    """One row per scenario and strategy; a metric a strategy does not have (a baseline's IC) is ``nan``."""
     lines = ["| scenario | strategy | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for r in results:
         label = f"{r.scenario}{' (in sample)' if r.in_sample else ''}"
@@ -261,7 +284,8 @@ def comparison_markdown(
 
 
 def equity_png(result: ScenarioResult, title: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig = figure(8, 3.6)
+    ax = fig.add_subplot()
     for column in result.equity.columns:
         ax.plot(result.equity.index, result.equity[column], label=column, linewidth=2.0 if column == CANDIDATE else 1.0)
     ax.set_title(f"{title}: {result.scenario} ({result.start:%Y-%m-%d} .. {result.end:%Y-%m-%d})")
@@ -270,7 +294,33 @@ def equity_png(result: ScenarioResult, title: str) -> bytes:
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=90)
+
+
+@dataclass(frozen=True)
+class BacktestReport:
+    table_md: str  # scenario x strategy comparison
+    equity_pngs: dict[str, bytes]  # scenario -> equity curves
+
+
+def log_backtest(
+    tracking: Tracking, run_id: str, spec: ModelSpec, version: str, results: list[ScenarioResult], frame: pd.DataFrame
+) -> BacktestReport:
+    """Log the replay of ``version`` into its training run: per scenario and strategy ``bt.<scenario>.<strategy>.``
+    sharpe, max_drawdown, annual_return and (forecasts) ic as metrics; equity curves, ``results.csv`` and
+    ``comparison.md`` under ``backtest/``."""
+    pngs = {r.scenario: equity_png(r, f"{spec.name} v{version}") for r in results}
+    table = comparison_markdown(results, STRATEGY_COLUMNS + FORECAST_COLUMNS[spec.task])
+    client = tracking.client()
+    for row in frame.to_dict("records"):
+        for metric in ("sharpe", "max_drawdown", "annual_return", "ic"):
+            value = row.get(metric)
+            if value is not None and np.isfinite(value):
+                client.log_metric(run_id, f"bt.{row['scenario']}.{row['strategy']}.{metric}", float(value))
+    tracking.log_files(
+        run_id,
+        {f"equity_{k}.png": v for k, v in pngs.items()}
+        | {"results.csv": frame.to_csv(index=False), "comparison.md": table},
+        "backtest",
+    )
+    return BacktestReport(table_md=table, equity_pngs=pngs)

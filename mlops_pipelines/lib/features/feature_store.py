@@ -1,4 +1,9 @@
-"""Materializing feature views and keeping the registry (``features.catalog``) that records every version."""
+"""Materializing feature views and keeping the registry that records every version.
+
+Owns the feature tables: every view table (``features.<name>__v<version>``), the registry ``features.catalog``
+and ``features.lineage``: their DDL and every read and write (point-in-time retrieval, which only reads view
+tables, is ``point_in_time.py``).
+"""
 
 import hashlib
 import json
@@ -11,17 +16,15 @@ import duckdb
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
-from mlops_pipelines.lib.core.errors import MlopsError
+from mlops_pipelines.lib.core.errors import MlopsError, NotFound
 from mlops_pipelines.lib.features.feature_views import (
-    VISIBLE_FROM,
     FeatureCatalog,
     FeatureView,
     ViewRefError,
-    exact_index_update_sql,
-    fast_indexed_select,
     parse_view_ref,
     schema_mismatches,
 )
+from mlops_pipelines.lib.features.point_in_time_index import VISIBLE_FROM, exact_index_update_sql, fast_indexed_select
 
 CATALOG_TABLE = "features.catalog"
 LINEAGE_TABLE = "features.lineage"
@@ -55,7 +58,7 @@ def materialize_view(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, n
     for dep in view.depends_on:
         table = dep if "." in dep else catalog.views[dep].table
         if not warehouse.table_exists(conn, table):
-            raise LookupError(f"feature view {name!r} needs {table}, which has not been materialized yet")
+            raise NotFound(f"feature view {name!r} needs {table}, which has not been materialized yet")
     rows = write_indexed(conn, view, catalog.render_body(name))
     return view_stats(conn, view, rows)
 
@@ -67,7 +70,7 @@ def write_indexed(conn: duckdb.DuckDBPyConnection, view: FeatureView, body_sql: 
     A result that does not match the declared schema is rolled back (``ViewSchemaError``).
     The index is written by the cheap ``fast_indexed_select`` and then made exact for the keys it could not
     decide (those with a NULL in it: late corrections, ties); append-only data has none, so the second
-    statement only scans. The result equals ``indexed_select`` row for row.
+    statement only scans. The result equals the exact suffix-minimum index row for row.
     """
     table = warehouse.quote_table(view.table)
     with warehouse.transaction(conn):
@@ -93,6 +96,29 @@ def view_stats(conn: duckdb.DuckDBPyConnection, view: FeatureView, rows: int | N
         last_event_ts=first_last[1] if first_last else None,
         schema=warehouse.table_schema(conn, view.table),
     )
+
+
+def last_event_time(conn: duckdb.DuckDBPyConnection, view: FeatureView) -> datetime | None:
+    """The newest event time in the view's table (None when it is empty)."""
+    event = warehouse.quote_ident(view.event_time)
+    return warehouse.scalar(conn, f"SELECT max({event}) FROM {warehouse.quote_table(view.table)}")
+
+
+def preview(conn: duckdb.DuckDBPyConnection, view: FeatureView, rows: int = 5) -> pd.DataFrame:
+    """The view's newest rows (by event time)."""
+    event = warehouse.quote_ident(view.event_time)
+    return conn.execute(
+        f"SELECT * FROM {warehouse.quote_table(view.table)} ORDER BY {event} DESC LIMIT ?", [rows]
+    ).fetchdf()
+
+
+def null_shares(conn: duckdb.DuckDBPyConnection, view: FeatureView) -> pd.Series:
+    """Share of NULL values per feature column of the view's table."""
+    shares = ", ".join(
+        f"avg(CASE WHEN {warehouse.quote_ident(f)} IS NULL THEN 1 ELSE 0 END) AS {warehouse.quote_ident(f)}"
+        for f in view.features
+    )
+    return conn.execute(f"SELECT {shares} FROM {warehouse.quote_table(view.table)}").fetchdf().iloc[0]
 
 
 def check_view_schema(conn: duckdb.DuckDBPyConnection, view: FeatureView) -> list[str]:

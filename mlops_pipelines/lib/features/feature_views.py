@@ -1,4 +1,4 @@
-"""The feature-view contract (ARCHITECTURE §5): definitions, their DAG, the feature-graph hash, lock and diff.
+"""The feature-view contract: definitions, their DAG, the feature-graph hash, lock and diff.
 
 A view's SQL names its inputs as ``{{ raw.market_bars }}`` or ``{{ other_view }}``; rendering replaces each
 reference with the physical table (``raw.market_bars``, ``features.other_view__v<version>``). The SQL returns
@@ -20,8 +20,6 @@ from mlops_pipelines.lib.core.errors import MlopsError
 from mlops_pipelines.lib.core.warehouse import quote_ident
 
 RAW_TABLES = frozenset({"raw.market_bars"})
-# System column of every view table: from when a row can be served (lib/features/point_in_time.py explains it).
-VISIBLE_FROM = "__visible_from"
 _REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION = re.compile(r"[0-9]+")
@@ -127,82 +125,6 @@ class FeatureView(BaseModel):
             "description": " ".join(self.description.split()),
             "tags": dict(sorted(self.tags.items())),
         }
-
-
-def indexed_select(view: FeatureView, body_sql: str) -> str:
-    """``body_sql``'s declared columns plus ``__visible_from`` (lib/features/point_in_time.py explains it).
-
-    A row is dominated when some row of the same key that is later in (event time, created time) order becomes
-    visible no later than it does; ``__visible_from`` is NULL for those and ``max(event, created)`` otherwise.
-    This is the exact definition, a suffix minimum per key; ``fast_indexed_select`` is the cheap first pass that
-    the materializer uses, with this as the fallback for the keys it cannot decide.
-    """
-    keys = ", ".join(quote_ident(k) for k in view.entities)
-    e, c = quote_ident(view.event_time), quote_ident(view.created_time)
-    columns = ", ".join(quote_ident(col) for col in view.schema_)
-    return f"""
-        SELECT {columns},
-               CASE WHEN _visible < coalesce(min(_visible) OVER _later, 'infinity'::TIMESTAMPTZ)
-                    THEN _visible END AS {quote_ident(VISIBLE_FROM)}
-        FROM (SELECT *, {_visible_sql(e, c)} AS _visible FROM ({body_sql}) AS _body) AS _rows
-        WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
-    """
-
-
-def _visible_sql(event: str, created: str) -> str:
-    """When a row becomes servable: ``max(event, created)``; never when either time is NULL (a row whose
-    creation time is unknown cannot be shown to have existed at any t). DuckDB's greatest() skips NULLs."""
-    never = "'infinity'::TIMESTAMPTZ"
-    return f"greatest(coalesce({event}, {never}), coalesce({created}, {never}))"
-
-
-def fast_indexed_select(view: FeatureView, body_sql: str) -> str:
-    """Like ``indexed_select``, but comparing each row with the next row of its key only (``lead``).
-
-    Why: the suffix minimum over all later rows is a segment-tree aggregate, about twice the cost of ``lead``
-    over the same sort, and for append-only data (bars: the created time grows with the event time) the
-    visibility times of a key strictly increase, so the next row *is* the minimum of the later ones.
-
-    Exact wherever it does not return NULL for any row of a key: then the key's visibility times strictly
-    increase (a NULL time or a step that does not increase gives NULL), so every row's later minimum is its
-    successor's time. A NULL it returns is also right (the successor alone dominates the row), but a row that
-    is not NULL may still be dominated by a row further on when the key's times dip later; those keys, and
-    only those, are recomputed with ``exact_index_update_sql``.
-    """
-    keys = ", ".join(quote_ident(k) for k in view.entities)
-    e, c = quote_ident(view.event_time), quote_ident(view.created_time)
-    columns = ", ".join(quote_ident(col) for col in view.schema_)
-    return f"""
-        SELECT {columns},
-               CASE WHEN _visible < coalesce(lead(_visible) OVER (PARTITION BY {keys} ORDER BY {e}, {c}),
-                                             'infinity'::TIMESTAMPTZ)
-                    THEN _visible END AS {quote_ident(VISIBLE_FROM)}
-        FROM (SELECT *, {_visible_sql(e, c)} AS _visible FROM ({body_sql}) AS _body) AS _rows
-    """
-
-
-def exact_index_update_sql(view: FeatureView, table_sql: str) -> str:
-    """Recompute ``__visible_from`` exactly (``indexed_select``) for the keys of ``table_sql`` that have a NULL
-    in it after ``fast_indexed_select``: the only keys whose fast index can be wrong. Rows are matched by
-    ``rowid``, so the statement is right even for duplicated (key, event, created) rows."""
-    keys = ", ".join(quote_ident(k) for k in view.entities)
-    e, c = quote_ident(view.event_time), quote_ident(view.created_time)
-    same_key = " AND ".join(f"_n.{quote_ident(k)} IS NOT DISTINCT FROM _t.{quote_ident(k)}" for k in view.entities)
-    visible_from = quote_ident(VISIBLE_FROM)
-    return f"""
-        UPDATE {table_sql} SET {visible_from} = _exact._index
-        FROM (
-            SELECT _rid,
-                   CASE WHEN _visible < coalesce(min(_visible) OVER _later, 'infinity'::TIMESTAMPTZ)
-                        THEN _visible END AS _index
-            FROM (
-                SELECT rowid AS _rid, {keys}, {e}, {c}, {_visible_sql(e, c)} AS _visible FROM {table_sql} AS _t
-                WHERE EXISTS (SELECT 1 FROM {table_sql} AS _n WHERE _n.{visible_from} IS NULL AND {same_key})
-            ) AS _rows
-            WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
-        ) AS _exact
-        WHERE {table_sql}.rowid = _exact._rid
-    """
 
 
 def _seconds(value: timedelta | None) -> float | None:

@@ -1,7 +1,7 @@
 """The embedded online store: the latest feature vector per entity, in one SQLite file in WAL mode.
 
 Why SQLite and not the DuckDB warehouse: DuckDB allows one writing process and locks readers out of a file
-being written (RELIABILITY #2). SQLite in WAL mode lets any number of reader processes read a consistent
+being written. SQLite in WAL mode lets any number of reader processes read a consistent
 snapshot while one writer replaces the table: a refresh is one transaction, so a reader sees either the old
 vectors or the new ones, never a mix (no torn reads), and never a lock error. Each refresh then truncates the
 WAL (``checkpoint``): with readers always busy SQLite would never reset it on its own.

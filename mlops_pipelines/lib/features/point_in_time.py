@@ -1,4 +1,4 @@
-"""Point-in-time retrieval (ARCHITECTURE §5): for an entity row at time t, per view, the feature row with the
+"""Point-in-time retrieval: for an entity row at time t, per view, the feature row with the
 same key and the latest event time <= t (and >= t - TTL when set), ties broken by the latest created time;
 rows created after t are invisible; no match gives NULLs (left join).
 
@@ -10,7 +10,8 @@ includes all but the best of rows that become visible at the same instant). Alon
 remaining rows' (event_ts, created_ts) strictly grow, so the answer at t is the last row with
 ``__visible_from <= t``: an ASOF join, as cheap as a bare one. The TTL is then a filter on that row's
 event_ts: if the best visible row is too old, every other visible row is older still. The index is computed
-once per materialization, from the table alone, so it is the same whatever the query.
+once per materialization, from the table alone, so it is the same whatever the query
+(``lib/features/point_in_time_index.py`` writes it).
 
 The entity rows' column names are the user's (an entity file's header, a caller's DataFrame) and never reach
 the SQL text: the entity relation's columns are renamed by position (``_c0``, ``_c1``, ...), the entity keys
@@ -33,7 +34,8 @@ import pyarrow.parquet as pq
 
 from mlops_pipelines.lib.core.errors import MlopsError
 from mlops_pipelines.lib.core.warehouse import quote_ident, quote_table, to_utc_micros
-from mlops_pipelines.lib.features.feature_views import VISIBLE_FROM, FeatureView, feature_columns
+from mlops_pipelines.lib.features.feature_views import FeatureView, feature_columns
+from mlops_pipelines.lib.features.point_in_time_index import VISIBLE_FROM
 
 ENTITY_TIME = "event_timestamp"
 _BATCH_ROWS = 100_000  # rows per Arrow batch written to the output file: bounded memory for any entity file

@@ -176,6 +176,14 @@ def append(
     return f"{seq}:{head}"
 
 
+def has_sequence_gaps(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether rows were cut out of the log (its seq numbers are not 1..n)."""
+    if not exists(conn):
+        return False
+    seqs = [r[0] for r in conn.execute(f"SELECT seq FROM {AUDIT_TABLE} ORDER BY seq").fetchall()]
+    return seqs != list(range(1, len(seqs) + 1))
+
+
 def read(conn: duckdb.DuckDBPyConnection, key: bytes) -> list[Row]:
     """Every row in seq order, each verified against the stored hash of the row before it."""
     if not exists(conn):

@@ -5,7 +5,6 @@ status does. That status sits between two markers (``STATUS_BEGIN`` / ``STATUS_E
 audit log by ``refresh_review_status`` after every decision, so the report in MLflow shows who decided what.
 """
 
-import base64
 import html
 import json
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_pipelines.lib.core.errors import MlopsError
+from mlops_pipelines.lib.core.plots import png_data_uri
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, LifecycleError, ReviewStatus
 from mlops_pipelines.lib.governance.promotion_policy import PolicyResult
@@ -145,7 +145,7 @@ def _md_table_to_html(markdown_table: str) -> str:
 
 
 def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+    return f'<img alt="{html.escape(alt)}" src="{png_data_uri(png)}"/>'
 
 
 def render_html(inputs: ReportInputs) -> str:

@@ -13,7 +13,11 @@ from mlops_pipelines.lib.governance.lifecycle import Lifecycle, ModelRecord, Rev
 from mlops_pipelines.lib.monitoring.feature_drift import latest_severity
 from mlops_pipelines.lib.monitoring.severity import Severity
 
-DEPLOYMENTS_TABLE = "governance.deployments"
+DEPLOYMENTS_TABLE = "governance.deployments"  # owned here: its DDL and every read and write
+_DEPLOYMENT_COLUMNS = """
+    deployment_id VARCHAR PRIMARY KEY, model VARCHAR, version VARCHAR, environment VARCHAR, status VARCHAR,
+    checklist VARCHAR, created_by VARCHAR, created_at TIMESTAMP WITH TIME ZONE
+"""
 ENVIRONMENT_STATES = {"production": {State.PRODUCTION}, "staging": {State.STAGING, State.PRODUCTION}}
 
 
@@ -117,32 +121,23 @@ def create_deployment(
         "created_at": datetime.now(UTC),
     }
     conn = lifecycle.conn
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {DEPLOYMENTS_TABLE} (deployment_id VARCHAR PRIMARY KEY, model VARCHAR,
-            version VARCHAR, environment VARCHAR, status VARCHAR, checklist VARCHAR, created_by VARCHAR,
-            created_at TIMESTAMP WITH TIME ZONE)"""
-    )
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {DEPLOYMENTS_TABLE} ({_DEPLOYMENT_COLUMNS})")
     conn.execute(f"INSERT INTO {DEPLOYMENTS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(record.values()))
     return record
 
 
 def list_deployments(conn: duckdb.DuckDBPyConnection, model: str | None = None) -> list[dict[str, Any]]:
-    """Every recorded deployment (of one model), newest first."""
+    """Every deployment (of ``model``), newest first."""
+    return _rows(conn, "WHERE model = ?", [model]) if model else _rows(conn, "", [])
+
+
+def deployment_record(conn: duckdb.DuckDBPyConnection, deployment_id: str) -> dict[str, Any] | None:
+    """One deployment, or None."""
+    rows = _rows(conn, "WHERE deployment_id = ?", [deployment_id])
+    return rows[0] if rows else None
+
+
+def _rows(conn: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> list[dict[str, Any]]:
     if not warehouse.table_exists(conn, DEPLOYMENTS_TABLE):
         return []
-    where, params = ("WHERE model = ?", [model]) if model else ("", [])
-    cursor = conn.execute(f"SELECT * FROM {DEPLOYMENTS_TABLE} {where} ORDER BY created_at DESC", params)
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-
-
-def find_deployment(conn: duckdb.DuckDBPyConnection, deployment_id: str) -> dict[str, Any] | None:
-    """One recorded deployment, its checklist parsed; None when the id names none."""
-    if not warehouse.table_exists(conn, DEPLOYMENTS_TABLE):
-        return None
-    cursor = conn.execute(f"SELECT * FROM {DEPLOYMENTS_TABLE} WHERE deployment_id = ?", [deployment_id])
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    found = dict(zip([d[0] for d in cursor.description or []], row, strict=True))
-    return {**found, "checklist": json.loads(found["checklist"])}
+    return warehouse.fetch_dicts(conn, f"SELECT * FROM {DEPLOYMENTS_TABLE} {where} ORDER BY created_at DESC", params)

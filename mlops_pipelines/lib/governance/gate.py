@@ -9,16 +9,16 @@ from typing import Any
 import duckdb
 from mlflow import MlflowClient
 
-from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.tracking import read_text_artifact
 from mlops_pipelines.lib.evaluation.replay import stored_gate_metrics
+from mlops_pipelines.lib.features.feature_store import last_event_time
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle
 from mlops_pipelines.lib.governance.promotion_policy import PolicyResult, PromotionPolicy, evaluate
 from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy
 from mlops_pipelines.lib.monitoring.drift_report import build_report
 from mlops_pipelines.lib.monitoring.severity import Severity
-from mlops_pipelines.lib.training.datasets import DATASET_REGISTRY
+from mlops_pipelines.lib.training.datasets import dataset_by_hash
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
 
@@ -71,16 +71,12 @@ def training_drift_severity(
     one trained on the new market is not, while the old version still is.
     NORMAL when the training window is unknown (no dataset on record) or there are no features.
     """
-    if not dataset_hash or not warehouse.table_exists(conn, DATASET_REGISTRY):
+    dataset = dataset_by_hash(conn, dataset_hash) if dataset_hash else None
+    if dataset is None:
         return Severity.NORMAL
-    [(trained_until,)] = conn.execute(
-        f"SELECT max(last_decision) FROM {DATASET_REGISTRY} WHERE dataset_hash = ?", [dataset_hash]
-    ).fetchall()
-    view = catalog.views[next(iter(spec.feature_views))]
+    trained_until = dataset["last_decision"]
     if as_of is None:
-        [(newest,)] = conn.execute(
-            f"SELECT max({warehouse.quote_ident(view.event_time)}) FROM {warehouse.quote_table(view.table)}"
-        ).fetchall()
+        newest = last_event_time(conn, catalog.views[next(iter(spec.feature_views))])
         as_of = None if newest is None else newest + timedelta(microseconds=1)  # the newest row included
     if trained_until is None or as_of is None:
         return Severity.NORMAL

@@ -38,7 +38,7 @@ from mlflow.exceptions import MlflowException
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.errors import MlopsError
 from mlops_pipelines.lib.governance import audit
-from mlops_pipelines.lib.governance.audit import AUDIT_HEAD_TAG, AUDIT_TABLE, Entry, Row
+from mlops_pipelines.lib.governance.audit import AUDIT_HEAD_TAG, Entry, Row
 from mlops_pipelines.lib.governance.promotion_policy import PolicyResult
 
 STATE_TAG = "lifecycle_state"
@@ -415,10 +415,8 @@ class Lifecycle:
         """The model's record and its consistency problems (see ``consistency_problems``)."""
         record = self.record(model)
         problems = list(record.problems)
-        if audit.exists(self.conn):
-            seqs = [r[0] for r in self.conn.execute(f"SELECT seq FROM {AUDIT_TABLE} ORDER BY seq").fetchall()]
-            if seqs != list(range(1, len(seqs) + 1)):
-                problems.append("audit log sequence has gaps")
+        if audit.has_sequence_gaps(self.conn):
+            problems.append("audit log sequence has gaps")
         try:
             registered = self.client.get_registered_model(model)
         except MlflowException:

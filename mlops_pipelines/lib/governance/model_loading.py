@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import lightgbm as lgb
 
-from mlops_pipelines.lib.core.errors import MlopsError
+from mlops_pipelines.lib.core.errors import MlopsError, NotFound
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, LifecycleError
 
@@ -43,7 +43,7 @@ def resolve(lifecycle: Lifecycle, model: str, ref: str) -> str:
         return ref
     version = lifecycle.record(model).aliases.get(ref)
     if version is None:
-        raise LookupError(f"{model}@{ref} does not resolve to a registered version")
+        raise NotFound(f"{model}@{ref} does not resolve to a registered version")
     return version
 
 
@@ -62,7 +62,7 @@ def load_for_inference(
     version = resolve(lifecycle, model, ref)
     found = record.versions.get(version)
     if found is None:
-        raise LookupError(f"{model} v{version} is not a registered version")
+        raise NotFound(f"{model} v{version} is not a registered version")
     recorded = str(found.registered.get("feature_graph_hash", ""))
     if recorded != live_graph_hash:
         if override_reason is None:

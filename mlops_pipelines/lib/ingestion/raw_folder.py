@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from mlops_pipelines.lib.ingestion.market_data import SourceFileError, read_empty_source, read_source_file
+from mlops_pipelines.lib.ingestion.source_files import SourceFileError, read_empty_source, read_source_file
 from mlops_pipelines.lib.ingestion.validation import outside_partitions, parse_utc
 
 QUARANTINED_FILES_TABLE = "raw.quarantined_files"

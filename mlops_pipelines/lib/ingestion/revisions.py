@@ -2,7 +2,7 @@
 
 A bar that comes back with the same values keeps the arrival time it was stored with, so re-running a day
 changes nothing. A bar that comes back with different values is a *revision* and carries its real arrival time
-(ARCHITECTURE.md section 5): the time the source gives, or the ingestion time when that is earlier, because we
+: the time the source gives, or the ingestion time when that is earlier, because we
 cannot have known the new values before we received them. Point-in-time retrieval therefore never serves a
 correction before it existed. The version a revision replaces, and a bar the source no longer has, are kept in
 ``raw.market_bar_revisions`` with the reason: nothing is lost. A bar whose file cannot be read right now (a
@@ -13,16 +13,20 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
+import duckdb
 import numpy as np
 import pandas as pd
 
-REVISIONS_TABLE = "raw.market_bar_revisions"
-REVISIONS_DDL = """
-    symbol VARCHAR NOT NULL, sector VARCHAR, "timestamp" TIMESTAMP WITH TIME ZONE NOT NULL,
-    open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
-    available_at TIMESTAMP WITH TIME ZONE NOT NULL, source_file VARCHAR,
-    reason VARCHAR NOT NULL, superseded_at TIMESTAMP WITH TIME ZONE NOT NULL, superseded_by VARCHAR
-"""
+from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.ingestion.market_bars import BAR_COLUMNS
+
+REVISIONS_TABLE = "raw.market_bar_revisions"  # owned here
+REVISION_COLUMNS = {
+    **BAR_COLUMNS,  # the stored bar as it was
+    "reason": "VARCHAR NOT NULL",  # revised | withdrawn
+    "superseded_at": "TIMESTAMP WITH TIME ZONE NOT NULL",
+    "superseded_by": "VARCHAR",  # the file that brought the new version (revised)
+}
 KEY = ["symbol", "timestamp"]
 VALUE_COLUMNS = ["sector", "open", "high", "low", "close", "volume"]
 TIMES = ("timestamp", "available_at", "superseded_at")
@@ -88,3 +92,16 @@ def _same_values(merged: pd.DataFrame) -> pd.Series:
         new, old = merged[column], merged[f"{column}_stored"]
         same &= (new == old) | (new.isna() & old.isna())
     return same
+
+
+def record_superseded(conn: duckdb.DuckDBPyConnection, superseded: pd.DataFrame) -> None:
+    """Append the superseded versions to ``raw.market_bar_revisions`` (every one is kept), inside the caller's
+    transaction."""
+    warehouse.replace_rows(
+        conn,
+        REVISIONS_TABLE,
+        superseded,
+        where="false",  # append
+        create_sql=warehouse.columns_sql(REVISION_COLUMNS),
+        own_transaction=False,
+    )

@@ -13,50 +13,23 @@ the first line. The others are quarantined naming the row that was kept.
 """
 
 import re
-from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import duckdb
 import numpy as np
 import pandas as pd
 
-from mlops_pipelines.lib.core import warehouse
-from mlops_pipelines.lib.ingestion.market_data import BAR_INTERVAL
+from mlops_pipelines.lib.ingestion.market_bars import (
+    BAR_COLUMNS,
+    BAR_INTERVAL,
+    OUTSIDE_PARTITIONS,
+    QUARANTINE_COLUMNS,
+    UNPARSEABLE_PARTITION,
+)
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 NUMERIC_COLUMNS = (*PRICE_COLUMNS, "volume")
-RAW_COLUMNS = (
-    "symbol",
-    "sector",
-    "timestamp",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "available_at",
-    "source_file",
-)
-QUARANTINE_TABLE = "raw.quarantined_bars"  # every rejected row, with its file, line and reasons
-QUARANTINE_COLUMNS = (
-    "partition_key",
-    "source_file",
-    "source_row",
-    "reason",
-    "symbol",
-    "timestamp",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quarantined_at",
-)
-UNPARSEABLE_PARTITION = "__unparseable__"
-OUTSIDE_PARTITIONS = "__outside_partitions__"  # before the first partition, or in the future
-NO_PARTITION = (UNPARSEABLE_PARTITION, OUTSIDE_PARTITIONS)
 # A bar may be stamped this far past our clock (the vendor's clock runs ahead) and still count as present.
 DEFAULT_MAX_CLOCK_SKEW = timedelta(minutes=5)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -97,72 +70,19 @@ def validate_bars(
     (the file's modification time, for the duplicate rule)."""
     now = now or datetime.now(UTC)
     latest = now + max_clock_skew
-    skew = f"({max_clock_skew.total_seconds():g} s)"
-    n = len(frame)
     if "source_row" not in frame.columns:
-        frame = frame.assign(source_row=np.arange(n))
-    reasons = np.full(n, "", dtype=object)
-
-    def flag(mask: np.ndarray | pd.Series, reason: str) -> None:
-        mask = np.asarray(mask, dtype=bool)
-        reasons[mask] = np.where(reasons[mask] == "", reason, reasons[mask] + "; " + reason)
-
+        frame = frame.assign(source_row=np.arange(len(frame)))
+    rows = _Rows(frame)
     if "line_error" in frame.columns:
         line_error = frame["line_error"].notna().to_numpy()
-        reasons[line_error] = frame["line_error"].to_numpy()[line_error]
+        rows.reasons[line_error] = frame["line_error"].to_numpy()[line_error]
+    symbol, sector = _check_names(frame, rows, universe)
+    timestamp = _check_timestamps(frame, rows, first_bar, latest, max_clock_skew)
+    numbers = _check_numbers(frame, rows)
+    available = _check_available_at(frame, rows, timestamp, latest, max_clock_skew)
+    _flag_duplicates(frame, symbol, timestamp, available, rows.reasons)
 
-    symbol = frame["symbol"].astype("string").str.strip()
-    flag(symbol.isna() | (symbol == ""), "symbol: missing")
-    flag(_has_control_characters(symbol), "symbol: contains control characters")
-    sector = frame["sector"].astype("string").str.strip() if "sector" in frame.columns else None
-    if sector is not None:
-        flag(_has_control_characters(sector), "sector: contains control characters")
-    if universe is not None:
-        flag(symbol.notna() & (symbol != "") & ~symbol.isin(list(universe)), "symbol: not in the symbol universe")
-
-    timestamp = parse_utc(frame["timestamp"])
-    flag(timestamp.isna(), "timestamp: missing or unparseable")
-    off_grid = timestamp.notna() & (timestamp != timestamp.dt.floor(BAR_INTERVAL))  # NaT != x is True
-    flag(off_grid.to_numpy(), "timestamp: not on the hourly grid (a bar opens on the hour)")
-    if first_bar is not None:
-        flag(
-            (timestamp < pd.Timestamp(first_bar)).to_numpy(),
-            f"timestamp: before the first partition ({first_bar:%Y-%m-%d})",
-        )
-    flag(
-        (timestamp > pd.Timestamp(latest)).to_numpy(), f"timestamp: in the future beyond the allowed clock skew {skew}"
-    )
-
-    numbers = {c: pd.to_numeric(frame[c], errors="coerce").astype(float) for c in NUMERIC_COLUMNS}
-    for column, values in numbers.items():
-        flag(~np.isfinite(values.to_numpy()), f"{column}: missing or not a finite number")
-    for column in PRICE_COLUMNS:
-        flag(numbers[column].to_numpy() <= 0, f"{column}: non-positive price")
-    high, low = numbers["high"].to_numpy(), numbers["low"].to_numpy()
-    flag(high < low, "high < low")
-    for column in ("open", "close"):
-        values = numbers[column].to_numpy()
-        flag((values < low) | (values > high), f"{column} outside [low, high]")
-    flag(numbers["volume"].to_numpy() < 0, "volume: negative")
-
-    bar_close = timestamp + BAR_INTERVAL
-    if "available_at" in frame.columns:
-        raw_available = frame["available_at"]
-        available = parse_utc(raw_available)
-        given = raw_available.notna() & (raw_available.astype("string").str.strip() != "")
-        flag(given & available.isna(), "available_at: unparseable")
-        flag((available < bar_close).fillna(False).to_numpy(), "available_at: before the bar closed")
-        flag(
-            (available > pd.Timestamp(latest)).fillna(False).to_numpy(),
-            f"available_at: in the future beyond the allowed clock skew {skew}",
-        )
-        available = available.fillna(bar_close)
-    else:
-        available = bar_close
-
-    _flag_duplicates(frame, symbol, timestamp, available, reasons)
-
-    ok = reasons == ""
+    ok = rows.reasons == ""
     accepted = pd.DataFrame(
         {
             "symbol": symbol[ok].astype(object),
@@ -174,12 +94,104 @@ def validate_bars(
             "available_at": available[ok],
             "source_file": frame["source_file"][ok].astype(object),
         },
-        columns=list(RAW_COLUMNS),
+        columns=list(BAR_COLUMNS),
     ).reset_index(drop=True)
     for column in ("timestamp", "available_at"):
         accepted[column] = accepted[column].astype("datetime64[us, UTC]")
+    quarantined = _quarantined(frame, rows.reasons, timestamp, first_bar, latest, now)
+    return ValidationResult(accepted=accepted, quarantined=quarantined)
 
-    bad = ~ok
+
+class _Rows:
+    """The reasons found so far, per row ("" while a row has none)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.reasons = np.full(len(frame), "", dtype=object)
+
+    def flag(self, mask: np.ndarray | pd.Series, reason: str) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        reasons = self.reasons
+        reasons[mask] = np.where(reasons[mask] == "", reason, reasons[mask] + "; " + reason)
+
+
+def _check_names(
+    frame: pd.DataFrame, rows: _Rows, universe: Collection[str] | None
+) -> tuple[pd.Series, pd.Series | None]:
+    """The symbol and the sector (None when the source has none), stripped."""
+    symbol = frame["symbol"].astype("string").str.strip()
+    rows.flag(symbol.isna() | (symbol == ""), "symbol: missing")
+    rows.flag(_has_control_characters(symbol), "symbol: contains control characters")
+    sector = frame["sector"].astype("string").str.strip() if "sector" in frame.columns else None
+    if sector is not None:
+        rows.flag(_has_control_characters(sector), "sector: contains control characters")
+    if universe is not None:
+        rows.flag(symbol.notna() & (symbol != "") & ~symbol.isin(list(universe)), "symbol: not in the symbol universe")
+    return symbol, sector
+
+
+def _check_timestamps(
+    frame: pd.DataFrame, rows: _Rows, first_bar: datetime | None, latest: datetime, skew: timedelta
+) -> pd.Series:
+    timestamp = parse_utc(frame["timestamp"])
+    rows.flag(timestamp.isna(), "timestamp: missing or unparseable")
+    off_grid = timestamp.notna() & (timestamp != timestamp.dt.floor(BAR_INTERVAL))  # NaT != x is True
+    rows.flag(off_grid.to_numpy(), "timestamp: not on the hourly grid (a bar opens on the hour)")
+    if first_bar is not None:
+        rows.flag(
+            (timestamp < pd.Timestamp(first_bar)).to_numpy(),
+            f"timestamp: before the first partition ({first_bar:%Y-%m-%d})",
+        )
+    rows.flag(
+        (timestamp > pd.Timestamp(latest)).to_numpy(),
+        f"timestamp: in the future beyond the allowed clock skew ({skew.total_seconds():g} s)",
+    )
+    return timestamp
+
+
+def _check_numbers(frame: pd.DataFrame, rows: _Rows) -> dict[str, pd.Series]:
+    numbers = {c: pd.to_numeric(frame[c], errors="coerce").astype(float) for c in NUMERIC_COLUMNS}
+    for column, values in numbers.items():
+        rows.flag(~np.isfinite(values.to_numpy()), f"{column}: missing or not a finite number")
+    for column in PRICE_COLUMNS:
+        rows.flag(numbers[column].to_numpy() <= 0, f"{column}: non-positive price")
+    high, low = numbers["high"].to_numpy(), numbers["low"].to_numpy()
+    rows.flag(high < low, "high < low")
+    for column in ("open", "close"):
+        values = numbers[column].to_numpy()
+        rows.flag((values < low) | (values > high), f"{column} outside [low, high]")
+    rows.flag(numbers["volume"].to_numpy() < 0, "volume: negative")
+    return numbers
+
+
+def _check_available_at(
+    frame: pd.DataFrame, rows: _Rows, timestamp: pd.Series, latest: datetime, skew: timedelta
+) -> pd.Series:
+    """When each bar reached us: the given ``available_at``, else the bar's close."""
+    bar_close = timestamp + BAR_INTERVAL
+    if "available_at" not in frame.columns:
+        return bar_close
+    raw_available = frame["available_at"]
+    available = parse_utc(raw_available)
+    given = raw_available.notna() & (raw_available.astype("string").str.strip() != "")
+    rows.flag(given & available.isna(), "available_at: unparseable")
+    rows.flag((available < bar_close).fillna(False).to_numpy(), "available_at: before the bar closed")
+    rows.flag(
+        (available > pd.Timestamp(latest)).fillna(False).to_numpy(),
+        f"available_at: in the future beyond the allowed clock skew ({skew.total_seconds():g} s)",
+    )
+    return available.fillna(bar_close)
+
+
+def _quarantined(
+    frame: pd.DataFrame,
+    reasons: np.ndarray,
+    timestamp: pd.Series,
+    first_bar: datetime | None,
+    latest: datetime,
+    now: datetime,
+) -> pd.DataFrame:
+    """The rejected rows as they arrived (text), with their reasons and partition keys."""
+    bad = reasons != ""
     partition = timestamp[bad].dt.strftime("%Y-%m-%d").fillna(UNPARSEABLE_PARTITION)
     partition[outside_partitions(timestamp[bad], first_bar=first_bar, latest=latest) & timestamp[bad].notna()] = (
         OUTSIDE_PARTITIONS
@@ -194,10 +206,10 @@ def validate_bars(
             "timestamp": _as_text(frame["timestamp"][bad]),
             **{c: _as_text(frame[c][bad]) for c in NUMERIC_COLUMNS},
         },
-        columns=list(QUARANTINE_COLUMNS[:-1]),
+        columns=list(QUARANTINE_COLUMNS)[:-1],
     ).reset_index(drop=True)
     quarantined["quarantined_at"] = pd.Series([now] * len(quarantined), dtype="datetime64[us, UTC]")
-    return ValidationResult(accepted=accepted, quarantined=quarantined)
+    return quarantined
 
 
 def _flag_duplicates(
@@ -237,23 +249,6 @@ def _has_control_characters(values: pd.Series) -> np.ndarray:
     """Per row: the text holds a control character (a NUL byte, a line break...). Checked once per distinct value."""
     bad = [v for v in values.dropna().unique() if _CONTROL_CHARACTERS.search(str(v))]
     return values.isin(bad).to_numpy() if bad else np.zeros(len(values), dtype=bool)
-
-
-def reason_counts(reasons: Iterable[str]) -> Counter[str]:
-    """Rows per reason, for reports: a reason's detail in square brackets (which row was kept...) is left out."""
-    return Counter(re.sub(r" \[.*\]$", "", r) for text in reasons for r in text.split("; "))
-
-
-def top_quarantine_reasons(conn: duckdb.DuckDBPyConnection, top: int = 5) -> list[tuple[str, int]]:
-    """The most frequent reasons in the quarantine table (ties by name), counted as ``reason_counts`` does (a row
-    with two reasons counts for each); empty when nothing was ever quarantined."""
-    if not warehouse.table_exists(conn, QUARANTINE_TABLE):
-        return []
-    counts: Counter[str] = Counter()
-    for reason, rows in conn.execute(f"SELECT reason, count(*) FROM {QUARANTINE_TABLE} GROUP BY 1").fetchall():
-        for name, n in reason_counts([reason]).items():
-            counts[name] += n * rows
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
 
 
 _HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"

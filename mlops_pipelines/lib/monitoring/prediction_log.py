@@ -15,6 +15,7 @@ import pandas as pd
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
+from mlops_pipelines.lib.ingestion import market_bars
 from mlops_pipelines.lib.training import training
 from mlops_pipelines.lib.training.datasets import label_sql
 from mlops_pipelines.lib.training.model_specs import ModelSpec
@@ -35,17 +36,14 @@ def decision_rows(
     if labelled_by is None:
         source = (
             f'SELECT symbol, "timestamp" + INTERVAL 1 HOUR + INTERVAL {spec.decision_delay_minutes} MINUTE '
-            f"AS {ENTITY_TIME} FROM raw.market_bars"
+            f"AS {ENTITY_TIME} FROM {market_bars.relation()}"
         )
         where, params = "", [start, end]
     else:
         # only the bars a label in the window can use: from the first decision's bar (and the one before it, for
         # its first return) to the time labels must be known by
         first_bar = start - timedelta(hours=2, minutes=spec.decision_delay_minutes)
-        bars = (
-            f"(SELECT * FROM raw.market_bars WHERE \"timestamp\" >= TIMESTAMPTZ '{first_bar.isoformat()}' "
-            f"AND \"timestamp\" < TIMESTAMPTZ '{labelled_by.isoformat()}')"
-        )
+        bars = market_bars.relation(first_bar, labelled_by)
         source = f"SELECT symbol, {ENTITY_TIME}, label, label_available_at FROM ({label_sql(spec, bars)})"
         where, params = "AND label_available_at <= ?", [start, end, labelled_by]
     limit = f"ORDER BY hash(symbol, {ENTITY_TIME}) LIMIT {int(max_rows)}" if max_rows else ""

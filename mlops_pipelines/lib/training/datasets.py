@@ -1,5 +1,10 @@
 """Point-in-time training sets: labels from raw bars after the decision, features as of the decision,
-time-ordered train / validation / test splits with a purge so that no label overlaps the next split."""
+time-ordered train / validation / test splits with a purge so that no label overlaps the next split.
+
+Owns the training tables: ``training.<model>_dataset`` (a model's latest set), ``training.dataset_<id>`` (every
+set, immutable, by the first 12 hex digits of its content hash) and the registry ``training.datasets`` (one row
+per stored set): their DDL and every read and write.
+"""
 
 import hashlib
 import json
@@ -11,11 +16,22 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.errors import NotFound
+from mlops_pipelines.lib.core.metrics import HOURS_PER_YEAR
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
+from mlops_pipelines.lib.ingestion.market_bars import BARS_TABLE
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
 SPLITS = ("train", "validation", "test")
+DATASET_REGISTRY = "training.datasets"
+_REGISTRY_COLUMNS = """
+    dataset_id VARCHAR, dataset_hash VARCHAR, model VARCHAR, table_name VARCHAR, row_count BIGINT,
+    train_rows BIGINT, validation_rows BIGINT, test_rows BIGINT,
+    first_decision TIMESTAMP WITH TIME ZONE, last_decision TIMESTAMP WITH TIME ZONE,
+    features VARCHAR, feature_views VARCHAR,
+    label VARCHAR, dagster_run_id VARCHAR, created_at TIMESTAMP WITH TIME ZONE
+"""
 
 
 @dataclass(frozen=True)
@@ -28,7 +44,21 @@ class TrainingSet:
         return self.frame[self.frame["split"] == name]
 
 
-def label_sql(spec: ModelSpec, bars: str = "raw.market_bars") -> str:
+def latest_table(model: str) -> str:
+    """The table holding a model's latest training set."""
+    return f"training.{model}_dataset"
+
+
+def dataset_id(dataset_hash: str) -> str:
+    return dataset_hash[:12]
+
+
+def immutable_table(dataset_hash: str) -> str:
+    """The table that keeps the training set of this content hash, forever."""
+    return f"training.dataset_{dataset_id(dataset_hash)}"
+
+
+def label_sql(spec: ModelSpec, bars: str = BARS_TABLE) -> str:
     """Entity rows with their label, from ``bars`` (a table or a parenthesized query over ``raw.market_bars``).
     The decision is taken ``decision_delay`` after the bar closes; the label needs the next ``horizon`` bars and
     is known when the last of them closes."""
@@ -38,8 +68,9 @@ def label_sql(spec: ModelSpec, bars: str = "raw.market_bars") -> str:
         extra = ""
     else:
         label = "forward_vol"
+        annualized = f"stddev_samp(r) OVER fwd * sqrt({HOURS_PER_YEAR})"
         extra = f""",
-               CASE WHEN count(r) OVER fwd = {h} THEN stddev_samp(r) OVER fwd * sqrt(8760) END AS forward_vol"""
+               CASE WHEN count(r) OVER fwd = {h} THEN {annualized} END AS forward_vol"""
     return f"""
         WITH bars AS (
             SELECT symbol, "timestamp", close,
@@ -101,33 +132,22 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog
     return TrainingSet(frame=frame, features=features, dataset_hash=dataset_hash(frame))
 
 
-DATASET_REGISTRY = "training.datasets"
-
-
 def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: TrainingSet, *, run_id: str) -> str:
     """Write the latest set (``training.<model>_dataset``), an immutable copy per content hash, and a registry
     row; returns the dataset id (the first 12 hex digits of the hash)."""
-    dataset_id = data.dataset_hash[:12]
-    immutable = f"training.dataset_{dataset_id}"
+    immutable = immutable_table(data.dataset_hash)
     conn.register("_training_set", data.frame)
     try:
         with warehouse.transaction(conn):
-            latest = warehouse.quote_table(f"training.{spec.name}_dataset")
+            latest = warehouse.quote_table(latest_table(spec.name))
             conn.execute(f"CREATE OR REPLACE TABLE {latest} AS SELECT * FROM _training_set")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {immutable} AS SELECT * FROM _training_set")
-            conn.execute(
-                f"""CREATE TABLE IF NOT EXISTS {DATASET_REGISTRY} (
-                    dataset_id VARCHAR, dataset_hash VARCHAR, model VARCHAR, table_name VARCHAR, row_count BIGINT,
-                    train_rows BIGINT, validation_rows BIGINT, test_rows BIGINT,
-                    first_decision TIMESTAMP WITH TIME ZONE, last_decision TIMESTAMP WITH TIME ZONE,
-                    features VARCHAR, feature_views VARCHAR,
-                    label VARCHAR, dagster_run_id VARCHAR, created_at TIMESTAMP WITH TIME ZONE)"""
-            )
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {DATASET_REGISTRY} ({_REGISTRY_COLUMNS})")
             counts = data.frame["split"].value_counts()
             conn.execute(
                 f"INSERT INTO {DATASET_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
                 [
-                    dataset_id,
+                    dataset_id(data.dataset_hash),
                     data.dataset_hash,
                     spec.name,
                     immutable,
@@ -145,47 +165,40 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
             )
     finally:
         conn.unregister("_training_set")
-    return dataset_id
-
-
-def list_datasets(conn: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Every stored training set, newest first: id, model, row counts per split, decision range, creation."""
-    if not warehouse.table_exists(conn, DATASET_REGISTRY):
-        return []
-    cursor = conn.execute(
-        f"SELECT dataset_id, model, row_count, train_rows, validation_rows, test_rows, first_decision, "
-        f"last_decision, created_at FROM {DATASET_REGISTRY} ORDER BY created_at DESC"
-    )
-    return _records(cursor)
-
-
-def find_dataset(
-    conn: duckdb.DuckDBPyConnection, *, dataset_id: str | None = None, dataset_hash: str | None = None
-) -> dict[str, Any] | None:
-    """The registry row of one training set (every column), by id or by full hash; None when there is none."""
-    if not warehouse.table_exists(conn, DATASET_REGISTRY):
-        return None
-    column, value = ("dataset_id", dataset_id) if dataset_id is not None else ("dataset_hash", dataset_hash)
-    found = _records(conn.execute(f"SELECT * FROM {DATASET_REGISTRY} WHERE {column} = ? LIMIT 1", [value]))
-    return found[0] if found else None
-
-
-def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    columns = [d[0] for d in cursor.description or []]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return dataset_id(data.dataset_hash)
 
 
 def load_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec) -> TrainingSet:
     """The latest stored set of a model, re-hashed: a content change since it was stored is an error."""
-    row = conn.execute(
-        f"SELECT table_name, dataset_hash, features FROM {DATASET_REGISTRY} WHERE model = ? "
-        "ORDER BY created_at DESC LIMIT 1",
-        [spec.name],
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"no stored training set for {spec.name!r}: materialize training/{spec.name}_dataset")
-    frame = conn.execute(f"SELECT * FROM {warehouse.quote_table(row[0])}").fetchdf()
+    rows = _registry_rows(conn, "WHERE model = ?", [spec.name])
+    if not rows:
+        raise NotFound(f"no stored training set for {spec.name!r}: materialize training/{spec.name}_dataset")
+    table, stored_hash = rows[0]["table_name"], rows[0]["dataset_hash"]
+    frame = conn.execute(f"SELECT * FROM {warehouse.quote_table(table)}").fetchdf()
     actual = dataset_hash(frame)
-    if actual != row[1]:
-        raise ValueError(f"{row[0]} has hash {actual}, registered as {row[1]}: the stored dataset was modified")
-    return TrainingSet(frame=frame, features=json.loads(row[2]), dataset_hash=actual)
+    if actual != stored_hash:
+        raise ValueError(f"{table} has hash {actual}, registered as {stored_hash}: the stored dataset was modified")
+    return TrainingSet(frame=frame, features=json.loads(rows[0]["features"]), dataset_hash=actual)
+
+
+def list_datasets(conn: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every stored training set's registry row, newest first ([] before the first one)."""
+    return _registry_rows(conn, "", [])
+
+
+def dataset_record(conn: duckdb.DuckDBPyConnection, dataset_id: str) -> dict[str, Any] | None:
+    """The registry row of one stored training set (its newest, if stored more than once), else None."""
+    rows = _registry_rows(conn, "WHERE dataset_id = ?", [dataset_id])
+    return rows[0] if rows else None
+
+
+def dataset_by_hash(conn: duckdb.DuckDBPyConnection, dataset_hash: str) -> dict[str, Any] | None:
+    """The registry row of the training set with this content hash (a model version's ``dataset_hash`` tag)."""
+    rows = _registry_rows(conn, "WHERE dataset_hash = ?", [dataset_hash])
+    return rows[0] if rows else None
+
+
+def _registry_rows(conn: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> list[dict[str, Any]]:
+    if not warehouse.table_exists(conn, DATASET_REGISTRY):
+        return []
+    return warehouse.fetch_dicts(conn, f"SELECT * FROM {DATASET_REGISTRY} {where} ORDER BY created_at DESC", params)

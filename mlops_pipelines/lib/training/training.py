@@ -1,18 +1,15 @@
 """LightGBM training and the held-out metrics the promotion policy reads."""
 
 from dataclasses import dataclass
-from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from mlops_pipelines.lib.core import metrics as m
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
 from mlops_pipelines.lib.training.datasets import TrainingSet
 from mlops_pipelines.lib.training.model_specs import ModelSpec
-
-HOURS_PER_YEAR = 8760
 
 
 @dataclass(frozen=True)
@@ -59,8 +56,7 @@ def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[s
         if spec.task == "regression" and "realized_vol_24h" in part:
             persistence = part["realized_vol_24h"].to_numpy()
             ok = np.isfinite(persistence)
-            baseline = float(np.sqrt(np.mean((persistence[ok] - y[ok]) ** 2)))
-            model = float(np.sqrt(np.mean((pred[ok] - y[ok]) ** 2)))
+            baseline, model = m.rmse(persistence[ok], y[ok]), m.rmse(pred[ok], y[ok])
             metrics[f"{prefix}_rmse_ratio"] = model / baseline if baseline > 0 else float("nan")
     test = data.split("test")
     metrics["test_rows"] = float(len(test))
@@ -68,8 +64,8 @@ def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[s
     if spec.task == "classification":
         metrics["hit_rate"] = metrics["test_hit_rate"]
         pnl = directional_pnl(test, predict(booster, test, data.features), spec.label.horizon_hours)
-        metrics["sharpe"] = sharpe(pnl, periods_per_year=HOURS_PER_YEAR / spec.label.horizon_hours)
-        metrics["max_drawdown"] = max_drawdown(pnl)
+        metrics["sharpe"] = m.sharpe(pnl, periods_per_year=m.HOURS_PER_YEAR / spec.label.horizon_hours)
+        metrics["max_drawdown"] = m.max_drawdown(np.exp(pnl.cumsum().to_numpy()))
     elif "test_rmse_ratio" in metrics:
         metrics["rmse_ratio"] = metrics["test_rmse_ratio"]
     return metrics
@@ -79,16 +75,9 @@ def quality_metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, flo
     """The model-quality metrics of a task: reported on validation and test at training, and on labelled live
     decisions by monitoring (the same definitions, so they compare)."""
     if task == "classification":
-        return {
-            "auc": auc(y, pred),
-            "logloss": log_loss(y, pred),
-            "hit_rate": float(np.mean((pred > 0.5) == (y > 0.5))),
-        }
-    return {
-        "rmse": float(np.sqrt(np.mean((pred - y) ** 2))),
-        "mae": float(np.mean(np.abs(pred - y))),
-        "ic": spearman_ic(pred, y),
-    }
+        up, predicted_up = np.where(y > 0.5, 1.0, -1.0), np.where(pred > 0.5, 1.0, -1.0)
+        return {"auc": m.auc(y, pred), "logloss": m.log_loss(y, pred), "hit_rate": m.hit_rate(predicted_up, up)}
+    return {"rmse": m.rmse(pred, y), "mae": m.mae(pred, y), "ic": m.pooled_ic(pred, y)}
 
 
 def directional_pnl(frame: pd.DataFrame, probability: np.ndarray, horizon: int) -> pd.Series:
@@ -101,44 +90,6 @@ def directional_pnl(frame: pd.DataFrame, probability: np.ndarray, horizon: int) 
     return pnl.groupby(level=0).mean()
 
 
-def sharpe(returns: pd.Series, periods_per_year: float) -> float:
-    std = returns.std(ddof=1)
-    return float(returns.mean() / std * np.sqrt(periods_per_year)) if len(returns) > 1 and std > 0 else 0.0
-
-
-def max_drawdown(log_returns: pd.Series) -> float:
-    """Largest peak-to-trough fall of the equity curve exp(cumsum), as a positive fraction."""
-    equity = np.exp(log_returns.cumsum().to_numpy())
-    if len(equity) == 0:
-        return 0.0
-    peaks = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]
-    return float(np.max(1.0 - equity / peaks))
-
-
-def auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) identity; ties get average ranks."""
-    positives = y > 0.5
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = stats.rankdata(score)
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def spearman_ic(prediction: np.ndarray, outcome: np.ndarray) -> float:
-    """Information coefficient: the Spearman rank correlation of forecasts and outcomes."""
-    return float(np.corrcoef(stats.rankdata(prediction), stats.rankdata(outcome))[0, 1])
-
-
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, 1e-15, 1 - 1e-15)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
 def signature_frame(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """A small input example for the model signature (float columns, NaN allowed)."""
     return frame[features].head(5).astype("float64")
-
-
-def config_snapshot(spec: ModelSpec) -> dict[str, Any]:
-    return spec.model_dump(mode="json")

@@ -5,7 +5,6 @@ marked FAILED. If registration itself fails half-way, the half-created version i
 """
 
 import hashlib
-import io
 import json
 import tempfile
 from collections.abc import Callable
@@ -15,14 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from mlflow.entities.model_registry import ModelVersion
 
-from mlops_pipelines.lib.core.tracking import DAGSTER_RUN_TAG, Tracking, git_commit, package_versions
+from mlops_pipelines.lib.core.plots import figure, png_bytes
+from mlops_pipelines.lib.core.tracking import DAGSTER_RUN_TAG, LoggedModel, Tracking, git_commit, package_versions
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
-from mlops_pipelines.lib.training.datasets import TrainingSet
+from mlops_pipelines.lib.training.datasets import TrainingSet, immutable_table
 from mlops_pipelines.lib.training.model_card import render_model_card
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.lib.training.training import TrainedModel, signature_frame, train
@@ -63,17 +61,13 @@ def config_hash(spec: ModelSpec) -> str:
 
 def importance_plot(model: TrainedModel, title: str) -> bytes:
     top = model.importance.head(20)[::-1]
-    # Figure + Agg canvas directly: pyplot's global figure manager costs more than the plot itself
-    fig = Figure(figsize=(7, 0.3 * len(top) + 1.2))
-    FigureCanvasAgg(fig)
+    fig = figure(7, 0.3 * len(top) + 1.2)
     ax = fig.add_subplot()
     ax.barh(top.index, top.to_numpy(), color="#3b6ea5")
     ax.set_xlabel("total gain")
     ax.set_title(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=100)
 
 
 def data_summary(data: TrainingSet) -> dict[str, Any]:
@@ -108,47 +102,13 @@ def train_and_register(
     with tracking.run(spec.name, run_name=f"{spec.name}-{dagster_run_id[:8]}", tags=tags) as run:
         run_id = run.info.run_id
         client = tracking.client()
-        params = {
-            **{f"hp.{k}": v for k, v in spec.hyperparameters.items()},
-            "num_boost_round": spec.num_boost_round,
-            "label": spec.label.kind,
-            "horizon_hours": spec.label.horizon_hours,
-            **{f"view.{k}": v for k, v in spec.feature_views.items()},
-            "n_features": len(data.features),
-        }
-        for key, value in params.items():
-            client.log_param(run_id, key, value)
-        tracking.log_dataset(
-            run_id,
-            data.frame,
-            name=f"{spec.name}_dataset",
-            digest=data.dataset_hash,
-            table=f"training.dataset_{data.dataset_hash[:12]}",
-        )
-
+        _log_inputs(tracking, run_id, spec, data)
         model = train(spec, data)
         for key, value in model.metrics.items():
             client.log_metric(run_id, key, value)
         # rows are in time order, so the first ones are training rows
         logged = tracking.log_booster(run_id, model.booster, signature_frame(data.frame, data.features))
-        manifest = {
-            "model": spec.name,
-            "feature_graph_hash": catalog.graph_hash(),
-            "training_config_hash": config_hash(spec),
-            "dataset_hash": data.dataset_hash,
-            "git_commit": git_commit(REPO_ROOT),
-            "code_version": package_versions(("mlops_pipelines",))["mlops_pipelines"],
-            "dagster_run_id": dagster_run_id,
-            "mlflow_run_id": run_id,
-            "model_id": logged.model_id,
-            "artifact_sha256": logged.artifact_sha256,
-            "package_versions": package_versions(),
-            "metrics": model.metrics,
-            "feature_importance": {k: float(v) for k, v in model.importance.items()},  # gain, descending
-            "features": data.features,
-            "config": spec.model_dump(mode="json"),
-            "created_at": datetime.now(UTC).isoformat(),
-        }
+        manifest = build_manifest(spec, data, catalog, model, logged, run_id=run_id, dagster_run_id=dagster_run_id)
         card = render_model_card(spec, catalog, manifest, data_summary(data))
         png = importance_plot(model, f"{spec.name}: feature importance")
         tracking.log_dict(run_id, manifest, "manifest.json")
@@ -156,32 +116,95 @@ def train_and_register(
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "feature_importance.png").write_bytes(png)
             client.log_artifact(run_id, str(Path(tmp) / "feature_importance.png"))
-
-        version_tags = {
-            "feature_graph_hash": manifest["feature_graph_hash"],
-            "dataset_hash": data.dataset_hash,
-            "artifact_sha256": logged.artifact_sha256,
-            "training_config_hash": manifest["training_config_hash"],
-            "trained_by": actor,
-            "dagster_run_id": dagster_run_id,
-            "strategy": spec.strategy,
-        }
-        with open_registry() as lifecycle:
-            try:
-                version = lifecycle.register(
-                    spec.name,
-                    source=logged.model_uri,
-                    run_id=run_id,
-                    model_id=logged.model_id,
-                    tags=version_tags,
-                    actor=actor,
-                    reason=f"trained by MLflow run {run_id}",
-                )
-            except Exception:
-                for mv in client.search_model_versions(f"name = '{spec.name}' and run_id = '{run_id}'"):
-                    client.delete_model_version(spec.name, mv.version)
-                raise
-        client.set_model_version_tag(spec.name, version.version, "model_card", "model_card.md")
+        version = _register(open_registry, tracking, spec, manifest, logged, actor=actor)
+        client.set_model_version_tag(spec.name, version, "model_card", "model_card.md")
     return TrainingOutcome(
-        model=model, run_id=run_id, version=str(version.version), manifest=manifest, model_card=card, importance_png=png
+        model=model, run_id=run_id, version=version, manifest=manifest, model_card=card, importance_png=png
     )
+
+
+def _log_inputs(tracking: Tracking, run_id: str, spec: ModelSpec, data: TrainingSet) -> None:
+    """The run's params (hyperparameters, label, pinned views) and its dataset input."""
+    client = tracking.client()
+    params = {
+        **{f"hp.{k}": v for k, v in spec.hyperparameters.items()},
+        "num_boost_round": spec.num_boost_round,
+        "label": spec.label.kind,
+        "horizon_hours": spec.label.horizon_hours,
+        **{f"view.{k}": v for k, v in spec.feature_views.items()},
+        "n_features": len(data.features),
+    }
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    table = immutable_table(data.dataset_hash)
+    tracking.log_dataset(run_id, data.frame, name=f"{spec.name}_dataset", digest=data.dataset_hash, table=table)
+
+
+def build_manifest(
+    spec: ModelSpec,
+    data: TrainingSet,
+    catalog: FeatureCatalog,
+    model: TrainedModel,
+    logged: LoggedModel,
+    *,
+    run_id: str,
+    dagster_run_id: str,
+) -> dict[str, Any]:
+    """``manifest.json``: everything needed to say what this model is and reproduce it."""
+    return {
+        "model": spec.name,
+        "feature_graph_hash": catalog.graph_hash(),
+        "training_config_hash": config_hash(spec),
+        "dataset_hash": data.dataset_hash,
+        "git_commit": git_commit(REPO_ROOT),
+        "code_version": package_versions(("mlops_pipelines",))["mlops_pipelines"],
+        "dagster_run_id": dagster_run_id,
+        "mlflow_run_id": run_id,
+        "model_id": logged.model_id,
+        "artifact_sha256": logged.artifact_sha256,
+        "package_versions": package_versions(),
+        "metrics": model.metrics,
+        "feature_importance": {k: float(v) for k, v in model.importance.items()},  # gain, descending
+        "features": data.features,
+        "config": spec.model_dump(mode="json"),
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _register(
+    open_registry: Callable[[], AbstractContextManager[Registry]],
+    tracking: Tracking,
+    spec: ModelSpec,
+    manifest: dict[str, Any],
+    logged: LoggedModel,
+    *,
+    actor: str,
+) -> str:
+    """Register the logged model (the last step); a half-created version is deleted if registration fails."""
+    run_id = manifest["mlflow_run_id"]
+    version_tags = {
+        "feature_graph_hash": manifest["feature_graph_hash"],
+        "dataset_hash": manifest["dataset_hash"],
+        "artifact_sha256": logged.artifact_sha256,
+        "training_config_hash": manifest["training_config_hash"],
+        "trained_by": actor,
+        "dagster_run_id": manifest["dagster_run_id"],
+        "strategy": spec.strategy,
+    }
+    with open_registry() as lifecycle:
+        try:
+            version = lifecycle.register(
+                spec.name,
+                source=logged.model_uri,
+                run_id=run_id,
+                model_id=logged.model_id,
+                tags=version_tags,
+                actor=actor,
+                reason=f"trained by MLflow run {run_id}",
+            )
+        except Exception:
+            client = tracking.client()
+            for mv in client.search_model_versions(f"name = '{spec.name}' and run_id = '{run_id}'"):
+                client.delete_model_version(spec.name, mv.version)
+            raise
+    return str(version.version)

@@ -216,7 +216,7 @@ def test_a_new_alert_retries_what_is_pending(endpoints: list[Endpoint], tmp_path
 
 
 def test_a_hanging_sink_costs_one_bounded_wait_per_alerter(endpoints: list[Endpoint], tmp_path: Path) -> None:
-    """A sensor raising several alerts must finish well inside its 60 s evaluation timeout (RELIABILITY #9)."""
+    """A sensor raising several alerts must finish well inside its 60 s evaluation timeout (Dagster's default)."""
     hanging = Endpoint(hang_s=1.0).start()
     endpoints.append(hanging)
     jsonl = tmp_path / "alerts.jsonl"

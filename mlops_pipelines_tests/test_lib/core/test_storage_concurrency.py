@@ -34,15 +34,17 @@ def wait_for(path: Path, timeout: float = 30.0) -> None:
 
 
 def test_killed_writer_leaves_the_previous_table_intact(tmp_path: Path) -> None:
+    """A table replaced the way the feature materializer does (CREATE OR REPLACE inside ``warehouse.transaction``)
+    keeps its previous content when the writer is killed mid-way."""
     db, started = tmp_path / "w.duckdb", tmp_path / "started"
-    with warehouse.connect(db) as conn:
-        warehouse.replace_table(conn, "features.t", "SELECT range AS x FROM range(10)")
+    with warehouse.connect(db) as conn, warehouse.transaction(conn):
+        conn.execute("CREATE OR REPLACE TABLE features.t AS SELECT range AS x FROM range(10)")
     child = spawn(f"""
         from pathlib import Path
         from mlops_pipelines.lib.core import warehouse
-        with warehouse.connect({str(db)!r}) as conn:
+        with warehouse.connect({str(db)!r}) as conn, warehouse.transaction(conn):
             Path({str(started)!r}).touch()
-            warehouse.replace_table(conn, "features.t",
+            conn.execute("CREATE OR REPLACE TABLE features.t AS "
                 "SELECT range AS x, md5(CAST(range AS VARCHAR)) AS h FROM range(400000000)")
     """)
     wait_for(started)
@@ -174,7 +176,8 @@ def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_p
 
 
 def test_processes_starting_together_on_a_fresh_mlflow_store_all_succeed(tmp_path: Path) -> None:
-    """The store is created and migrated once, under a lock; the experiment is created once (RELIABILITY #5)."""
+    """The store is created and migrated once, under a lock (MLflow migrates without one: concurrent first uses
+    race); the experiment is created once."""
     uri, go = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go"
     children = [
         spawn(f"""

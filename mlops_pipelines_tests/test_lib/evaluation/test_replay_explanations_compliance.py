@@ -4,9 +4,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER
+from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
 from mlops_pipelines.catalog.policies import load_scenario_catalog
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.config_files import PolicyError
@@ -74,6 +75,61 @@ def test_replay_against_baselines(trained, feature_warehouse: Path, catalog: Fea
     )
     assert len(result.equity) == len(returns)
     assert result.metrics[replay.CANDIDATE]["turnover"] > 0  # the model's signal moves positions
+    # the forecast itself is scored (README: "plus IC"); a baseline without a forecast has no IC
+    assert -1.0 <= result.metrics[replay.CANDIDATE]["ic"] <= 1.0
+    assert "ic" not in result.metrics[replay.BUY_AND_HOLD] and "ic" not in result.metrics[replay.MOMENTUM]
+    assert "| ic |" in replay.comparison_markdown([result], (*replay.STRATEGY_COLUMNS, "ic"))
+
+
+def test_volatility_forecasts_are_scored_with_rmse_mae_qlike_and_ic(feature_warehouse: Path, catalog) -> None:
+    """The volatility forecaster and the persistence baseline are scored against the realized forward volatility,
+    which is the label's own definition (checked against the label SQL)."""
+    with warehouse.connect(feature_warehouse) as conn:
+        data = datasets.build_training_set(conn, VOLATILITY_FORECASTER, catalog)
+        labels = conn.execute(datasets.label_sql(VOLATILITY_FORECASTER)).fetchdf()
+        bars = conn.execute('SELECT symbol, "timestamp", close FROM raw.market_bars').fetchdf()
+        model = train(VOLATILITY_FORECASTER, data)
+        start, end = datetime(2026, 1, 6, tzinfo=UTC), datetime(2026, 1, 10, tzinfo=UTC)
+        result = replay.replay(
+            conn,
+            VOLATILITY_FORECASTER,
+            catalog,
+            "window",
+            start,
+            end,
+            {replay.CANDIDATE: model.booster},
+            data.features,
+            cost_bps=2.0,
+            train_end=None,
+        )
+    realized = backtest.realized_forward_vol(backtest.bar_returns_from_bars(bars), 24)
+    delay = pd.Timedelta(hours=1) + pd.Timedelta(minutes=VOLATILITY_FORECASTER.decision_delay_minutes)
+    label = labels.assign(bar=labels["event_timestamp"] - delay).pivot(index="bar", columns="symbol", values="label")
+    both = realized.reindex_like(label)
+    assert label.notna().sum().sum() > 100
+    np.testing.assert_allclose(both.to_numpy()[label.notna()], label.to_numpy()[label.notna()], rtol=1e-9)
+    assert result is not None
+    for strategy in (replay.CANDIDATE, replay.PERSISTENCE):
+        scores = result.metrics[strategy]
+        assert {"ic", "rmse", "mae", "qlike"} <= set(scores)
+        assert scores["rmse"] >= scores["mae"] > 0 and scores["qlike"] > 0
+    assert "ic" not in result.metrics[replay.BUY_AND_HOLD]
+
+
+def test_stored_results_gain_the_metric_columns_an_older_table_lacks(tmp_path: Path) -> None:
+    """A warehouse whose evaluation.backtest_results was written before the forecast scores existed takes the new
+    rows (the new columns are added); the old rows keep NULL there."""
+    window = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+    old = replay.ScenarioResult("calm", *window, False, {replay.CANDIDATE: {"sharpe": 1.0, "max_drawdown": 0.1}}, None)  # type: ignore[arg-type]
+    new_metrics = {"sharpe": 2.0, "max_drawdown": 0.1, "ic": 0.05, "qlike": 0.2}
+    new = replay.ScenarioResult("calm", *window, False, {replay.CANDIDATE: new_metrics}, None)  # type: ignore[arg-type]
+    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+        replay.store_results(conn, "m", "1", [old])
+        replay.store_results(conn, "m", "2", [new])
+        rows = conn.execute(
+            f"SELECT version, sharpe, ic, qlike FROM {replay.BACKTEST_TABLE} ORDER BY version"
+        ).fetchall()
+    assert rows == [("1", 1.0, None, None), ("2", 2.0, 0.05, 0.2)]
 
 
 def test_gate_metrics_compare_with_buy_and_hold_and_champion() -> None:

@@ -8,10 +8,29 @@ import pandas as pd
 import pytest
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.warehouse import quote_ident
 from mlops_pipelines.lib.features import feature_store
-from mlops_pipelines.lib.features.feature_views import FeatureView, indexed_select
+from mlops_pipelines.lib.features.feature_views import FeatureView
 from mlops_pipelines.lib.features.point_in_time import RetrievalError, get_historical_features, retrieve_to_file
 from mlops_pipelines_tests.reference_impls import naive_point_in_time
+
+
+def indexed_select(view: FeatureView, body_sql: str) -> str:
+    """The exact point-in-time index, as defined (the reference ``feature_store.write_indexed`` must equal): a row's
+    ``__visible_from`` is ``max(event, created)`` (never, when either is NULL), or NULL when a later row of its key
+    (in (event, created) order) becomes visible no later: a suffix minimum per key."""
+    keys = ", ".join(quote_ident(k) for k in view.entities)
+    e, c = quote_ident(view.event_time), quote_ident(view.created_time)
+    columns = ", ".join(quote_ident(col) for col in view.schema_)
+    never = "'infinity'::TIMESTAMPTZ"
+    visible = f"greatest(coalesce({e}, {never}), coalesce({c}, {never}))"
+    return f"""
+        SELECT {columns},
+               CASE WHEN _visible < coalesce(min(_visible) OVER _later, {never}) THEN _visible END AS __visible_from
+        FROM (SELECT *, {visible} AS _visible FROM ({body_sql}) AS _body) AS _rows
+        WINDOW _later AS (PARTITION BY {keys} ORDER BY {e}, {c} ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+    """
+
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 

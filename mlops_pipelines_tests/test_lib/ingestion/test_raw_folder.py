@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from mlops_pipelines.lib.ingestion import raw_folder
-from mlops_pipelines.lib.ingestion.market_data import list_source_files
 from mlops_pipelines.lib.ingestion.raw_folder import load_window, open_index
+from mlops_pipelines.lib.ingestion.source_files import list_source_files
 
 D = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
 FIRST = D(2026, 1, 1)

@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.ingestion.revisions import reconcile
+from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.ingestion.validation import validate_bars
 
 DAY = datetime(2026, 1, 5, tzinfo=UTC)

@@ -17,7 +17,7 @@ from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features import feature_store
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.gate import training_drift_severity
-from mlops_pipelines.lib.ingestion.market_data import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.ingestion.validation import validate_bars
 from mlops_pipelines.lib.monitoring import feature_drift
 from mlops_pipelines.lib.monitoring.drift_plots import histograms_png

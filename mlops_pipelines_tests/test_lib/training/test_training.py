@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
 from mlops_pipelines.lib.core import warehouse
@@ -19,7 +18,6 @@ from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.lifecycle import State, open_lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch, load_for_inference
 from mlops_pipelines.lib.training import datasets
-from mlops_pipelines.lib.training.training import auc, max_drawdown, sharpe
 from mlops_pipelines.lib.training.training_run import train_and_register
 
 
@@ -91,16 +89,68 @@ def test_dataset_hash_covers_full_content(training_set: datasets.TrainingSet) ->
     assert other.stdout.strip() == training_set.dataset_hash
 
 
-def test_metrics_against_references() -> None:
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, 500)
-    score = y + rng.normal(size=500)
-    u = stats.mannwhitneyu(score[y == 1], score[y == 0]).statistic
-    assert auc(y, score) == pytest.approx(u / ((y == 1).sum() * (y == 0).sum()), abs=1e-12)
-    assert max_drawdown(pd.Series(np.log([1.1, 0.5, 1.2]))) == pytest.approx(0.5)
-    assert max_drawdown(pd.Series([0.01, 0.02])) == 0.0
-    returns = pd.Series(rng.normal(0.001, 0.01, 1000))
-    assert sharpe(returns, 252) == pytest.approx(returns.mean() / returns.std() * np.sqrt(252))
+def test_stored_training_sets_are_read_through_their_owner(training_set: datasets.TrainingSet, tmp_path: Path) -> None:
+    """The registry's read functions (what the CLI and the gate use): nothing before the first set, then the set by
+    id and by hash, newest first; a second store of the same content is a second registry row of the same id."""
+    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+        assert datasets.list_datasets(conn) == [] and datasets.dataset_record(conn, "x") is None
+        with pytest.raises(datasets.NotFound, match="materialize training/direction_classifier_dataset"):
+            datasets.load_training_set(conn, DIRECTION_CLASSIFIER)
+        first = datasets.store_training_set(conn, DIRECTION_CLASSIFIER, training_set, run_id="r1")
+        second = datasets.store_training_set(conn, DIRECTION_CLASSIFIER, training_set, run_id="r2")
+        listed = datasets.list_datasets(conn)
+        record = datasets.dataset_record(conn, first)
+        by_hash = datasets.dataset_by_hash(conn, training_set.dataset_hash)
+        assert datasets.load_training_set(conn, DIRECTION_CLASSIFIER).dataset_hash == training_set.dataset_hash
+    assert first == second == training_set.dataset_hash[:12]
+    assert [r["dagster_run_id"] for r in listed] == ["r2", "r1"]
+    assert record is not None and by_hash is not None and record == by_hash == listed[0]
+    assert record["table_name"] == datasets.immutable_table(training_set.dataset_hash)
+    assert record["row_count"] == len(training_set.frame)
+    assert record["last_decision"] == training_set.frame["event_timestamp"].max()
+
+
+def test_artifact_downloads_hide_the_progress_bar_without_changing_the_environment(
+    tracking: Tracking, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's progress bar is off while our code downloads (it only clutters run logs), the environment is as it
+    was afterwards, and an operator's own setting wins."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+    from mlflow.utils.file_utils import ArtifactProgressBar
+
+    seen: list[bool] = []
+    original = ArtifactProgressBar.set_pbar
+
+    def spy(bar: ArtifactProgressBar) -> None:
+        seen.append(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get())
+        original(bar)
+
+    monkeypatch.setattr(ArtifactProgressBar, "set_pbar", spy)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    with tracking.run("downloads", run_name="r", tags={}) as run:
+        tracking.log_dict(run.info.run_id, {"a": 1}, "a.json")
+    assert json.loads(tracking.read_text_artifact(run.info.run_id, "a.json")) == {"a": 1}
+    assert seen and not any(seen)
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    seen.clear()
+    tracking.read_bytes_artifact(run.info.run_id, "a.json")
+    assert seen == [True] and os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "true"
+
+
+def test_a_missing_artifact_or_run_is_our_not_found_never_an_mlflow_exception(tracking: Tracking) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from mlops_pipelines.lib.core.errors import MlopsError, NotFound
+
+    with tracking.run("missing", run_name="r", tags={}) as run:
+        pass
+    for run_id, path in ((run.info.run_id, "manifest.json"), ("0" * 32, "manifest.json")):
+        with pytest.raises(NotFound, match=path) as caught:
+            tracking.read_text_artifact(run_id, path)
+        assert isinstance(caught.value, MlopsError | LookupError) and not isinstance(caught.value, MlflowException)
+    with pytest.raises(NotFound):
+        tracking.read_bytes_artifact(run.info.run_id, "backtest/equity_holdout.png")
 
 
 def test_file_store_is_refused() -> None:

@@ -7,13 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_pipelines.lib.ingestion.market_data import (
-    SourceFileError,
-    SyntheticMarketConfig,
-    generate_bars,
-    read_source_file,
-)
-from mlops_pipelines.lib.ingestion.validation import UNPARSEABLE_PARTITION, reason_counts, validate_bars
+from mlops_pipelines.lib.ingestion.market_bars import UNPARSEABLE_PARTITION, reason_counts
+from mlops_pipelines.lib.ingestion.source_files import SourceFileError, read_source_file
+from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
+from mlops_pipelines.lib.ingestion.validation import validate_bars
 
 D = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
 

@@ -1,0 +1,114 @@
+"""The numbers that judge a forecast or a strategy, each defined once: training reports them on held-out data,
+the backtest on replayed positions, monitoring on live decisions, so they compare.
+
+Returns are per hourly bar; annualizing uses ``HOURS_PER_YEAR`` (markets in this platform trade around the clock,
+there is no trading calendar).
+"""
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+HOURS_PER_YEAR = 24 * 365
+MIN_IC_SYMBOLS = 3  # fewer symbols at a time: no cross-sectional rank correlation for that time
+
+
+def sharpe(returns: np.ndarray | pd.Series, periods_per_year: float) -> float:
+    """mean / std (ddof=1) * sqrt(periods_per_year), no risk-free rate; 0 for fewer than two returns or a zero std."""
+    r = np.asarray(returns, dtype=float)
+    std = float(r.std(ddof=1)) if len(r) > 1 else 0.0
+    return float(r.mean() / std * np.sqrt(periods_per_year)) if std > 0 else 0.0
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    """Largest peak-to-trough fall of an equity curve that starts at 1 (before its first value), as a positive
+    fraction; 0 for an empty curve."""
+    equity = np.asarray(equity, dtype=float)
+    if len(equity) == 0:
+        return 0.0
+    peaks = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]
+    return float(np.max(1.0 - equity / peaks))
+
+
+def hit_rate(position: np.ndarray, outcome: np.ndarray) -> float:
+    """Share of the nonzero positions with a finite outcome whose outcome has the position's sign (a zero outcome
+    is a miss); NaN when there is none."""
+    position, outcome = np.asarray(position, dtype=float), np.asarray(outcome, dtype=float)
+    exposed = (position != 0) & np.isfinite(outcome)
+    return float(np.mean((position * outcome)[exposed] > 0)) if exposed.any() else float("nan")
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) identity; ties get average ranks. NaN without both classes."""
+    positives = y > 0.5
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = stats.rankdata(score)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def rmse(prediction: np.ndarray, outcome: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(prediction) - np.asarray(outcome)) ** 2)))
+
+
+def mae(prediction: np.ndarray, outcome: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(prediction) - np.asarray(outcome))))
+
+
+def pooled_ic(prediction: np.ndarray, outcome: np.ndarray) -> float:
+    """Information coefficient over all rows at once: the Spearman rank correlation of forecasts and outcomes
+    (a model's test split, the labelled live decisions)."""
+    return float(np.corrcoef(stats.rankdata(prediction), stats.rankdata(outcome))[0, 1])
+
+
+def cross_sectional_ic(signal: pd.DataFrame, forward_returns: pd.DataFrame) -> float:
+    """Information coefficient of a strategy: the mean over time of the cross-sectional Spearman correlation
+    between the signal at t and the forward return from t (time x symbol frames).
+
+    Aligned by label (inner join); ties get average ranks. A time is skipped when fewer than ``MIN_IC_SYMBOLS``
+    symbols have both values, or when either side is constant across symbols (the correlation is undefined).
+    NaN if every time is skipped.
+    """
+    s, f = signal.align(forward_returns, join="inner")
+    sv, fv = s.to_numpy(dtype=float), f.to_numpy(dtype=float)
+    valid = np.isfinite(sv) & np.isfinite(fv)
+    count = valid.sum(axis=1)
+    center = ((count + 1) / 2.0)[:, None]  # the mean of average ranks 1..k is (k + 1) / 2
+    s_rank = pd.DataFrame(np.where(valid, sv, np.nan)).rank(axis=1).to_numpy() - center
+    f_rank = pd.DataFrame(np.where(valid, fv, np.nan)).rank(axis=1).to_numpy() - center
+    s_rank, f_rank = np.where(valid, s_rank, 0.0), np.where(valid, f_rank, 0.0)
+    cov = (s_rank * f_rank).sum(axis=1)
+    s_var, f_var = (s_rank**2).sum(axis=1), (f_rank**2).sum(axis=1)
+    ok = (count >= MIN_IC_SYMBOLS) & (s_var > 0) & (f_var > 0)
+    if not ok.any():
+        return float("nan")
+    return float(np.mean(cov[ok] / np.sqrt(s_var[ok] * f_var[ok])))
+
+
+def volatility_forecast_metrics(forecast: np.ndarray, realized: np.ndarray) -> dict[str, float]:
+    """RMSE and MAE of volatility forecasts, and QLIKE on variances:
+    mean(realized² / forecast² - log(realized² / forecast²) - 1), 0 for a perfect forecast.
+
+    Pairs where either value is non-finite or not positive are ignored (by all three); ``n`` counts the rest.
+    """
+    f = np.asarray(forecast, dtype=float).ravel()
+    r = np.asarray(realized, dtype=float).ravel()
+    if f.shape != r.shape:
+        raise ValueError(f"forecast and realized differ in size: {f.shape} vs {r.shape}")
+    ok = np.isfinite(f) & np.isfinite(r) & (f > 0) & (r > 0)
+    if not ok.any():
+        return {"rmse": float("nan"), "mae": float("nan"), "qlike": float("nan"), "n": 0.0}
+    f, r = f[ok], r[ok]
+    ratio = (r / f) ** 2
+    return {
+        "rmse": rmse(f, r),
+        "mae": mae(f, r),
+        "qlike": float(np.mean(ratio - np.log(ratio) - 1.0)),
+        "n": float(ok.sum()),
+    }
