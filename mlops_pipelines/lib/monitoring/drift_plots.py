@@ -1,19 +1,15 @@
 """Pictures of a drift report, for the materialization's metadata."""
 
-import io
-
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from mlops_pipelines.lib.core.plots import figure, png_bytes
 from mlops_pipelines.lib.monitoring.drift_report import DriftReport
 
 
 def histograms_png(report: DriftReport, features: list[str]) -> bytes:
     """Reference vs current distributions of the given numeric features, side by side."""
     features = [f for f in features if f in report.reference.numeric]
-    fig = Figure(figsize=(4 * max(len(features), 1), 3))
-    FigureCanvasAgg(fig)
+    fig = figure(4 * max(len(features), 1), 3)
     for i, feature in enumerate(features):
         ax = fig.add_subplot(1, len(features), i + 1)
         ref, cur = report.reference.numeric[feature], report.current[feature].dropna().to_numpy()
@@ -35,6 +31,4 @@ def histograms_png(report: DriftReport, features: list[str]) -> bytes:
         fontsize=10,
     )
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=80)
