@@ -1,13 +1,10 @@
 """Two runs that write the warehouse, at once, with the multiprocess executor on one persistent Dagster instance."""
 
-import contextlib
 import itertools
 import os
 import shutil
 import subprocess
 import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -16,64 +13,9 @@ from dagster._core.instance import DagsterInstance, InstanceRef
 
 from mlops_pipelines.settings import REPO_ROOT
 from mlops_pipelines_tests.conftest import finished, wait_until
-from mlops_pipelines_tests.test_defs.conftest import DAY_RANGE
+from mlops_pipelines_tests.test_defs.conftest import DAY_RANGE, RUN_WORKER, go
 
 pytestmark = pytest.mark.slow
-
-# The forkserver (below) preloads this module, so it loads the code location once, at import.
-JOBS_MODULE = textwrap.dedent("""
-    from functools import cache
-
-    from mlops_pipelines.definitions import defs
-
-    defs = cache(defs)
-    defs()
-
-    def ingestion_job():
-        return defs().resolve_job_def("ingestion_job")
-
-    def features_job():
-        return defs().resolve_job_def("features_job")
-""")
-# A run worker, as the daemon and the UI launch runs: the multiprocess executor, every step in a process of its
-# own, so the independent feature views would run at once if the pool did not serialize them. Its step
-# processes fork from a forkserver that has the code location loaded (instead of a fresh interpreter that
-# loads it again: seconds per step, held inside the warehouse slot). Each step still is a process of its own
-# with its own DuckDB connection, which is what the pool and the warehouse lock are about.
-# The worker loads everything, says "ready" and waits for "go" on stdin: both runs then start at the same moment.
-RUN_JOB = textwrap.dedent("""
-    import multiprocessing
-    import sys
-    from pathlib import Path
-    import dagster as dg
-    import jobs_for_test
-    job_name, ready = sys.argv[1], Path(sys.argv[2])
-    tags = dict(arg.split("=", 1) for arg in sys.argv[3:])
-    multiprocessing.set_forkserver_preload(["dagster._core.executor.multiprocess", "jobs_for_test"])
-    forkserver = multiprocessing.get_context("forkserver")
-    warm_up = forkserver.Process(target=print, args=("forkserver ready",))  # returns once it has preloaded
-    warm_up.start()
-    warm_up.join()
-    run_config = {"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {}}}}}}
-    with dg.DagsterInstance.get() as instance:
-        job = dg.reconstructable(getattr(jobs_for_test, job_name))
-        ready.touch()
-        assert sys.stdin.readline() == "go\\n"
-        result = dg.execute_job(job, instance=instance, tags=tags, run_config=run_config)
-        print(result.run_id)
-        sys.exit(0 if result.success else 1)
-""")
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen]]:
-    """Every process group the test starts; all killed at the end, whatever happened."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for process in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
-        process.wait()
 
 
 def test_concurrent_runs_share_the_warehouse_pool_without_lock_errors(
@@ -82,14 +24,16 @@ def test_concurrent_runs_share_the_warehouse_pool_without_lock_errors(
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")  # the shipped config: pool limit 1
-    (tmp_path / "jobs_for_test.py").write_text(JOBS_MODULE)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}  # + the fixture's data dir
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # and the definitions fixture's data dir
 
     def start(name: str, job: str, *tags: str) -> subprocess.Popen:
+        """A run worker (the multiprocess executor, as the daemon and the UI launch runs: every step in a
+        process of its own, so independent feature views would run at once if the pool did not serialize
+        them), loaded and waiting for "go"."""
         with (tmp_path / f"{name}.out").open("w") as out, (tmp_path / f"{name}.err").open("w") as err:
             process = subprocess.Popen(
-                [sys.executable, "-c", RUN_JOB, job, str(tmp_path / f"{name}.ready"), *tags],
+                [sys.executable, "-m", RUN_WORKER, job, *tags, "--ready", str(tmp_path / f"{name}.ready")],
                 env=env,
                 cwd=tmp_path,
                 stdin=subprocess.PIPE,
@@ -116,9 +60,7 @@ def test_concurrent_runs_share_the_warehouse_pool_without_lock_errors(
     for name, run in runs.items():
         wait_until(f"the {name} run worker is ready", (tmp_path / f"{name}.ready").exists, watch=[run], log=log)
     for run in runs.values():
-        assert run.stdin is not None
-        run.stdin.write("go\n")
-        run.stdin.close()
+        go(run)
     for name, run in runs.items():
         wait_until(f"the {name} run ends", finished(run), log=log)
         err = (tmp_path / f"{name}.err").read_text()
