@@ -60,6 +60,20 @@ def finished(process: subprocess.Popen) -> Callable[[], bool]:
     return lambda: process.poll() is not None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow spread over both workers of ``make test``, each worker starting with its share.
+
+    ``--dist worksteal`` hands the first half of this list to one worker and the second half to the other; an
+    idle worker then steals the tail of the other's queue. So every other slow test goes first in each half:
+    they start at once, in parallel, and the short tests fill in around them instead of one slow test ending
+    the run alone."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    first, second = slow[0::2], slow[1::2]
+    cut = max(0, len(items) // 2 - len(first))
+    items[:] = first + fast[:cut] + second + fast[cut:]
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every MLOPS_* path at tmp_path, so nothing touches the working directory."""

@@ -27,6 +27,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     if name == "bench_online_store":
