@@ -85,12 +85,12 @@ def test_features_after_ingestion(definitions: dg.Definitions, instance: dg.Dags
     }
     assert materializations["features/catalog"]["feature_graph_hash"].value == catalog.graph_hash()
     returns = materializations["features/returns"]
-    assert returns["dagster/table_name"].value == "features.returns__v2"
+    assert returns["dagster/table_name"].value == "features.returns__v3"
     assert [c.name for c in returns["dagster/column_schema"].value.columns][:4] == [
         "symbol",
         "event_ts",
         "created_ts",
-        "ret_1h",
+        "ret_1b",
     ]
 
     settings = Settings.from_env()
@@ -185,13 +185,13 @@ def test_a_corrected_file_is_a_revision_available_from_its_arrival(
             [datetime(2026, 1, 2, 5, tzinfo=UTC)],
         ).fetchone()
         kept = conn.execute("SELECT close, available_at, reason FROM raw.market_bar_revisions").fetchall()
-        created = dict(conn.execute("SELECT hour(event_ts), created_ts FROM features.returns__v2").fetchall())
+        created = dict(conn.execute("SELECT hour(event_ts), created_ts FROM features.returns__v3").fetchall())
     assert revised is not None and revised[0] == 10.8 and revised[1] >= before  # served from its arrival only
     assert kept == [(10.5, datetime(2026, 1, 2, 6, tzinfo=UTC), "revised")]  # the old version: nothing lost
     # every value computed from the corrected bar (its own, the next bars' 1h and 4h returns) waits for it;
     # the values before it and those that do not read it keep their bar's arrival time
     late = sorted(hour for hour, ts in created.items() if ts >= before)
-    assert late == [6, 7, 10]  # the 05:00 bar has event time 06:00; ret_1h at 07:00 and ret_4h at 10:00 read it
+    assert late == [6, 7, 10]  # the 05:00 bar has event time 06:00; ret_1b at 07:00 and ret_4b at 10:00 read it
 
 
 def test_symbol_universe_from_the_environment(
