@@ -340,7 +340,8 @@ def diff_lock(locked: Mapping[str, Any], current: Mapping[str, Any]) -> list[Vie
     new_views: Mapping[str, Mapping[str, Any]] = current.get("views", {})
     changes: list[ViewChange] = []
     # a lock from before the bar clock was declared was made for hourly bars around the clock
-    old_bars, new_bars = locked.get("bars", DEFAULT_BAR_CLOCK.describe()), current.get("bars")
+    old_bars = locked.get("bars", DEFAULT_BAR_CLOCK.describe())
+    new_bars = current.get("bars", DEFAULT_BAR_CLOCK.describe())
     if old_bars != new_bars:
         changes.append(
             ViewChange("bar clock", "bar_clock", (f"{_clock(old_bars)}, this checkout declares {_clock(new_bars)}",))

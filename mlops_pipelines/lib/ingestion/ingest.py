@@ -113,10 +113,11 @@ def _before_first_partition(quarantined: pd.DataFrame, first_bar: datetime) -> s
     before = timestamp < pd.Timestamp(first_bar)
     if not before.any():
         return None
-    earliest = timestamp[before].idxmin()
-    first_file = str(quarantined.loc[earliest, "source_file"])
-    files = [first_file, *sorted(set(quarantined.loc[before, "source_file"].astype(str)) - {first_file})]
-    return market_start_advice(timestamp[earliest], first_bar, files=files, bars=int(before.sum()))
+    times, sources = timestamp[before], quarantined["source_file"][before].astype(str)
+    first = int(times.to_numpy().argmin())
+    first_file = sources.iloc[first]
+    files = [first_file, *sorted(set(sources) - {first_file})]
+    return market_start_advice(times.iloc[first], first_bar, files=files, bars=len(times))
 
 
 def alert_unreadable(alerter: Alerter, unreadable: Sequence[FileEntry], *, run_id: str) -> None:
