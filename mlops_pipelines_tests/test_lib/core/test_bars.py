@@ -78,7 +78,7 @@ def test_settings_declare_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     ("variables", "message"),
     [
         ({"MLOPS_BAR_INTERVAL": "2d"}, "MLOPS_BAR_INTERVAL: bars of '2d' are longer than a day"),
-        ({"MLOPS_BAR_INTERVAL": "90min"}, "MLOPS_BAR_INTERVAL: bars of '90min' do not divide a day"),
+        ({"MLOPS_BAR_INTERVAL": "100min"}, "MLOPS_BAR_INTERVAL: bars of '100min' do not divide a day"),
         ({"MLOPS_MARKET_CALENDAR": "lunar"}, "MLOPS_MARKET_CALENDAR: unknown market calendar 'lunar'"),
         (
             {"MLOPS_MARKET_CALENDAR": "equities", "MLOPS_MARKET_SOURCE": "synthetic"},
