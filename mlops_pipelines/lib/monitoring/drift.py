@@ -180,6 +180,7 @@ class ReferenceProfile:
                 if k.startswith("counts/")
             }
             arrays = {k: data[k] for k in data.files if k.startswith(("hourly/", "reconstruction/"))}
+            rows = int(data["rows"])
         hourly = {
             k.split("/")[1]: HourlyAggregates.from_arrays(arrays, f"hourly/{k.split('/')[1]}")
             for k in arrays
@@ -190,9 +191,7 @@ class ReferenceProfile:
             for k in arrays
             if k.startswith("reconstruction/") and k.endswith("/features")
         }
-        return cls(
-            rows=int(data["rows"]), numeric=numeric, categorical=categorical, hourly=hourly, reconstruction=planes
-        )
+        return cls(rows=rows, numeric=numeric, categorical=categorical, hourly=hourly, reconstruction=planes)
 
 
 def compare(
