@@ -32,6 +32,7 @@ from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historic
 from mlops_pipelines.lib.ingestion import market_bars
 from mlops_pipelines.lib.training.datasets import load_training_set
 from mlops_pipelines.lib.training.model_specs import ModelSpec
+from mlops_pipelines.lib.training.training import PERSISTENCE_FEATURE
 
 CANDIDATE, CHAMPION, BUY_AND_HOLD, MOMENTUM, PERSISTENCE = (
     "candidate",
@@ -94,8 +95,8 @@ def forecast_truth(spec: ModelSpec, returns: pd.DataFrame) -> pd.DataFrame:
     """What a forecast made at each bar's close is scored against: the forward return over the label horizon
     (direction), or the realized volatility of the next ``horizon`` bars (volatility)."""
     if spec.task == "classification":
-        return backtest.forward_returns(returns, spec.label.horizon_hours)
-    return backtest.realized_forward_vol(returns, spec.label.horizon_hours)
+        return backtest.forward_returns(returns, spec.label.horizon_bars)
+    return backtest.realized_forward_vol(returns, spec.label.horizon_bars)
 
 
 def forecast_metrics(spec: ModelSpec, signal: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
@@ -136,8 +137,8 @@ def replay(
     positions[BUY_AND_HOLD] = backtest.buy_and_hold_positions(returns)
     if spec.task == "classification":
         positions[MOMENTUM] = backtest.momentum_positions(closes, lookback=24)
-    elif "realized_vol_24h" in frame:
-        signals[PERSISTENCE] = aligned(frame["realized_vol_24h"])
+    elif PERSISTENCE_FEATURE in frame:
+        signals[PERSISTENCE] = aligned(frame[PERSISTENCE_FEATURE])
         positions[PERSISTENCE] = strategy_positions(spec, signals[PERSISTENCE], returns)
     in_window = returns.index >= pd.Timestamp(start)
     truth = forecast_truth(spec, returns)[in_window]

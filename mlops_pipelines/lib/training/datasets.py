@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.core.errors import NotFound
-from mlops_pipelines.lib.core.metrics import HOURS_PER_YEAR
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
 from mlops_pipelines.lib.ingestion.market_bars import BARS_TABLE
@@ -58,17 +58,19 @@ def immutable_table(dataset_hash: str) -> str:
     return f"training.dataset_{dataset_id(dataset_hash)}"
 
 
-def label_sql(spec: ModelSpec, bars: str = BARS_TABLE) -> str:
-    """Entity rows with their label, from ``bars`` (a table or a parenthesized query over ``raw.market_bars``).
-    The decision is taken ``decision_delay`` after the bar closes; the label needs the next ``horizon`` bars and
-    is known when the last of them closes."""
-    h, delay = spec.label.horizon_hours, spec.decision_delay_minutes
+def label_sql(spec: ModelSpec, bars: str = BARS_TABLE, *, clock: BarClock | None = None) -> str:
+    """Entity rows with their label, from ``bars`` (a table or a parenthesized query over ``raw.market_bars``) of
+    ``clock``'s bars (default: hourly, around the clock). The decision is taken ``decision_delay`` after the bar
+    closes; the label needs the next ``horizon_bars`` bars and is known when the last of them closes; a volatility
+    label is annualized with the clock's bars a year, as the volatility features are."""
+    clock = clock or BarClock()
+    h, delay, bar = spec.label.horizon_bars, spec.decision_delay_minutes, clock.sql_interval
     if spec.label.kind == "forward_return_sign":
         label = "CASE WHEN forward_return > 0 THEN 1 ELSE 0 END"
         extra = ""
     else:
         label = "forward_vol"
-        annualized = f"stddev_samp(r) OVER fwd * sqrt({HOURS_PER_YEAR})"
+        annualized = f"stddev_samp(r) OVER fwd * sqrt({clock.periods_per_year:g})"
         extra = f""",
                CASE WHEN count(r) OVER fwd = {h} THEN {annualized} END AS forward_vol"""
     return f"""
@@ -76,7 +78,7 @@ def label_sql(spec: ModelSpec, bars: str = BARS_TABLE) -> str:
             SELECT symbol, "timestamp", close,
                    ln(close / lag(close) OVER w) AS r,
                    ln(lead(close, {h}) OVER w / close) AS forward_return,
-                   lead("timestamp", {h}) OVER w + INTERVAL 1 HOUR AS label_available_at
+                   lead("timestamp", {h}) OVER w + {bar} AS label_available_at
             FROM {bars} AS _bars
             WINDOW w AS (PARTITION BY symbol ORDER BY "timestamp")
         ), labelled AS (
@@ -85,7 +87,7 @@ def label_sql(spec: ModelSpec, bars: str = BARS_TABLE) -> str:
             WINDOW fwd AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 1 FOLLOWING AND {h} FOLLOWING)
         )
         SELECT symbol,
-               "timestamp" + INTERVAL 1 HOUR + INTERVAL {delay} MINUTE AS {ENTITY_TIME},
+               "timestamp" + {bar} + INTERVAL {delay} MINUTE AS {ENTITY_TIME},
                label_available_at,
                CAST({label} AS DOUBLE) AS label,
                forward_return
@@ -120,7 +122,7 @@ def dataset_hash(frame: pd.DataFrame) -> str:
 
 def build_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog) -> TrainingSet:
     spec.check_against(catalog)
-    entities = conn.execute(label_sql(spec)).fetchdf()
+    entities = conn.execute(label_sql(spec, clock=catalog.bar_clock)).fetchdf()
     if entities.empty:
         raise ValueError(f"no labelled rows for {spec.name!r}: ingest more days than the label horizon")
     views = [catalog.views[name] for name in spec.feature_views]

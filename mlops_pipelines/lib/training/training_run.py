@@ -103,7 +103,7 @@ def train_and_register(
         run_id = run.info.run_id
         client = tracking.client()
         _log_inputs(tracking, run_id, spec, data)
-        model = train(spec, data)
+        model = train(spec, data, catalog.bar_clock)
         for key, value in model.metrics.items():
             client.log_metric(run_id, key, value)
         # rows are in time order, so the first ones are training rows
@@ -130,7 +130,7 @@ def _log_inputs(tracking: Tracking, run_id: str, spec: ModelSpec, data: Training
         **{f"hp.{k}": v for k, v in spec.hyperparameters.items()},
         "num_boost_round": spec.num_boost_round,
         "label": spec.label.kind,
-        "horizon_hours": spec.label.horizon_hours,
+        "horizon_bars": spec.label.horizon_bars,
         **{f"view.{k}": v for k, v in spec.feature_views.items()},
         "n_features": len(data.features),
     }

@@ -289,13 +289,13 @@ def test_insufficient_is_no_verdict() -> None:
 
 
 def test_the_catalog_policy_has_no_group_overlap() -> None:
-    raw = {**POLICY.model_dump(), "groups": {"a": {"members": ["ret_1h"]}, "b": {"members": ["ret_1h"]}}}
-    with pytest.raises(ValueError, match="'ret_1h' is a member of both 'a' and 'b'"):
+    raw = {**POLICY.model_dump(), "groups": {"a": {"members": ["ret_1b"]}, "b": {"members": ["ret_1b"]}}}
+    with pytest.raises(ValueError, match="'ret_1b' is a member of both 'a' and 'b'"):
         DriftPolicy.model_validate(raw)
-    raw = {**POLICY.model_dump(), "groups": {"slow": {"members": ["ret_120h"], "psi": [0.5, 1.5]}}}
+    raw = {**POLICY.model_dump(), "groups": {"slow": {"members": ["ret_120b"], "psi": [0.5, 1.5]}}}
     policy = DriftPolicy.model_validate(raw)
-    assert policy.group_of("ret_120h", "level") == "slow"  # listed membership wins over the view's tag
-    assert policy.group_of("realized_vol_24h", "level") == "level"
+    assert policy.group_of("ret_120b", "level") == "slow"  # listed membership wins over the view's tag
+    assert policy.group_of("rvol_24b", "level") == "level"
 
 
 def test_invalid_drift_policy_names_file_and_key(tmp_path: Path) -> None:

@@ -74,20 +74,20 @@ def test_regime_shift_is_severe(shifted_warehouse: Path, catalog: FeatureCatalog
     before = report_at(shifted_warehouse, catalog, datetime(2026, 2, 14, tzinfo=UTC))
     after = report_at(shifted_warehouse, catalog, datetime(2026, 2, 21, tzinfo=UTC))  # the first day of the shift
     # short-horizon returns: quiet before the shift, SEVERE after it (variance x 6.25 in the synthetic market)
-    assert before.stats.set_index("feature").loc["ret_1h", "severity"] == "NORMAL"
+    assert before.stats.set_index("feature").loc["ret_1b", "severity"] == "NORMAL"
     assert after.severity == "SEVERE"
     assert (after.stats["severity"] == "SEVERE").sum() > (before.stats["severity"] == "SEVERE").sum()
     stats = after.stats.set_index("feature")
-    assert stats.loc["ret_1h", "variance_ratio"] > 3 and stats.loc["ret_1h", "severity"] == "SEVERE"
+    assert stats.loc["ret_1b", "variance_ratio"] > 3 and stats.loc["ret_1b", "severity"] == "SEVERE"
     views = {f"reconstruction:{v}" for v in DIRECTION_CLASSIFIER.feature_views}  # the multivariate signal
     assert set(stats.index) == {*DIRECTION_CLASSIFIER.features(catalog), "sector", *views}
     assert stats.loc["sector", "kind"] == "categorical" and stats.loc["sector", "severity"] == "NORMAL"
     assert stats.loc["sector", "importance"] == 0  # reported, not weighed: the model does not use it
     assert (stats.loc[sorted(views), "reconstruction_error_ratio"] > 1).all()
     # every limit and how many reference windows made it, with the reason, stored with the raw statistics
-    assert stats.loc["ret_1h", "null_windows"] == 30 * 24 - 24 + 1
-    assert stats.loc["ret_1h", "variance_ratio"] > stats.loc["ret_1h", "variance_factor_severe"]
-    assert "variance ratio" in stats.loc["ret_1h", "reason"] and after.rule.startswith("SEVERE: SEVERE features")
+    assert stats.loc["ret_1b", "null_windows"] == 30 * 24 - 24 + 1
+    assert stats.loc["ret_1b", "variance_ratio"] > stats.loc["ret_1b", "variance_factor_severe"]
+    assert "variance ratio" in stats.loc["ret_1b", "reason"] and after.rule.startswith("SEVERE: SEVERE features")
     rows = after.rows("2026-02-20-23:00")
     assert len(rows) == len(stats) and (rows["model_severity"] == "SEVERE").all()
     assert rows["window_end"].iloc[0] == datetime(2026, 2, 21, tzinfo=UTC)
@@ -151,8 +151,8 @@ def test_too_few_independent_values_is_insufficient_and_says_what_would_be_enoug
         )  # fmt: skip
     stats = report.stats.set_index("feature")
     assert report.severity == "INSUFFICIENT" and "needs >= 50%" in report.rule
-    assert stats.loc["ret_120h", "severity"] == "INSUFFICIENT" and stats.loc["ret_120h", "n_effective"] < 5
-    assert "needs >= 5: about" in stats.loc["ret_120h", "reason"]
+    assert stats.loc["ret_120b", "severity"] == "INSUFFICIENT" and stats.loc["ret_120b", "n_effective"] < 5
+    assert "needs >= 5: about" in stats.loc["ret_120b", "reason"]
 
 
 def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(
@@ -292,10 +292,10 @@ def test_cached_profile_is_reused_for_the_same_window_content_only(
     # a re-materialized view changes its reference content: that view is profiled again, not read stale
     with warehouse.connect(path) as conn:
         conn.execute(
-            "UPDATE features.returns__v2 SET ret_1h = ret_1h * 2 WHERE event_ts >= ? AND event_ts < ?",
+            "UPDATE features.returns__v3 SET ret_1b = ret_1b * 2 WHERE event_ts >= ? AND event_ts < ?",
             [datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)],
         )
     changed = report_at(path, catalog, end, cache)
     assert len(list(cache.rglob("*.npz"))) == len(cached) + 1
-    assert len(list((cache / "features.returns__v2").glob("*.npz"))) == 2
-    assert not changed.stats.set_index("feature").loc["ret_1h"].equals(first.stats.set_index("feature").loc["ret_1h"])
+    assert len(list((cache / "features.returns__v3").glob("*.npz"))) == 2
+    assert not changed.stats.set_index("feature").loc["ret_1b"].equals(first.stats.set_index("feature").loc["ret_1b"])
