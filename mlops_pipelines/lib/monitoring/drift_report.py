@@ -98,6 +98,11 @@ class DriftReport:
         )
         for column in ("window_start", "window_end", "reference_start", "reference_end"):
             out[column] = pd.to_datetime(out[column], utc=True).astype("datetime64[us, UTC]")
+        typed = {"BIGINT": "Int64", "DOUBLE": "float64", "VARCHAR": "string"}
+        for column, kind in ADDED_COLUMNS.items():  # every declared column, typed (NULL where not judged)
+            values = out[column] if column in out else pd.Series(None, index=out.index, dtype=object)
+            out[column] = pd.to_numeric(values) if kind != "VARCHAR" else values
+            out[column] = out[column].astype(typed[kind])
         return out
 
     def worst(self, n: int = 5) -> pd.DataFrame:

@@ -142,17 +142,20 @@ def test_empty_current_window_is_insufficient_never_normal(shifted_warehouse: Pa
 def test_too_few_independent_values_is_insufficient_and_says_what_would_be_enough(
     shifted_warehouse: Path, catalog: FeatureCatalog
 ) -> None:
-    """Two hours of 24 symbols: enough rows for the fast features, too few independent values for the slow
-    ones (a 120-bar return hardly moves in two hours), which carry most of the model: INSUFFICIENT."""
+    """Two hours of 24 symbols: enough rows, too few independent values for the slow features (a 120-bar return
+    hardly moves in two hours, and the symbols move together), which carry most of the model: INSUFFICIENT.
+    (A policy asking for 10 independent values; the catalog's 5 is the floor for a 1-day window.)"""
+    policy = load_drift_policy_file()
+    policy = policy.model_copy(update={"calibration": policy.calibration.model_copy(update={"min_effective_size": 10})})
     with warehouse.connect(shifted_warehouse) as conn:
         report = build_report(
-            conn, DIRECTION_CLASSIFIER, "1", catalog, load_drift_policy_file(), [],
+            conn, DIRECTION_CLASSIFIER, "1", catalog, policy, [],
             window_end=datetime(2026, 2, 14, tzinfo=UTC), current=timedelta(hours=2), reference=timedelta(days=30),
         )  # fmt: skip
     stats = report.stats.set_index("feature")
     assert report.severity == "INSUFFICIENT" and "needs >= 50%" in report.rule
-    assert stats.loc["ret_120b", "severity"] == "INSUFFICIENT" and stats.loc["ret_120b", "n_effective"] < 5
-    assert "needs >= 5: about" in stats.loc["ret_120b", "reason"]
+    assert stats.loc["ret_120b", "severity"] == "INSUFFICIENT" and stats.loc["ret_120b", "n_effective"] < 10
+    assert "needs >= 10: about" in stats.loc["ret_120b", "reason"]
 
 
 def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(

@@ -117,7 +117,7 @@ def test_nothing_monitored_yet(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_severity_codes_are_the_plotted_scale() -> None:
-    assert [s.code for s in Severity] == [0, 1, 2]
+    assert [s.code for s in Severity] == [0, 1, 2, -1]  # INSUFFICIENT: not judged, plotted below NORMAL
     assert [s.code for s in PerformanceStatus] == [0, 1, 2, -1]
-    assert [Severity.of_code(c) for c in (0, 1, 2)] == list(Severity)
+    assert [Severity.of_code(c) for c in (0, 1, 2, -1)] == list(Severity)
     assert Severity.SEVERE == "SEVERE" and f"{PerformanceStatus.CRITICAL}" == "CRITICAL"  # stored as text
