@@ -215,7 +215,7 @@ def model_performance(
             metadata[f"{model.name}_{metric}"] = dg.MetadataValue.float(float(realized))
         tables.append(
             f"**{model.name} v{model.version} ({model.alias}): {report.status}**, {report.n_labelled} labelled "
-            f"decisions since {report.window_start:%Y-%m-%d %H:%M} UTC\n\n"
+            f"decisions since {report.window_start:%Y-%m-%d %H:%M} UTC ({report.note})\n\n"
             + (report.table.to_markdown(index=False, floatfmt=".4f") if len(report.table) else "no metric")
         )
     metadata["performance"] = dg.MetadataValue.md("\n\n".join(tables) or "no deployed model")

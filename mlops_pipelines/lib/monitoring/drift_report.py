@@ -46,14 +46,18 @@ ADDED_COLUMNS = {
 }
 # The columns of ``DriftReport.rows``: one row per column compared, stored by the tables of feature drift and of
 # prediction drift (every raw statistic, so thresholds can be re-tuned from history).
-ROWS_DDL = """
+ROWS_DDL = (
+    """
     feature VARCHAR, kind VARCHAR, status VARCHAR, n_reference BIGINT, n_current BIGINT,
     missing_share_reference DOUBLE, missing_share_current DOUBLE, psi DOUBLE, ks_statistic DOUBLE,
     ks_pvalue DOUBLE, mean_shift_sd DOUBLE, variance_ratio DOUBLE, chi2_statistic DOUBLE, chi2_pvalue DOUBLE,
     severity VARCHAR, model VARCHAR, version VARCHAR, partition_key VARCHAR,
     window_start TIMESTAMP WITH TIME ZONE, window_end TIMESTAMP WITH TIME ZONE,
     reference_start TIMESTAMP WITH TIME ZONE, reference_end TIMESTAMP WITH TIME ZONE, model_severity VARCHAR
-""" + ", " + ", ".join(f"{name} {kind}" for name, kind in ADDED_COLUMNS.items())
+"""
+    + ", "
+    + ", ".join(f"{name} {kind}" for name, kind in ADDED_COLUMNS.items())
+)
 
 
 def ensure_columns(conn: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -139,7 +143,9 @@ def judge(
         limits = None if agg is None else calibration.Thresholds.of(agg, hours, cal.quantiles, cal.min_rows)
         floors = policy.thresholds(row["feature"], groups.get(row["feature"]))
         verdict = drift_policy.judge_feature(row, floors, limits, cal, hours)
-        judged.append({"severity": verdict.severity, **verdict.columns(), "importance": weights.get(row["feature"], 0.0)})
+        judged.append(
+            {"severity": verdict.severity, **verdict.columns(), "importance": weights.get(row["feature"], 0.0)}
+        )
     out = pd.concat([stats.reset_index(drop=True), pd.DataFrame(judged)], axis=1)
     out["reconstruction_error_ratio"] = np.nan
     rows = []

@@ -147,7 +147,14 @@ def test_a_constant_category_that_changes_is_reported_as_drift() -> None:
 
 
 def stat_row(psi: float = 0.0, shift: float = 0.0, ratio: float = 1.0, status: str = OK, n: int = 500):
-    return {"feature": "x", "status": status, "psi": psi, "mean_shift_sd": shift, "variance_ratio": ratio, "n_current": n}
+    return {
+        "feature": "x",
+        "status": status,
+        "psi": psi,
+        "mean_shift_sd": shift,
+        "variance_ratio": ratio,
+        "n_current": n,
+    }
 
 
 @pytest.mark.parametrize(
