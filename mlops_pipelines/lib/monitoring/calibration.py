@@ -283,9 +283,7 @@ class Reconstruction:
         max_fit_rows: int = 100_000,
     ) -> "Reconstruction | None":
         """None when fewer than two features vary (nothing to reconstruct) or too few rows."""
-        features = tuple(
-            f for f, v in columns.items() if np.isfinite(v).sum() > 2 and np.nanstd(v[np.isfinite(v)]) > 0
-        )
+        features = tuple(f for f, v in columns.items() if np.isfinite(v).sum() > 2 and np.nanstd(v[np.isfinite(v)]) > 0)
         if len(features) < 2:
             return None
         matrix = np.column_stack([columns[f] for f in features])

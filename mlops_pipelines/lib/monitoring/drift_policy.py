@@ -317,7 +317,9 @@ def judge_reconstruction(
         return Judgement(Severity.INSUFFICIENT, reason, windows, n_eff)
     bounds = [max(null[i], policy.reconstruction.min_ratio[i]) for i in (0, 1)]
     level = 2 if ratio > bounds[1] else 1 if ratio > bounds[0] else 0
-    reason = f"reconstruction error x{ratio:.3f} the reference's; limits MODERATE x{bounds[0]:.3f}, SEVERE x{bounds[1]:.3f}"
+    reason = (
+        f"reconstruction error x{ratio:.3f} the reference's; limits MODERATE x{bounds[0]:.3f}, SEVERE x{bounds[1]:.3f}"
+    )
     return Judgement(Severity.of_code(level), reason, windows, n_eff)
 
 

@@ -118,8 +118,11 @@ def view_profile(
     arrays = {c: _unmasked(raw[n], float) for c, n in zip(numeric, names, strict=False)}
     texts = {c: _unmasked(raw[n], object) for c, n in zip(categorical, names[len(numeric) :], strict=False)}
     hours = (np.asarray(np.ma.getdata(raw[names[-1]]), dtype=float) // calibration.HOUR_S).astype(np.int64)
-    first, slots = int(start.timestamp() // calibration.HOUR_S), calibration.slot_count(
-        int(start.timestamp() // calibration.HOUR_S), int(-(-end.timestamp() // calibration.HOUR_S))
+    first, slots = (
+        int(start.timestamp() // calibration.HOUR_S),
+        calibration.slot_count(
+            int(start.timestamp() // calibration.HOUR_S), int(-(-end.timestamp() // calibration.HOUR_S))
+        ),
     )
     sorted_columns = drift.sorted_finite(arrays)
     hourly: dict[str, calibration.HourlyAggregates] = {}

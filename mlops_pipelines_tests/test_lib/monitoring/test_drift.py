@@ -10,6 +10,7 @@ from scipy import stats
 from mlops_pipelines.catalog.models import MODEL_SPECS
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.core.config_files import PolicyError
+from mlops_pipelines.lib.monitoring.calibration import Thresholds
 from mlops_pipelines.lib.monitoring.drift import (
     CONSTANT,
     CONSTANT_CHANGED,
@@ -22,7 +23,6 @@ from mlops_pipelines.lib.monitoring.drift import (
     ks_statistic,
     numeric_drift,
 )
-from mlops_pipelines.lib.monitoring.calibration import Thresholds
 from mlops_pipelines.lib.monitoring.drift_policy import (
     MULTIVARIATE,
     Calibration,
@@ -271,7 +271,11 @@ def test_model_verdict_weighs_features_by_importance_and_says_why() -> None:
     assert verdict({"b": "MODERATE", "c": "MODERATE", "d": "MODERATE"}, {"v": ("SEVERE", 1.0)}) == "SEVERE"
     assert verdict({"b": "MODERATE", "c": "MODERATE", "d": "MODERATE"}, {"v": ("SEVERE", 0.3)}) == "MODERATE"
     level, rule = model_verdict(verdict_frame({**normal, "a": "SEVERE"}, weights, quiet), POLICY)
-    assert rule.startswith("SEVERE: SEVERE features carry 45% (a 45%)") and "Rule: SEVERE when" in rule
+    assert (
+        level == "SEVERE"
+        and rule.startswith("SEVERE: SEVERE features carry 45% (a 45%)")
+        and "Rule: SEVERE when" in rule
+    )
 
 
 def test_features_that_could_not_be_judged_make_the_model_insufficient_not_normal() -> None:
