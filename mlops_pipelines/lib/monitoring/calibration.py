@@ -112,7 +112,7 @@ class Blocks:
     rest_mean: np.ndarray
     rest_var: np.ndarray
     rest_shares: np.ndarray
-    independent: float  # hours holding data / length: how many non-overlapping windows the reference holds
+    independent: float  # how many non-overlapping windows of this length the reference holds
 
     @classmethod
     def of(cls, agg: HourlyAggregates, length: int, min_rows: int) -> "Blocks":
@@ -132,7 +132,10 @@ class Blocks:
             shares = bins / bins.sum(axis=1, keepdims=True)
             rest_bins = agg.bins.sum(axis=0)[None, :] - bins
             rest_shares = rest_bins / rest_bins.sum(axis=1, keepdims=True)
-        independent = float((agg.count > 0).sum()) / length
+        # non-overlapping windows of this length the reference holds: the valid blocks (one per hourly offset)
+        # plus the offsets a window's length covers, over that length (hourly bars around the clock: hours /
+        # length; daily bars or sessions: the same span, though most hour slots are empty)
+        independent = (len(n) + length - 1) / length if len(n) else 0.0
         return cls(n, mean, var, shares, rest_n, rest_mean, rest_var, rest_shares, independent)
 
     def psi(self) -> np.ndarray:
