@@ -218,7 +218,7 @@ def model_performance(
             f"decisions since {report.window_start:%Y-%m-%d %H:%M} UTC ({report.note})\n\n"
             + (report.table.to_markdown(index=False, floatfmt=".4f") if len(report.table) else "no metric")
         )
-    metadata["performance"] = dg.MetadataValue.md("\n\n".join(tables) or "no deployed model")
+    metadata["performance"] = dg.MetadataValue.md("\n\n".join(tables + run.notes) or "no deployed model")
     return dg.MaterializeResult(metadata=metadata)
 
 
