@@ -15,7 +15,7 @@ from mlops_pipelines.lib.features.feature_store import last_event_time
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle
 from mlops_pipelines.lib.governance.promotion_policy import PolicyResult, PromotionPolicy, evaluate
-from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy
+from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, Importance
 from mlops_pipelines.lib.monitoring.drift_report import build_report
 from mlops_pipelines.lib.monitoring.severity import Severity
 from mlops_pipelines.lib.training.datasets import dataset_by_hash
@@ -45,7 +45,7 @@ def observed_metrics(
             catalog,
             drift_policy,
             dataset_hash=mv.tags.get("dataset_hash"),
-            importance=list(manifest.get("feature_importance", {})),
+            importance=manifest.get("feature_importance") or [],
         )
     return metrics
 
@@ -57,14 +57,16 @@ def training_drift_severity(
     drift_policy: DriftPolicy,
     *,
     dataset_hash: str | None,
-    importance: list[str],
+    importance: Importance,
     as_of: datetime | None = None,
     current: timedelta = timedelta(days=1),
     reference: timedelta = timedelta(days=30),
 ) -> Severity:
-    """Drift as it concerns one version: the model severity (monitoring's thresholds and aggregation) of the day
-    of features before ``as_of`` (default: the newest row) against the last 30 days of the version's own
-    training data (``dataset_hash``, from training.datasets).
+    """Drift as it concerns one version: the model severity (monitoring's calibrated thresholds and importance-
+    weighted aggregation) of the day of features before ``as_of`` (default: the newest row) against the last 30
+    days of the version's own training data (``dataset_hash``, from training.datasets). ``importance``: the
+    manifest's ``feature_importance`` as stored ({feature: gain} or [(feature, gain), ...]), or names (equal
+    weights). INSUFFICIENT when the day cannot be judged (it fails ``max_drift_severity``).
 
     Not the deployed version's monitoring report: a version is judged against what it learned. Right after a
     regime shift a retrained version has seen little of the new market and is judged drifted too; weeks later,

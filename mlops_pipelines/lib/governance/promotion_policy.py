@@ -99,7 +99,7 @@ def evaluate(
         "max_drawdown": ("max_drawdown", lambda o, t: o <= t),
         "min_hit_rate": ("hit_rate", lambda o, t: o >= t),
         "max_rmse_ratio": ("rmse_ratio", lambda o, t: o <= t),
-        "max_drift_severity": ("drift_severity", lambda o, t: Severity(o).code <= Severity(t).code),
+        "max_drift_severity": ("drift_severity", lambda o, t: Severity(o).within(Severity(t))),  # INSUFFICIENT fails
         "min_test_rows": ("test_rows", lambda o, t: o >= t),
         "min_sharpe_excess_vs_buy_and_hold": ("sharpe_excess_vs_buy_and_hold", lambda o, t: o >= t),
         "max_drawdown_excess_vs_champion": ("drawdown_excess_vs_champion", lambda o, t: o <= t),
