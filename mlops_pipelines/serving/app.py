@@ -6,6 +6,7 @@ warehouse, audit key, online store). Reads need no token; write routes need a be
 """
 
 import math
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -69,17 +70,22 @@ class Serving:
         self.log: PredictionLogWriter | None = None
         self._ttl = {name: view.ttl for name, view in catalog.views.items()}
         self._latest: tuple[float, str | None] = (0.0, None)
+        self._warehouse_lock = threading.Lock()
 
     @contextmanager
     def lifecycle(self, *, read_only: bool) -> Iterator[Lifecycle]:
-        """The lifecycle as the CLI and the Dagster resources open it (``open_lifecycle``)."""
-        with open_lifecycle(
-            self.tracking.client(),
-            self.settings.warehouse_path,
-            self.settings.audit_key_file,
-            read_only=read_only,
-            lock_timeout_s=30.0,
-        ) as opened:
+        """The lifecycle as the CLI and the Dagster resources open it (``open_lifecycle``). One at a time in this
+        process: DuckDB refuses a read-only and a read-write connection to one file in the same process."""
+        with (
+            self._warehouse_lock,
+            open_lifecycle(
+                self.tracking.client(),
+                self.settings.warehouse_path,
+                self.settings.audit_key_file,
+                read_only=read_only,
+                lock_timeout_s=30.0,
+            ) as opened,
+        ):
             yield opened
 
     def reader(self) -> OnlineStoreReader:
