@@ -269,6 +269,7 @@ def create_app(
         oldest = {view: serving.oldest_allowed(view, clock) for view in views}
         as_of: list[str | None] = []
         times: list[dict[str, str | None] | None] = []
+        found: list[dict[str, Any]] = []
         for i, symbol in enumerate(symbols):
             vector = vectors.get(symbol)
             if vector is None:
@@ -287,10 +288,8 @@ def create_app(
                     )
             as_of.append(min(t for t in seen.values() if t is not None))
             times.append(seen)
-        matrix = np.array(
-            [[_number(vectors[s][f]) for f in held.features] for s in symbols],
-            dtype=float,  # type: ignore[index]
-        )
+            found.append(vector)
+        matrix = np.array([[_number(vector[f]) for f in held.features] for vector in found], dtype=float)
         return matrix, as_of, times
 
     def features_of_rows(
@@ -383,7 +382,8 @@ def create_app(
         for alias, version in registered.aliases.items():
             by_version.setdefault(str(version), []).append(alias)
         found = []
-        for mv in sorted(client.search_model_versions(f"name = '{model}'"), key=lambda v: int(v.version)):
+        quoted = model.replace("'", "''")
+        for mv in sorted(client.search_model_versions(f"name = '{quoted}'"), key=lambda v: int(v.version)):
             metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
             found.append(
                 VersionInfo(
