@@ -25,6 +25,7 @@ from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.online_store import OnlineStoreReader
 from mlops_pipelines.lib.governance import tokens
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, open_lifecycle
+from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch
 from mlops_pipelines.lib.monitoring.drift_status import read_status
 from mlops_pipelines.lib.monitoring.served_predictions import PredictionLogWriter, Served
 from mlops_pipelines.serving import problems
@@ -196,7 +197,9 @@ def create_app(
         tags=["inference"],
         responses={c: ERRORS[c] for c in (404, 409, 422, 503)},
     )
-    async def predict(model: str, request: PredictRequest) -> PredictResponse:
+    async def predict(
+        model: str, request: PredictRequest, authorization: Annotated[str | None, Header()] = None
+    ) -> PredictResponse:
         """One prediction per symbol (features from the online store) or per supplied row, from the version
         holding ``alias`` (default production) or the given ``version``; the whole request by one version."""
         started = time.perf_counter()
@@ -219,7 +222,10 @@ def create_app(
             if held is None:
                 raise ProblemError(503, f"no version of {model} holds the alias {alias!r}", check="alias")
         if isinstance(held, Unservable):
-            raise conflict(held)
+            if request.override_reason is None or not isinstance(held.error, FeatureGraphMismatch):
+                raise conflict(held)
+            token = operator_only(authorization)
+            held = await run_in_threadpool(overridden, model, held.version, token, request.override_reason)
         if request.symbols is not None:
             matrix, as_of, view_times = features_of_symbols(held, request.symbols)
         else:
@@ -253,6 +259,14 @@ def create_app(
                 for i, (symbol, value) in enumerate(zip(symbols, values, strict=True))
             ],
         )
+
+    operator_only = require("operator")
+
+    def overridden(model: str, version: str, token: tokens.TokenInfo, reason: str) -> Servable:
+        with serving.lifecycle(read_only=False) as lifecycle:
+            return serving.cache.overridden(
+                lifecycle, model, version, actor=token.actor, reason=f"{reason} (API token {token.token_id})"
+            )
 
     def conflict(held: Unservable) -> ProblemError:
         found = problems.from_error(held.error)

@@ -147,9 +147,35 @@ class ModelCache:
                 self._loaded.popitem(last=False)
             return found
 
+    def overridden(self, lifecycle: Lifecycle, model: str, version: str, *, actor: str, reason: str) -> Servable:
+        """``version`` loaded despite a feature-graph mismatch, for one request: the override is written to the
+        audit log (``load_for_inference`` with ``override_reason``) once per actor and reason in this process."""
+        key = (model, f"{version}!override:{actor}:{reason}")
+        with self._lock:
+            found = self._loaded.get(key)
+            if found is None:
+                loaded = load_for_inference(
+                    lifecycle,
+                    self.tracking,
+                    model,
+                    version,
+                    live_graph_hash=self.live_graph_hash,
+                    override_reason=reason,
+                    actor=actor,
+                )
+                missing = [f for f in loaded.features if f not in self._feature_view]
+                if missing:
+                    raise NotFound(f"{model} v{version} needs features the live catalog no longer has: {missing}")
+                views = {f: self._feature_view[f] for f in loaded.features}
+                found = Servable(model, version, loaded, views, loaded.booster.best_iteration or None)
+                self._loaded[key] = found
+                while len(self._loaded) > self.capacity:
+                    self._loaded.popitem(last=False)
+            return found
+
     def loaded_versions(self, model: str) -> list[str]:
         pinned = [s.version for s in self._states[model].aliases.values() if isinstance(s, Servable)]
-        return sorted(set(pinned) | {v for m, v in self._loaded if m == model}, key=int)
+        return sorted(set(pinned) | {v for m, v in self._loaded if m == model and v.isdigit()}, key=int)
 
     def ready(self) -> tuple[bool, list[str]]:
         """Ready when every served model's aliases have been looked up and loaded (or refused for a reason)."""

@@ -17,6 +17,12 @@ class PredictRequest(BaseModel):
     )
     version: str | None = Field(default=None, pattern=r"^[0-9]+$", description="A version number.")
     alias: str | None = Field(default=None, description="production (default), staging or challenger.")
+    override_reason: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Serve a version trained on another feature graph anyway, and why: needs an operator's bearer "
+        "token; the override is written to the audit log.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "PredictRequest":

@@ -146,6 +146,24 @@ def test_feature_graph_mismatch_is_409_naming_the_views(server: Server) -> None:
     assert status["aliases"][0]["graph_matches_catalog"] is False and status["aliases"][0]["loaded"] is False
 
 
+def test_graph_mismatch_override_needs_an_operator_and_is_audited(server: Server, stack: Stack) -> None:
+    path = stack.settings.serve_tokens_file
+    body = {"symbols": ["SYM01"], "override_reason": "catalog change is cosmetic"}
+    assert problem(post(server, STALE_GRAPH, body), 401)["check"] == "bearer_token"
+    viewer = tokens.create(path, actor="vic", role="viewer")[1]
+    assert problem(post(server, STALE_GRAPH, body, headers=bearer(viewer)), 403)["check"] == "role"
+    info, operator = tokens.create(path, actor="olga", role="operator")
+    answered = post(server, STALE_GRAPH, body, headers=bearer(operator))
+    assert answered.status_code == 200 and answered.json()["version"] == "1", answered.text
+    assert post(server, STALE_GRAPH, body, headers=bearer(operator)).status_code == 200  # loaded once, audited once
+    with stack.lifecycle() as lifecycle:
+        overrides = [r for r in lifecycle.history(STALE_GRAPH) if r["action"] == "override"]
+    assert [(r["actor"], r["version"]) for r in overrides] == [("olga", "1")]
+    assert "catalog change is cosmetic" in overrides[0]["reason"] and info.token_id in overrides[0]["reason"]
+    # the override served that request only: without one, the version is still refused
+    assert problem(post(server, STALE_GRAPH, {"symbols": ["SYM01"]}), 409)["check"] == "feature_graph_hash"
+
+
 def test_unavailable(server: Server) -> None:
     no_alias = problem(post(server, STALE_GRAPH, {"symbols": ["SYM01"], "alias": "challenger"}), 503)
     assert no_alias["check"] == "alias" and "holds the alias 'challenger'" in no_alias["detail"]
