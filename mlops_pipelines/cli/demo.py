@@ -161,14 +161,13 @@ def print_serving(settings: Settings) -> None:
     import dataclasses
     import json
     import socket
-    import sqlite3
     import threading
     import time
 
     import httpx
     import uvicorn
 
-    from mlops_pipelines.lib.features.online_store import TABLE
+    from mlops_pipelines.lib.features.online_store import OnlineStoreReader
     from mlops_pipelines.serving.app import create_app
 
     with socket.socket() as sock:
@@ -188,8 +187,7 @@ def print_serving(settings: Settings) -> None:
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
-        with sqlite3.connect(f"file:{settings.online_store_path}?mode=ro", uri=True) as conn:
-            (symbol,) = conn.execute(f"SELECT entity_key FROM {TABLE} ORDER BY entity_key LIMIT 1").fetchone()
+        (symbol,) = OnlineStoreReader(settings.online_store_path).entity_keys(1)
         for model in served.serve_models or _spec_names():
             aliases = {
                 a["alias"] for a in httpx.get(f"{url}/api/v1/models/{model}/status", timeout=30).json()["aliases"]
