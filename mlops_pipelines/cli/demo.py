@@ -56,6 +56,7 @@ def demo(
         raise typer.Exit(EXIT_REFUSED) from exc
     print_summary(settings, home)
     print_monitoring(settings, retrainings)
+    print_serving(settings)
 
 
 def print_summary(settings: Settings, home: Path) -> None:
@@ -153,3 +154,67 @@ def print_monitoring(settings: Settings, retrainings: list[str]) -> None:
         columns = ["hour", "feature_drift", "prediction_drift", "performance"]
         print_rows(rows, columns, as_json=False, title=f"{model} v{version}: one drift run per day (UTC)")
     console.print(f"retraining runs requested by retraining_sensor: {len(retrainings)}")
+
+
+def print_serving(settings: Settings) -> None:
+    """Start the serving API briefly on a free loopback port, make one prediction over HTTP, print it: what
+    `make serve` gives (freshness judged at the newest stored features, as the demo's data is in the past)."""
+    import dataclasses
+    import json
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from mlops_pipelines.lib.features.online_store import OnlineStoreReader
+    from mlops_pipelines.serving.app import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    served = dataclasses.replace(settings, serve_as_of="latest", serve_port=port)
+    server = uvicorn.Server(uvicorn.Config(create_app(served), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=30).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        (symbol,) = OnlineStoreReader(settings.online_store_path).entity_keys(1)
+        for model in served.serve_models or _spec_names():
+            aliases = {
+                a["alias"] for a in httpx.get(f"{url}/api/v1/models/{model}/status", timeout=30).json()["aliases"]
+            }
+            alias = next((a for a in ("production", "staging") if a in aliases), "production")
+            answer = httpx.post(
+                f"{url}/api/v1/models/{model}/predict", json={"symbols": [symbol], "alias": alias}, timeout=60
+            )
+            body = answer.json()
+            if answer.status_code == 200:
+                first = body["predictions"][0]
+                shown = {k: body[k] for k in ("model", "version", "alias", "request_id")} | {
+                    k: first[k] for k in ("symbol", "prediction", "features_as_of")
+                }
+            else:
+                shown = body
+            console.print(
+                f"serving API: POST /api/v1/models/{model}/predict -> {answer.status_code} {json.dumps(shown)}"
+            )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+    console.print("`make serve` starts it on http://127.0.0.1:8000 (README: curl for predict, status, promote)")
+
+
+def _spec_names() -> list[str]:
+    from mlops_pipelines.catalog.models import MODEL_SPECS
+
+    return list(MODEL_SPECS)

@@ -126,6 +126,11 @@ class OnlineStoreReader:
         row = self._conn().execute(f"SELECT v FROM {META_TABLE} WHERE k = 'snapshot_id'").fetchone()
         return row[0] if row else None
 
+    def entity_keys(self, limit: int = 10) -> list[str]:
+        """The first ``limit`` entity keys of the snapshot, in order (what a demo or a smoke check may ask for)."""
+        rows = self._conn().execute(f"SELECT entity_key FROM {TABLE} ORDER BY entity_key LIMIT ?", (limit,))
+        return [row[0] for row in rows]
+
     def lookup_one(self, entity_key: str) -> dict[str, Any] | None:
         cursor = self._conn().execute(f"SELECT * FROM {TABLE} WHERE entity_key = ?", (entity_key,))
         row = cursor.fetchone()
