@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: demo test ui mlflow-ui lint bench clean
+.PHONY: demo test ui mlflow-ui serve lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version'
@@ -30,6 +30,9 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the demo's insta
 mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
+serve: $(STAMP)  ## the serving API on the demo's data: http://127.0.0.1:8000/docs (freshness judged at the newest features)
+	MLOPS_SERVE_AS_OF=$${MLOPS_SERVE_AS_OF-latest} $(BIN)/mlops serve
+
 lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg check defs`, the feature lock
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -40,7 +43,7 @@ lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg chec
 
 bench: $(STAMP)  ## every benchmark, each printing its ratio against a baseline measured in the same run
 	$(BIN)/pip install --quiet -e '.[bench]'
-	for b in bench_features bench_point_in_time bench_online_store bench_training bench_backtest bench_shap bench_drift bench_ingestion; do $(BIN)/python -m benchmarks.$$b || exit 1; done
+	for b in bench_features bench_point_in_time bench_online_store bench_training bench_backtest bench_shap bench_drift bench_ingestion bench_serving; do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
 clean:
 	rm -rf data/dagster_home data/*.duckdb* data/*.sqlite* data/mlflow

@@ -161,6 +161,11 @@ class MonitoringResource(dg.ConfigurableResource):
     )
     evidently_dir: str = Field(description="Evidently HTML reports, <model>/<partition>.html.")
     policy_path: str = Field(description="Drift and performance policy (YAML), e.g. catalog/drift_policy.yaml.")
+    prediction_log_dir: str = Field(
+        default="",
+        description="The serving API's append-only prediction log (JSONL segments), ingested hourly into "
+        "monitoring.served_predictions; empty: no serving process logs here.",
+    )
 
     def files(self) -> MonitoringFiles:
         return MonitoringFiles(

@@ -25,6 +25,15 @@
 | MLOPS_ALERT_SINKS | log,jsonl | alert sinks: log, jsonl, webhook, slack |
 | MLOPS_ALERT_WEBHOOK_URL | (none) | generic webhook for alerts |
 | MLOPS_SLACK_WEBHOOK_URL | (none) | Slack incoming webhook for alerts |
+| MLOPS_SERVE_HOST | 127.0.0.1 | address the serving API (`mlops serve`) listens on |
+| MLOPS_SERVE_PORT | 8000 | port of the serving API |
+| MLOPS_SERVE_MODELS | every model spec | models the API serves and warms up (comma-separated) |
+| MLOPS_SERVE_MAX_ITEMS | 500 | most symbols or rows one predict call may carry (more: 422) |
+| MLOPS_SERVE_REFRESH_S | 1 | seconds between the API's looks at the registry for alias moves |
+| MLOPS_SERVE_CACHE_VERSIONS | 8 | versions kept loaded besides those holding an alias |
+| MLOPS_SERVE_AS_OF | (now) | clock of feature freshness: empty = now, latest = newest online feature time, or ISO |
+| MLOPS_SERVE_TOKENS_FILE | $MLOPS_DATA_DIR/secrets/api_tokens.sqlite | the API's bearer tokens (hashed) |
+| MLOPS_PREDICTION_LOG_DIR | $MLOPS_DATA_DIR/serving/prediction_log | the API's append-only prediction log (JSONL) |
 
 The webhook URLs carry tokens and the MLflow URIs may carry a password (``postgresql://user:pass@host/db``):
 ``Settings.secret_variables`` names the variable each of them came from, and the Dagster resources take them as
@@ -34,6 +43,7 @@ The webhook URLs carry tokens and the MLflow URIs may carry a password (``postgr
 import getpass
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -67,6 +77,15 @@ class Settings:
     alert_sinks: tuple[str, ...]
     alert_webhook_url: str | None
     slack_webhook_url: str | None
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_models: tuple[str, ...] = ()  # empty: every model spec of the catalog
+    serve_max_items: int = 500
+    serve_refresh_s: float = 1.0
+    serve_cache_versions: int = 8
+    serve_as_of: str = ""
+    serve_tokens_file: Path = Path("data/secrets/api_tokens.sqlite")
+    prediction_log_dir: Path = Path("data/serving/prediction_log")
     # setting -> the variable it was read from, for the settings that may hold a credential and were set
     secret_variables: dict[str, str] = field(default_factory=dict)
 
@@ -117,6 +136,19 @@ class Settings:
             alert_sinks=tuple(s.strip() for s in os.environ.get("MLOPS_ALERT_SINKS", "log,jsonl").split(",") if s),
             alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None,
             slack_webhook_url=os.environ.get("MLOPS_SLACK_WEBHOOK_URL") or None,
+            serve_host=os.environ.get("MLOPS_SERVE_HOST", "127.0.0.1").strip() or "127.0.0.1",
+            serve_port=_int_env("MLOPS_SERVE_PORT", 8000, low=0, high=65535),
+            serve_models=tuple(m.strip() for m in os.environ.get("MLOPS_SERVE_MODELS", "").split(",") if m.strip()),
+            serve_max_items=_int_env("MLOPS_SERVE_MAX_ITEMS", 500, low=1),
+            serve_refresh_s=_non_negative_seconds("MLOPS_SERVE_REFRESH_S", "1"),
+            serve_cache_versions=_int_env("MLOPS_SERVE_CACHE_VERSIONS", 8, low=0),
+            serve_as_of=_as_of("MLOPS_SERVE_AS_OF"),
+            serve_tokens_file=Path(
+                os.environ.get("MLOPS_SERVE_TOKENS_FILE", data_dir / "secrets" / "api_tokens.sqlite")
+            ),
+            prediction_log_dir=Path(
+                os.environ.get("MLOPS_PREDICTION_LOG_DIR", data_dir / "serving" / "prediction_log")
+            ),
             secret_variables={name: variable for name, variable in secrets.items() if os.environ.get(variable)},
         )
 
@@ -136,14 +168,28 @@ def bar_clock_from_env() -> BarClock:
         raise ConfigError(f"MLOPS_MARKET_CALENDAR: {exc}") from exc
 
 
-def _int_env(name: str, default: int) -> int:
+def _int_env(name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a whole number, got {value!r}") from exc
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ConfigError(f"{name} must be between {low} and {high if high is not None else 'any'}, got {value!r}")
+    return number
+
+
+def _as_of(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if value in ("", "latest"):
+        return value
+    try:
+        datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be empty, 'latest' or an ISO 8601 time, got {value!r}") from exc
+    return value
 
 
 def _non_negative_seconds(name: str, default: str) -> float:

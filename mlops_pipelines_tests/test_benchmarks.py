@@ -25,6 +25,7 @@ TINY = {
     "bench_drift": ["--current", "3000", "--compare-current", "2000"],
     "bench_online_store": ["--entities", "200", "--single", "50", "--batch", "10", "--batch-size", "10"],
     "bench_ingestion": ["--symbols", "2", "--days", "3", "--big-rows", "2000", "--repeat", "1"],
+    "bench_serving": ["--seconds", "0.3", "--trees", "5", "--symbols", "100"],
 }
 
 

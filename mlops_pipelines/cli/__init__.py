@@ -1,6 +1,7 @@
 """The ``mlops`` command: the feature catalog, the model lifecycle, reviews, deployments and the demo.
 
-One module per command group (``features``, ``models``, ``reviews``, ``deployments``, ``datasets``, ``demo``).
+One module per command group (``features``, ``models``, ``reviews``, ``deployments``, ``datasets``, ``tokens``
+with ``serve``, ``demo``).
 The CLI starts at once: at module level these import only typer, rich, the standard library and light project
 modules (settings, errors); each command imports what it needs (DuckDB, pandas, MLflow, Dagster, LightGBM) in
 its body. ``test_cli_startup.py`` holds that line.
@@ -23,6 +24,7 @@ from mlops_pipelines.cli.features import features_app
 from mlops_pipelines.cli.models import experiments_app, models_app
 from mlops_pipelines.cli.output import EXIT_USER_ERROR, error_console
 from mlops_pipelines.cli.reviews import reviews_app
+from mlops_pipelines.cli.tokens import serve, tokens_app
 from mlops_pipelines.lib.core.errors import MlopsError
 
 
@@ -50,7 +52,9 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(reviews_app, name="reviews")
+app.add_typer(tokens_app, name="tokens")
 app.command()(demo)
+app.command()(serve)
 
 
 def main() -> None:

@@ -246,34 +246,36 @@ def models_promote(
     from mlops_pipelines.catalog.feature_views import load_catalog
     from mlops_pipelines.catalog.models import load_model_specs
     from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
-    from mlops_pipelines.lib.governance.gate import run_gate
+    from mlops_pipelines.lib.governance.gate import request_promotion
 
     if to not in ("staging", "production"):
         raise typer.BadParameter("must be staging or production", param_hint="--to")
     with governed() as lifecycle:
         actor = current_actor(actor)
-        if to == "staging":
-            result, state = run_gate(
-                lifecycle,
-                name,
-                version,
-                actor=actor,
-                spec=load_model_specs().get(name),
-                catalog=load_catalog(),
-                promotion_policy=load_promotion_policy(),
-                drift_policy=load_drift_policy_file(),
-                request=_overrides(override),
-            )
-            for check in result.checks:
+        outcome = request_promotion(
+            lifecycle,
+            name,
+            version,
+            to=to,
+            actor=actor,
+            reason=reason or "promoted via CLI",
+            spec=load_model_specs().get(name),
+            catalog=load_catalog(),
+            promotion_policy=load_promotion_policy(),
+            drift_policy=load_drift_policy_file(),
+            request=_overrides(override),
+        )
+        if outcome.result is not None:
+            for check in outcome.result.checks:
                 mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
                 console.print(
                     f"  {mark} {escape(f'{check.name}: observed {check.observed}, threshold {check.threshold}')}"
                 )
-            console.print(f"{name} v{version} is now {state}")
-            if not result.passed:
+            console.print(f"{name} v{version} is now {outcome.state}")
+            if not outcome.result.passed:
                 raise typer.Exit(EXIT_REFUSED)
         else:
-            previous = lifecycle.promote_to_production(name, version, actor=actor, reason=reason or "promoted via CLI")
+            previous = outcome.previous_production
             console.print(
                 f"{name} v{version} is in PRODUCTION" + (f"; v{previous} stepped back to STAGING" if previous else "")
             )

@@ -63,6 +63,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             reference_profiles_dir=str(settings.data_dir / "monitoring" / "reference_profiles"),
             evidently_dir=str(settings.data_dir / "monitoring" / "evidently"),
             policy_path=str(DRIFT_POLICY_PATH),
+            prediction_log_dir=str(settings.prediction_log_dir),
         ),
         "mlflow": MlflowResource(
             tracking_uri=secret(settings, "mlflow_tracking_uri"),

@@ -33,6 +33,7 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "monitoring/prediction_drift",
         "monitoring/model_performance",
         "monitoring/model_health",
+        "monitoring/served_predictions",
         *views,
         *training,
         *evaluation,
@@ -146,10 +147,11 @@ print(json.dumps({{k.to_user_string(): graph.get(k).metadata.get("promotion_poli
 
 def test_the_environment_is_read_in_settings_and_by_the_entry_points_only() -> None:
     """Every variable is read in settings.py; the code location builds its settings in defs/resources.py (once at
-    import for the definitions' shape, again for the resources at each load); the CLI per command. Nothing else
+    import for the definitions' shape, again for the resources at each load); the CLI per command; the serving
+    API at its start (``python -m mlops_pipelines.serving``; ``mlops serve`` is a CLI command). Nothing else
     reads or changes the process environment (tracking.py switches MLflow's progress bar off for a download)."""
     package = Path(__file__).parents[2] / "mlops_pipelines"
-    entry_points = {"settings.py", "defs/resources.py"}
+    entry_points = {"settings.py", "defs/resources.py", "serving/__main__.py"}
     readers, environ = set(), set()
     for path in package.rglob("*.py"):
         name, text = path.relative_to(package).as_posix(), path.read_text()

@@ -61,7 +61,9 @@ def test_drift_asset_without_deployed_models(definitions: dg.Definitions, instan
         "monitoring/prediction_drift",
         "monitoring/model_performance",
         "monitoring/model_health",
+        "monitoring/served_predictions",
     }
+    assert metadata["monitoring/served_predictions"]["rows_inserted"].value == 0  # no serving process yet
     assert metadata["monitoring/feature_drift"]["most_drifted"].value == "no deployed model"
     assert metadata["monitoring/prediction_drift"]["most_drifted"].value == "no deployed model"
     assert metadata["monitoring/model_performance"]["performance"].value == "no deployed model"

@@ -5,6 +5,7 @@ lib/monitoring (one module per signal, owning its table); here: resources in, on
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -21,6 +22,7 @@ from mlops_pipelines.lib.monitoring.health import ModelHealth, latest_health
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow
 from mlops_pipelines.lib.monitoring.model_performance import monitor_performance
 from mlops_pipelines.lib.monitoring.prediction_drift import monitor_prediction_drift, output_psi
+from mlops_pipelines.lib.monitoring.served_predictions import SERVED_TABLE, ingest
 from mlops_pipelines.partitions import MARKET_HOURS, WAREHOUSE_POOL
 from mlops_pipelines.resources import (
     AlertsResource,
@@ -259,3 +261,24 @@ def model_health(warehouse: WarehouseResource) -> dg.MaterializeResult:
     with warehouse.connect(read_only=True) as conn:
         health = latest_health(conn)
     return dg.MaterializeResult(metadata=health_metadata(health))
+
+
+@dg.asset(key=["monitoring", "served_predictions"], kinds={"duckdb"}, pool=WAREHOUSE_POOL)
+def served_predictions(monitoring: MonitoringResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Every prediction the serving API answered (request id, model, version, alias, role, symbol, feature time,
+    prediction, latency), copied from its local append-only log into monitoring.served_predictions by every
+    drift_job run. Exactly once: keyed by (request id, item), so a re-run or a segment read twice inserts
+    nothing twice; a line cut short by a killed server is never read. Segments fully copied whose server has
+    exited are deleted after an hour."""
+    directory = Path(monitoring.prediction_log_dir) if monitoring.prediction_log_dir else None
+    with warehouse.connect() as conn:
+        counts = ingest(conn, directory) if directory else {"lines": 0, "inserted": 0, "segments_deleted": 0}
+    return dg.MaterializeResult(
+        metadata={
+            "table": SERVED_TABLE,
+            "lines_read": counts["lines"],
+            "rows_inserted": counts["inserted"],
+            "segments_deleted": counts["segments_deleted"],
+            "log_dir": str(directory or ""),
+        }
+    )

@@ -3,6 +3,7 @@ it observes for a version (held-out training metrics, the holdout backtest, its 
 data), the policy evaluation, and the lifecycle transition that follows."""
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -137,3 +138,50 @@ def run_gate(
         request=request,
     )
     return result, lifecycle.gate(model, version, result, actor=actor)
+
+
+@dataclass(frozen=True)
+class PromotionOutcome:
+    """What a promotion request did: the gate's verdict (to staging) or the version it replaced (production)."""
+
+    model: str
+    version: str
+    state: str
+    result: PolicyResult | None = None
+    previous_production: str | None = None
+
+
+def request_promotion(
+    lifecycle: Lifecycle,
+    model: str,
+    version: str,
+    *,
+    to: str,
+    actor: str,
+    reason: str,
+    spec: ModelSpec | None,
+    catalog: FeatureCatalog,
+    promotion_policy: PromotionPolicy,
+    drift_policy: DriftPolicy,
+    request: dict[str, Any] | None = None,
+) -> PromotionOutcome:
+    """The one promotion path of the CLI (``mlops models promote``) and the API (``POST /api/v1/ml/{model}/promote``):
+    to ``staging`` runs the gate with the request's threshold overrides; to ``production`` applies the four-eyes
+    rules (``Lifecycle.promote_to_production``)."""
+    if to == "staging":
+        result, state = run_gate(
+            lifecycle,
+            model,
+            version,
+            actor=actor,
+            spec=spec,
+            catalog=catalog,
+            promotion_policy=promotion_policy,
+            drift_policy=drift_policy,
+            request=request,
+        )
+        return PromotionOutcome(model, version, state, result=result)
+    if to != "production":
+        raise ValueError(f"a promotion goes to staging or production, not {to!r}")
+    previous = lifecycle.promote_to_production(model, version, actor=actor, reason=reason)
+    return PromotionOutcome(model, version, lifecycle.state(model, version), previous_production=previous)
