@@ -29,7 +29,7 @@ from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historic
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, open_lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch
 from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
-from mlops_pipelines.lib.inference.batch import TABLE, partition_rows
+from mlops_pipelines.lib.inference.batch import BATCH_TABLE, partition_rows
 from mlops_pipelines.lib.monitoring.champion_challenger import verdicts
 from mlops_pipelines.lib.monitoring.prediction_log import decision_rows
 from mlops_pipelines.lib.monitoring.served_predictions import SERVED_TABLE
@@ -177,7 +177,7 @@ def test_batch_scores_every_symbol_of_the_hour_once_whatever_is_re_run(
         served = conn.execute(
             f"SELECT symbol, version, role, alias, prediction FROM {SERVED_TABLE} ORDER BY symbol"
         ).fetchdf()
-        [(total,)] = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchall()
+        [(total,)] = conn.execute(f"SELECT count(*) FROM {BATCH_TABLE}").fetchall()
     # every symbol, its decision at five past the hour (the bar that closed at 12:00), once
     assert sorted(rows["symbol"]) == sorted(world.features["symbol"].unique()) and total == 6
     assert set(rows[ENTITY_TIME]) == {pd.Timestamp("2026-01-09 12:05", tz="UTC")}
@@ -236,7 +236,7 @@ def test_a_clearly_better_challenger_raises_an_alert_and_changes_nothing(
         assert lifecycle.champion(CLASSIFIER) == champion and lifecycle.challenger(CLASSIFIER) == better
     with warehouse.connect(world.db, read_only=True) as conn:
         [row] = verdicts(conn).to_dict("records")  # the hour's verdict replaced, not added
-    assert row["verdict"] == "challenger better" and row["challenger"] == better and row["hac_lag"] == 4
+    assert row["verdict"] == "challenger better" and row["challenger"] == better and row["hac_lag"] == 8
 
 
 def test_a_version_of_another_feature_graph_fails_the_batch_with_the_loading_message(

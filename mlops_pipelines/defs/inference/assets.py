@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from mlops_pipelines.defs.common import CATALOG, SPECS
-from mlops_pipelines.lib.inference.batch import TABLE, NoProductionVersion, run_batch
+from mlops_pipelines.lib.inference.batch import BATCH_TABLE, NoProductionVersion, run_batch
 from mlops_pipelines.lib.monitoring.served_predictions import SERVED_TABLE
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 from mlops_pipelines.partitions import MARKET_HOURS, WAREHOUSE_POOL
@@ -23,10 +23,10 @@ def batch_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         kinds={"duckdb", "lightgbm"},
         pool=WAREHOUSE_POOL,
         output_required=False,
-        metadata={"dagster/table_name": TABLE},
+        metadata={"dagster/table_name": BATCH_TABLE},
         description=(
             f"{spec.name}: every symbol's decision of the hour (UTC) scored by the PRODUCTION version, features "
-            f"point-in-time as of the decision, into {TABLE} and the served prediction log {SERVED_TABLE} (role "
+            f"point-in-time as of the decision, into {BATCH_TABLE} and the served prediction log {SERVED_TABLE} (role "
             "`batch`); a re-run replaces the hour. The version is loaded like everywhere else (load_for_inference): "
             "one trained on another feature graph fails the run. No PRODUCTION version: the hour is skipped "
             "(logged, not materialized) and can be re-run once one is promoted."
@@ -64,7 +64,7 @@ def batch_predictions_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "decisions_from": str(window.start),
                 "decisions_to": str(window.end),
                 "preview": dg.MetadataValue.md(preview),
-                "table": TABLE,
+                "table": BATCH_TABLE,
             }
         )
 

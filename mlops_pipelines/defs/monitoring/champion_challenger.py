@@ -7,7 +7,7 @@ from pydantic import Field
 from mlops_pipelines.defs.common import CATALOG, SPECS
 from mlops_pipelines.lib.governance.monitored_versions import booster_loader, contests
 from mlops_pipelines.lib.monitoring.champion_challenger import (
-    TABLE,
+    CHALLENGE_TABLE,
     ChallengePolicy,
     monitor_champion_challenger,
 )
@@ -34,7 +34,7 @@ class ChampionChallengerConfig(dg.Config):
     partitions_def=MARKET_HOURS,
     kinds={"duckdb", "lightgbm"},
     pool=WAREHOUSE_POOL,
-    metadata={"dagster/table_name": TABLE},
+    metadata={"dagster/table_name": CHALLENGE_TABLE},
 )
 def champion_challenger(
     context: dg.AssetExecutionContext,

@@ -33,7 +33,7 @@ from mlops_pipelines.lib.monitoring.prediction_log import decision_rows
 from mlops_pipelines.lib.training import training
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
-TABLE = "inference.batch_predictions"
+BATCH_TABLE = "inference.batch_predictions"
 DDL = f"""
     model VARCHAR NOT NULL, partition_key VARCHAR NOT NULL, symbol VARCHAR NOT NULL,
     {ENTITY_TIME} TIMESTAMP WITH TIME ZONE NOT NULL, version VARCHAR NOT NULL, feature_graph_hash VARCHAR,
@@ -134,7 +134,7 @@ def write(conn: duckdb.DuckDBPyConnection, run: BatchRun, *, run_id: str) -> Non
     with warehouse.transaction(conn):
         warehouse.replace_rows(
             conn,
-            TABLE,
+            BATCH_TABLE,
             rows,
             where="model = ? AND partition_key = ?",
             params=[run.model, run.partition_key],
@@ -170,10 +170,10 @@ def run_batch(
 
 def partition_rows(conn: duckdb.DuckDBPyConnection, model: str, partition_key: str) -> pd.DataFrame:
     """What the table holds for one model and partition (empty when nothing was written)."""
-    if not warehouse.table_exists(conn, TABLE):
+    if not warehouse.table_exists(conn, BATCH_TABLE):
         return pd.DataFrame(columns=["symbol", ENTITY_TIME, "version", "prediction"])
     return conn.execute(
-        f"SELECT symbol, {ENTITY_TIME}, version, prediction FROM {TABLE} "
+        f"SELECT symbol, {ENTITY_TIME}, version, prediction FROM {BATCH_TABLE} "
         "WHERE model = ? AND partition_key = ? ORDER BY symbol",
         [model, partition_key],
     ).fetchdf()
