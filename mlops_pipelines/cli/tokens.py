@@ -1,5 +1,6 @@
 """``mlops tokens`` and ``mlops serve``: the serving API's bearer tokens, and the API itself."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -58,10 +59,20 @@ def tokens_revoke(
     console.print(f"token {info.token_id} of {info.actor} revoked at {utc_time(info.revoked_at)}")
 
 
-def serve() -> None:
+def serve(
+    reference: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Write the API reference page (markdown) there and exit.")
+    ] = None,
+) -> None:
     """Start the serving API on MLOPS_SERVE_HOST:MLOPS_SERVE_PORT (default 127.0.0.1:8000); docs at /docs."""
-    from mlops_pipelines.serving.app import run
+    from mlops_pipelines.serving.app import create_app, run
 
     settings = Settings.from_env()
+    if reference is not None:
+        from mlops_pipelines.serving.reference import render
+
+        reference.write_text(render(create_app(settings)))
+        console.print(f"wrote {reference}")
+        return
     console.print(f"serving on http://{settings.serve_host}:{settings.serve_port} (OpenAPI: /docs)")
     run(settings)

@@ -327,7 +327,10 @@ def create_app(
         return matrix, [None] * len(rows), [None] * len(rows)
 
     @app.get(
-        "/api/v1/models/{model}/status", response_model=StatusResponse, tags=["inference"], responses={404: ERRORS[404]}
+        "/api/v1/models/{model}/status",
+        response_model=StatusResponse,
+        tags=["inference"],
+        responses={c: ERRORS[c] for c in (404, 422)},
     )
     async def status(model: str) -> StatusResponse:
         """The versions holding production / staging / challenger, their lifecycle states, whether this process
@@ -369,7 +372,7 @@ def create_app(
         "/api/v1/models/{model}/versions",
         response_model=VersionsResponse,
         tags=["inference"],
-        responses={404: ERRORS[404]},
+        responses={c: ERRORS[c] for c in (404, 422)},
     )
     def versions(model: str) -> VersionsResponse:
         """Every registered version: state, headline metrics, hashes, trainer, created time, aliases."""

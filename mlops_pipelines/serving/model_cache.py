@@ -36,6 +36,10 @@ from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch, L
 log = logging.getLogger(__name__)
 
 
+class NotReady(MlopsError, RuntimeError):
+    """The process has not loaded a model's aliases yet (warming up, or the warehouse is locked): HTTP 503."""
+
+
 @dataclass(frozen=True)
 class Servable:
     """A loaded version, ready to score: its features in the model's order and the view each comes from."""
@@ -113,6 +117,8 @@ class ModelCache:
         if alias not in ALIASES:
             raise NotFound(f"{model}: unknown alias {alias!r}; aliases: {', '.join(ALIASES)}")
         state = self.state(model)
+        if state.marker is None:
+            raise NotReady(f"{model}: aliases not loaded yet ({state.last_error or 'warming up'}); retry shortly")
         if not state.registered:
             raise NotFound(f"no model {model!r} is registered yet")
         return state.aliases.get(alias)

@@ -12,6 +12,7 @@ from mlops_pipelines.lib.core.errors import MlopsError, NotFound
 from mlops_pipelines.lib.governance.lifecycle import ApprovalRequired, IllegalTransition, LifecycleError
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch
 from mlops_pipelines.lib.governance.tokens import InvalidToken
+from mlops_pipelines.serving.model_cache import NotReady
 
 TITLES = {
     400: "Bad request",
@@ -69,6 +70,8 @@ def from_error(exc: Exception) -> ProblemError:
             check="feature_graph_hash",
             extra={"version": exc.version, "trained_hash": exc.recorded, "live_hash": exc.live},
         )
+    if isinstance(exc, NotReady):
+        return ProblemError(503, str(exc), check="warm_up")
     if isinstance(exc, InvalidToken):
         return ProblemError(401, str(exc), check="bearer_token")
     if isinstance(exc, ApprovalRequired):

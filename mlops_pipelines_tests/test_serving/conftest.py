@@ -154,8 +154,9 @@ class Server:
 
 
 @contextmanager
-def serving(stack: Stack, name: str = "server", **extra_env: str) -> Iterator[Server]:
-    """``python -m mlops_pipelines.serving`` on a free loopback port, ready (``/readyz``) when yielded."""
+def serving(stack: Stack, name: str = "server", *, ready: bool = True, **extra_env: str) -> Iterator[Server]:
+    """``python -m mlops_pipelines.serving`` on a free loopback port, ready (``/readyz``) when yielded; with
+    ``ready=False`` as soon as it is up (``/healthz``)."""
     port = free_port()
     log_path = stack.root / f"{name}-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
@@ -167,13 +168,13 @@ def serving(stack: Stack, name: str = "server", **extra_env: str) -> Iterator[Se
     server = Server(process, f"http://127.0.0.1:{port}", log_path)
     try:
 
-        def ready() -> bool:
+        def answers() -> bool:
             try:
-                return httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+                return httpx.get(f"{server.url}/{'readyz' if ready else 'healthz'}", timeout=5).status_code == 200
             except httpx.TransportError:
                 return False
 
-        wait_until("the server is ready", ready, watch=[process], log=server.log)
+        wait_until("the server answers", answers, watch=[process], log=server.log)
         yield server
     finally:
         if process.poll() is None:

@@ -2,18 +2,22 @@
 200, 404, 409, 422, 401/403 and 503, each with its problem document; tokens (missing, wrong, revoked, wrong
 role); the prediction log holding every answered request."""
 
+import threading
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
+from mlops_pipelines.lib.features.online_store import write_snapshot
 from mlops_pipelines.lib.governance import tokens
 from mlops_pipelines_tests.test_serving.conftest import (
     MAX_ITEMS,
     MODEL,
     STALE_GRAPH,
     STALE_SYMBOL,
+    SYMBOLS,
     Server,
     Stack,
     served_json,
@@ -193,3 +197,50 @@ def test_token_misuse_on_promote(server: Server, stack: Stack) -> None:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def test_online_store_refresh_during_requests_never_mixes_snapshots(server: Server, stack: Stack) -> None:
+    """features/online_store replaces the snapshot while predictions are read: every response is one snapshot's
+    (all its symbols' feature times and predictions from the same one), never a torn mix."""
+    asked = SYMBOLS[:20]
+    original = stack.vectors
+    other = original.copy()
+    other[stack.features] = original[stack.features].to_numpy()[::-1]  # other values...
+    for column in [c for c in original.columns if c.endswith("__event_ts")]:
+        other[column] = original[column] + pd.Timedelta(minutes=5)  # ...and other feature times
+    booster = stack.boosters[(MODEL, "1")]
+    expected = {  # the oldest view time (volatility's) of a snapshot -> its predictions
+        rows["volatility__event_ts"].min().strftime("%Y-%m-%dT%H:%M:%S.%fZ"): booster.predict(
+            rows[stack.features].to_numpy(dtype=float)
+        )
+        for rows in (frame.set_index("entity_key").loc[asked] for frame in (original, other))
+    }
+    stop, answers = threading.Event(), []
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                answers.append(http.post(f"{server.url}/api/v1/models/{MODEL}/predict", json={"symbols": asked}))
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(12):
+            write_snapshot(
+                stack.settings.online_store_path, [other, original][i % 2], key="entity_key", snapshot_id=str(i)
+            )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert answers and all(a.status_code == 200 for a in answers)
+    seen = set()
+    for answer in answers:
+        predictions = answer.json()["predictions"]
+        times = {p["features_as_of"] for p in predictions}
+        assert len(times) == 1, times  # one snapshot's times for every symbol
+        (as_of,) = times
+        np.testing.assert_allclose([p["prediction"] for p in predictions], expected[as_of], rtol=1e-12)
+        seen.add(as_of)
+    print(f"\n{len(answers)} responses across 12 refreshes, snapshots seen: {len(seen)}")

@@ -22,6 +22,7 @@ import pytest
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.governance import tokens
 from mlops_pipelines.lib.monitoring import served_predictions
+from mlops_pipelines_tests.conftest import wait_until
 from mlops_pipelines_tests.test_serving.conftest import MODEL, SYMBOLS, Server, Stack, serving
 
 pytestmark = pytest.mark.slow
@@ -169,3 +170,23 @@ def test_kill_9_mid_load_then_restart_logs_every_answer_once(stack: Stack) -> No
         assert logged.get(str(answer.request_id)) == (len(ASKED), len(ASKED)), answer
     unanswered = set(logged) - before - {a.request_id for a in answered}
     assert len(unanswered) <= 3  # logged but never answered: only a request in flight at the kill, one per client
+
+
+def test_ready_only_once_the_aliases_are_loaded(stack: Stack) -> None:
+    """Warm-up: while the warehouse is locked by another process (a pipeline run), the server cannot verify the
+    audit log, so it loads nothing and says so: /readyz and predict answer 503, never a guess; once the lock is
+    released it loads the aliases and turns ready on its own."""
+    with warehouse.connect(stack.settings.warehouse_path) as conn, serving(stack, "warm", ready=False) as server:
+        conn.execute("SELECT 1")
+        for _ in range(5):
+            ready = httpx.get(f"{server.url}/readyz", timeout=30)
+            assert ready.status_code == 503 and "not loaded yet" in ready.json()["detail"], ready.text
+            refused = httpx.post(f"{server.url}/api/v1/models/{MODEL}/predict", json={"symbols": ASKED}, timeout=30)
+            assert refused.status_code == 503 and refused.json()["check"] == "warm_up", refused.text
+            time.sleep(0.4)
+        conn.close()
+        wait_until(
+            "ready once the lock is gone", lambda: httpx.get(f"{server.url}/readyz", timeout=30).status_code == 200
+        )
+        answer = httpx.post(f"{server.url}/api/v1/models/{MODEL}/predict", json={"symbols": ASKED}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["version"] == "1"

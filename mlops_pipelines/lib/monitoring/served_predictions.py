@@ -94,10 +94,17 @@ class PredictionLogWriter:
             self.sync()
 
     def sync(self) -> None:
+        """fsync what was appended so far, on a duplicate of the descriptor, outside the lock: appends (the
+        request path) never wait for the disk."""
         with self._lock:
-            if self._dirty and not self._closed.is_set():
-                os.fsync(self._fd)
-                self._dirty = False
+            if not self._dirty or self._closed.is_set():
+                return
+            self._dirty = False
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self.sync()
