@@ -34,6 +34,8 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "monitoring/model_performance",
         "monitoring/model_health",
         "monitoring/served_predictions",
+        "monitoring/champion_challenger",
+        *(f"inference/{name}_predictions" for name in load_model_specs()),
         *views,
         *training,
         *evaluation,
@@ -42,9 +44,12 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         name = key.to_user_string()
-        expected_group = {"raw": "ingestion", "features": "features", "monitoring": "monitoring"}.get(
-            key.path[0], "evaluation" if name in evaluation else "governance" if name in governance else "training"
-        )
+        expected_group = {
+            "raw": "ingestion",
+            "features": "features",
+            "monitoring": "monitoring",
+            "inference": "inference",
+        }.get(key.path[0], "evaluation" if name in evaluation else "governance" if name in governance else "training")
         assert node.group_name == expected_group, key
         assert node.owners, key
         assert node.description, key
@@ -77,6 +82,7 @@ def test_checks_jobs_and_sensors(definitions: dg.Definitions) -> None:
         "retire_model_job",
         "review_model_job",
         "drift_job",
+        "inference_job",
     ):
         assert definitions.resolve_job_def(job), job
     assert {f"{name}_lifecycle_consistent" for name in load_model_specs()} <= checks

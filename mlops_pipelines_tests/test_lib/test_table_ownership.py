@@ -20,6 +20,8 @@ OWNERS = {  # table -> (owner module, the owner's constant for it)
     "evaluation.gate_metrics": ("mlops_pipelines/lib/evaluation/replay.py", "GATE_METRICS_TABLE"),
     "governance.deployments": ("mlops_pipelines/lib/governance/deployments.py", "DEPLOYMENTS_TABLE"),
     "governance.model_audit_log": ("mlops_pipelines/lib/governance/audit.py", "AUDIT_TABLE"),
+    "inference.batch_predictions": ("mlops_pipelines/lib/inference/batch.py", "BATCH_TABLE"),
+    "monitoring.champion_challenger": ("mlops_pipelines/lib/monitoring/champion_challenger.py", "CHALLENGE_TABLE"),
 }
 # SQL against a table outside its owner that another change of issue #11 removes (the CLI's and monitoring's own
 # files, the lifecycle's sequence check, the drift benchmark's fixture): (file, table). Delete a row once it is gone.

@@ -23,7 +23,7 @@ import pandas as pd
 
 from mlops_pipelines.lib.core.errors import MlopsError
 
-SCHEMAS = ("raw", "features", "training", "evaluation", "monitoring", "governance")
+SCHEMAS = ("raw", "features", "training", "evaluation", "monitoring", "governance", "inference")
 _LOCK_ERROR = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
 _STORAGE_VERSION_ERROR = re.compile(r"version number|storage version|serializ", re.IGNORECASE)
 _CORRUPT_ERROR = re.compile(r"could not read enough bytes|not a valid duckdb database|corrupt|checksum", re.IGNORECASE)

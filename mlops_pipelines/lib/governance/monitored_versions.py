@@ -9,6 +9,7 @@ import lightgbm as lgb
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, LifecycleError
 from mlops_pipelines.lib.governance.model_loading import load_for_inference
+from mlops_pipelines.lib.monitoring.champion_challenger import Contest
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, LoadBooster
 from mlops_pipelines.lib.monitoring.model_performance import Demote
 from mlops_pipelines.lib.training.model_specs import ModelSpec
@@ -50,3 +51,9 @@ def auto_demotion(lifecycle: Lifecycle) -> Demote:
         return lifecycle.rollback(model.name, actor=MONITORING_ACTOR, reason=reason)
 
     return demote
+
+
+def contests(lifecycle: Lifecycle, specs: Iterable[ModelSpec]) -> list[Contest]:
+    """Each model's champion (``production``) and challenger (``challenger``), from the audit log; either may be
+    None (the comparison then says so)."""
+    return [Contest(spec, lifecycle.champion(spec.name), lifecycle.challenger(spec.name)) for spec in specs]

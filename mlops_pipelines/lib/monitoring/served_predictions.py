@@ -177,3 +177,26 @@ def ingest(conn: duckdb.DuckDBPyConnection, directory: Path, *, keep_s: float = 
             segment.unlink()
             deleted += 1
     return {"lines": len(rows), "inserted": inserted, "segments_deleted": deleted}
+
+
+def replace_request(
+    conn: duckdb.DuckDBPyConnection, request_id: str, entries: list[Served], *, own_transaction: bool = True
+) -> int:
+    """Write one request's predictions straight into ``monitoring.served_predictions`` (a writer that holds the
+    warehouse already: batch inference), replacing whatever an earlier run wrote under ``request_id``. A
+    re-run of the same request (a partition scored again) therefore leaves each (request, item) once, from the
+    latest run. ``own_transaction=False``: inside the caller's transaction. Returns the rows written."""
+    frame = pd.DataFrame([e.__dict__ for e in entries], columns=COLUMNS).assign(segment=None)
+    for column in ("features_as_of", "answered_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    frame["segment"] = frame["segment"].astype(object)
+    warehouse.replace_rows(
+        conn,
+        SERVED_TABLE,
+        frame,
+        where="request_id = ?",
+        params=[request_id],
+        create_sql=SERVED_DDL,
+        own_transaction=own_transaction,
+    )
+    return len(frame)
