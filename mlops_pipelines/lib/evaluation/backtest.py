@@ -107,7 +107,7 @@ def realized_forward_vol(bar_returns: pd.DataFrame, horizon: int) -> pd.DataFram
         raise ValueError(f"horizon must be >= 2 for a volatility, got {horizon}")
     growth = bar_returns.astype(float).apply(np.log1p)
     std = growth.rolling(horizon, min_periods=horizon).std(ddof=1).shift(-horizon)
-    return std * np.sqrt(m.HOURS_PER_YEAR)
+    return std * np.sqrt(bars_per_year())
 
 
 def positions_from_signal(
@@ -207,8 +207,15 @@ def run_backtest(
     )
 
 
-def performance_metrics(result: BacktestResult, periods_per_year: float = m.HOURS_PER_YEAR) -> dict[str, float]:
-    """Summary of a backtest's portfolio returns (one per bar, simple, net of costs).
+def bars_per_year() -> float:
+    """Bars in a year, for annualizing: the one place the backtest and the replay get it (hourly bars, trading
+    around the clock)."""
+    return float(m.HOURS_PER_YEAR)
+
+
+def performance_metrics(result: BacktestResult, periods_per_year: float | None = None) -> dict[str, float]:
+    """Summary of a backtest's portfolio returns (one per bar, simple, net of costs); ``periods_per_year``
+    defaults to ``bars_per_year()``.
 
     - annual_return: geometric, equity_end ** (periods_per_year / n_bars) - 1 (-1 if the equity reached 0)
     - annual_volatility: std (ddof=1) * sqrt(periods_per_year)
@@ -222,6 +229,7 @@ def performance_metrics(result: BacktestResult, periods_per_year: float = m.HOUR
     - turnover: the result's turnover (mean per bar of the average |change of position|)
     - total_return: equity_end - 1
     """
+    periods_per_year = bars_per_year() if periods_per_year is None else periods_per_year
     r = result.portfolio.to_numpy(dtype=float)
     n = len(r)
     hit_rate = m.hit_rate(result.held.to_numpy(dtype=float), result.bar_returns.to_numpy(dtype=float))

@@ -22,6 +22,7 @@ from mlops_pipelines.lib.monitoring.evidently_report import write_html_report
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow, MonitoringFiles
 from mlops_pipelines.lib.monitoring.reference_profiles import Memo
 from mlops_pipelines.lib.monitoring.severity import Severity
+from mlops_pipelines.lib.training.training_run import features_by_gain
 
 TABLE = "monitoring.model_drift_reports"
 DDL = ROWS_DDL  # one row per feature, partition and model
@@ -71,7 +72,7 @@ class FeatureDriftRun:
 def importance_order(tracking: Tracking, model: DeployedVersion, catalog: FeatureCatalog) -> list[str]:
     """The version's features by importance (its training manifest), else in the spec's order."""
     manifest = json.loads(tracking.read_text_artifact(model.run_id, "manifest.json")) if model.run_id else {}
-    return list(manifest.get("feature_importance", {})) or model.spec.features(catalog)
+    return features_by_gain(manifest) or model.spec.features(catalog)
 
 
 def monitor_feature_drift(
