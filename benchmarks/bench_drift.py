@@ -150,11 +150,11 @@ def prepare(current_rows: int, day: datetime) -> None:
     print(f"  (monitored warehouse: {symbols:,} symbols, built in {time.perf_counter() - build_start:.0f} s)")
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
         [(cur_rows,)] = conn.execute(
-            "SELECT count(*) FROM features.returns__v2 WHERE event_ts >= ? AND event_ts < ?",
+            "SELECT count(*) FROM features.returns__v3 WHERE event_ts >= ? AND event_ts < ?",
             [day - timedelta(hours=1), day + timedelta(hours=23)],
         ).fetchall()
         [(ref_rows,)] = conn.execute(
-            "SELECT count(*) FROM features.returns__v2 WHERE event_ts >= ? AND event_ts < ?",
+            "SELECT count(*) FROM features.returns__v3 WHERE event_ts >= ? AND event_ts < ?",
             [day - timedelta(days=1 + REFERENCE_DAYS), day - timedelta(days=1)],
         ).fetchall()
     print(f"  (current window {cur_rows:,} rows per view, reference {ref_rows:,})")

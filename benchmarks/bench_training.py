@@ -50,7 +50,7 @@ def synthetic_set(spec: ModelSpec, rows: int, n_features: int, seed: int = 0) ->
     frame = pd.DataFrame(x, columns=[f"f{i:02d}" for i in range(n_features)])
     frame.insert(0, "symbol", np.tile([f"S{i:03d}" for i in range(symbols)], hours))
     frame.insert(1, "event_timestamp", pd.DatetimeIndex(times).astype("datetime64[us, UTC]"))
-    frame.insert(2, "label_available_at", frame["event_timestamp"] + pd.Timedelta(hours=spec.label.horizon_hours))
+    frame.insert(2, "label_available_at", frame["event_timestamp"] + pd.Timedelta(hours=spec.label.horizon_bars))
     forward = 0.01 * (signal + noise)
     frame.insert(3, "forward_return", forward)
     label = (forward > 0).astype(float) if spec.task == "classification" else np.abs(signal) + 0.3 * np.abs(noise)

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.alerts import Alerter, build_sinks
+from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.core.tracking import Tracking, fail_runs_of_dead_dagster_runs, run_ui_url
 from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
 from mlops_pipelines.lib.governance import lifecycle
@@ -37,9 +38,18 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class MarketDataSource(dg.ConfigurableResource):
-    """Where raw bars come from: the seeded synthetic market, or a folder of CSV/Parquet files."""
+    """Where raw bars come from: the seeded synthetic market, or a folder of CSV/Parquet files; and the bars it
+    delivers (their length and calendar: the bar clock)."""
 
     kind: Literal["synthetic", "folder"] = Field(default="synthetic", description="synthetic | folder")
+    bar_interval: str = Field(
+        default="1h",
+        description="Length of one bar (MLOPS_BAR_INTERVAL: 1min, 15min, 1h, 1d...): the grid bars must open on, "
+        "and the frequency a file's bars must have; the synthetic market generates bars of it.",
+    )
+    calendar: str = Field(
+        default="24x7", description="Trading calendar of the bars (MLOPS_MARKET_CALENDAR): 24x7 or equities."
+    )
     raw_dir: str = Field(default="data/raw", description="Folder of the user's CSV/Parquet files (kind=folder).")
     index_path: str = Field(
         default="",
@@ -62,8 +72,13 @@ class MarketDataSource(dg.ConfigurableResource):
         default="", description="Text file of the symbols to accept, one per line (# comments); empty: any symbol."
     )
 
+    def clock(self) -> BarClock:
+        """The declared bar clock; raises ValueError naming what is wrong with it."""
+        return BarClock.parse(self.bar_interval, self.calendar)
+
     def synthetic_config(self) -> synthetic_market.SyntheticMarketConfig:
         return synthetic_market.SyntheticMarketConfig(
+            bar_interval=self.clock().interval,
             n_symbols=self.n_symbols,
             n_sectors=self.n_sectors,
             seed=self.seed,
@@ -99,14 +114,21 @@ class MarketDataSource(dg.ConfigurableResource):
 
         Folder: only the files with bars in the window are read (see ``lib/ingestion/raw_folder.py``), each once; their
         rows that belong to no partition (unparseable timestamp, before ``first_bar``, beyond ``now`` plus the
-        clock skew) come too, for validation to quarantine. Files that cannot be read are listed, not raised.
+        clock skew) come too, for validation to quarantine. Files that cannot be read, or whose bars are of
+        another frequency than ``bar_interval``, are listed, not raised.
         """
         if self.kind == "synthetic":
             bars = synthetic_market.generate_bars(self.synthetic_config(), start, end)
             return raw_folder.SourceBatch(bars=bars, files_read=sorted(set(bars["source_file"])))
         with self.index() as index:
             return raw_folder.load_window(
-                index, self.files(), start, end, first_bar=first_bar, latest=now + self.max_clock_skew
+                index,
+                self.files(),
+                start,
+                end,
+                first_bar=first_bar,
+                latest=now + self.max_clock_skew,
+                bar_interval=self.clock().interval,
             )
 
 

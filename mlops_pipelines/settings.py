@@ -9,6 +9,8 @@
 | MLOPS_MARKET_SOURCE | synthetic | synthetic or folder |
 | MLOPS_RAW_DIR | $MLOPS_DATA_DIR/raw | folder of CSV/Parquet bars (source=folder; watched by the sensor) |
 | MLOPS_MARKET_START | 2026-01-01 | first daily partition of raw/market_bars (UTC) |
+| MLOPS_BAR_INTERVAL | 1h | length of one bar of the source (1min, 15min, 1h, 1d...; must divide a day) |
+| MLOPS_MARKET_CALENDAR | 24x7 | trading calendar of the source: 24x7 (around the clock) or equities (252 x 6.5 h) |
 | MLOPS_MAX_CLOCK_SKEW | 300 | seconds a bar timestamp or available_at may be ahead of our clock (more: quarantined) |
 | MLOPS_SYNTHETIC_SYMBOLS | 24 | synthetic market size |
 | MLOPS_SYNTHETIC_SEED | 7 | synthetic market seed |
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.core.errors import ConfigError, MlopsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +53,7 @@ class Settings:
     raw_dir: Path
     symbol_universe: Path | None
     market_start: str
+    bar_clock: BarClock  # MLOPS_BAR_INTERVAL and MLOPS_MARKET_CALENDAR
     max_clock_skew_s: float
     synthetic_symbols: int
     synthetic_seed: int
@@ -79,6 +83,13 @@ class Settings:
             "alert_webhook_url": "MLOPS_ALERT_WEBHOOK_URL",
             "slack_webhook_url": "MLOPS_SLACK_WEBHOOK_URL",
         }
+        market_source = os.environ.get("MLOPS_MARKET_SOURCE", "synthetic")
+        bar_clock = bar_clock_from_env()
+        if market_source == "synthetic" and bar_clock.calendar != "24x7":
+            raise ConfigError(
+                f"MLOPS_MARKET_CALENDAR={bar_clock.calendar} needs your own bars (MLOPS_MARKET_SOURCE=folder): "
+                "the synthetic market trades around the clock (24x7)"
+            )
         if not os.environ.get("MLOPS_MLFLOW_REGISTRY_URI"):  # the registry defaults to the tracking URI
             secrets["mlflow_registry_uri"] = "MLOPS_MLFLOW_TRACKING_URI"
         return cls(
@@ -86,12 +97,13 @@ class Settings:
             data_dir=data_dir,
             warehouse_path=Path(os.environ.get("MLOPS_WAREHOUSE_PATH", data_dir / "warehouse.duckdb")),
             online_store_path=Path(os.environ.get("MLOPS_ONLINE_STORE_PATH", data_dir / "online_store.sqlite")),
-            market_source=os.environ.get("MLOPS_MARKET_SOURCE", "synthetic"),
+            market_source=market_source,
             raw_dir=Path(os.environ.get("MLOPS_RAW_DIR", data_dir / "raw")),
             symbol_universe=Path(os.environ["MLOPS_SYMBOL_UNIVERSE"])
             if os.environ.get("MLOPS_SYMBOL_UNIVERSE")
             else None,
             market_start=os.environ.get("MLOPS_MARKET_START", "2026-01-01"),
+            bar_clock=bar_clock,
             max_clock_skew_s=_non_negative_seconds("MLOPS_MAX_CLOCK_SKEW", "300"),
             synthetic_symbols=_int_env("MLOPS_SYNTHETIC_SYMBOLS", 24),
             synthetic_seed=_int_env("MLOPS_SYNTHETIC_SEED", 7),
@@ -107,6 +119,21 @@ class Settings:
             slack_webhook_url=os.environ.get("MLOPS_SLACK_WEBHOOK_URL") or None,
             secret_variables={name: variable for name, variable in secrets.items() if os.environ.get(variable)},
         )
+
+
+def bar_clock_from_env() -> BarClock:
+    """MLOPS_BAR_INTERVAL and MLOPS_MARKET_CALENDAR, validated; alone, for the feature catalog (built for the
+    clock) without reading the other settings."""
+    interval = os.environ.get("MLOPS_BAR_INTERVAL", "").strip() or "1h"
+    calendar = os.environ.get("MLOPS_MARKET_CALENDAR", "").strip() or "24x7"
+    try:
+        clock = BarClock.parse(interval, "24x7")
+    except ValueError as exc:
+        raise ConfigError(f"MLOPS_BAR_INTERVAL: {exc}") from exc
+    try:
+        return BarClock(clock.interval, calendar.lower())
+    except ValueError as exc:
+        raise ConfigError(f"MLOPS_MARKET_CALENDAR: {exc}") from exc
 
 
 def _int_env(name: str, default: int) -> int:

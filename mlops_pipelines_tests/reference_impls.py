@@ -36,23 +36,30 @@ def naive_point_in_time(
     return pd.DataFrame(out, columns=[*entities.columns, *features])
 
 
-def pandas_features(bars: pd.DataFrame, lags: Mapping[str, timedelta]) -> dict[str, pd.DataFrame]:
+def pandas_features(
+    bars: pd.DataFrame,
+    lags: Mapping[str, timedelta],
+    *,
+    bar_interval: timedelta = timedelta(hours=1),
+    periods_per_year: float = 8760,
+) -> dict[str, pd.DataFrame]:
     """The catalog's feature views computed with pandas groupby/rolling: the benchmark baseline and a
-    second implementation that the SQL views are checked against. ``lags``: availability lag per view."""
+    second implementation that the SQL views are checked against. ``lags``: availability lag per view;
+    ``bar_interval`` (a bar's event time is its close) and ``periods_per_year`` (annualization): the bars'."""
     bars = bars.sort_values(["symbol", "timestamp"]).reset_index(drop=True)
     g = bars.groupby("symbol", sort=False)
     close = bars["close"]
     base = pd.DataFrame(
         {
             "symbol": bars["symbol"],
-            "event_ts": bars["timestamp"] + pd.Timedelta(hours=1),
+            "event_ts": bars["timestamp"] + pd.Timedelta(bar_interval),
             "created_ts": bars["available_at"],
         }
     )
     log_close = np.log(close)
     returns = base.copy()
     for h in (1, 4, 24, 120):
-        returns[f"ret_{h}h"] = log_close - g["close"].shift(h).pipe(np.log)
+        returns[f"ret_{h}b"] = log_close - g["close"].shift(h).pipe(np.log)
 
     r = log_close - np.log(g["close"].shift(1))
     prev_close = g["close"].shift(1)
@@ -66,19 +73,19 @@ def pandas_features(bars: pd.DataFrame, lags: Mapping[str, timedelta]) -> dict[s
         return getattr(roll, how)().reset_index(level=0, drop=True)
 
     volatility = base.copy()
-    volatility["realized_vol_24h"] = rolling(r, 24, "std") * np.sqrt(8760)
-    volatility["realized_vol_120h"] = rolling(r, 120, "std") * np.sqrt(8760)
-    volatility["atr_14_pct"] = rolling(true_range.where(prev_close.notna()), 14, "mean") / close
+    volatility["rvol_24b"] = rolling(r, 24, "std") * np.sqrt(periods_per_year)
+    volatility["rvol_120b"] = rolling(r, 120, "std") * np.sqrt(periods_per_year)
+    volatility["atr_14b_pct"] = rolling(true_range.where(prev_close.notna()), 14, "mean") / close
     volatility["range_pct"] = (bars["high"] - bars["low"]) / close
 
     change = close - prev_close
     gain = rolling(change.clip(lower=0), 14, "mean")
     move = rolling(change.abs(), 14, "mean")
     oscillators = base.copy()
-    oscillators["rsi_14"] = 100 * gain / move.replace(0, np.nan)
+    oscillators["rsi_14b"] = 100 * gain / move.replace(0, np.nan)
     vol_mean, vol_std = rolling(bars["volume"], 24, "mean"), rolling(bars["volume"], 24, "std")
-    oscillators["volume_zscore_24h"] = (bars["volume"] - vol_mean) / vol_std.replace(0, np.nan)
-    oscillators["sma_ratio_24h"] = close / rolling(close, 24, "mean") - 1
+    oscillators["volume_zscore_24b"] = (bars["volume"] - vol_mean) / vol_std.replace(0, np.nan)
+    oscillators["sma_ratio_24b"] = close / rolling(close, 24, "mean") - 1
 
     # created: the latest arrival among the bars a row's features read (lags 1/4/24/120; 121 and 24 bars)
     arrival = bars["available_at"]
@@ -100,12 +107,12 @@ def pandas_features(bars: pd.DataFrame, lags: Mapping[str, timedelta]) -> dict[s
     xs["created_ts"] = pd.concat([returns["created_ts"], volatility["created_ts"]], axis=1).max(axis=1)
     xs["created_ts"] = xs.groupby("event_ts")["created_ts"].transform("max") + lags["cross_sectional"]
     xs["sector"] = bars["sector"]
-    by_time = returns.groupby("event_ts")["ret_24h"]
-    xs["ret_24h_xs_rank"] = (by_time.rank(method="min") - 1) / (by_time.transform("count") - 1)
-    by_time_vol = volatility.groupby("event_ts")["realized_vol_24h"]
-    xs["vol_24h_xs_rank"] = (by_time_vol.rank(method="min") - 1) / (by_time_vol.transform("count") - 1)
-    xs["ret_24h_sector_rel"] = returns["ret_24h"] - returns.groupby([returns["event_ts"], bars["sector"]])[
-        "ret_24h"
+    by_time = returns.groupby("event_ts")["ret_24b"]
+    xs["ret_24b_xs_rank"] = (by_time.rank(method="min") - 1) / (by_time.transform("count") - 1)
+    by_time_vol = volatility.groupby("event_ts")["rvol_24b"]
+    xs["rvol_24b_xs_rank"] = (by_time_vol.rank(method="min") - 1) / (by_time_vol.transform("count") - 1)
+    xs["ret_24b_sector_rel"] = returns["ret_24b"] - returns.groupby([returns["event_ts"], bars["sector"]])[
+        "ret_24b"
     ].transform("mean")
     return {"returns": returns, "volatility": volatility, "oscillators": oscillators, "cross_sectional": xs}
 

@@ -80,7 +80,7 @@ def test_retrieve_show_and_lookup(
     with warehouse.connect(feature_warehouse) as conn:
         feature_store.write_registry(conn, catalog, run_id="run-x")
         entities = conn.execute(
-            "SELECT symbol, event_ts + INTERVAL 90 SECOND AS event_timestamp FROM features.returns__v2 "
+            "SELECT symbol, event_ts + INTERVAL 90 SECOND AS event_timestamp FROM features.returns__v3 "
             "USING SAMPLE 50 ROWS (reservoir, 1)"
         ).fetchdf()
         expected = get_historical_features(conn, entities, [catalog.views["returns"], catalog.views["oscillators"]])
@@ -107,9 +107,9 @@ def test_retrieve_show_and_lookup(
     assert code == 0, out
     got = pd.read_parquet(out_file)
     assert got["symbol"].tolist() == expected["symbol"].tolist()
-    for column in ("ret_24h", "rsi_14"):
+    for column in ("ret_24b", "rsi_14b"):
         np.testing.assert_allclose(got[column].astype(float), expected[column].astype(float), equal_nan=True)
-    assert got["ret_24h"].notna().any()
+    assert got["ret_24b"].notna().any()
 
     code, out = invoke(
         "features", "retrieve", "--entities", str(entity_file), "--views", "returns@9", "--out", str(out_file)
@@ -117,9 +117,9 @@ def test_retrieve_show_and_lookup(
     assert code == 2 and "returns@9" in out
 
     code, out = invoke("features", "show", "returns")
-    assert code == 0 and "features.returns__v2" in out and "run-x" in out and "cross_sectional" in out
+    assert code == 0 and "features.returns__v3" in out and "run-x" in out and "cross_sectional" in out
     code, out = invoke("features", "lookup", "SYM0001", "NOPE")
-    assert code == 0 and '"NOPE": null' in out and "rsi_14" in out
+    assert code == 0 and '"NOPE": null' in out and "rsi_14b" in out
 
 
 def retrieve(*args: str) -> tuple[int, str]:
@@ -190,7 +190,7 @@ def test_retrieve_from_a_hostile_entity_file_leaks_nothing(
         assert code == 0, output
         got = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
         assert list(got.columns) == [*frame.columns, *catalog.views["returns"].features]
-        assert got.iloc[:, 2].tolist() == ["a"] and got["ret_1h"].notna().all()
+        assert got.iloc[:, 2].tolist() == ["a"] and got["ret_1b"].notna().all()
         assert SECRET not in got.to_csv() and SECRET not in output
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         assert conn.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall() == tables

@@ -261,13 +261,13 @@ def test_datasets_are_read_through_their_owning_module(env: Path) -> None:
             "symbol": ["A", "B", "C"],
             "event_timestamp": pd.to_datetime(["2026-01-02T10:00Z", "2026-01-03T10:00Z", "2026-01-04T10:00Z"]),
             "label": [0, 1, 0],
-            "ret_1h": [0.1, 0.2, 0.3],
+            "ret_1b": [0.1, 0.2, 0.3],
             "split": ["train", "validation", "test"],
         }
     )
     with warehouse.connect(env) as conn:
         dataset_id = store_training_set(
-            conn, DIRECTION_CLASSIFIER, TrainingSet(frame, ["ret_1h"], dataset_hash(frame)), run_id="run-7"
+            conn, DIRECTION_CLASSIFIER, TrainingSet(frame, ["ret_1b"], dataset_hash(frame)), run_id="run-7"
         )
     [row] = as_json("datasets", "list")
     assert row["dataset_id"] == dataset_id and row["first_decision"] == "2026-01-02T10:00:00Z"

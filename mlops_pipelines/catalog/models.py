@@ -6,11 +6,11 @@ from mlops_pipelines.lib.training.model_specs import LabelSpec, ModelSpec
 DIRECTION_CLASSIFIER = ModelSpec(
     name="direction_classifier",
     owner="team:signals",
-    description="Probability that a symbol's log return over the next 4 hourly bars is positive.",
+    description="Probability that a symbol's log return over the next 4 bars is positive.",
     strategy="directional",
     task="classification",
-    label=LabelSpec(kind="forward_return_sign", horizon_hours=4),
-    feature_views={"returns": 2, "volatility": 2, "oscillators": 2, "cross_sectional": 3},
+    label=LabelSpec(kind="forward_return_sign", horizon_bars=4),
+    feature_views={"returns": 3, "volatility": 3, "oscillators": 3, "cross_sectional": 4},
     exclude_features=("sector",),
     hyperparameters={
         "objective": "binary",
@@ -32,11 +32,11 @@ DIRECTION_CLASSIFIER = ModelSpec(
 VOLATILITY_FORECASTER = ModelSpec(
     name="volatility_forecaster",
     owner="team:risk",
-    description="Annualized realized volatility of a symbol's hourly returns over the next 24 bars.",
+    description="Realized volatility of a symbol's returns over the next 24 bars, annualized like rvol_24b.",
     strategy="risk",
     task="regression",
-    label=LabelSpec(kind="forward_realized_vol", horizon_hours=24),
-    feature_views={"returns": 2, "volatility": 2, "oscillators": 2},
+    label=LabelSpec(kind="forward_realized_vol", horizon_bars=24),
+    feature_views={"returns": 3, "volatility": 3, "oscillators": 3},
     hyperparameters={
         "objective": "regression",
         "learning_rate": 0.05,

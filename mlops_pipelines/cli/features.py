@@ -135,7 +135,10 @@ def features_diff(
             style = "red" if change.breaking else "green"
             console.print(f"[{style}]{escape(change.describe())}[/{style}]")
     if breaking:
-        console.print(f"[red]{len(breaking)} breaking change(s)[/red]: bump the version of the view(s) named above")
+        advice = "bump the version of the view(s) named above"
+        if all(c.kind == "bar_clock" for c in breaking):
+            advice = "lock the catalog for this bar clock"
+        console.print(f"[red]{len(breaking)} breaking change(s)[/red]: {advice}")
         raise typer.Exit(EXIT_REFUSED)
     if all(c.kind == "unchanged" for c in changes):
         console.print("feature catalog matches the lock")

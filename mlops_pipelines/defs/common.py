@@ -5,9 +5,10 @@ import dagster as dg
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
+from mlops_pipelines.defs.resources import SETTINGS
 from mlops_pipelines.lib.core.errors import NotFound
 
-CATALOG = load_catalog()
+CATALOG = load_catalog(SETTINGS.bar_clock)  # built for the deployment's bars (MLOPS_BAR_INTERVAL, ...)
 SPECS = load_model_specs()
 PIPELINE_ACTOR = "pipeline:dagster"  # who the audit log records for what the pipeline does on its own
 # Run tags the training-set assets read (the training job's launch tags; the retraining sensor sets the cutoff to

@@ -40,6 +40,8 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "warehouse": WarehouseResource(path=str(settings.warehouse_path), audit_key_file=str(settings.audit_key_file)),
         "market_data": MarketDataSource(
             kind=settings.market_source,  # type: ignore[arg-type]
+            bar_interval=settings.bar_clock.label,
+            calendar=settings.bar_clock.calendar,
             raw_dir=str(settings.raw_dir),
             index_path=str(settings.data_dir / "raw_index.sqlite"),
             max_clock_skew_s=settings.max_clock_skew_s,

@@ -85,12 +85,12 @@ def test_features_after_ingestion(definitions: dg.Definitions, instance: dg.Dags
     }
     assert materializations["features/catalog"]["feature_graph_hash"].value == catalog.graph_hash()
     returns = materializations["features/returns"]
-    assert returns["dagster/table_name"].value == "features.returns__v2"
+    assert returns["dagster/table_name"].value == "features.returns__v3"
     assert [c.name for c in returns["dagster/column_schema"].value.columns][:4] == [
         "symbol",
         "event_ts",
         "created_ts",
-        "ret_1h",
+        "ret_1b",
     ]
 
     settings = Settings.from_env()
@@ -185,13 +185,13 @@ def test_a_corrected_file_is_a_revision_available_from_its_arrival(
             [datetime(2026, 1, 2, 5, tzinfo=UTC)],
         ).fetchone()
         kept = conn.execute("SELECT close, available_at, reason FROM raw.market_bar_revisions").fetchall()
-        created = dict(conn.execute("SELECT hour(event_ts), created_ts FROM features.returns__v2").fetchall())
+        created = dict(conn.execute("SELECT hour(event_ts), created_ts FROM features.returns__v3").fetchall())
     assert revised is not None and revised[0] == 10.8 and revised[1] >= before  # served from its arrival only
     assert kept == [(10.5, datetime(2026, 1, 2, 6, tzinfo=UTC), "revised")]  # the old version: nothing lost
     # every value computed from the corrected bar (its own, the next bars' 1h and 4h returns) waits for it;
     # the values before it and those that do not read it keep their bar's arrival time
     late = sorted(hour for hour, ts in created.items() if ts >= before)
-    assert late == [6, 7, 10]  # the 05:00 bar has event time 06:00; ret_1h at 07:00 and ret_4h at 10:00 read it
+    assert late == [6, 7, 10]  # the 05:00 bar has event time 06:00; ret_1b at 07:00 and ret_4b at 10:00 read it
 
 
 def test_symbol_universe_from_the_environment(
@@ -412,3 +412,49 @@ def test_every_row_of_every_file_ends_in_exactly_one_table(
     for day in ("2026-01-01", "2026-01-03"):  # and single days
         run_requests(folder_definitions, instance, [dg.RunRequest(partition_key=day)])
     assert counts() == (accepted, quarantined, files)
+
+
+def logged(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult, text: str) -> list[str]:
+    """The run's log messages (any level, events included) that contain ``text``."""
+    return [e.user_message for e in instance.all_logs(result.run_id) if text in e.user_message]
+
+
+def test_bars_before_market_start_give_one_message_saying_what_to_set(
+    folder_definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    """A first run on a vendor's history from 2019 (1,008 hourly bars, 42 days) under the default
+    MLOPS_MARKET_START=2026-01-01: one warning, and the bars' metadata, say when they start and what to set."""
+    hours = pd.date_range("2019-01-02", periods=1008, freq="h", tz="UTC")
+    write_csv(data_dir / "raw" / "history.csv", [f"AAA,{t:%Y-%m-%dT%H:%M:%SZ},10,11,9,10.5,100,tech" for t in hours])
+    tolerant = {"ops": {"market_bars": {"config": {"max_quarantine_ratio": 1.0}}}}
+    first = {"dagster/partition": "2026-01-01"}
+    result = run_job(folder_definitions, instance, "ingestion_job", tags=first, run_config=tolerant)
+    advice = (
+        f"bars start 2019-01-02 ({data_dir / 'raw' / 'history.csv'}), the first partition is 2026-01-01: "
+        "set MLOPS_MARKET_START=2019-01-02 to ingest them; until then the 1,008 bars before 2026-01-01 are "
+        "quarantined under partition key __outside_partitions__, not ingested"
+    )
+    assert logged(instance, result, "MLOPS_MARKET_START") == [advice]  # once, not per bar
+    [quarantine] = [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == "quarantined_bars"]
+    assert quarantine.materialization.metadata["before_first_partition"].value == advice
+    assert stored("SELECT count(*) FROM raw.quarantined_bars") == [(1008,)]  # kept, never dropped
+
+
+def test_a_file_of_daily_bars_is_refused_under_hourly_bars(
+    folder_definitions: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path
+) -> None:
+    """Daily bars open at midnight, on the hourly grid too: only their spacing says they are not hourly."""
+    raw = data_dir / "raw"
+    write_csv(raw / "daily.csv", [f"AAA,2026-01-{d:02d},10,11,9,10.5,100,tech" for d in range(1, 11)])
+    write_csv(raw / "hourly.csv", [f"BBB,2026-01-02T{h:02d}:00:00Z,10,11,9,10.5,100,tech" for h in range(24)])
+    result = run_job(folder_definitions, instance, "ingestion_job", tags=DAY)
+    assert result.success
+    assert stored("SELECT DISTINCT symbol FROM raw.market_bars") == [("BBB",)]
+    [(path, reason)] = stored("SELECT path, reason FROM raw.quarantined_files")
+    assert path == str(raw / "daily.csv")
+    assert reason == (
+        f"{raw / 'daily.csv'}: bars 1d apart (the median spacing of a symbol's consecutive bars in the file), but "
+        "MLOPS_BAR_INTERVAL declares 1h bars: if the source delivers 1d bars, set MLOPS_BAR_INTERVAL=1d; if not, "
+        "fix the file"
+    )
+    assert [Path(a["subject"]).name for a in alerts_of(data_dir, "file_quarantined")] == ["daily.csv"]

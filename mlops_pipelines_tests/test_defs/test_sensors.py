@@ -2,7 +2,7 @@
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -59,8 +59,8 @@ def test_new_file_requests_one_run_for_its_days(raw_dir: Path, instance: dg.Dags
 def test_many_files_request_one_run_per_range_of_days(raw_dir: Path, instance: dg.DagsterInstance) -> None:
     for day in range(1, 31):
         (raw_dir / f"2026-03-{day:02d}.csv").write_text(HEADER + f"AAA,2026-03-{day:02d}T00:00:00Z,10,11,9,10.5,100\n")
-    (raw_dir / "backfill.csv").write_text(
-        HEADER + "".join(f"AAA,2026-02-{d:02d}T00:00:00Z,10,11,9,10.5,100\n" for d in range(1, 29))
+    (raw_dir / "backfill.csv").write_text(  # hourly bars (two a day): one bar a day would be daily bars, refused
+        HEADER + "".join(f"AAA,2026-02-{d:02d}T{h:02d}:00:00Z,10,11,9,10.5,100\n" for d in range(1, 29) for h in (0, 1))
     )
     requests = evaluate(raw_dir, instance, None).run_requests or []
     assert sorted(days_of(r) for r in requests) == [("2026-01-02", "2026-01-03"), ("2026-02-01", "2026-03-30")]
@@ -131,3 +131,37 @@ def test_days_after_the_last_partition_wait_in_the_cursor(
     assert [days_of(r) for r in released.run_requests or []] == [("2026-01-03", "2026-01-03")]
     assert json.loads(released.cursor or "{}")["pending"] == []
     assert not evaluate(raw_dir, instance, released.cursor).run_requests
+
+
+def test_bars_before_the_first_partition_are_reported_once_per_change(
+    raw_dir: Path, instance: dg.DagsterInstance, capfd: pytest.CaptureFixture[str]
+) -> None:
+    for symbol in ("AAA", "BBB", "CCC"):
+        rows = [f"{symbol},{t:%Y-%m-%dT%H:%M:%SZ},10,11,9,10.5,100\n" for t in pd_hours("2019-01-02", 336)]
+        (raw_dir / f"{symbol}.csv").write_text(HEADER + "".join(rows))
+    capfd.readouterr()
+    first = evaluate(raw_dir, instance, None)
+    told = [line for line in capfd.readouterr().err.splitlines() if "MLOPS_MARKET_START" in line]
+    assert len(told) == 1 and told[0].endswith(
+        f"bars start 2019-01-02 ({raw_dir / 'AAA.csv'} and 2 more files), the first partition is 2026-01-01: "
+        "set MLOPS_MARKET_START=2019-01-02 to ingest them; until then the bars before 2026-01-01 are "
+        "quarantined under partition key __outside_partitions__, not ingested"
+    )
+    # the first partition's run quarantines them (never dropped); the next tick, nothing changed: no message
+    assert [days_of(r) for r in first.run_requests or []] == [("2026-01-01", "2026-01-03")]
+    evaluate(raw_dir, instance, first.cursor)
+    assert "MLOPS_MARKET_START" not in capfd.readouterr().err
+
+
+def test_a_file_of_another_frequency_sends_the_first_partition_with_the_reason(
+    raw_dir: Path, instance: dg.DagsterInstance, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (raw_dir / "daily.csv").write_text(HEADER + "".join(f"AAA,2026-02-{d:02d},10,11,9,10.5,100\n" for d in range(2, 9)))
+    requests = evaluate(raw_dir, instance, None).run_requests or []
+    # the first partition's run lists it in raw.quarantined_files (with jan.csv's days); its own days: no run
+    assert [days_of(r) for r in requests] == [("2026-01-01", "2026-01-03")]
+    assert f"{raw_dir / 'daily.csv'}: bars 1d apart" in capfd.readouterr().err
+
+
+def pd_hours(start: str, n: int) -> list[datetime]:
+    return [datetime.fromisoformat(start).replace(tzinfo=UTC) + timedelta(hours=h) for h in range(n)]

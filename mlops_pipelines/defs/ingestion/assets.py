@@ -7,6 +7,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mlops_pipelines.defs.common import CATALOG
+from mlops_pipelines.lib.core.errors import ConfigError
 from mlops_pipelines.lib.ingestion.ingest import IngestionOutcome, alert_unreadable, ingest_window
 from mlops_pipelines.lib.ingestion.market_bars import BARS_TABLE, QUARANTINE_TABLE
 from mlops_pipelines.lib.ingestion.raw_folder import QUARANTINED_FILES_TABLE
@@ -29,9 +31,10 @@ class IngestionConfig(dg.Config):
         dg.AssetSpec(
             BARS_KEY,
             description=(
-                "Hourly OHLCV bars per symbol (UTC), one daily partition per day. Only rows that passed "
-                "validation; re-materializing a day replaces it. A bar that comes back with other values is a "
-                f"revision: available from its arrival time, the version it replaces kept in {REVISIONS_TABLE}."
+                f"OHLCV bars per symbol (UTC) of the declared length ({CATALOG.bar_clock}; MLOPS_BAR_INTERVAL), "
+                "one daily partition per day. Only rows that passed validation; re-materializing a day replaces "
+                "it. A bar that comes back with other values is a revision: available from its arrival time, "
+                f"the version it replaces kept in {REVISIONS_TABLE}."
             ),
             kinds={"duckdb", "pandas"},
             metadata={"dagster/table_name": BARS_TABLE},
@@ -42,8 +45,8 @@ class IngestionConfig(dg.Config):
                 "Rows the validation rejected, as they arrived (text), with source file, row and reason. "
                 "Nothing is dropped silently: inspect here, fix the source, re-materialize the day. Rows that "
                 "belong to no day (unparseable, before the first partition, in the future) are under partition "
-                "key __unparseable__ or __outside_partitions__; files that cannot be read at all are listed in "
-                f"{QUARANTINED_FILES_TABLE}."
+                "key __unparseable__ or __outside_partitions__; files that cannot be read at all, or whose bars are "
+                f"of another frequency than declared, are listed in {QUARANTINED_FILES_TABLE}."
             ),
             kinds={"duckdb"},
             metadata={"dagster/table_name": QUARANTINE_TABLE},
@@ -70,6 +73,12 @@ def market_bars(
     alerts: AlertsResource,
 ):
     """Load the source for the partition window, validate every row, write accepted and quarantined rows."""
+    clock = market_data.clock()
+    if clock != CATALOG.bar_clock:
+        raise ConfigError(
+            f"the market data source declares {clock} but the feature catalog was loaded for {CATALOG.bar_clock}: "
+            "set MLOPS_BAR_INTERVAL and MLOPS_MARKET_CALENDAR once, for the code location and its runs"
+        )
     window, now = context.partition_time_window, datetime.now(UTC)
     batch = market_data.load(window.start, window.end, first_bar=MARKET_DAYS.start, now=now)
     outcome = ingest_window(
@@ -81,6 +90,7 @@ def market_bars(
         first_bar=MARKET_DAYS.start,
         now=now,
         run_id=context.run_id,
+        bar_interval=clock.interval,
         universe=market_data.universe(),
         max_clock_skew=market_data.max_clock_skew,
         list_unreadable_files=market_data.kind == "folder",
@@ -89,6 +99,8 @@ def market_bars(
         context.log.error(f"file quarantined, not ingested: {entry.error}")
     if outcome.unreadable:
         alert_unreadable(alerts.alerter(), outcome.unreadable, run_id=context.run_id)
+    if outcome.before_first_partition:
+        context.log.warning(outcome.before_first_partition)
     context.log.info(f"{window.start:%Y-%m-%d}..{window.end:%Y-%m-%d}: {outcome.summary()}")
     days = len(context.partition_keys)
     yield dg.MaterializeResult(asset_key=BARS_KEY, metadata=_bars_metadata(outcome, days))
@@ -137,6 +149,7 @@ def _quarantine_metadata(outcome: IngestionOutcome, days: int) -> dict[str, Any]
         "rows_in_run": len(outcome.quarantined),
         "quarantine_ratio": outcome.quarantine_ratio,
         "unreadable_files": len(outcome.unreadable),  # listed in raw.quarantined_files, alerted once per content
+        "before_first_partition": outcome.before_first_partition or "none",
         "reasons": dg.MetadataValue.md(
             "| reason | rows |\n|---|---|\n" + "\n".join(f"| {r} | {n} |" for r, n in reasons.most_common())
             if reasons

@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from mlops_pipelines.defs.resources import SETTINGS
+from mlops_pipelines.lib.ingestion.raw_folder import FileEntry, refusal
+from mlops_pipelines.lib.ingestion.validation import market_start_advice
 from mlops_pipelines.partitions import MARKET_DAYS
 from mlops_pipelines.resources import MarketDataSource
 
@@ -23,7 +25,8 @@ PENDING_HORIZON = timedelta(days=400)
         dg.DefaultSensorStatus.RUNNING if SETTINGS.market_source == "folder" else dg.DefaultSensorStatus.STOPPED
     ),
     description="New or changed CSV/Parquet files in the raw folder -> one ingestion run per range of days they "
-    "touch; files with no bar in any partition, or unreadable ones, -> the run of the first partition.",
+    "touch; files with no bar in any partition, unreadable ones or ones of another bar frequency -> the run of "
+    "the first partition.",
 )
 def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDataSource) -> dg.SensorResult:
     """A file is read only when its size or modification time changed since the last tick, and hashed first: a
@@ -32,8 +35,10 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDat
 
     Requests: one run per range of consecutive days (a partition range: one run reads each file once). A file
     whose rows all belong to no partition (before the first one, in the future, unparseable), or that cannot be
-    read at all, sends the first partition's run, which quarantines such rows and files. Days after the last
-    partition (bars of today, or stamped ahead) are kept in the cursor and requested once their partition exists.
+    read at all, or whose bars are of another frequency than MLOPS_BAR_INTERVAL, sends the first partition's run,
+    which quarantines such rows and files. Days after the last partition (bars of today, or stamped ahead) are
+    kept in the cursor and requested once their partition exists. Bars before the first partition are logged once
+    per tick, as one message saying what MLOPS_MARKET_START to set.
     """
     files, pending = _cursor(context.cursor)
     now = _now()
@@ -45,6 +50,8 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDat
     horizon = (date.fromisoformat(last_day) + PENDING_HORIZON).isoformat()
     days: set[str] = set()
     changed: list[str] = []
+    early: list[FileEntry] = []  # changed files with bars before the first partition
+    bar_interval = market_data.clock().interval
     current: dict[str, dict[str, object]] = {}
     with market_data.index() as index:
         for path in market_data.files():
@@ -61,14 +68,21 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, market_data: MarketDat
             if previous.get("sha256") == entry.sha256:
                 continue
             changed.append(f"{path}:{entry.sha256}")
-            if entry.error is not None:
-                context.log.error(f"{entry.error}; the run of {first_day} lists it in raw.quarantined_files")
+            problem = refusal(entry, bar_interval)
+            if problem is not None:
+                context.log.error(f"{problem}; the run of {first_day} lists it in raw.quarantined_files")
                 days.add(first_day)
                 continue
+            if entry.days and entry.days[0] < first_day:
+                early.append(entry)
             if entry.has_no_partition(first_day, latest_day):
                 days.add(first_day)
             days.update(d for d in entry.days if d in known_days)
             pending.update(d for d in entry.days if last_day < d <= horizon)
+    if early:
+        early.sort(key=lambda e: (e.days[0], e.path))
+        earliest, files = date.fromisoformat(early[0].days[0]), [e.path for e in early]
+        context.log.warning(market_start_advice(earliest, MARKET_DAYS.start, files=files))
     released = sorted(d for d in pending if d in known_days)
     days.update(released)
     pending.difference_update(released)

@@ -54,7 +54,8 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         kinds={"duckdb", "pandas"},
         pool=WAREHOUSE_POOL,
         description=(
-            f"Point-in-time training set of {spec.name}: label `{spec.label.kind}` over {spec.label.horizon_hours}h, "
+            f"Point-in-time training set of {spec.name}: label `{spec.label.kind}` over {spec.label.horizon_bars} bars "
+            f"({CATALOG.bar_clock}), "
             f"features of {', '.join(f'{k}@{v}' for k, v in spec.feature_views.items())} as of each decision, "
             "time-ordered train/validation/test with purged boundaries. Table "
             f"{datasets.latest_table(spec.name)}; every version kept as training.dataset_<id>. Run tags: "

@@ -1,8 +1,9 @@
 """The numbers that judge a forecast or a strategy, each defined once: training reports them on held-out data,
 the backtest on replayed positions, monitoring on live decisions, so they compare.
 
-Returns are per hourly bar; annualizing uses ``HOURS_PER_YEAR`` (markets in this platform trade around the clock,
-there is no trading calendar).
+Returns are per bar; annualizing multiplies by ``periods_per_year`` of the source's bar interval and calendar
+(``BarClock.periods_per_year``), never by a constant. ``periods_per_year`` is defined in ``lib/core/bars.py``
+(which the settings read at CLI start-up, before pandas and scipy may be imported) and re-exported here.
 
 Uncertainty: ``block_bootstrap_interval`` puts a confidence interval on any of them. Observations close in time
 are not independent (overlapping label horizons, volatility regimes, a market factor shared by every symbol at
@@ -15,7 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-HOURS_PER_YEAR = 24 * 365
+from mlops_pipelines.lib.core.bars import CALENDARS as CALENDARS  # the annualization, defined with the bar clock
+from mlops_pipelines.lib.core.bars import periods_per_year as periods_per_year
+
 MIN_IC_SYMBOLS = 3  # fewer symbols at a time: no cross-sectional rank correlation for that time
 
 

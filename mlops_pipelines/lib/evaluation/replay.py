@@ -39,6 +39,7 @@ from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historic
 from mlops_pipelines.lib.ingestion import market_bars
 from mlops_pipelines.lib.training.datasets import load_training_set
 from mlops_pipelines.lib.training.model_specs import ModelSpec
+from mlops_pipelines.lib.training.training import PERSISTENCE_FEATURE
 
 CANDIDATE, CHAMPION, BUY_AND_HOLD, MOMENTUM, PERSISTENCE = (
     "candidate",
@@ -62,6 +63,7 @@ class ScenarioResult:
     metrics: dict[str, dict[str, float]]  # strategy -> metric -> value
     equity: pd.DataFrame | None  # time x strategy, net of costs
     horizon: int = 1  # bars a forecast looks ahead: the shortest bootstrap block
+    periods_per_year: float = 8760.0  # the bar clock's, which annualizes every Sharpe of the scenario
 
     def returns(self) -> pd.DataFrame | None:
         """Each strategy's portfolio return per bar, net of costs (from the equity curves, which start at 1)."""
@@ -75,9 +77,12 @@ class ScenarioResult:
         return f"{self.scenario} (IN SAMPLE)" if self.in_sample else self.scenario
 
 
-def bars_between(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> pd.DataFrame:
-    """Bars from a day before ``start`` (momentum lookback) to ``end``."""
-    return market_bars.closes(conn, start - timedelta(hours=25), end)
+MOMENTUM_LOOKBACK = 24  # bars: the naive directional baseline goes with the sign of the last 24 bars' return
+
+
+def bars_between(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime, bar: timedelta) -> pd.DataFrame:
+    """Bars from the momentum lookback (and one more) before ``start`` to ``end``; ``bar``: the bar interval."""
+    return market_bars.closes(conn, start - (MOMENTUM_LOOKBACK + 1) * bar, end)
 
 
 def decision_features(
@@ -87,7 +92,9 @@ def decision_features(
     entities = pd.DataFrame(
         {
             "symbol": bars["symbol"],
-            ENTITY_TIME: bars["timestamp"] + pd.Timedelta(hours=1) + pd.Timedelta(minutes=spec.decision_delay_minutes),
+            ENTITY_TIME: bars["timestamp"]
+            + pd.Timedelta(catalog.bar_clock.interval)
+            + pd.Timedelta(minutes=spec.decision_delay_minutes),
             "bar": bars["timestamp"],
         }
     )
@@ -109,12 +116,12 @@ def strategy_positions(spec: ModelSpec, signal: pd.DataFrame, returns: pd.DataFr
     return backtest.positions_from_signal(ones, config, forecast_vol=signal)
 
 
-def forecast_truth(spec: ModelSpec, returns: pd.DataFrame) -> pd.DataFrame:
+def forecast_truth(spec: ModelSpec, returns: pd.DataFrame, periods_per_year: float) -> pd.DataFrame:
     """What a forecast made at each bar's close is scored against: the forward return over the label horizon
-    (direction), or the realized volatility of the next ``horizon`` bars (volatility)."""
+    (direction), or the realized volatility of the next ``horizon`` bars (volatility), annualized as the label."""
     if spec.task == "classification":
-        return backtest.forward_returns(returns, spec.label.horizon_hours)
-    return backtest.realized_forward_vol(returns, spec.label.horizon_hours)
+        return backtest.forward_returns(returns, spec.label.horizon_bars)
+    return backtest.realized_forward_vol(returns, spec.label.horizon_bars, periods_per_year)
 
 
 def forecast_metrics(spec: ModelSpec, signal: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
@@ -140,7 +147,7 @@ def replay(
     train_end: datetime | None,
 ) -> ScenarioResult | None:
     """Every strategy on one window; None when the window has no bars."""
-    bars = bars_between(conn, start, end)
+    bars = bars_between(conn, start, end, catalog.bar_clock.interval)
     if bars.empty:
         return None
     closes = bars.pivot(index="timestamp", columns="symbol", values="close")
@@ -154,17 +161,18 @@ def replay(
     positions = {name: strategy_positions(spec, signal, returns) for name, signal in signals.items()}
     positions[BUY_AND_HOLD] = backtest.buy_and_hold_positions(returns)
     if spec.task == "classification":
-        positions[MOMENTUM] = backtest.momentum_positions(closes, lookback=24)
-    elif "realized_vol_24h" in frame:
-        signals[PERSISTENCE] = aligned(frame["realized_vol_24h"])
+        positions[MOMENTUM] = backtest.momentum_positions(closes, lookback=MOMENTUM_LOOKBACK)
+    elif PERSISTENCE_FEATURE in frame:
+        signals[PERSISTENCE] = aligned(frame[PERSISTENCE_FEATURE])
         positions[PERSISTENCE] = strategy_positions(spec, signals[PERSISTENCE], returns)
     in_window = returns.index >= pd.Timestamp(start)
-    truth = forecast_truth(spec, returns)[in_window]
+    periods = catalog.bar_clock.periods_per_year
+    truth = forecast_truth(spec, returns, periods)[in_window]
     metrics, equity = {}, {}
     for name, held in positions.items():
         result = backtest.run_backtest(held[in_window], returns[in_window], cost_bps=cost_bps)
-        metrics[name] = backtest.performance_metrics(result)
-        metrics[name].update(sharpe_interval(result.portfolio.to_numpy(), spec.label.horizon_hours))
+        metrics[name] = backtest.performance_metrics(result, periods)
+        metrics[name].update(sharpe_interval(result.portfolio.to_numpy(), spec.label.horizon_bars, periods))
         if name in signals:
             metrics[name].update(forecast_metrics(spec, signals[name][in_window], truth))
         equity[name] = result.equity
@@ -175,13 +183,13 @@ def replay(
         in_sample=train_end is not None and start < train_end,
         metrics=metrics,
         equity=pd.DataFrame(equity),
-        horizon=spec.label.horizon_hours,
+        horizon=spec.label.horizon_bars,
+        periods_per_year=periods,
     )
 
 
-def sharpe_interval(portfolio: np.ndarray, horizon: int) -> dict[str, float]:
+def sharpe_interval(portfolio: np.ndarray, horizon: int, periods: float) -> dict[str, float]:
     """The Sharpe ratio's confidence interval: a block bootstrap over bars (blocks at least ``horizon`` long)."""
-    periods = backtest.bars_per_year()
     low, high = m.block_bootstrap_interval(
         lambda rows: m.sharpe(portfolio[rows], periods), np.arange(len(portfolio)), min_block=horizon
     )
@@ -197,7 +205,7 @@ def sharpe_excess(result: ScenarioResult, baseline: str) -> dict[str, float]:
     if returns is None:
         return out
     candidate, other = returns[CANDIDATE].to_numpy(), returns[baseline].to_numpy()
-    periods = backtest.bars_per_year()
+    periods = result.periods_per_year
     low, high = m.block_bootstrap_interval(
         lambda rows: m.sharpe(candidate[rows], periods) - m.sharpe(other[rows], periods),
         np.arange(len(candidate)),
@@ -275,10 +283,11 @@ def replay_version(
     training data are marked in-sample; windows without bars are left out."""
     data = load_training_set(conn, spec)
     test, train = data.split("test"), data.split("train")
-    delay = pd.Timedelta(hours=1) + pd.Timedelta(minutes=spec.decision_delay_minutes)
+    bar = catalog.bar_clock.interval
+    delay = pd.Timedelta(bar) + pd.Timedelta(minutes=spec.decision_delay_minutes)
     holdout = (
         (test[ENTITY_TIME].min() - delay).to_pydatetime(),
-        (test[ENTITY_TIME].max() - delay + timedelta(hours=1)).to_pydatetime(),
+        (test[ENTITY_TIME].max() - delay + bar).to_pydatetime(),
     )
     train_end = (train[ENTITY_TIME].max() - delay).to_pydatetime()
     last_bar = market_bars.last_bar_time(conn)

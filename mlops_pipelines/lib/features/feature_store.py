@@ -156,7 +156,7 @@ def write_registry(
                 "entities": json.dumps(list(view.entities)),
                 "event_time": view.event_time,
                 "created_time": view.created_time,
-                "ttl_seconds": contract["ttl_seconds"],
+                "ttl_seconds": view.ttl.total_seconds() if view.ttl is not None else None,  # for the catalog's bars
                 "availability_lag_seconds": contract["availability_lag_seconds"],
                 "depends_on": json.dumps(contract["depends_on"]),
                 "upstream_tables": json.dumps([d if "." in d else catalog.views[d].table for d in view.depends_on]),
@@ -220,6 +220,10 @@ def render_catalog_markdown(catalog: FeatureCatalog) -> str:
         "",
         f"Feature-graph hash: `{catalog.graph_hash()}`",
         "",
+        f"Built for {catalog.bar_clock} ({catalog.bar_clock.periods_per_year:g} bars a year; `MLOPS_BAR_INTERVAL`, "
+        "`MLOPS_MARKET_CALENDAR`). Windows count bars: a feature suffixed `_24b` reads the last 24 bars, whatever "
+        "their length; annualized features use the clock's bars a year; TTLs are in bars.",
+        "",
         "| view | version | owner | features | depends on | TTL |",
         "|---|---|---|---|---|---|",
     ]
@@ -227,7 +231,7 @@ def render_catalog_markdown(catalog: FeatureCatalog) -> str:
         view = catalog.views[name]
         lines.append(
             f"| [{name}](#{name}) | {view.version} | {view.owner} | {len(view.features)} | "
-            f"{', '.join(view.depends_on)} | {view.ttl or 'none'} |"
+            f"{', '.join(view.depends_on)} | {_ttl_text(view)} |"
         )
     for name in catalog.topological_order():
         view = catalog.views[name]
@@ -247,6 +251,12 @@ def render_catalog_markdown(catalog: FeatureCatalog) -> str:
             *[f"| {column} | {dtype} |" for column, dtype in view.schema_.items()],
         ]
     return "\n".join(lines) + "\n"
+
+
+def _ttl_text(view: FeatureView) -> str:
+    if view.ttl_bars is not None:
+        return f"{view.ttl_bars} bars ({view.ttl})"
+    return str(view.ttl or "none")
 
 
 def resolve_view_refs(conn: duckdb.DuckDBPyConnection, catalog: FeatureCatalog, refs: list[str]) -> list[FeatureView]:

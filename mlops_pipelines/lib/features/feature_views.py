@@ -4,22 +4,30 @@ A view's SQL names its inputs as ``{{ raw.market_bars }}`` or ``{{ other_view }}
 reference with the physical table (``raw.market_bars``, ``features.other_view__v<version>``). The SQL returns
 the entity key(s), ``event_ts`` and ``created_ts`` (when the inputs became available); the materializer adds
 the view's availability lag to ``created_ts``.
+
+Views count windows in bars (``lag(close, 24)``, ``ROWS BETWEEN 23 PRECEDING``) and never assume a bar length:
+the SQL writes ``{{ bar_interval }}`` for the length of one bar and ``{{ bars_per_year }}`` for the annualization
+factor, and a TTL in bars (``ttl_bars``). A catalog is built for one bar clock (``lib/core/bars.py``), which fills
+them in; the clock is part of the lock and of the feature-graph hash, so a model trained on hourly features is
+refused on daily ones.
 """
 
 import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops_pipelines.lib.core.bars import DEFAULT_BAR_CLOCK, BarClock
 from mlops_pipelines.lib.core.errors import MlopsError
 from mlops_pipelines.lib.core.warehouse import quote_ident
 
 RAW_TABLES = frozenset({"raw.market_bars"})
+BAR_PARAMETERS = frozenset({"bar_interval", "bars_per_year"})  # filled in from the catalog's bar clock
 _REF = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION = re.compile(r"[0-9]+")
@@ -31,6 +39,7 @@ BREAKING_FIELDS = (
     "event_time",
     "created_time",
     "ttl_seconds",
+    "ttl_bars",
     "availability_lag_seconds",
 )
 METADATA_FIELDS = ("owner", "description", "tags")
@@ -56,7 +65,12 @@ class FeatureView(BaseModel):
     entities: tuple[str, ...] = ("symbol",)
     event_time: str = "event_ts"
     created_time: str = "created_ts"
-    ttl: timedelta | None = None
+    ttl: timedelta | None = Field(
+        default=None, description="Oldest a row may be and still be served, as a duration; or give ttl_bars."
+    )
+    ttl_bars: int | None = Field(
+        default=None, ge=1, description="The TTL counted in bars; the catalog sets ttl from it for its bar clock."
+    )
     availability_lag: timedelta = timedelta(0)
     depends_on: tuple[str, ...]
     sql: str
@@ -83,6 +97,8 @@ class FeatureView(BaseModel):
             raise ValueError(f"feature view {self.name!r}: declared schema lacks key column(s) {missing}")
         if not self.features:
             raise ValueError(f"feature view {self.name!r}: declares no feature columns")
+        if self.ttl is not None and self.ttl_bars is not None:
+            raise ValueError(f"feature view {self.name!r}: give ttl or ttl_bars, not both")
         refs = set(sql_references(self.sql))
         if refs != set(self.depends_on):
             raise ValueError(
@@ -104,8 +120,15 @@ class FeatureView(BaseModel):
         keys = set(self.key_columns)
         return [c for c in self.schema_ if c not in keys]
 
+    def for_bars(self, clock: BarClock) -> "FeatureView":
+        """The view as a catalog for ``clock`` serves it: ``ttl`` set from ``ttl_bars``."""
+        if self.ttl_bars is None:
+            return self
+        return self.model_copy(update={"ttl": clock.interval * self.ttl_bars})
+
     def contract(self, catalog: "FeatureCatalog") -> dict[str, Any]:
-        """The hashed part of the definition: what changes the data a view produces."""
+        """The hashed part of the definition: what changes the data a view produces (for any bar clock: the
+        clock is hashed once, beside the views)."""
         return {
             "name": self.name,
             "version": self.version,
@@ -115,7 +138,8 @@ class FeatureView(BaseModel):
             "entities": list(self.entities),
             "event_time": self.event_time,
             "created_time": self.created_time,
-            "ttl_seconds": _seconds(self.ttl),
+            "ttl_seconds": _seconds(self.ttl) if self.ttl_bars is None else None,
+            "ttl_bars": self.ttl_bars,
             "availability_lag_seconds": _seconds(self.availability_lag),
         }
 
@@ -132,7 +156,8 @@ def _seconds(value: timedelta | None) -> float | None:
 
 
 def sql_references(sql: str) -> list[str]:
-    return sorted(set(_REF.findall(sql)))
+    """The tables and views a view's SQL reads (``{{ name }}``, bar parameters left out)."""
+    return sorted(set(_REF.findall(sql)) - BAR_PARAMETERS)
 
 
 def normalize_sql(sql: str) -> str:
@@ -173,21 +198,26 @@ def normalize_sql(sql: str) -> str:
 
 @dataclass(frozen=True)
 class FeatureCatalog:
-    """All feature views, validated as a DAG at construction."""
+    """All feature views, validated as a DAG at construction, for one bar clock (the views' TTLs in bars are
+    resolved for it, and their SQL rendered with it)."""
 
     views: Mapping[str, FeatureView]
+    bar_clock: BarClock = field(default_factory=BarClock)
 
     @classmethod
-    def from_views(cls, views: Iterable[FeatureView]) -> "FeatureCatalog":
+    def from_views(cls, views: Iterable[FeatureView], bar_clock: BarClock | None = None) -> "FeatureCatalog":
+        bar_clock = bar_clock or DEFAULT_BAR_CLOCK
         by_name: dict[str, FeatureView] = {}
         for view in views:
+            if view.name in BAR_PARAMETERS:
+                raise FeatureGraphError(f"{view.name!r} names a bar parameter of the SQL: name the view otherwise")
             if view.name in by_name:
                 raise FeatureGraphError(
                     f"feature view {view.name!r} is defined twice (versions {by_name[view.name].version} and "
                     f"{view.version}); keep one definition per name and bump its version"
                 )
-            by_name[view.name] = view
-        catalog = cls(views=dict(sorted(by_name.items())))
+            by_name[view.name] = view.for_bars(bar_clock)
+        catalog = cls(views=dict(sorted(by_name.items())), bar_clock=bar_clock)
         catalog._validate()
         return catalog
 
@@ -242,12 +272,18 @@ class FeatureCatalog:
         return sorted(v.name for v in self.views.values() if name in v.depends_on)
 
     def render_body(self, name: str) -> str:
-        """The view's SQL with references replaced by physical tables and the availability lag applied: the rows
-        the materializer indexes (lib/features/feature_store.py)."""
+        """The view's SQL with references replaced by physical tables, the bar parameters by the catalog's clock
+        and the availability lag applied: the rows the materializer indexes (lib/features/feature_store.py)."""
         view = self.views[name]
+        parameters = {
+            "bar_interval": self.bar_clock.sql_interval,
+            "bars_per_year": f"{self.bar_clock.periods_per_year:g}",
+        }
 
         def table_for(match: re.Match[str]) -> str:
             ref = match.group(1)
+            if ref in parameters:
+                return parameters[ref]
             return ref if ref in RAW_TABLES else self.views[ref].table
 
         body = _REF.sub(table_for, view.sql)
@@ -256,14 +292,17 @@ class FeatureCatalog:
         return f"SELECT * REPLACE ({created} + INTERVAL ({lag_us}) MICROSECOND AS {created}) FROM ({body}) AS _view"
 
     def graph_hash(self) -> str:
-        """sha256 over the canonical JSON of every view's contract (sorted by name, version)."""
+        """sha256 over the canonical JSON of the bar clock and every view's contract (sorted by name)."""
         contracts = [self.views[name].contract(self) for name in sorted(self.views)]
-        canonical = json.dumps(contracts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        hashed = {"bars": self.bar_clock.describe(), "views": contracts}
+        canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def lock(self) -> dict[str, Any]:
-        """The content of ``catalog/feature_lock.json``: the hash plus every view's contract and metadata."""
+        """The content of ``catalog/feature_lock.json``: the hash, the bar clock, every view's contract and
+        metadata."""
         return {
+            "bars": self.bar_clock.describe(),
             "feature_graph_hash": self.graph_hash(),
             "views": {name: {**view.contract(self), **view.metadata()} for name, view in self.views.items()},
         }
@@ -272,12 +311,12 @@ class FeatureCatalog:
 @dataclass(frozen=True)
 class ViewChange:
     view: str
-    kind: str  # "breaking" | "version_bump" | "metadata" | "added" | "removed" | "unchanged"
+    kind: str  # "breaking" | "version_bump" | "metadata" | "added" | "removed" | "unchanged" | "bar_clock"
     fields: tuple[str, ...] = ()
 
     @property
     def breaking(self) -> bool:
-        return self.kind in ("breaking", "removed")
+        return self.kind in ("breaking", "removed", "bar_clock")
 
     def describe(self) -> str:
         what = ", ".join(self.fields)
@@ -288,6 +327,10 @@ class ViewChange:
             "metadata": f"{self.view}: metadata-only change ({what})",
             "added": f"{self.view}: new view",
             "unchanged": f"{self.view}: unchanged",
+            "bar_clock": f"{self.view}: the catalog was locked for {what} (MLOPS_BAR_INTERVAL, MLOPS_MARKET_CALENDAR): "
+            "every view's values change meaning; "
+            "lock the catalog for this deployment's bars (`mlops features lock`); models trained on the other "
+            "bars are refused at load (feature-graph hash)",
         }[self.kind]
 
 
@@ -296,6 +339,13 @@ def diff_lock(locked: Mapping[str, Any], current: Mapping[str, Any]) -> list[Vie
     old_views: Mapping[str, Mapping[str, Any]] = locked.get("views", {})
     new_views: Mapping[str, Mapping[str, Any]] = current.get("views", {})
     changes: list[ViewChange] = []
+    # a lock from before the bar clock was declared was made for hourly bars around the clock
+    old_bars = locked.get("bars", DEFAULT_BAR_CLOCK.describe())
+    new_bars = current.get("bars", DEFAULT_BAR_CLOCK.describe())
+    if old_bars != new_bars:
+        changes.append(
+            ViewChange("bar clock", "bar_clock", (f"{_clock(old_bars)}, this checkout declares {_clock(new_bars)}",))
+        )
     for name in sorted(set(old_views) | set(new_views)):
         old, new = old_views.get(name), new_views.get(name)
         if old is None:
@@ -319,6 +369,10 @@ def diff_lock(locked: Mapping[str, Any], current: Mapping[str, Any]) -> list[Vie
         else:
             changes.append(ViewChange(name, "unchanged"))
     return changes
+
+
+def _clock(bars: Mapping[str, Any]) -> str:
+    return f"{bars['interval']} bars on the {bars['calendar']} calendar"
 
 
 def schema_mismatches(declared: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:

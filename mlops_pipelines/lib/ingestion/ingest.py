@@ -18,7 +18,12 @@ from mlops_pipelines.lib.ingestion import market_bars
 from mlops_pipelines.lib.ingestion.market_bars import reason_counts
 from mlops_pipelines.lib.ingestion.raw_folder import FileEntry, SourceBatch, record_unreadable
 from mlops_pipelines.lib.ingestion.revisions import reconcile, record_superseded
-from mlops_pipelines.lib.ingestion.validation import DEFAULT_MAX_CLOCK_SKEW, validate_bars
+from mlops_pipelines.lib.ingestion.validation import (
+    DEFAULT_MAX_CLOCK_SKEW,
+    market_start_advice,
+    parse_utc,
+    validate_bars,
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class IngestionOutcome:
     schema: dict[str, str]  # raw.market_bars: column -> type
     files_read: list[str] = field(default_factory=list)
     unreadable: list[FileEntry] = field(default_factory=list)
+    before_first_partition: str | None = None  # what to set to ingest the bars before the first partition
 
     @property
     def reasons(self) -> Counter[str]:
@@ -55,6 +61,7 @@ def ingest_window(
     first_bar: datetime,
     now: datetime,
     run_id: str,
+    bar_interval: timedelta,
     universe: Collection[str] | None = None,
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
     list_unreadable_files: bool = True,
@@ -63,8 +70,16 @@ def ingest_window(
     connection from ``connect`` and in one transaction: replace the days' bars (unchanged bars keep their arrival
     time; revised and withdrawn ones go to the revisions table), replace the days' quarantined rows and the
     partition-less ones of the files read, and (``list_unreadable_files``: the source is a folder) make
-    ``raw.quarantined_files`` the batch's unreadable files. Validation runs before the warehouse is opened."""
-    result = validate_bars(batch.bars, now=now, universe=universe, first_bar=first_bar, max_clock_skew=max_clock_skew)
+    ``raw.quarantined_files`` the batch's unreadable files. Validation runs before the warehouse is opened;
+    ``bar_interval`` is the source's declared bar length (the grid, and a bar's close)."""
+    result = validate_bars(
+        batch.bars,
+        now=now,
+        universe=universe,
+        first_bar=first_bar,
+        max_clock_skew=max_clock_skew,
+        bar_interval=bar_interval,
+    )
     with connect() as conn:
         with transaction(conn):
             market_bars.create_tables(conn)
@@ -88,7 +103,21 @@ def ingest_window(
         schema=schema,
         files_read=batch.files_read,
         unreadable=batch.unreadable,
+        before_first_partition=_before_first_partition(result.quarantined, first_bar),
     )
+
+
+def _before_first_partition(quarantined: pd.DataFrame, first_bar: datetime) -> str | None:
+    """One message for all the quarantined bars before the first partition (None when there is none)."""
+    timestamp = parse_utc(quarantined["timestamp"])
+    before = timestamp < pd.Timestamp(first_bar)
+    if not before.any():
+        return None
+    times, sources = timestamp[before], quarantined["source_file"][before].astype(str)
+    first = int(times.to_numpy().argmin())
+    first_file = sources.iloc[first]
+    files = [first_file, *sorted(set(sources) - {first_file})]
+    return market_start_advice(times.iloc[first], first_bar, files=files, bars=len(times))
 
 
 def alert_unreadable(alerter: Alerter, unreadable: Sequence[FileEntry], *, run_id: str) -> None:

@@ -1,6 +1,7 @@
 """The raw bar tables, owned here: their names, columns and every read and write of them.
 
-- ``raw.market_bars``: the validated hourly bars, one row per (symbol, bar open time, UTC).
+- ``raw.market_bars``: the validated bars, one row per (symbol, bar open time, UTC), of the source's declared
+  interval (``MLOPS_BAR_INTERVAL``; ``lib/core/bars.py``).
 - ``raw.quarantined_bars``: every rejected row as it arrived (text), with its file, line, reason and the daily
   partition it belongs to (or a key of its own for rows that belong to none).
 
@@ -11,14 +12,13 @@ The other raw tables have their own owners: ``raw.market_bar_revisions`` (``revi
 import re
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import duckdb
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
 
-BAR_INTERVAL = timedelta(hours=1)  # bars are hourly; a bar's timestamp is its open time
 BARS_TABLE = "raw.market_bars"
 QUARANTINE_TABLE = "raw.quarantined_bars"
 BAR_COLUMNS = {

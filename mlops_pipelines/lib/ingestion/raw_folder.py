@@ -11,6 +11,11 @@ reads the file, replacing what an earlier run wrote for it.
 
 A file that cannot be read (empty, not text, corrupt Parquet, duplicate or missing required columns) is listed in
 ``raw.quarantined_files`` by every run until it is fixed or removed; the bars it delivered before stay stored.
+So is a file of bars of another frequency than the declared one (``MLOPS_BAR_INTERVAL``): the index keeps the
+median spacing of each symbol's consecutive bars in the file (a fact of the file), and a run or the sensor compares
+it with the declared interval (``refusal``). Daily bars under an hourly setting all lie on the hourly grid: only
+their spacing tells. A file with fewer than ``MIN_SPACINGS`` such spacings (one bar per symbol, say) is judged by
+the grid alone.
 """
 
 import hashlib
@@ -19,12 +24,13 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from mlops_pipelines.lib.core.bars import format_interval, parse_interval
 from mlops_pipelines.lib.ingestion.source_files import SourceFileError, read_empty_source, read_source_file
 from mlops_pipelines.lib.ingestion.validation import outside_partitions, parse_utc
 
@@ -36,9 +42,11 @@ QUARANTINED_FILES_DDL = """
 _INDEX_DDL = """
     CREATE TABLE IF NOT EXISTS files (
         path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
-        rows INTEGER, first_bar TEXT, last_bar TEXT, days TEXT NOT NULL, error TEXT
+        rows INTEGER, first_bar TEXT, last_bar TEXT, days TEXT NOT NULL, error TEXT, spacing_s REAL
     )
 """
+_INDEX_COLUMNS = ("path", "size", "mtime_ns", "sha256", "rows", "first_bar", "last_bar", "days", "error", "spacing_s")
+MIN_SPACINGS = 5  # consecutive-bar spacings a file needs before its median says which frequency it holds
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class FileEntry:
     last_bar: str | None = None
     days: tuple[str, ...] = ()
     error: str | None = None  # why the file cannot be read at all
+    spacing_s: float | None = None  # median seconds between a symbol's consecutive bars (None: too few to tell)
 
     def has_no_partition(self, first_day: str, latest_day: str) -> bool:
         """No bar on a day between the first partition and the latest day a bar may have (now + skew)."""
@@ -80,8 +89,10 @@ class FolderIndex:
         row = self._conn.execute("SELECT * FROM files WHERE path = ?", [str(path)]).fetchone()
         if row is None:
             return None
-        path_, size, mtime_ns, sha256, rows, first_bar, last_bar, days, error = row
-        return FileEntry(path_, size, mtime_ns, sha256, rows, first_bar, last_bar, tuple(json.loads(days)), error)
+        path_, size, mtime_ns, sha256, rows, first_bar, last_bar, days, error, spacing_s = row
+        return FileEntry(
+            path_, size, mtime_ns, sha256, rows, first_bar, last_bar, tuple(json.loads(days)), error, spacing_s
+        )
 
     def refresh(
         self, path: Path, needed: Callable[[FileEntry], bool] | None = None
@@ -116,7 +127,7 @@ class FolderIndex:
     def _store(self, entry: FileEntry) -> None:
         with self._conn:
             self._conn.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(_INDEX_COLUMNS))})",
                 [
                     entry.path,
                     entry.size,
@@ -127,6 +138,7 @@ class FolderIndex:
                     entry.last_bar,
                     json.dumps(list(entry.days)),
                     entry.error,
+                    entry.spacing_s,
                 ],
             )
 
@@ -150,6 +162,10 @@ def _connect(path: Path | None) -> sqlite3.Connection:
         if path is not None:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(_INDEX_DDL)
+        if tuple(row[1] for row in conn.execute("PRAGMA table_info(files)")) != _INDEX_COLUMNS:
+            with conn:  # an index of an older layout: it is a cache, rebuilt from the files
+                conn.execute("DROP TABLE files")
+                conn.execute(_INDEX_DDL)
         conn.execute("SELECT count(*) FROM files").fetchone()
     except sqlite3.DatabaseError as exc:
         conn.close()
@@ -170,9 +186,42 @@ def _scan(path: Path, data: bytes, digest: str, size: int, mtime_ns: int) -> tup
     if ts.empty:
         return replace(entry, rows=len(frame)), frame
     days = tuple(sorted(pd.DatetimeIndex(ts.dt.floor("D").unique()).strftime("%Y-%m-%d")))
+    spacing = median_spacing(frame["symbol"], parse_utc(frame["timestamp"]))
     return replace(
-        entry, rows=len(frame), first_bar=ts.min().isoformat(), last_bar=ts.max().isoformat(), days=days
+        entry,
+        rows=len(frame),
+        first_bar=ts.min().isoformat(),
+        last_bar=ts.max().isoformat(),
+        days=days,
+        spacing_s=spacing.total_seconds() if spacing is not None else None,
     ), frame
+
+
+def median_spacing(symbol: pd.Series, timestamp: pd.Series) -> timedelta | None:
+    """The median time between a symbol's consecutive distinct bars, over all symbols: the frequency the bars
+    are at (a night or a weekend without bars is one spacing among many). None below ``MIN_SPACINGS``."""
+    bars = pd.DataFrame({"symbol": symbol.astype("string").str.strip(), "timestamp": timestamp})
+    bars = bars.dropna().drop_duplicates().sort_values(["symbol", "timestamp"])
+    same_symbol = bars["symbol"].eq(bars["symbol"].shift()).fillna(False).to_numpy(dtype=bool)
+    spacings = bars["timestamp"].diff()[same_symbol]
+    return pd.Timedelta(spacings.median()).to_pytimedelta() if len(spacings) >= MIN_SPACINGS else None
+
+
+def refusal(entry: FileEntry, bar_interval: timedelta) -> str | None:
+    """Why the whole file is refused (listed in ``raw.quarantined_files``, its rows not ingested): it cannot be
+    read, or its bars are of another frequency than the declared ``bar_interval``; None when it is not."""
+    if entry.error is not None or entry.spacing_s is None or entry.spacing_s == bar_interval.total_seconds():
+        return entry.error
+    declared, detected = format_interval(bar_interval), format_interval(timedelta(seconds=entry.spacing_s))
+    try:
+        parse_interval(detected)
+        advice = f"if the source delivers {detected} bars, set MLOPS_BAR_INTERVAL={detected}; if not, fix the file"
+    except ValueError:
+        advice = "fix the file, or move it out of the raw folder"
+    return (
+        f"{entry.path}: bars {detected} apart (the median spacing of a symbol's consecutive bars in the file), but "
+        f"MLOPS_BAR_INTERVAL declares {declared} bars: {advice}"
+    )
 
 
 def load_window(
@@ -183,14 +232,19 @@ def load_window(
     *,
     first_bar: datetime,
     latest: datetime,
+    bar_interval: timedelta,
 ) -> SourceBatch:
     """Rows for ``[start, end)`` and the rows that belong to no partition (unparseable, before ``first_bar``,
-    after ``latest``) from the files that can hold them; each file read at most once."""
+    after ``latest``) from the files that can hold them; each file read at most once. Files refused as a whole
+    (unreadable, or bars of another frequency than ``bar_interval``: ``refusal``) come back in ``unreadable``
+    with the reason as their ``error``."""
     window_days = {d.strftime("%Y-%m-%d") for d in pd.date_range(start, end, freq="D", inclusive="left")}
     first_day, latest_day = f"{first_bar:%Y-%m-%d}", f"{latest:%Y-%m-%d}"
     has_first_partition = start <= first_bar < end
 
     def needed(entry: FileEntry) -> bool:
+        if refusal(entry, bar_interval) is not None:
+            return False
         if not window_days.isdisjoint(entry.days):
             return True
         return has_first_partition and entry.has_no_partition(first_day, latest_day)
@@ -203,8 +257,9 @@ def load_window(
             entry, frame = index.refresh(path, needed)
         except FileNotFoundError:  # removed since the folder was listed
             continue
-        if entry.error is not None:
-            unreadable.append(entry)
+        problem = refusal(entry, bar_interval)
+        if problem is not None:
+            unreadable.append(replace(entry, error=problem))
             continue
         if frame is None:
             continue

@@ -1,7 +1,11 @@
 """The synthetic market: a seeded, deterministic stand-in for a data vendor (the demo's and the tests' source).
 
-Bars come in the raw schema (``lib/ingestion/market_bars.py``), one row per (symbol, hourly bar), timestamps in
-UTC. ``available_at`` is when the bar reached us: the bar's close (timestamp + 1 hour) plus the feed's latency;
+Bars come in the raw schema (``lib/ingestion/market_bars.py``), one row per (symbol, bar), timestamps in UTC, at
+the configured bar interval (``MLOPS_BAR_INTERVAL``) around the clock, every day (the ``24x7`` calendar). Its
+parameters are per hour and scale with the bar: volatility with the square root of its hours, drift and volume
+with its hours, regime switches by the chance of at least one hourly switch; with hourly bars the market is the
+one the demo's calibrations were made on. ``available_at`` is when the bar reached us: the bar's close plus the
+feed's latency;
 features computed from a bar carry it as their created time, so point-in-time reads never see a bar before it
 arrived. A share of rows can be corrupted the way real feeds are (``bad_row_rate``), to exercise quarantine.
 """
@@ -14,19 +18,21 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from mlops_pipelines.lib.ingestion.market_bars import BAR_INTERVAL, empty_bars
+from mlops_pipelines.lib.ingestion.market_bars import empty_bars
 
 SYNTHETIC_SOURCE = "synthetic"
 
 
 @dataclass(frozen=True)
 class SyntheticMarketConfig:
-    """A seeded market: symbols in sectors, hourly bars, calm/volatile regimes and an optional regime shift."""
+    """A seeded market: symbols in sectors, bars of ``bar_interval``, calm/volatile regimes and an optional regime
+    shift."""
 
     n_symbols: int = 24
     n_sectors: int = 4
     seed: int = 7
     origin: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    bar_interval: timedelta = timedelta(hours=1)
     base_vol_hourly: float = 0.004
     regime_shift_at: datetime | None = datetime(2026, 2, 20, tzinfo=UTC)
     shift_vol_multiplier: float = 2.5
@@ -34,7 +40,7 @@ class SyntheticMarketConfig:
     shift_volume_multiplier: float = 1.8
     feed_latency: timedelta = timedelta(seconds=30)
     bad_row_rate: float = 0.0
-    momentum: float = 0.3  # AR(1) coefficient of idiosyncratic hourly returns: a weak, learnable signal
+    momentum: float = 0.3  # AR(1) coefficient of idiosyncratic returns, bar to bar: a weak, learnable signal
     sectors: tuple[str, ...] = field(
         default=("technology", "financials", "energy", "healthcare", "industrials", "consumer", "utilities")
     )
@@ -44,6 +50,14 @@ class SyntheticMarketConfig:
 
     def sector_of(self) -> list[str]:
         return [self.sectors[i % min(self.n_sectors, len(self.sectors))] for i in range(self.n_symbols)]
+
+    @property
+    def hours_per_bar(self) -> float:
+        return self.bar_interval / timedelta(hours=1)
+
+    @property
+    def bars_per_day(self) -> int:
+        return int(timedelta(days=1) / self.bar_interval)
 
 
 def generate_bars(config: SyntheticMarketConfig, start: datetime, end: datetime) -> pd.DataFrame:
@@ -56,31 +70,33 @@ def generate_bars(config: SyntheticMarketConfig, start: datetime, end: datetime)
         raise ValueError("start and end must be timezone-aware UTC datetimes")
     if end <= start or end <= config.origin:
         return empty_bars()
-    n_steps = int((end - config.origin) / BAR_INTERVAL)
-    first = max(0, int(np.ceil((start - config.origin) / BAR_INTERVAL)))
+    interval, k = config.bar_interval, config.hours_per_bar
+    n_steps = int(np.ceil((end - config.origin) / interval))
+    first = max(0, int(np.ceil((start - config.origin) / interval)))
     n_sym = config.n_symbols
     n_sec = min(config.n_sectors, len(config.sectors))
-    times = pd.date_range(config.origin, periods=n_steps, freq="h", tz="UTC")
+    times = pd.date_range(config.origin, periods=n_steps, freq=interval, tz="UTC")
     params = np.random.default_rng([config.seed, 0])
     vol_scale = params.uniform(0.6, 1.6, n_sym)
     start_price = params.uniform(20.0, 400.0, n_sym)
-    base_volume = params.uniform(5e4, 5e5, n_sym)
-    draws = _daily_draws(config.seed, n_steps, n_sym, n_sec)
+    base_volume = params.uniform(5e4, 5e5, n_sym) * k
+    draws = _daily_draws(config.seed, n_steps, n_sym, n_sec, config.bars_per_day)
 
     # Volatility regimes: a two-state Markov chain shared by the market (calm 1x, volatile 2x).
+    to_volatile, to_calm = _per_bar(0.004, k), _per_bar(0.02, k)
     regime = np.zeros(n_steps)
     state = 0
     for i, u in enumerate(draws["switch"]):
-        if (state == 0 and u < 0.004) or (state == 1 and u < 0.02):
+        if (state == 0 and u < to_volatile) or (state == 1 and u < to_calm):
             state = 1 - state
         regime[i] = state
-    vol = config.base_vol_hourly * (1.0 + regime)[:, None] * vol_scale[None, :]
+    vol = config.base_vol_hourly * np.sqrt(k) * (1.0 + regime)[:, None] * vol_scale[None, :]
     drift = np.zeros((n_steps, 1))
     volume_level = np.ones((n_steps, 1))
     if config.regime_shift_at is not None:
         after = np.asarray(times >= pd.Timestamp(config.regime_shift_at))[:, None]
         vol = np.where(after, vol * config.shift_vol_multiplier, vol)
-        drift = np.where(after, config.shift_drift_hourly, 0.0)
+        drift = np.where(after, config.shift_drift_hourly * k, 0.0)
         volume_level = np.where(after, config.shift_volume_multiplier, 1.0)
 
     sector_idx = np.arange(n_sym) % n_sec
@@ -108,30 +124,35 @@ def generate_bars(config: SyntheticMarketConfig, start: datetime, end: datetime)
             "volume": np.round(volume[sl].ravel()),
         }
     )
-    frame["available_at"] = frame["timestamp"] + BAR_INTERVAL + config.feed_latency
+    frame["available_at"] = frame["timestamp"] + interval + config.feed_latency
     frame["source_file"] = SYNTHETIC_SOURCE
     if config.bad_row_rate > 0:
         frame = _inject_bad_rows(frame, config.bad_row_rate, config.seed)
     return _with_micro_timestamps(frame)
 
 
-def _daily_draws(seed: int, n_steps: int, n_sym: int, n_sec: int) -> dict[str, np.ndarray]:
-    """Random draws in one block per day, each from its own seeded stream.
+def _per_bar(hourly: float, hours: float) -> float:
+    """The chance of at least one event in a bar of ``hours`` hours, given its chance in one hour."""
+    return hourly if hours == 1 else 1.0 - (1.0 - hourly) ** hours
+
+
+def _daily_draws(seed: int, n_steps: int, n_sym: int, n_sec: int, per_day: int) -> dict[str, np.ndarray]:
+    """Random draws in one block per day (``per_day`` bars), each from its own seeded stream.
 
     A window's values therefore do not depend on how far the simulation runs past it.
     """
     shapes = {
-        "switch": (24,),
-        "market": (24, 1),
-        "sector": (24, n_sec),
-        "idio": (24, n_sym),
-        "gap": (24, n_sym),
-        "upper_wick": (24, n_sym),
-        "lower_wick": (24, n_sym),
-        "volume": (24, n_sym),
+        "switch": (per_day,),
+        "market": (per_day, 1),
+        "sector": (per_day, n_sec),
+        "idio": (per_day, n_sym),
+        "gap": (per_day, n_sym),
+        "upper_wick": (per_day, n_sym),
+        "lower_wick": (per_day, n_sym),
+        "volume": (per_day, n_sym),
     }
     blocks: dict[str, list[np.ndarray]] = {name: [] for name in shapes}
-    for day in range(-(-n_steps // 24)):
+    for day in range(-(-n_steps // per_day)):
         rng = np.random.default_rng([seed, 1, day])
         for name, shape in shapes.items():
             blocks[name].append(rng.random(shape) if name == "switch" else rng.standard_normal(shape))

@@ -2,6 +2,8 @@
 
 Timestamp rule: values with an offset or ``Z`` are converted to UTC; values without one are taken to be UTC
 already (the documented schema says timestamps are UTC). Nothing is shifted by the machine's local time zone.
+A timestamp is a bar's open time and lies on the grid of the declared bar interval (multiples of it from
+midnight UTC); a bar closes, and is available by default, one interval later.
 
 Time bounds: a bar belongs to a daily partition only between the first partition and now plus the allowed
 clock skew. Rows outside (before the first partition, in the future, or with an unparseable timestamp) are
@@ -13,16 +15,16 @@ the first line. The others are quarantined naming the row that was kept.
 """
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
+from mlops_pipelines.lib.core.bars import DEFAULT_BAR_CLOCK, format_interval
 from mlops_pipelines.lib.ingestion.market_bars import (
     BAR_COLUMNS,
-    BAR_INTERVAL,
     OUTSIDE_PARTITIONS,
     QUARANTINE_COLUMNS,
     UNPARSEABLE_PARTITION,
@@ -54,6 +56,19 @@ def outside_partitions(timestamp: pd.Series, *, first_bar: datetime | None, late
     return outside
 
 
+def market_start_advice(earliest: date, first_bar: datetime, *, files: Sequence[str], bars: int | None = None) -> str:
+    """The one message for bars before the first partition: when they start, in which files (the earliest
+    bar's first), and what to set to ingest them (they are quarantined meanwhile, never dropped)."""
+    count = f"{bars:,} bars" if bars is not None else "bars"
+    others = len(files) - 1
+    where = files[0] + (f" and {others} more file{'s' if others > 1 else ''}" if others else "")
+    return (
+        f"bars start {earliest:%Y-%m-%d} ({where}), the first partition is {first_bar:%Y-%m-%d}: "
+        f"set MLOPS_MARKET_START={earliest:%Y-%m-%d} to ingest them; until then the {count} before "
+        f"{first_bar:%Y-%m-%d} are quarantined under partition key {OUTSIDE_PARTITIONS}, not ingested"
+    )
+
+
 def validate_bars(
     frame: pd.DataFrame,
     *,
@@ -61,11 +76,13 @@ def validate_bars(
     universe: Collection[str] | None = None,
     first_bar: datetime | None = None,
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+    bar_interval: timedelta = DEFAULT_BAR_CLOCK.interval,
 ) -> ValidationResult:
     """Split bars into accepted rows (typed, raw schema) and quarantined rows (original text + reasons).
 
     ``universe``: the symbols to accept (None: any). ``first_bar``: the start of the first partition (None: no
     lower bound). Timestamps and ``available_at`` later than ``now + max_clock_skew`` are in the future.
+    ``bar_interval``: the source's declared bar length (default hourly): timestamps off its grid are rejected.
     Optional input columns: ``line_error`` (the reader's reason for a malformed line), ``source_mtime_ns``
     (the file's modification time, for the duplicate rule)."""
     now = now or datetime.now(UTC)
@@ -77,9 +94,9 @@ def validate_bars(
         line_error = frame["line_error"].notna().to_numpy()
         rows.reasons[line_error] = frame["line_error"].to_numpy()[line_error]
     symbol, sector = _check_names(frame, rows, universe)
-    timestamp = _check_timestamps(frame, rows, first_bar, latest, max_clock_skew)
+    timestamp = _check_timestamps(frame, rows, first_bar, latest, max_clock_skew, bar_interval)
     numbers = _check_numbers(frame, rows)
-    available = _check_available_at(frame, rows, timestamp, latest, max_clock_skew)
+    available = _check_available_at(frame, rows, timestamp + bar_interval, latest, max_clock_skew)
     _flag_duplicates(frame, symbol, timestamp, available, rows.reasons)
 
     ok = rows.reasons == ""
@@ -130,12 +147,22 @@ def _check_names(
 
 
 def _check_timestamps(
-    frame: pd.DataFrame, rows: _Rows, first_bar: datetime | None, latest: datetime, skew: timedelta
+    frame: pd.DataFrame,
+    rows: _Rows,
+    first_bar: datetime | None,
+    latest: datetime,
+    skew: timedelta,
+    bar_interval: timedelta,
 ) -> pd.Series:
     timestamp = parse_utc(frame["timestamp"])
     rows.flag(timestamp.isna(), "timestamp: missing or unparseable")
-    off_grid = timestamp.notna() & (timestamp != timestamp.dt.floor(BAR_INTERVAL))  # NaT != x is True
-    rows.flag(off_grid.to_numpy(), "timestamp: not on the hourly grid (a bar opens on the hour)")
+    off_grid = timestamp.notna() & (timestamp != timestamp.dt.floor(bar_interval))  # NaT != x is True
+    label = format_interval(bar_interval)
+    rows.flag(
+        off_grid.to_numpy(),
+        f"timestamp: not on the {label} grid (MLOPS_BAR_INTERVAL={label}: a bar opens at a multiple of {label} "
+        "from midnight UTC)",
+    )
     if first_bar is not None:
         rows.flag(
             (timestamp < pd.Timestamp(first_bar)).to_numpy(),
@@ -164,10 +191,9 @@ def _check_numbers(frame: pd.DataFrame, rows: _Rows) -> dict[str, pd.Series]:
 
 
 def _check_available_at(
-    frame: pd.DataFrame, rows: _Rows, timestamp: pd.Series, latest: datetime, skew: timedelta
+    frame: pd.DataFrame, rows: _Rows, bar_close: pd.Series, latest: datetime, skew: timedelta
 ) -> pd.Series:
     """When each bar reached us: the given ``available_at``, else the bar's close."""
-    bar_close = timestamp + BAR_INTERVAL
     if "available_at" not in frame.columns:
         return bar_close
     raw_available = frame["available_at"]

@@ -9,7 +9,7 @@ per stored set): their DDL and every read and write.
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.core.errors import MlopsError, NotFound
-from mlops_pipelines.lib.core.metrics import HOURS_PER_YEAR
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
 from mlops_pipelines.lib.ingestion.market_bars import BARS_TABLE, last_bar_time
@@ -34,7 +34,6 @@ _REGISTRY_COLUMNS = """
     label VARCHAR, dagster_run_id VARCHAR, created_at TIMESTAMP WITH TIME ZONE,
     training_cutoff TIMESTAMP WITH TIME ZONE, min_history_days DOUBLE
 """
-BAR = timedelta(hours=1)
 
 
 class InsufficientHistory(MlopsError, ValueError):
@@ -82,17 +81,19 @@ def immutable_table(dataset_hash: str) -> str:
     return f"training.dataset_{dataset_id(dataset_hash)}"
 
 
-def label_sql(spec: ModelSpec, bars: str = BARS_TABLE) -> str:
-    """Entity rows with their label, from ``bars`` (a table or a parenthesized query over ``raw.market_bars``).
-    The decision is taken ``decision_delay`` after the bar closes; the label needs the next ``horizon`` bars and
-    is known when the last of them closes."""
-    h, delay = spec.label.horizon_hours, spec.decision_delay_minutes
+def label_sql(spec: ModelSpec, bars: str = BARS_TABLE, *, clock: BarClock | None = None) -> str:
+    """Entity rows with their label, from ``bars`` (a table or a parenthesized query over ``raw.market_bars``) of
+    ``clock``'s bars (default: hourly, around the clock). The decision is taken ``decision_delay`` after the bar
+    closes; the label needs the next ``horizon_bars`` bars and is known when the last of them closes; a volatility
+    label is annualized with the clock's bars a year, as the volatility features are."""
+    clock = clock or BarClock()
+    h, delay, bar = spec.label.horizon_bars, spec.decision_delay_minutes, clock.sql_interval
     if spec.label.kind == "forward_return_sign":
         label = "CASE WHEN forward_return > 0 THEN 1 ELSE 0 END"
         extra = ""
     else:
         label = "forward_vol"
-        annualized = f"stddev_samp(r) OVER fwd * sqrt({HOURS_PER_YEAR})"
+        annualized = f"stddev_samp(r) OVER fwd * sqrt({clock.periods_per_year:g})"
         extra = f""",
                CASE WHEN count(r) OVER fwd = {h} THEN {annualized} END AS forward_vol"""
     return f"""
@@ -100,7 +101,7 @@ def label_sql(spec: ModelSpec, bars: str = BARS_TABLE) -> str:
             SELECT symbol, "timestamp", close,
                    ln(close / lag(close) OVER w) AS r,
                    ln(lead(close, {h}) OVER w / close) AS forward_return,
-                   lead("timestamp", {h}) OVER w + INTERVAL 1 HOUR AS label_available_at
+                   lead("timestamp", {h}) OVER w + {bar} AS label_available_at
             FROM {bars} AS _bars
             WINDOW w AS (PARTITION BY symbol ORDER BY "timestamp")
         ), labelled AS (
@@ -109,7 +110,7 @@ def label_sql(spec: ModelSpec, bars: str = BARS_TABLE) -> str:
             WINDOW fwd AS (PARTITION BY symbol ORDER BY "timestamp" ROWS BETWEEN 1 FOLLOWING AND {h} FOLLOWING)
         )
         SELECT symbol,
-               "timestamp" + INTERVAL 1 HOUR + INTERVAL {delay} MINUTE AS {ENTITY_TIME},
+               "timestamp" + {bar} + INTERVAL {delay} MINUTE AS {ENTITY_TIME},
                label_available_at,
                CAST({label} AS DOUBLE) AS label,
                forward_return
@@ -152,8 +153,8 @@ def build_training_set(
     newest = last_bar_time(conn)
     if newest is None:
         raise InsufficientHistory(f"no bars in {BARS_TABLE} to train {spec.name!r} on: ingest first")
-    cutoff = window.cutoff or newest + BAR
-    entities = conn.execute(label_sql(spec)).fetchdf()
+    cutoff = window.cutoff or newest + catalog.bar_clock.interval
+    entities = conn.execute(label_sql(spec, clock=catalog.bar_clock)).fetchdf()
     entities = entities[entities["label_available_at"] <= pd.Timestamp(cutoff)].reset_index(drop=True)
     if entities.empty:
         raise InsufficientHistory(

@@ -22,7 +22,7 @@ def render_model_card(
         "## Intended use",
         "",
         " ".join(spec.description.split()),
-        f"Label: `{label.kind}` over the next {label.horizon_hours} hourly bars; decisions are taken "
+        f"Label: `{label.kind}` over the next {label.horizon_bars} bars ({catalog.bar_clock}); decisions are taken "
         f"{spec.decision_delay_minutes} minutes after a bar closes. For research and paper trading until it "
         "reaches PRODUCTION through the governed lifecycle (policy gate + four-eyes approval).",
         "",

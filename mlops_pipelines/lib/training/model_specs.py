@@ -13,7 +13,9 @@ class LabelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["forward_return_sign", "forward_realized_vol"]
-    horizon_hours: int = Field(ge=1, le=24 * 30)
+    horizon_bars: int = Field(
+        ge=1, le=720, description="How many bars after the decision the label looks at (hourly bars: hours)."
+    )
 
 
 class ModelSpec(BaseModel):

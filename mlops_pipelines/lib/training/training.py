@@ -22,6 +22,8 @@ class TrainedModel:
 
 
 def train(spec: ModelSpec, data: TrainingSet) -> TrainedModel:
+    """Fit the spec's LightGBM model on the train split (early stopping on validation) and report the held-out
+    forecast metrics (``evaluate``)."""
     train_df, val_df = data.split("train"), data.split("validation")
     if len(train_df) == 0 or len(val_df) == 0:
         raise ValueError(f"{spec.name}: empty train or validation split ({len(train_df)}, {len(val_df)} rows)")
@@ -46,6 +48,11 @@ def predict(booster: lgb.Booster, frame: pd.DataFrame, features: list[str]) -> n
     return np.asarray(booster.predict(frame[features], num_iteration=booster.best_iteration or None))
 
 
+# The persistence baseline of a volatility forecast: the realized volatility of the last 24 bars
+# (catalog/feature_views.py, view volatility).
+PERSISTENCE_FEATURE = "rvol_24b"
+
+
 def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[str, float]:
     """Forecast quality on the validation and test splits, with a block-bootstrap confidence interval on the test
     split's headline (``test_auc_ci_low/high``; ``test_rmse_ratio_ci_low/high`` against persistence), resampling
@@ -58,8 +65,8 @@ def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[s
         pred = predict(booster, part, data.features)
         y = part["label"].to_numpy()
         metrics.update({f"{prefix}_{name}": value for name, value in quality_metrics(spec.task, y, pred).items()})
-        if spec.task == "regression" and "realized_vol_24h" in part:
-            metrics[f"{prefix}_rmse_ratio"] = rmse_ratio(pred, part["realized_vol_24h"].to_numpy(), y)
+        if spec.task == "regression" and PERSISTENCE_FEATURE in part:
+            metrics[f"{prefix}_rmse_ratio"] = rmse_ratio(pred, part[PERSISTENCE_FEATURE].to_numpy(), y)
             if split == "test":
                 metrics.update(_interval("test_rmse_ratio", part, spec, pred, y, rmse_ratio_rows))
         elif spec.task == "classification" and split == "test":
@@ -75,7 +82,7 @@ def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[s
 
 
 def rmse_ratio(prediction: np.ndarray, persistence: np.ndarray, outcome: np.ndarray) -> float:
-    """Model RMSE / RMSE of the persistence forecast (the last 24 hours' realized volatility), on the rows where
+    """Model RMSE / RMSE of the persistence forecast (the last 24 bars' realized volatility), on the rows where
     persistence is known; below 1 is better than persistence. NaN when persistence is perfect or unknown."""
     ok = np.isfinite(persistence)
     baseline = m.rmse(persistence[ok], outcome[ok]) if ok.any() else float("nan")
@@ -87,7 +94,7 @@ def auc_rows(part: pd.DataFrame, pred: np.ndarray, y: np.ndarray) -> Callable[[n
 
 
 def rmse_ratio_rows(part: pd.DataFrame, pred: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], float]:
-    persistence = part["realized_vol_24h"].to_numpy()
+    persistence = part[PERSISTENCE_FEATURE].to_numpy()
     return lambda rows: rmse_ratio(pred[rows], persistence[rows], y[rows])
 
 
@@ -100,7 +107,7 @@ def _interval(
     statistic: Callable[[pd.DataFrame, np.ndarray, np.ndarray], Callable[[np.ndarray], float]],
 ) -> dict[str, float]:
     low, high = m.block_bootstrap_interval(
-        statistic(part, pred, y), part[ENTITY_TIME].to_numpy(), min_block=spec.label.horizon_hours
+        statistic(part, pred, y), part[ENTITY_TIME].to_numpy(), min_block=spec.label.horizon_bars
     )
     return {f"{name}_ci_low": low, f"{name}_ci_high": high}
 

@@ -130,7 +130,7 @@ def _log_inputs(tracking: Tracking, run_id: str, spec: ModelSpec, data: Training
         **{f"hp.{k}": v for k, v in spec.hyperparameters.items()},
         "num_boost_round": spec.num_boost_round,
         "label": spec.label.kind,
-        "horizon_hours": spec.label.horizon_hours,
+        "horizon_bars": spec.label.horizon_bars,
         **{f"view.{k}": v for k, v in spec.feature_views.items()},
         "n_features": len(data.features),
     }

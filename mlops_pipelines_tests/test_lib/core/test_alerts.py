@@ -45,7 +45,7 @@ ALERT = Alert(
     subject="direction_classifier",
     episode="2026-02-21T00:00:00+00:00",
     summary="feature drift SEVERE",
-    details={"features": ["ret_1h"]},
+    details={"features": ["ret_1b"]},
 )
 
 
@@ -65,7 +65,7 @@ def test_each_alert_reaches_every_sink_once(server: tuple[str, list[dict]], tmp_
     hooks = [r["body"] for r in received if r["path"] == "/hook"]
     slack = [r["body"] for r in received if r["path"] == "/slack"]
     assert [h["episode"] for h in hooks] == [ALERT.episode, next_episode.episode]
-    assert hooks[0]["details"] == {"features": ["ret_1h"]} and hooks[0]["kind"] == "severe_drift"
+    assert hooks[0]["details"] == {"features": ["ret_1b"]} and hooks[0]["kind"] == "severe_drift"
     assert len(slack) == 2 and "direction_classifier" in slack[0]["text"] and set(slack[0]) == {"text"}
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [line["episode"] for line in lines] == [ALERT.episode, next_episode.episode]

@@ -71,7 +71,7 @@ def test_replay_against_baselines(trained, feature_warehouse: Path, catalog: Fea
     returns = returns[(returns.index >= start) & (returns.index < end)]
     expected = backtest.run_backtest(backtest.buy_and_hold_positions(returns), returns, cost_bps=2.0)
     assert result.metrics[replay.BUY_AND_HOLD]["sharpe"] == pytest.approx(
-        backtest.performance_metrics(expected)["sharpe"], rel=1e-9
+        backtest.performance_metrics(expected, 8760)["sharpe"], rel=1e-9
     )
     assert len(result.equity) == len(returns)
     assert result.metrics[replay.CANDIDATE]["turnover"] > 0  # the model's signal moves positions
@@ -102,7 +102,7 @@ def test_volatility_forecasts_are_scored_with_rmse_mae_qlike_and_ic(feature_ware
             cost_bps=2.0,
             train_end=None,
         )
-    realized = backtest.realized_forward_vol(backtest.bar_returns_from_bars(bars), 24)
+    realized = backtest.realized_forward_vol(backtest.bar_returns_from_bars(bars), 24, 8760)
     delay = pd.Timedelta(hours=1) + pd.Timedelta(minutes=VOLATILITY_FORECASTER.decision_delay_minutes)
     label = labels.assign(bar=labels["event_timestamp"] - delay).pivot(index="bar", columns="symbol", values="label")
     both = realized.reindex_like(label)
@@ -191,7 +191,7 @@ def test_compliance_report_has_every_section() -> None:
         feature_views={"returns": 1},
         backtest_md="| scenario | strategy | sharpe |\n|---|---|---|\n| holdout | candidate | 1.2 |",
         equity_pngs={"holdout": b"\x89PNG..."},
-        shap_md="| feature | mean abs SHAP |\n|---|---|\n| ret_1h | 0.1 |",
+        shap_md="| feature | mean abs SHAP |\n|---|---|\n| ret_1b | 0.1 |",
         shap_png=b"\x89PNG...",
         shap_error=None,
         drift_status="NORMAL",
@@ -207,7 +207,7 @@ def test_compliance_report_has_every_section() -> None:
         "0.5500",
         "FAIL",
         "holdout",
-        "ret_1h",
+        "ret_1b",
         "data:image/png;base64,",
         "PENDING_REVIEW",
         "intended use",

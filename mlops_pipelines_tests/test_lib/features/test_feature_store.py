@@ -57,8 +57,8 @@ def test_views_equal_the_pandas_reference(
 def test_rolling_features_are_null_until_the_window_is_full(feature_warehouse: Path) -> None:
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         first = conn.execute(
-            "SELECT realized_vol_24h FROM features.volatility__v2 WHERE symbol = 'SYM0000' ORDER BY event_ts LIMIT 26"
-        ).fetchdf()["realized_vol_24h"]
+            "SELECT rvol_24b FROM features.volatility__v3 WHERE symbol = 'SYM0000' ORDER BY event_ts LIMIT 26"
+        ).fetchdf()["rvol_24b"]
     assert first.iloc[:24].isna().all() and first.iloc[24:].notna().all()
 
 
@@ -66,8 +66,8 @@ def test_declared_schema_check(feature_warehouse: Path, catalog: FeatureCatalog)
     with warehouse.connect(feature_warehouse) as conn:
         for view in catalog.views.values():
             assert feature_store.check_view_schema(conn, view) == []
-        conn.execute("ALTER TABLE features.returns__v2 DROP COLUMN ret_4h")
-        assert feature_store.check_view_schema(conn, catalog.views["returns"]) == ["missing column 'ret_4h' (DOUBLE)"]
+        conn.execute("ALTER TABLE features.returns__v3 DROP COLUMN ret_4b")
+        assert feature_store.check_view_schema(conn, catalog.views["returns"]) == ["missing column 'ret_4b' (DOUBLE)"]
 
 
 def test_sql_that_breaks_the_declared_schema_never_replaces_the_table(
@@ -78,10 +78,10 @@ def test_sql_that_breaks_the_declared_schema_never_replaces_the_table(
     view = catalog.views["returns"]
     body = catalog.render_body("returns").replace("ln(close / lag(close, 1) OVER w)", "1")  # INTEGER, not DOUBLE
     with warehouse.connect(path) as conn:
-        before = conn.execute(f"SELECT count(*), sum(ret_1h) FROM {view.table}").fetchone()
-        with pytest.raises(feature_store.ViewSchemaError, match=r"'returns' v2.*'ret_1h' is INTEGER, declared DOUBLE"):
+        before = conn.execute(f"SELECT count(*), sum(ret_1b) FROM {view.table}").fetchone()
+        with pytest.raises(feature_store.ViewSchemaError, match=r"'returns' v3.*'ret_1b' is INTEGER, declared DOUBLE"):
             feature_store.write_indexed(conn, view, body)
-        assert conn.execute(f"SELECT count(*), sum(ret_1h) FROM {view.table}").fetchone() == before
+        assert conn.execute(f"SELECT count(*), sum(ret_1b) FROM {view.table}").fetchone() == before
         assert feature_store.check_view_schema(conn, view) == []
 
 
@@ -119,8 +119,8 @@ def test_new_version_keeps_the_old_one_readable(feature_warehouse: Path, catalog
         latest_five = f"FROM {RETURNS.table} ORDER BY event_ts DESC, symbol LIMIT 5"
         entities = conn.execute(f"SELECT symbol, created_ts AS event_timestamp {latest_five}").fetchdf()
         got_old = get_historical_features(conn, entities, [old])
-        direct = conn.execute(f"SELECT ret_4h {latest_five}").fetchdf()["ret_4h"]
-        np.testing.assert_allclose(got_old["ret_4h"], direct)
+        direct = conn.execute(f"SELECT ret_4b {latest_five}").fetchdf()["ret_4b"]
+        np.testing.assert_allclose(got_old["ret_4b"], direct)
         with pytest.raises(LookupError, match=rf"registered versions: \[{current}, {current + 1}\]"):
             feature_store.resolve_view_refs(conn, catalog_next, ["returns@77"])
         lineage = conn.execute("SELECT upstream, downstream FROM features.lineage ORDER BY ALL").fetchall()
@@ -133,11 +133,11 @@ def test_latest_vectors_take_the_last_bar_of_every_symbol(
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         vectors = feature_store.latest_vectors(conn, catalog)
         last = conn.execute(
-            "SELECT symbol, ret_1h FROM features.returns__v2 QUALIFY row_number() OVER "
+            "SELECT symbol, ret_1b FROM features.returns__v3 QUALIFY row_number() OVER "
             "(PARTITION BY symbol ORDER BY event_ts DESC) = 1 ORDER BY symbol"
         ).fetchdf()
     assert vectors["entity_key"].tolist() == sorted(small_bars["symbol"].unique())
-    np.testing.assert_allclose(vectors["ret_1h"], last["ret_1h"])
+    np.testing.assert_allclose(vectors["ret_1b"], last["ret_1b"])
     assert set(catalog.views["cross_sectional"].features) <= set(vectors.columns)
     assert (vectors["returns__event_ts"] == small_bars["timestamp"].max() + pd.Timedelta(hours=1)).all()
 

@@ -65,10 +65,11 @@ def test_metadata_and_formatting_do_not_change_the_hash(changes: dict[str, objec
     "changes",
     [
         {"sql": RETURNS.sql.replace("lag(close, 4)", "lag(close, 5)")},
-        {"ttl": timedelta(hours=4)},
+        {"ttl_bars": 4},
+        {"ttl": timedelta(hours=3), "ttl_bars": None},  # the same TTL, but as a duration: no longer in bars
         {"availability_lag": timedelta(seconds=6)},
         {"version": RETURNS.version + 1},
-        {"schema": {**RETURNS.schema_, "ret_1h": "FLOAT"}},
+        {"schema": {**RETURNS.schema_, "ret_1b": "FLOAT"}},
     ],
 )
 def test_contract_changes_change_the_hash(changes: dict[str, object]) -> None:
@@ -102,7 +103,7 @@ def test_sql_must_reference_exactly_the_declared_dependencies() -> None:
 
 def test_duplicate_feature_names_and_views_are_rejected() -> None:
     clash = edit(VOLATILITY, name="volatility_copy")
-    with pytest.raises(FeatureGraphError, match="'realized_vol_24h' is produced by both 'volatility' and"):
+    with pytest.raises(FeatureGraphError, match="'rvol_24b' is produced by both 'volatility' and"):
         catalog_with(clash)
     with pytest.raises(FeatureGraphError, match="defined twice"):
         FeatureCatalog.from_views([RETURNS, edit(RETURNS, version=RETURNS.version + 1)])
@@ -139,14 +140,17 @@ def test_diff_classifies_changes() -> None:
     assert changes["cross_sectional"].breaking and changes["cross_sectional"].fields == ("depends_on",)
 
 
-@pytest.mark.parametrize("field", ["ttl", "entities"])
+@pytest.mark.parametrize("field", ["ttl", "ttl_bars", "entities"])
 def test_diff_flags_ttl_and_entity_changes(field: str) -> None:
-    value = timedelta(hours=9) if field == "ttl" else ("symbol", "venue")
-    schema = {**RETURNS.schema_, "venue": "VARCHAR"} if field == "entities" else RETURNS.schema_
-    changed = edit(RETURNS, **{field: value, "schema": schema})
+    changes: dict[str, object] = {
+        "ttl": {"ttl": timedelta(hours=9), "ttl_bars": None},
+        "ttl_bars": {"ttl_bars": 9},
+        "entities": {"entities": ("symbol", "venue"), "schema": {**RETURNS.schema_, "venue": "VARCHAR"}},
+    }[field]
+    changed = edit(RETURNS, **changes)
     kinds = {c.view: c for c in diff_lock(lock_of(catalog_with()), lock_of(catalog_with(changed)))}
     assert kinds["returns"].breaking
-    assert ("ttl_seconds" if field == "ttl" else "entities") in kinds["returns"].fields
+    assert {"ttl": "ttl_seconds"}.get(field, field) in kinds["returns"].fields
 
 
 def test_removed_and_added_views() -> None:

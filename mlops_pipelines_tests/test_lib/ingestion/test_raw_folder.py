@@ -14,6 +14,7 @@ from mlops_pipelines.lib.ingestion.source_files import list_source_files
 D = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
 FIRST = D(2026, 1, 1)
 LATEST = D(2026, 3, 1)
+HOUR = timedelta(hours=1)
 HEADER = "symbol,timestamp,open,high,low,close,volume\n"
 
 
@@ -45,7 +46,15 @@ def folder(tmp_path: Path) -> Path:
 
 
 def load(index: raw_folder.FolderIndex, folder: Path, day: datetime) -> raw_folder.SourceBatch:
-    return load_window(index, list_source_files(folder), day, day + timedelta(days=1), first_bar=FIRST, latest=LATEST)
+    return load_window(
+        index,
+        list_source_files(folder),
+        day,
+        day + timedelta(days=1),
+        first_bar=FIRST,
+        latest=LATEST,
+        bar_interval=HOUR,
+    )
 
 
 def test_a_day_reads_only_the_files_with_bars_on_it_each_once(folder: Path, tmp_path: Path, reads: list[str]) -> None:

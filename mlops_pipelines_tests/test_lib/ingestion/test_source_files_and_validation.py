@@ -79,7 +79,7 @@ GOOD = {
         ({"close": "8.5"}, "close outside [low, high]"),
         ({"volume": "-5"}, "volume: negative"),
         ({"timestamp": "yesterday"}, "timestamp: missing or unparseable"),
-        ({"timestamp": "2026-01-01T01:30:00Z"}, "timestamp: not on the hourly grid"),
+        ({"timestamp": "2026-01-01T01:30:00Z"}, "timestamp: not on the 1h grid"),
         ({"symbol": ""}, "symbol: missing"),
         ({"available_at": "2026-01-01T00:30:00Z"}, "available_at: before the bar closed"),
     ],
@@ -93,7 +93,7 @@ def test_each_bad_row_is_quarantined_with_its_reason(override: dict[str, str], r
     assert len(result.accepted) == 1 and len(result.quarantined) == 1
     bad = result.quarantined.iloc[0]
     assert reason in bad["reason"]
-    assert "hourly grid" not in bad["reason"] or "hourly grid" in reason  # an unparseable time is not off-grid
+    assert "1h grid" not in bad["reason"] or "1h grid" in reason  # an unparseable time is not off-grid
     assert bad["source_file"] == "f.csv" and bad["source_row"] == 3
     expected_partition = UNPARSEABLE_PARTITION if "unparseable" in reason else "2026-01-01"
     assert bad["partition_key"] == expected_partition

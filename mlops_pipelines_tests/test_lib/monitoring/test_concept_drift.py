@@ -75,7 +75,7 @@ def test_only_decisions_whose_label_is_known_count(feature_warehouse: Path) -> N
     with warehouse.connect(feature_warehouse, read_only=True) as conn:
         for spec in (DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER):
             rows = decision_rows(conn, spec, start, end, labelled_by=end)
-            h, delay = spec.label.horizon_hours, timedelta(minutes=spec.decision_delay_minutes)
+            h, delay = spec.label.horizon_bars, timedelta(minutes=spec.decision_delay_minutes)
             # bar t -> decision t + 1h + delay, label known when bar t + h closes: t + h + 1h <= end
             last_decision = end - timedelta(hours=h) + delay
             assert rows[ENTITY_TIME].max() == pd.Timestamp(last_decision)

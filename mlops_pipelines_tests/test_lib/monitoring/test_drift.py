@@ -218,13 +218,13 @@ def test_features_that_could_not_be_compared_do_not_dilute_the_model_severity() 
 
 
 def test_group_membership_beats_the_view_tag_and_is_unique() -> None:
-    assert POLICY.group_of("ret_120h", None) == "slow"
-    assert POLICY.group_of("ret_120h", "level") == "slow"  # listed membership wins over the view's tag
-    assert POLICY.group_of("realized_vol_24h", "level") == "level"
-    assert POLICY.thresholds("ret_120h", None)["psi"] == tuple(POLICY.groups["slow"].psi or ())
+    assert POLICY.group_of("ret_120b", None) == "slow"
+    assert POLICY.group_of("ret_120b", "level") == "slow"  # listed membership wins over the view's tag
+    assert POLICY.group_of("rvol_24b", "level") == "level"
+    assert POLICY.thresholds("ret_120b", None)["psi"] == tuple(POLICY.groups["slow"].psi or ())
     raw = POLICY.model_dump()
-    raw["groups"]["level"]["members"] = ["ret_1h"]
-    with pytest.raises(ValueError, match="'ret_1h' is a member of both 'returns' and 'level'"):
+    raw["groups"]["level"]["members"] = ["ret_1b"]
+    with pytest.raises(ValueError, match="'ret_1b' is a member of both 'returns' and 'level'"):
         DriftPolicy.model_validate(raw)
 
 

@@ -73,11 +73,11 @@ def test_regime_shift_is_severe(shifted_warehouse: Path, catalog: FeatureCatalog
     before = report_at(shifted_warehouse, catalog, datetime(2026, 2, 14, tzinfo=UTC))
     after = report_at(shifted_warehouse, catalog, datetime(2026, 2, 23, tzinfo=UTC))
     # short-horizon returns: quiet before the shift, SEVERE after it (variance x 6.25 in the synthetic market)
-    assert before.stats.set_index("feature").loc["ret_1h", "severity"] == "NORMAL"
+    assert before.stats.set_index("feature").loc["ret_1b", "severity"] == "NORMAL"
     assert after.severity == "SEVERE"
     assert (after.stats["severity"] == "SEVERE").sum() > (before.stats["severity"] == "SEVERE").sum()
     stats = after.stats.set_index("feature")
-    assert stats.loc["ret_1h", "variance_ratio"] > 3 and stats.loc["ret_1h", "severity"] == "SEVERE"
+    assert stats.loc["ret_1b", "variance_ratio"] > 3 and stats.loc["ret_1b", "severity"] == "SEVERE"
     assert set(stats.index) == {*DIRECTION_CLASSIFIER.features(catalog), "sector"}
     assert stats.loc["sector", "kind"] == "categorical" and stats.loc["sector", "severity"] == "NORMAL"
     rows = after.rows("2026-02-22-23:00")
@@ -236,10 +236,10 @@ def test_cached_profile_is_reused_for_the_same_window_content_only(
     # a re-materialized view changes its reference content: that view is profiled again, not read stale
     with warehouse.connect(path) as conn:
         conn.execute(
-            "UPDATE features.returns__v2 SET ret_1h = ret_1h * 2 WHERE event_ts >= ? AND event_ts < ?",
+            "UPDATE features.returns__v3 SET ret_1b = ret_1b * 2 WHERE event_ts >= ? AND event_ts < ?",
             [datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)],
         )
     changed = report_at(path, catalog, end, cache)
     assert len(list(cache.rglob("*.npz"))) == len(cached) + 1
-    assert len(list((cache / "features.returns__v2").glob("*.npz"))) == 2
-    assert not changed.stats.set_index("feature").loc["ret_1h"].equals(first.stats.set_index("feature").loc["ret_1h"])
+    assert len(list((cache / "features.returns__v3").glob("*.npz"))) == 2
+    assert not changed.stats.set_index("feature").loc["ret_1b"].equals(first.stats.set_index("feature").loc["ret_1b"])

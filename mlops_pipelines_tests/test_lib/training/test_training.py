@@ -67,14 +67,14 @@ def test_splits_are_ordered_and_purged(training_set: datasets.TrainingSet) -> No
     assert parts["train"]["label_available_at"].max() <= parts["validation"]["event_timestamp"].min()
     assert parts["validation"]["label_available_at"].max() <= parts["test"]["event_timestamp"].min()
     assert (frame["label_available_at"] > frame["event_timestamp"]).all()
-    assert "sector" not in training_set.features and "ret_24h_xs_rank" in training_set.features
+    assert "sector" not in training_set.features and "ret_24b_xs_rank" in training_set.features
 
 
 def test_dataset_hash_covers_full_content(training_set: datasets.TrainingSet) -> None:
     frame = training_set.frame
     assert datasets.dataset_hash(frame.sample(frac=1.0, random_state=1)) == training_set.dataset_hash  # row order
     changed = frame.copy()
-    changed.loc[changed.index[-1], "ret_1h"] = 123.0  # the very last row: not a head() hash
+    changed.loc[changed.index[-1], "ret_1b"] = 123.0  # the very last row: not a head() hash
     assert datasets.dataset_hash(changed) != training_set.dataset_hash
     code = (
         "import pandas as pd, sys; from mlops_pipelines.lib.training.datasets import dataset_hash; "
