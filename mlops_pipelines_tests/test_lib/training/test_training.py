@@ -17,6 +17,8 @@ from mlops_pipelines.lib.core.tracking import MODEL_FILE, ArtifactIntegrityError
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.lifecycle import State, open_lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch, load_for_inference
+from mlops_pipelines.lib.monitoring.feature_drift import importance_order
+from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion
 from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.training_run import train_and_register
 
@@ -182,7 +184,11 @@ def test_training_run_registers_a_verified_version(
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster_run_id"] == "run-123" and run.data.tags["asset_key"] == "direction_classifier"
-    assert {"test_auc", "sharpe", "hit_rate", "max_drawdown"} <= set(run.data.metrics)
+    assert {"test_auc", "test_auc_ci_low", "test_auc_ci_high", "hit_rate"} <= set(run.data.metrics)
+    metrics = run.data.metrics
+    assert metrics["test_auc_ci_low"] < metrics["test_auc"] < metrics["test_auc_ci_high"]
+    # strategy metrics come from the holdout backtest after costs (evaluation), never from a cost-free P&L here
+    assert not {"sharpe", "max_drawdown"} & set(metrics)
     assert run.data.params["num_boost_round"] == str(DIRECTION_CLASSIFIER.num_boost_round)
     assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [training_set.dataset_hash[:36]]
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
@@ -202,6 +208,13 @@ def test_training_run_registers_a_verified_version(
         assert manifest[key], key
     assert manifest["feature_graph_hash"] == catalog.graph_hash()
     assert manifest["dataset_hash"] == training_set.dataset_hash
+    # the manifest is written with sorted keys; the importance keeps its gain order, and monitoring reads it so
+    by_gain = list(outcome.model.importance.index)
+    assert by_gain != sorted(by_gain)  # else the test could not tell gain order from alphabetical
+    assert [name for name, _ in manifest["feature_importance"]] == by_gain
+    deployed = DeployedVersion(DIRECTION_CLASSIFIER, outcome.version, "staging", outcome.run_id)
+    assert importance_order(tracking, deployed, catalog) == by_gain
+    assert manifest["training_window"]["cutoff"] == training_set.cutoff.isoformat()  # type: ignore[union-attr]
 
     mv = client.get_model_version("direction_classifier", outcome.version)
     assert mv.tags["lifecycle_state"] == State.TRAINED
