@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mlops_pipelines import cli
-from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER
-from mlops_pipelines.cli import app
 from mlops_pipelines.catalog.feature_views import load_catalog
+from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER
 from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
+from mlops_pipelines.cli import app
 from mlops_pipelines.cli.demo import print_models
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.tracking import Tracking
