@@ -59,7 +59,8 @@ def render_model_card(
         "",
         "## Limitations",
         "",
-        "- Trained on hourly bars of the symbols above; behaviour on other instruments or bar sizes is unknown.",
+        f"- Trained on {catalog.bar_clock} of the symbols above; behaviour on other instruments or bar sizes is "
+        "unknown.",
         "- Held-out metrics come from one chronological split; regime changes after the test window are not covered.",
         "- No strategy metric (Sharpe, drawdown, return) is in this card: they come from the holdout backtest, after "
         "transaction costs (`cost_bps` of catalog/scenarios.yaml) with equal weights, each Sharpe with its "

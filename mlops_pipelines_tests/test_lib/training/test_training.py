@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from functools import partial
@@ -302,3 +303,46 @@ def test_failed_training_leaves_no_version_and_a_failed_run(
     [run] = client.search_runs([client.get_experiment_by_name("direction_classifier").experiment_id])
     assert run.info.status == "FAILED"
     assert client.search_model_versions("name = 'direction_classifier'") == []
+
+
+def test_a_copied_data_directory_trains_into_its_own_artifacts(
+    training_set: datasets.TrainingSet,
+    tracking: Tracking,
+    feature_warehouse: Path,
+    catalog: FeatureCatalog,
+    tmp_path: Path,
+) -> None:
+    """MLflow stores absolute artifact locations: a data directory copied elsewhere used to write its new runs'
+    artifacts into the original. Trained in the copy, nothing new appears in the original, and the copy reads
+    both versions from its own files."""
+    original = tmp_path / "original"
+    original.mkdir()
+    for name in ("mlflow", feature_warehouse.name):
+        shutil.move(tmp_path / name, original / name)
+    first = Tracking(
+        f"sqlite:///{original / 'mlflow' / 'mlflow.db'}", f"sqlite:///{original / 'mlflow' / 'mlflow.db'}",
+        str(original / "mlflow" / "artifacts"),
+    )  # fmt: skip
+
+    def train_in(root: Path, tracking: Tracking) -> str:
+        governed = partial(open_lifecycle, tracking.client(), root / feature_warehouse.name, root / "audit.key")
+        kwargs = {"actor": "alice", "dagster_run_id": "run", "asset_key": "direction_classifier"}
+        return train_and_register(DIRECTION_CLASSIFIER, training_set, catalog, tracking, governed, **kwargs).version
+
+    assert train_in(original, first) == "1"
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    before = {p: p.stat().st_mtime_ns for p in original.rglob("*")}
+    uri = f"sqlite:///{copy / 'mlflow' / 'mlflow.db'}"
+    moved = Tracking(uri, uri, str(copy / "mlflow" / "artifacts"))
+    assert train_in(copy, moved) == "2"
+    assert {p: p.stat().st_mtime_ns for p in original.rglob("*")} == before  # the original got nothing
+    client = moved.client()
+    for version in ("1", "2"):
+        mv = client.get_model_version("direction_classifier", version)
+        assert client.get_run(mv.run_id).info.artifact_uri.startswith((copy / "mlflow" / "artifacts").as_uri())
+        assert moved.artifact_location(mv.source).startswith((copy / "mlflow" / "artifacts").as_uri())
+    with open_lifecycle(client, copy / feature_warehouse.name, copy / "audit.key") as lifecycle:
+        shutil.rmtree(original)  # the copy stands alone
+        loaded = load_for_inference(lifecycle, moved, "direction_classifier", "1", live_graph_hash=catalog.graph_hash())
+    assert loaded.booster.num_trees() > 0
