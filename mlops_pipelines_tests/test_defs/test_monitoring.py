@@ -12,6 +12,7 @@ from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH
 from mlops_pipelines.defs.monitoring.alerts import alert_retries, run_failure_alerts
 from mlops_pipelines.defs.monitoring.assets import model_health
 from mlops_pipelines.defs.monitoring.sensors import retraining_sensor
+from mlops_pipelines.defs.training.assets import DEFAULT_MIN_HISTORY_DAYS, training_window
 from mlops_pipelines.demo import DEMO_OPERATOR, stage_unproven
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.alerts import Alert
@@ -19,6 +20,7 @@ from mlops_pipelines.lib.monitoring import feature_drift, model_performance, pre
 from mlops_pipelines.lib.monitoring.drift_report import PREDICTION
 from mlops_pipelines.lib.monitoring.drift_status import read_status, update_status
 from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
+from mlops_pipelines.lib.training.datasets import TrainingWindow
 from mlops_pipelines.resources import AlertsResource, MonitoringResource, WarehouseResource
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
@@ -190,6 +192,8 @@ def test_severe_drift_requests_one_retraining_per_episode(instance: dg.DagsterIn
     [request] = first.run_requests or []
     assert request.run_key == f"retrain:direction_classifier:{t0.isoformat()}"
     assert request.tags["retrain_model"] == "direction_classifier"
+    # retrained on what was known when the drift was seen (the same set on a re-run), recorded in the manifest
+    assert training_window(request.tags) == TrainingWindow(cutoff=t0, min_history_days=DEFAULT_MIN_HISTORY_DAYS)
     assert dg.AssetKey("direction_classifier_promotion") in (request.asset_selection or [])
     assert dg.AssetKey("volatility_forecaster") not in (request.asset_selection or [])
 

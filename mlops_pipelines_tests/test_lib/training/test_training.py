@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import pandas as pd
 import pytest
 
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
+from mlops_pipelines.defs.training.assets import training_window
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.errors import ConfigError
 from mlops_pipelines.lib.core.tracking import MODEL_FILE, ArtifactIntegrityError, Tracking, TrackingConfigError
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.lifecycle import State, open_lifecycle
@@ -346,3 +350,27 @@ def test_a_copied_data_directory_trains_into_its_own_artifacts(
         shutil.rmtree(original)  # the copy stands alone
         loaded = load_for_inference(lifecycle, moved, "direction_classifier", "1", live_graph_hash=catalog.graph_hash())
     assert loaded.booster.num_trees() > 0
+
+
+def test_a_training_cutoff_keeps_later_labels_out_and_a_short_history_is_refused(
+    feature_warehouse: Path, catalog: FeatureCatalog
+) -> None:
+    """The training window of a run (its ``training_cutoff`` and ``training_min_history_days`` tags, the cutoff the
+    retraining sensor sets): no label known after the cutoff, the cutoff kept with the set; too little history
+    before it is refused, naming the setting; a malformed tag is an error naming it."""
+    cutoff = datetime(2026, 1, 8, tzinfo=UTC)
+    with warehouse.connect(feature_warehouse) as conn:
+        window = training_window({"training_cutoff": "2026-01-08T00:00:00", "training_min_history_days": "5"})
+        assert window == datasets.TrainingWindow(cutoff=cutoff, min_history_days=5.0)
+        data = datasets.build_training_set(conn, DIRECTION_CLASSIFIER, catalog, window)
+        full = datasets.build_training_set(conn, DIRECTION_CLASSIFIER, catalog)
+        with pytest.raises(datasets.InsufficientHistory, match="minimum history of 8 days"):
+            datasets.build_training_set(conn, DIRECTION_CLASSIFIER, catalog, replace(window, min_history_days=8))
+    assert data.frame["label_available_at"].max() <= cutoff < full.frame["label_available_at"].max()
+    assert data.cutoff == cutoff and full.cutoff is not None and full.cutoff > cutoff
+    for tags, field in (
+        ({"training_cutoff": "yesterday"}, "training_cutoff"),
+        ({"training_min_history_days": "-1"}, "training_min_history_days"),
+    ):
+        with pytest.raises(ConfigError, match=field):
+            training_window(tags)
