@@ -87,10 +87,9 @@ def policy_markdown(policy: PolicyResult) -> str:
     return "\n".join(lines) + f"\n\nOverall: **{verdict}** (policy hash `{policy.policy_hash[:16]}`{overrides})"
 
 
-def headline_markdown(policy: PolicyResult) -> str:
-    """Every observed metric that has a confidence interval, with it (held-out forecasts; holdout backtest after
-    costs)."""
-    metrics = policy.metrics
+def headline_markdown(metrics: Mapping[str, Any]) -> str:
+    """Every metric that has a confidence interval (``<name>_ci_low`` / ``_ci_high``), with it: held-out forecasts,
+    and the holdout backtest after costs."""
     lines = [f"| metric | value | {CI_LEVEL:.0%} interval |", "|---|---|---|"]
     for name in sorted(k.removesuffix("_ci_low") for k in metrics if k.endswith("_ci_low")):
         if name in metrics:
@@ -127,7 +126,7 @@ def render_markdown(inputs: ReportInputs) -> str:
                 "",
                 "## Headline metrics with their uncertainty",
                 "",
-                headline_markdown(inputs.policy),
+                headline_markdown(inputs.policy.metrics),
                 "",
                 "## Scenario replay vs baselines",
                 "",
@@ -197,7 +196,7 @@ def render_html(inputs: ReportInputs) -> str:
         _md_table_to_html(policy_markdown(inputs.policy).split("\n\n")[0]),
         f"<p>policy hash <code>{inputs.policy.policy_hash}</code>{_overrides_html(inputs.policy)}</p>",
         "<h2>Headline metrics with their uncertainty</h2>",
-        _md_table_to_html(headline_markdown(inputs.policy)),
+        _md_table_to_html(headline_markdown(inputs.policy.metrics)),
         "<h2>Scenario replay vs baselines</h2>",
         _md_table_to_html(inputs.backtest_md),
         *(_img(png, f"equity {name}") for name, png in inputs.equity_pngs.items()),

@@ -175,7 +175,8 @@ def test_committed_scenarios_and_validation(tmp_path: Path) -> None:
 
 def test_compliance_report_has_every_section() -> None:
     policy = PromotionPolicy.model_validate({"defaults": {"min_sharpe": 0.5, "min_hit_rate": 0.6}})
-    result = evaluate(policy, model="m", strategy="s", metrics={"sharpe": 0.9, "hit_rate": 0.55})
+    observed = {"sharpe": 0.9, "sharpe_ci_low": -2.25, "sharpe_ci_high": 4.5, "hit_rate": 0.55}
+    result = evaluate(policy, model="m", strategy="s", metrics=observed)
     inputs = compliance.ReportInputs(
         model="m",
         version="3",
@@ -216,3 +217,5 @@ def test_compliance_report_has_every_section() -> None:
         assert text in page, text
     markdown = compliance.render_markdown(inputs)
     assert "## Promotion policy" in markdown and "Overall: **FAILED**" in markdown
+    # a headline metric is shown with its interval, in both renderings
+    assert "| sharpe | 0.9000 | [-2.2500, 4.5000] |" in markdown and "[-2.2500, 4.5000]" in page
