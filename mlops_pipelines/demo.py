@@ -106,7 +106,8 @@ def stage_unproven(definitions: dg.Definitions) -> list[str]:
         "drift_policy": load_drift_policy_file(),
     }
     done = []
-    with open_lifecycle(definitions.resources["warehouse"], definitions.resources["mlflow"]) as lifecycle:
+    resources = definitions.resources or {}
+    with open_lifecycle(resources["warehouse"], resources["mlflow"]) as lifecycle:
         for name, spec in SPECS.items():
             version = lifecycle.newest(name)
             if version is None or lifecycle.state(name, version) != State.TRAINED:
