@@ -21,8 +21,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on the local instance
 	$(BIN)/mlops demo
 
-test: $(STAMP)  ## the full test suite
-	$(BIN)/pytest -n 2
+test: $(STAMP)  ## the full test suite, on two workers that steal queued tests from each other when idle
+	$(BIN)/pytest -n 2 --dist worksteal
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -29,12 +29,10 @@ from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
 
 from mlops_pipelines.lib.monitoring.drift import ReferenceProfile, compare
-from mlops_pipelines.lib.monitoring.evidently_report import (
-    DataDriftPreset,
-    Report,  # the pinned Evidently, through our adapter module
-)
 
 N_NUMERIC, N_CATEGORICAL = 50, 3
 JOB_TARGET_S, RATIO_TARGET = 30.0, 40.0

@@ -108,7 +108,7 @@ def main() -> None:
             bare_training(spec, data)  # warm-up (page cache, thread pool)
             # warm-up of ours too: first-use costs of a process (imports of MLflow's model flavour, matplotlib's
             # font cache, the registry's first writes) are not per-run overhead
-            small = synthetic_set(spec, 100_000, args.features, seed=1)
+            small = synthetic_set(spec, min(100_000, args.rows), args.features, seed=1)
             train_and_register(
                 spec.model_copy(update={"name": f"{spec.name}_warmup"}),
                 small,

@@ -1,8 +1,14 @@
-"""Shared fixtures: every test gets its own data directory (warehouse, online store) under tmp_path."""
+"""Shared fixtures: every test gets its own data directory (warehouse, online store) under tmp_path.
 
-from collections.abc import Iterator
+Also ``wait_until``, the one way a test waits for another process: bounded by progress, not by a guess.
+"""
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 import pytest
@@ -15,6 +21,57 @@ from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig
 from mlops_pipelines.lib.ingestion.validation import validate_bars
 
 SMALL_MARKET = SyntheticMarketConfig(n_symbols=6, n_sectors=3, regime_shift_at=datetime(2026, 1, 8, tzinfo=UTC))
+# A safety net only, so that a hung test ends: a slow or busy machine never comes near it. What a test really
+# waits for is a sign of progress (a file, an event, a process exiting); a process it waits on that dies ends
+# the wait at once, with that process's output.
+CEILING_S = 1800.0
+T = TypeVar("T")
+
+
+def wait_until(
+    what: str,
+    condition: Callable[[], T | None],
+    *,
+    watch: Sequence[subprocess.Popen] = (),
+    log: Callable[[], str] | None = None,
+    ceiling_s: float = CEILING_S,
+    interval_s: float = 0.2,
+) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that. Fails as soon as a process in
+    ``watch`` has exited without the condition holding (then nothing will make it hold), and after
+    ``ceiling_s`` (a hung test). ``log`` adds what the watched processes wrote to the failure message."""
+    deadline = time.monotonic() + ceiling_s
+    while True:
+        if value := condition():
+            return value
+        exited = [p for p in watch if p.poll() is not None]
+        if exited and not (value := condition()):  # look again: it may have held just before the exit
+            codes = ", ".join(f"pid {p.pid} exited {p.returncode}" for p in exited)
+            raise AssertionError(f"{what}: never happened ({codes})\n{log() if log else ''}")
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within the {ceiling_s:.0f} s ceiling\n{log() if log else ''}")
+        time.sleep(interval_s)
+
+
+def finished(process: subprocess.Popen) -> Callable[[], bool]:
+    """For ``wait_until``: the process has exited (whatever its exit code; the caller checks it)."""
+    return lambda: process.poll() is not None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow spread over both workers of ``make test``, each worker starting with its share.
+
+    ``--dist worksteal`` hands the first half of this list to one worker and the second half to the other; an
+    idle worker then steals the tail of the other's queue. So every other slow test goes first in each half:
+    they start at once, in parallel, and the short tests fill in around them instead of one slow test ending
+    the run alone."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    fast = [item for item in items if not item.get_closest_marker("slow")]
+    first, second = slow[0::2], slow[1::2]
+    cut = max(0, len(items) // 2 - len(first))
+    items[:] = first + fast[:cut] + second + fast[cut:]
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ def test_retrieve_show_and_lookup(
         "--entities",
         str(entity_file),
         "--views",
-        "returns,oscillators@2",
+        "returns,oscillators@3",
         "--out",
         str(out_file),
     )

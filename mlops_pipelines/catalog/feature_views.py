@@ -15,9 +15,8 @@ point-in-time read sees a correction before it arrived.
 
 from datetime import timedelta
 
-from mlops_pipelines.lib.core.bars import BarClock
+from mlops_pipelines.lib.core.bars import DEFAULT_BAR_CLOCK, BarClock
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog, FeatureView
-from mlops_pipelines.settings import bar_clock_from_env
 
 KEYS = {"symbol": "VARCHAR", "event_ts": "TIMESTAMP WITH TIME ZONE", "created_ts": "TIMESTAMP WITH TIME ZONE"}
 TTL_BARS = 3  # a row older than three bars is not served
@@ -179,7 +178,8 @@ CROSS_SECTIONAL = FeatureView(
 FEATURE_VIEWS = (RETURNS, VOLATILITY, OSCILLATORS, CROSS_SECTIONAL)
 
 
-def load_catalog(bar_clock: BarClock | None = None) -> FeatureCatalog:
-    """The validated catalog for ``bar_clock`` (default: the deployment's, MLOPS_BAR_INTERVAL and
-    MLOPS_MARKET_CALENDAR); raises FeatureGraphError naming the views on a cycle or missing dependency."""
-    return FeatureCatalog.from_views(FEATURE_VIEWS, bar_clock or bar_clock_from_env())
+def load_catalog(bar_clock: BarClock = DEFAULT_BAR_CLOCK) -> FeatureCatalog:
+    """The validated catalog for ``bar_clock`` (the entry points pass the deployment's: ``Settings.bar_clock``;
+    default hourly bars around the clock); raises FeatureGraphError naming the views on a cycle or missing
+    dependency."""
+    return FeatureCatalog.from_views(FEATURE_VIEWS, bar_clock)

@@ -63,8 +63,9 @@ def print_summary(settings: Settings, home: Path) -> None:
     from mlops_pipelines.catalog.feature_views import load_catalog
     from mlops_pipelines.lib.core import warehouse
     from mlops_pipelines.lib.ingestion.market_bars import BARS_TABLE, QUARANTINE_TABLE, quarantine_reasons
+    from mlops_pipelines.settings import bar_clock_from_env
 
-    catalog = load_catalog()
+    catalog = load_catalog(bar_clock_from_env())
     table = Table("table", "rows", title="What was built")
     with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
         for name in (

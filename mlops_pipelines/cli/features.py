@@ -26,9 +26,10 @@ DOCS_PATH = REPO_ROOT / "docs" / "feature_catalog.md"
 def _catalog() -> "FeatureCatalog":
     from mlops_pipelines.catalog.feature_views import load_catalog
     from mlops_pipelines.lib.features.feature_views import FeatureGraphError
+    from mlops_pipelines.settings import bar_clock_from_env
 
     try:
-        return load_catalog()
+        return load_catalog(bar_clock_from_env())
     except (FeatureGraphError, ValueError) as exc:
         console.print(f"[red]invalid feature catalog:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_USER_ERROR) from exc

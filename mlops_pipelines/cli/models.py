@@ -260,7 +260,7 @@ def models_promote(
                 version,
                 actor=actor,
                 spec=load_model_specs().get(name),
-                catalog=load_catalog(),
+                catalog=load_catalog(Settings.from_env().bar_clock),
                 promotion_policy=load_promotion_policy(),
                 drift_policy=load_drift_policy_file(),
                 request=_overrides(override),

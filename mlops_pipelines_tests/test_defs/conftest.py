@@ -1,5 +1,9 @@
 """Fixtures for Dagster-level tests: definitions loaded against a tmp data dir, a real test instance."""
 
+import contextlib
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +15,7 @@ from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, open_lifecycle
 from mlops_pipelines.settings import Settings
 
+RUN_WORKER = "mlops_pipelines_tests.test_defs.run_worker"  # python -m RUN_WORKER: a run outside a code server
 DAY_RANGE = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-08"}
 
 
@@ -26,6 +31,24 @@ def definitions(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dg.Definitio
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test(overrides={"concurrency": {"pools": {"default_limit": 1}}}) as inst:
         yield inst
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen]]:
+    """Every process group (``start_new_session=True``) the test starts; all killed at the end, whatever happened."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def go(run_worker: subprocess.Popen) -> None:
+    """Start the run of a RUN_WORKER started with ``--ready`` and ``stdin=PIPE``."""
+    assert run_worker.stdin is not None
+    run_worker.stdin.write("go\n")
+    run_worker.stdin.close()
 
 
 def settings_tracking() -> Tracking:

@@ -16,6 +16,7 @@ from mlops_pipelines.defs.training.assets import DEFAULT_MIN_HISTORY_DAYS, train
 from mlops_pipelines.demo import DEMO_OPERATOR, stage_unproven
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.alerts import Alert
+from mlops_pipelines.lib.governance.deployments import create_deployment
 from mlops_pipelines.lib.monitoring import feature_drift, model_performance, prediction_drift
 from mlops_pipelines.lib.monitoring.drift_report import PREDICTION
 from mlops_pipelines.lib.monitoring.drift_status import read_status, update_status
@@ -288,7 +289,8 @@ def test_regime_shift_closes_the_loop(
             assert "too short to tell" in row["details"]["override_reason"]
     ingest("2026-02-15", "2026-02-24")
 
-    drift = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-02-23-23:00"})
+    # the first day of the shift (the demo's last day), against the 30 calm days before it
+    drift = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-02-20-23:00"})
     by_asset = {
         e.asset_key.to_user_string(): e.materialization.metadata for e in drift.get_asset_materialization_events()
     }
@@ -299,7 +301,7 @@ def test_regime_shift_closes_the_loop(
         rows = conn.execute(
             "SELECT DISTINCT model, model_severity, window_end FROM monitoring.model_drift_reports"
         ).fetchall()
-    end = datetime(2026, 2, 24, tzinfo=UTC)
+    end = datetime(2026, 2, 21, tzinfo=UTC)
     assert sorted(rows) == [("direction_classifier", "SEVERE", end), ("volatility_forecaster", "SEVERE", end)]
     alerts = [json.loads(line) for line in (data_dir / "alerts" / "alerts.jsonl").read_text().splitlines()]
     assert next(a["kind"] for a in alerts if a["subject"] == "direction_classifier") == "severe_drift"
@@ -311,7 +313,41 @@ def test_regime_shift_closes_the_loop(
     assert "direction_classifier_auc" in health and "| direction_classifier | v1 |" in str(health["latest"].value)
 
     status = data_dir / "monitoring" / "drift_status.json"
-    requests = evaluate_sensor(instance, status, None).run_requests or []
-    assert sorted(r.run_key for r in requests) == [
-        f"retrain:{model}:2026-02-24T00:00:00+00:00" for model in ("direction_classifier", "volatility_forecaster")
+    first = evaluate_sensor(instance, status, None)
+    assert sorted(r.run_key for r in first.run_requests or []) == [
+        f"retrain:{model}:2026-02-21T00:00:00+00:00" for model in ("direction_classifier", "volatility_forecaster")
     ]
+
+    # The schedule ticks on past the data (the 24th is the last day ingested): the hour's window holds no rows.
+    # It says so and changes nothing: no report row, the SEVERE verdicts stand in the status file, no retraining,
+    # and a deployment is still blocked by drift (the bug: empty window -> NORMAL -> status overwritten -> ready).
+    with settings_lifecycle() as lifecycle:
+        lifecycle.approve("direction_classifier", "1", approver="risk-officer", comment="four eyes")
+    verdicts_before = read_status(status)
+    past = run_job(definitions, instance, "drift_job", tags={"dagster/partition": "2026-02-26-12:00"})
+    [feature_meta] = [
+        e.materialization.metadata
+        for e in past.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "monitoring/feature_drift"
+    ]
+    assert "no rows in the window yet: nothing judged or changed" in str(feature_meta["most_drifted"].value)
+    [performance_meta] = [
+        e.materialization.metadata
+        for e in past.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "monitoring/model_performance"
+    ]
+    assert "no decisions in the window ending 2026-02-26 13:00 UTC (no data yet)" in str(
+        performance_meta["performance"].value
+    )
+    assert read_status(status) == verdicts_before  # every signal of every model
+    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
+        ends = conn.execute("SELECT DISTINCT window_end FROM monitoring.model_drift_reports").fetchall()
+        assert ends == [(end,)]
+        assert feature_drift.latest_severity(conn, "direction_classifier", "1") == Severity.SEVERE
+    assert not evaluate_sensor(instance, status, first.cursor).run_requests
+    with settings_lifecycle() as lifecycle:
+        deployment = create_deployment(lifecycle, "direction_classifier", "1", "staging", actor="operator")
+    items = {item["name"]: item for item in json.loads(deployment["checklist"])}
+    assert deployment["status"] == "blocked" and not items["drift_normal"]["passed"]
+    assert items["drift_normal"]["detail"] == "latest judged drift severity of v1: SEVERE"
+    assert all(item["passed"] for name, item in items.items() if name != "drift_normal"), items  # drift alone

@@ -453,7 +453,7 @@ def test_a_file_of_daily_bars_is_refused_under_hourly_bars(
     [(path, reason)] = stored("SELECT path, reason FROM raw.quarantined_files")
     assert path == str(raw / "daily.csv")
     assert reason == (
-        f"{raw / 'daily.csv'}: bars 1d apart (the median spacing of a symbol's consecutive bars in the file), but "
+        f"{raw / 'daily.csv'}: bars 1d apart (the commonest spacing of a symbol's consecutive bars in the file), but "
         "MLOPS_BAR_INTERVAL declares 1h bars: if the source delivers 1d bars, set MLOPS_BAR_INTERVAL=1d; if not, "
         "fix the file"
     )

@@ -13,11 +13,11 @@ import pytest
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import VOLATILITY_FORECASTER
 from mlops_pipelines.lib.core import warehouse
-from mlops_pipelines.lib.core.bars import BarClock
+from mlops_pipelines.lib.core.bars import BarClock, format_interval
 from mlops_pipelines.lib.features import feature_store
 from mlops_pipelines.lib.ingestion import market_bars
 from mlops_pipelines.lib.ingestion.ingest import IngestionOutcome, ingest_window
-from mlops_pipelines.lib.ingestion.raw_folder import QUARANTINED_FILES_TABLE, load_window, open_index
+from mlops_pipelines.lib.ingestion.raw_folder import QUARANTINED_FILES_TABLE, load_window, open_index, typical_spacing
 from mlops_pipelines.lib.ingestion.source_files import list_source_files
 from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.ingestion.validation import validate_bars
@@ -273,3 +273,19 @@ def test_bars_before_the_first_partition_give_one_message_saying_what_to_set(raw
         "set MLOPS_MARKET_START=2019-01-02 to ingest them; until then the 1,008 bars before 2026-01-01 are "
         "quarantined under partition key __outside_partitions__, not ingested"
     )
+
+
+@pytest.mark.parametrize(
+    ("times", "expected"),
+    [
+        # stray bars decades away (quarantined by validation) among hourly ones: a median would say "years"
+        (["1900-01-01", "2026-01-03 00:00", "2026-01-03 01:00", "2026-01-03 02:00", "2026-11-30", "2030-06-01"], "1h"),
+        (list(weekdays("2025-01-06", 20).strftime("%Y-%m-%d")), "1d"),  # weekends are the rarer spacing
+        ([f"2025-01-0{d} {h:02d}:30" for d in (6, 7) for h in range(14, 21)], "1h"),  # a session a day, 7 bars
+        (["2025-01-06", "2025-01-07"], None),  # too few spacings to tell
+    ],
+)
+def test_a_files_frequency_is_its_most_common_spacing(times: list[str], expected: str | None) -> None:
+    timestamp = pd.Series(pd.to_datetime(times, utc=True, format="mixed"))
+    spacing = typical_spacing(pd.Series(["AAA"] * len(times)), timestamp)
+    assert (format_interval(spacing) if spacing is not None else None) == expected

@@ -31,7 +31,7 @@ from mlops_pipelines.resources import (
 )
 
 FEATURE_ASSETS = [dg.AssetKey(["features", name]) for name in CATALOG.views]
-FEATURE_COLUMNS = ["feature", "severity", "psi", "ks_statistic", "mean_shift_sd", "variance_ratio", "status"]
+FEATURE_COLUMNS = ["feature", "severity", "psi", "mean_shift_sd", "variance_ratio", "n_effective", "reason"]
 PREDICTION_COLUMNS = ["feature", "severity", "psi", "ks_statistic", "mean_shift_sd", "variance_ratio", "n_current"]
 
 # Checked once when the code location loads; shown on each monitoring asset.
@@ -72,12 +72,17 @@ def drift_metadata(reports: list[DriftReport], columns: list[str]) -> dict[str, 
     metadata: dict[str, dg.MetadataValue] = {}
     tables, pictures = [], []
     for report in reports:
-        worst = report.worst()
         metadata[f"{report.model}_severity"] = dg.MetadataValue.text(str(report.severity))
         metadata[f"{report.model}_severity_code"] = dg.MetadataValue.int(report.severity.code)
+        if not report.current_rows:
+            tables.append(f"**{report.model} v{report.version}: no rows in the window yet: nothing judged or changed**")
+            continue
+        worst = report.worst()
         tables.append(
-            f"**{report.model} v{report.version}: {report.severity}**\n\n"
-            + worst[columns].to_markdown(index=False, floatfmt=".3f")
+            f"**{report.model} v{report.version}: {report.severity}**"
+            + (f" - {report.rule}" if report.rule else "")
+            + "\n\n"
+            + worst[[c for c in columns if c in worst]].to_markdown(index=False, floatfmt=".3f")
         )
         pictures.append(png_markdown(histograms_png(report, worst["feature"].head(4).tolist()), report.model))
     metadata["most_drifted"] = dg.MetadataValue.md("\n\n".join(tables) or "no deployed model")
@@ -210,10 +215,10 @@ def model_performance(
             metadata[f"{model.name}_{metric}"] = dg.MetadataValue.float(float(realized))
         tables.append(
             f"**{model.name} v{model.version} ({model.alias}): {report.status}**, {report.n_labelled} labelled "
-            f"decisions since {report.window_start:%Y-%m-%d %H:%M} UTC\n\n"
+            f"decisions since {report.window_start:%Y-%m-%d %H:%M} UTC ({report.note})\n\n"
             + (report.table.to_markdown(index=False, floatfmt=".4f") if len(report.table) else "no metric")
         )
-    metadata["performance"] = dg.MetadataValue.md("\n\n".join(tables) or "no deployed model")
+    metadata["performance"] = dg.MetadataValue.md("\n\n".join(tables + run.notes) or "no deployed model")
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -96,13 +96,17 @@ def _rollback_item(record: ModelRecord, version: str, state: str) -> ChecklistIt
 
 
 def _drift_item(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> ChecklistItem:
-    """This version's latest hourly monitoring (monitoring covers the deployed versions); before that, its drift
-    against its own training data was judged by the policy gate."""
+    """This version's latest judged hourly verdict (monitoring covers the deployed versions): NORMAL passes. A
+    window that could not be judged (INSUFFICIENT, an hour with no data yet) never passes and never hides the
+    verdict before it. Before any monitoring, its drift against its own training data was judged by the gate."""
     severity = latest_severity(conn, model, version)
     if severity is None:
         return ChecklistItem("drift_normal", True, f"v{version} not monitored yet; the gate judged its drift")
+    if severity == Severity.INSUFFICIENT:
+        detail = f"monitoring could not judge v{version}'s drift yet (INSUFFICIENT: too little data in its windows)"
+        return ChecklistItem("drift_normal", False, detail)
     normal = severity == Severity.NORMAL
-    return ChecklistItem("drift_normal", normal, f"latest drift severity of v{version}: {severity}")
+    return ChecklistItem("drift_normal", normal, f"latest judged drift severity of v{version}: {severity}")
 
 
 def create_deployment(

@@ -15,12 +15,12 @@ from mlops_pipelines.lib.evaluation.replay import stored_gate_metrics
 from mlops_pipelines.lib.features.feature_store import last_event_time
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle
-from mlops_pipelines.lib.governance.promotion_policy import INSUFFICIENT, PolicyResult, PromotionPolicy, evaluate
-from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy
+from mlops_pipelines.lib.governance.promotion_policy import PolicyResult, PromotionPolicy, evaluate
+from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, Importance
 from mlops_pipelines.lib.monitoring.drift_report import build_report
+from mlops_pipelines.lib.monitoring.severity import Severity
 from mlops_pipelines.lib.training.datasets import dataset_by_hash
 from mlops_pipelines.lib.training.model_specs import ModelSpec
-from mlops_pipelines.lib.training.training_run import features_by_gain
 
 DRIFT_WINDOW = timedelta(days=1)  # hourly monitoring's current window, for which the drift policy is calibrated
 DRIFT_REFERENCE = timedelta(days=30)  # and its reference window
@@ -36,7 +36,7 @@ def observed_metrics(
     drift_policy: DriftPolicy,
 ) -> dict[str, Any]:
     """Everything the policy thresholds compare: the run's metrics, the gate metrics of the holdout backtest,
-    and ``drift_severity`` (``training_drift_severity``: a ``Severity``, or ``INSUFFICIENT``). A model outside the
+    and ``drift_severity`` (``training_drift_severity``, a ``Severity``, INSUFFICIENT included). A model outside the
     catalog (``spec`` None) has no known features: its drift is left unmeasured, which fails
     ``max_drift_severity`` unless overridden."""
     mv = client.get_model_version(model, version)
@@ -51,7 +51,7 @@ def observed_metrics(
             catalog,
             drift_policy,
             dataset_hash=mv.tags.get("dataset_hash"),
-            importance=features_by_gain(manifest),
+            importance=manifest.get("feature_importance") or [],
             cutoff=datetime.fromisoformat(cutoff) if cutoff else None,
         )
     return metrics
@@ -64,19 +64,21 @@ def training_drift_severity(
     drift_policy: DriftPolicy,
     *,
     dataset_hash: str | None,
-    importance: list[str],
+    importance: Importance,
     cutoff: datetime | None = None,
     as_of: datetime | None = None,
-) -> str:
-    """Drift as it concerns one version, on data it has not seen: the model severity (monitoring's thresholds and
-    aggregation) of the last day of features after its training cutoff, before ``as_of`` (default: up to the
-    newest row), against the 30 days of features before the cutoff (the market it learned).
+) -> Severity:
+    """Drift as it concerns one version, on data it has not seen: the model severity (monitoring's calibrated
+    thresholds and importance-weighted aggregation) of the last day of features after its training cutoff, before
+    ``as_of`` (default: up to the newest row), against the 30 days of features before the cutoff (the market it
+    learned). ``importance``: the manifest's ``feature_importance`` as stored ([[feature, gain], ...] or, in older
+    manifests, {feature: gain}), or names (equal weights).
 
     ``cutoff``: the version's training cutoff (its manifest); without one (a version trained before cutoffs were
     recorded), its training set's last decision (``dataset_hash``, from training.datasets).
     ``INSUFFICIENT`` when less than a full day (``DRIFT_WINDOW``) of features came after the cutoff - a version
-    trained on every bar just ingested has seen it all - or when its training window is unknown; what that means
-    for promotion is the policy's ``allow_insufficient_drift``.
+    trained on every bar just ingested has seen it all - or when its training window is unknown, or when monitoring
+    cannot judge the day; what that means for promotion is the policy's ``allow_insufficient_drift``.
 
     Not the deployed version's monitoring report: a version is judged against what it learned. Right after a
     regime shift a version that has seen little of the new market is judged drifted; weeks later, one trained on
@@ -90,7 +92,7 @@ def training_drift_severity(
         newest = last_event_time(conn, catalog.views[next(iter(spec.feature_views))])
         as_of = None if newest is None else newest + timedelta(microseconds=1)  # the newest row included
     if cutoff is None or as_of is None or as_of - cutoff < DRIFT_WINDOW:
-        return INSUFFICIENT
+        return Severity.INSUFFICIENT
     report = build_report(
         conn,
         spec,

@@ -102,7 +102,7 @@ class PolicyResult:
         return [f"{c.name}: observed {c.observed}, threshold {c.threshold}" for c in self.checks if not c.passed]
 
 
-INSUFFICIENT = "INSUFFICIENT"  # drift not judged: too little data after the training cutoff
+INSUFFICIENT = Severity.INSUFFICIENT  # drift not judged (e.g. too little data after the training cutoff)
 _RULES: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "min_sharpe": ("sharpe", lambda o, t: o >= t),
     "min_sharpe_ci_low": ("sharpe_ci_low", lambda o, t: o > t),
@@ -111,7 +111,7 @@ _RULES: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "min_auc_ci_low": ("test_auc_ci_low", lambda o, t: o > t),
     "max_rmse_ratio": ("rmse_ratio", lambda o, t: o <= t),
     "max_rmse_ratio_ci_high": ("test_rmse_ratio_ci_high", lambda o, t: o < t),
-    "max_drift_severity": ("drift_severity", lambda o, t: Severity(o).code <= Severity(t).code),
+    "max_drift_severity": ("drift_severity", lambda o, t: Severity(o).within(Severity(t))),  # INSUFFICIENT fails
     "min_test_rows": ("test_rows", lambda o, t: o >= t),
     "min_sharpe_excess_vs_buy_and_hold": ("sharpe_excess_vs_buy_and_hold", lambda o, t: o >= t),
     "min_sharpe_excess_vs_buy_and_hold_ci_low": ("sharpe_excess_vs_buy_and_hold_ci_low", lambda o, t: o > t),

@@ -12,7 +12,7 @@ reads the file, replacing what an earlier run wrote for it.
 A file that cannot be read (empty, not text, corrupt Parquet, duplicate or missing required columns) is listed in
 ``raw.quarantined_files`` by every run until it is fixed or removed; the bars it delivered before stay stored.
 So is a file of bars of another frequency than the declared one (``MLOPS_BAR_INTERVAL``): the index keeps the
-median spacing of each symbol's consecutive bars in the file (a fact of the file), and a run or the sensor compares
+most common spacing of each symbol's consecutive bars in the file (a fact of the file), and a run or the sensor compares
 it with the declared interval (``refusal``). Daily bars under an hourly setting all lie on the hourly grid: only
 their spacing tells. A file with fewer than ``MIN_SPACINGS`` such spacings (one bar per symbol, say) is judged by
 the grid alone.
@@ -186,7 +186,7 @@ def _scan(path: Path, data: bytes, digest: str, size: int, mtime_ns: int) -> tup
     if ts.empty:
         return replace(entry, rows=len(frame)), frame
     days = tuple(sorted(pd.DatetimeIndex(ts.dt.floor("D").unique()).strftime("%Y-%m-%d")))
-    spacing = median_spacing(frame["symbol"], parse_utc(frame["timestamp"]))
+    spacing = typical_spacing(frame["symbol"], parse_utc(frame["timestamp"]))
     return replace(
         entry,
         rows=len(frame),
@@ -197,14 +197,19 @@ def _scan(path: Path, data: bytes, digest: str, size: int, mtime_ns: int) -> tup
     ), frame
 
 
-def median_spacing(symbol: pd.Series, timestamp: pd.Series) -> timedelta | None:
-    """The median time between a symbol's consecutive distinct bars, over all symbols: the frequency the bars
-    are at (a night or a weekend without bars is one spacing among many). None below ``MIN_SPACINGS``."""
+def typical_spacing(symbol: pd.Series, timestamp: pd.Series) -> timedelta | None:
+    """The most common time between a symbol's consecutive distinct bars, over all symbols (ties: the shortest):
+    the frequency the bars are at. Nights, weekends and stray bars far outside the data (which validation
+    quarantines) are rarer spacings and do not move it, as they would move a median. None below
+    ``MIN_SPACINGS``."""
     bars = pd.DataFrame({"symbol": symbol.astype("string").str.strip(), "timestamp": timestamp})
     bars = bars.dropna().drop_duplicates().sort_values(["symbol", "timestamp"])
     same_symbol = bars["symbol"].eq(bars["symbol"].shift()).fillna(False).to_numpy(dtype=bool)
     spacings = bars["timestamp"].diff()[same_symbol]
-    return pd.Timedelta(spacings.median()).to_pytimedelta() if len(spacings) >= MIN_SPACINGS else None
+    if len(spacings) < MIN_SPACINGS:
+        return None
+    counts = spacings.value_counts()
+    return pd.Timedelta(counts[counts == counts.max()].index.min()).to_pytimedelta()
 
 
 def refusal(entry: FileEntry, bar_interval: timedelta) -> str | None:
@@ -219,7 +224,7 @@ def refusal(entry: FileEntry, bar_interval: timedelta) -> str | None:
     except ValueError:
         advice = "fix the file, or move it out of the raw folder"
     return (
-        f"{entry.path}: bars {detected} apart (the median spacing of a symbol's consecutive bars in the file), but "
+        f"{entry.path}: bars {detected} apart (the commonest spacing of a symbol's consecutive bars in the file), but "
         f"MLOPS_BAR_INTERVAL declares {declared} bars: {advice}"
     )
 

@@ -39,13 +39,33 @@ class MetricRule(BaseModel):
 
 
 class PerformancePolicy(BaseModel):
+    """``window_hours`` is where the labelled window starts; with few symbols it holds fewer than
+    ``min_labelled`` decisions, so it doubles until it does, up to ``max_window_hours`` (past that the report is
+    INSUFFICIENT and says how long a window would hold enough)."""
+
     model_config = ConfigDict(extra="forbid")
 
     window_hours: int = 72
+    max_window_hours: int = 720
     min_labelled: int = 200
     max_labelled: int = 200_000  # a deterministic subset beyond this: the metrics' precision does not need more
     auto_demote: bool = False
     metrics: dict[str, MetricRule] = {}
+
+    @model_validator(mode="after")
+    def _window_cap(self) -> "PerformancePolicy":
+        if not 0 < self.window_hours <= self.max_window_hours:
+            raise ValueError(
+                f"max_window_hours {self.max_window_hours} must be >= window_hours {self.window_hours} > 0"
+            )
+        return self
+
+    def window_ladder(self) -> list[int]:
+        """The window lengths tried, in hours: ``window_hours``, doubled until ``max_window_hours``."""
+        ladder = [self.window_hours]
+        while ladder[-1] < self.max_window_hours:
+            ladder.append(min(ladder[-1] * 2, self.max_window_hours))
+        return ladder
 
 
 def assess(realized: dict[str, float], baseline: dict[str, float], policy: PerformancePolicy, n: int) -> pd.DataFrame:
@@ -88,6 +108,7 @@ class PerformanceReport:
     n_labelled: int
     table: pd.DataFrame  # COLUMNS
     status: PerformanceStatus
+    note: str = ""  # how the window was chosen, or what would be enough (INSUFFICIENT)
 
     def rows(self, partition_key: str) -> pd.DataFrame:
         """What persists (``model_performance.DDL``): one row per metric, with the window and the verdicts."""
@@ -117,12 +138,18 @@ def build_performance_report(
     *,
     window_end: datetime,
 ) -> PerformanceReport:
-    """The version's decisions of the last ``policy.window_hours`` whose labels are known at ``window_end``,
-    scored and compared with ``baseline`` (the version's validation metrics)."""
-    window_start = window_end - timedelta(hours=policy.window_hours)
-    decisions = prediction_log.decision_rows(
-        conn, spec, window_start, window_end, labelled_by=window_end, max_rows=policy.max_labelled
-    )
+    """The version's decisions whose labels are known at ``window_end``, scored and compared with ``baseline``
+    (the version's validation metrics): those of the last ``policy.window_hours``, or of the shortest longer
+    window of ``policy.window_ladder()`` holding ``min_labelled`` of them (few symbols make few decisions an
+    hour). Past the cap: INSUFFICIENT, and ``note`` says how many were needed and which window would hold them."""
+    for hours in policy.window_ladder():
+        window_start = window_end - timedelta(hours=hours)
+        decisions = prediction_log.decision_rows(
+            conn, spec, window_start, window_end, labelled_by=window_end, max_rows=policy.max_labelled
+        )
+        if len(decisions) >= policy.min_labelled:
+            break
+    note = window_note(len(decisions), hours, policy)
     scored = prediction_log.logged_scores(conn, spec, version, catalog, booster, decisions)
     realized = (
         quality_metrics(spec.task, scored["label"].to_numpy(), scored["prediction"].to_numpy()) if len(scored) else {}
@@ -136,4 +163,22 @@ def build_performance_report(
         n_labelled=len(scored),
         table=table,
         status=overall(table["status"]),
+        note=note,
+    )
+
+
+def window_note(n: int, hours: int, policy: PerformancePolicy) -> str:
+    """How the labelled window was chosen, for the operator; when it is too small even at the cap, how many
+    decisions were needed and how long a window would hold them at this rate."""
+    if n >= policy.min_labelled:
+        grown = (
+            f", grown from {policy.window_hours} h to hold >= {policy.min_labelled}"
+            if hours > policy.window_hours
+            else ""
+        )
+        return f"{n} labelled decisions in the last {hours} h{grown}"
+    needed = f"a window of ~{int(np.ceil(policy.min_labelled * hours / n))} h at this rate" if n else "labelled data"
+    return (
+        f"INSUFFICIENT: {n} labelled decisions in the longest window ({hours} h, max_window_hours); needs >= "
+        f"{policy.min_labelled}: {needed}, or more symbols"
     )

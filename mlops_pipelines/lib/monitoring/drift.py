@@ -16,10 +16,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+if TYPE_CHECKING:
+    from mlops_pipelines.lib.monitoring.calibration import HourlyAggregates, Reconstruction
 
 EPSILON = 1e-4  # floor for bin shares in PSI, so an empty bin does not make it infinite
 OK, EMPTY, CONSTANT, TOO_FEW = "ok", "empty", "constant", "too_few_rows"
@@ -44,9 +48,14 @@ COLUMNS = (
 
 
 def psi(reference_share: np.ndarray, current_share: np.ndarray) -> float:
+    return float(psi_rows(reference_share, current_share))
+
+
+def psi_rows(reference_share: np.ndarray, current_share: np.ndarray) -> np.ndarray:
+    """PSI along the last axis (one value per row of shares: the blocks of a null distribution)."""
     ref = np.clip(reference_share, EPSILON, None)
     cur = np.clip(current_share, EPSILON, None)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
+    return np.sum((cur - ref) * np.log(cur / ref), axis=-1)
 
 
 def quantile_edges(reference_sorted: np.ndarray, bins: int) -> np.ndarray:
@@ -57,6 +66,14 @@ def quantile_edges(reference_sorted: np.ndarray, bins: int) -> np.ndarray:
     high = np.minimum(low + 1, len(reference_sorted) - 1)
     below, above = reference_sorted[low], reference_sorted[high]
     return np.unique(below + (above - below) * (position - low))
+
+
+def psi_edges(reference_sorted: np.ndarray, bins: int = 10) -> np.ndarray:
+    """The PSI bins of a numeric column: the reference's quantiles; for a flat reference, below, at and above
+    its one value."""
+    if reference_sorted[0] == reference_sorted[-1]:
+        return np.array([reference_sorted[0], np.nextafter(reference_sorted[0], np.inf)])
+    return quantile_edges(reference_sorted, bins)
 
 
 def binned_shares(values_sorted: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -106,6 +123,10 @@ class ReferenceProfile:
     rows: int
     numeric: dict[str, np.ndarray] = field(default_factory=dict)
     categorical: dict[str, pd.Series] = field(default_factory=dict)
+    # per column, its values per hour of the window (calibration.HourlyAggregates): the null distributions
+    hourly: dict[str, "HourlyAggregates"] = field(default_factory=dict)
+    # per view, its principal plane and the reference rows' reconstruction errors per hour (the multivariate signal)
+    reconstruction: dict[str, "Reconstruction"] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -138,6 +159,10 @@ class ReferenceProfile:
         for name, counts in self.categorical.items():
             arrays[f"categories/{name}"] = counts.index.to_numpy(dtype=str)
             arrays[f"counts/{name}"] = counts.to_numpy(dtype=np.int64)
+        for name, agg in self.hourly.items():
+            arrays.update(agg.arrays(f"hourly/{name}"))
+        for name, plane in self.reconstruction.items():
+            arrays.update(plane.arrays(f"reconstruction/{name}"))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, **{"rows": np.asarray(self.rows, dtype=np.int64), **arrays})
@@ -145,6 +170,8 @@ class ReferenceProfile:
 
     @classmethod
     def load(cls, path: Path) -> "ReferenceProfile":
+        from mlops_pipelines.lib.monitoring.calibration import HourlyAggregates, Reconstruction  # builds on this one
+
         with np.load(path, allow_pickle=False) as data:
             numeric = {k.removeprefix("numeric/"): data[k] for k in data.files if k.startswith("numeric/")}
             categorical = {
@@ -152,7 +179,19 @@ class ReferenceProfile:
                 for k in data.files
                 if k.startswith("counts/")
             }
-            return cls(rows=int(data["rows"]), numeric=numeric, categorical=categorical)
+            arrays = {k: data[k] for k in data.files if k.startswith(("hourly/", "reconstruction/"))}
+            rows = int(data["rows"])
+        hourly = {
+            k.split("/")[1]: HourlyAggregates.from_arrays(arrays, f"hourly/{k.split('/')[1]}")
+            for k in arrays
+            if k.startswith("hourly/") and k.endswith("/meta")
+        }
+        planes = {
+            k.split("/")[1]: Reconstruction.from_arrays(arrays, f"reconstruction/{k.split('/')[1]}")
+            for k in arrays
+            if k.startswith("reconstruction/") and k.endswith("/features")
+        }
+        return cls(rows=rows, numeric=numeric, categorical=categorical, hourly=hourly, reconstruction=planes)
 
 
 def compare(
@@ -174,7 +213,7 @@ def compare(
             row["status"] = CONSTANT  # flat in both windows, at the same value: nothing moved
         else:
             flat = ref[0] == ref[-1]  # then three bins: below, at and above the reference's one value
-            edges = np.array([ref[0], np.nextafter(ref[0], np.inf)]) if flat else quantile_edges(ref, bins)
+            edges = psi_edges(ref, bins)
             statistic = ks_statistic(ref, cur)
             row.update(
                 psi=psi(binned_shares(ref, edges), binned_shares(cur, edges)),

@@ -1,17 +1,26 @@
-"""Severity of drift: NORMAL / MODERATE / SEVERE per feature from effect-size thresholds
-(catalog/drift_policy.yaml, default < group < feature), and per model by a documented aggregation."""
+"""Severity of drift (catalog/drift_policy.yaml): per feature, NORMAL / MODERATE / SEVERE when a statistic is beyond
+both its calibrated limit (a quantile of the reference's own windows, ``calibration``) and a practical minimum
+(default < group < feature), INSUFFICIENT when the window cannot be judged; per model, from the features and the
+views' reconstruction errors weighted by the model's importance, by rules the report spells out."""
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from mlops_pipelines.lib.core.config_files import load_yaml_model
 from mlops_pipelines.lib.monitoring.concept_drift import PerformancePolicy
-from mlops_pipelines.lib.monitoring.drift import COMPARED, CONSTANT_CHANGED, OK
+from mlops_pipelines.lib.monitoring.drift import CONSTANT, CONSTANT_CHANGED, EMPTY, OK, TOO_FEW
 from mlops_pipelines.lib.monitoring.severity import Severity
+
+if TYPE_CHECKING:
+    from mlops_pipelines.lib.monitoring import calibration
+
+MULTIVARIATE = "multivariate"  # the kind of a report row holding a view's reconstruction error
 
 Band = tuple[float, float]
 
@@ -41,11 +50,41 @@ class Group(Thresholds):
 
 
 class Aggregation(BaseModel):
+    """How a model's verdict follows from its features', weighted by the model's importance (gain share)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    top_features: int = 3
-    severe_share: float = 0.2
-    moderate_share: float = 0.2
+    severe_share: float = 0.4  # SEVERE when the SEVERE features carry this share (see ``model_verdict``)
+    moderate_share: float = 0.4  # MODERATE likewise for MODERATE-or-worse
+    min_judged_share: float = 0.5  # INSUFFICIENT when the features that could be judged carry less than this
+
+
+class Calibration(BaseModel):
+    """Thresholds from the reference's own variability (``calibration``): a statistic is MODERATE / SEVERE beyond
+    these quantiles of its null distribution (windows of the current window's length drawn from the reference)
+    and beyond the practical minimum (``defaults`` < ``groups`` < ``features``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantiles: Band = (0.95, 0.99)
+    min_windows: float = 5.0  # independent windows of the current window's length the reference must hold
+    min_effective_size: float = 30.0  # independent values a window must be worth for a feature to be judged
+    min_rows: int = 30  # rows a window must hold for a feature to be compared at all
+
+    @model_validator(mode="after")
+    def _in_range(self) -> "Calibration":
+        if not 0 < self.quantiles[0] < self.quantiles[1] < 1:
+            raise ValueError(f"quantiles: {self.quantiles} must be increasing, strictly between 0 and 1")
+        return self
+
+
+class ReconstructionPolicy(BaseModel):
+    """The multivariate signal: per view, the PCA reconstruction error of a window over the reference's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variance_explained: float = 0.65  # components kept: the fewest that explain this share of the variance
+    min_ratio: Band = (1.1, 1.25)  # practical minimum of the error ratio for MODERATE / SEVERE
 
 
 class DriftPolicy(BaseModel):
@@ -55,6 +94,8 @@ class DriftPolicy(BaseModel):
     groups: dict[str, Group] = {}
     features: dict[str, Thresholds] = {}
     aggregation: Aggregation = Aggregation()
+    calibration: Calibration = Calibration()
+    reconstruction: ReconstructionPolicy = ReconstructionPolicy()
     performance: PerformancePolicy = PerformancePolicy()
     predictions: dict[str, Thresholds] = {}  # per model, over ``defaults``: the deployed version's outputs
 
@@ -90,13 +131,15 @@ def load_drift_policy(path: str | Path) -> DriftPolicy:
 
 
 def feature_severity(row: Mapping[Any, Any], limits: Mapping[str, Any]) -> Severity:
-    """Worst level over the metrics; a column that could not be compared (empty, tiny, constant at the same value
-    in both windows) is NORMAL, one constant in the reference that moved (``constant_reference_changed``) is
-    SEVERE whatever the thresholds: a feature flat in training that moves in production."""
+    """Against fixed thresholds (prediction drift): the worst level over the metrics. A column constant in the
+    reference that moved (``constant_reference_changed``) is SEVERE whatever the thresholds; one constant at the
+    same value in both windows is NORMAL; an empty or too small one is INSUFFICIENT (never NORMAL)."""
     if row["status"] == CONSTANT_CHANGED:
         return Severity.SEVERE
-    if row["status"] != OK:
+    if row["status"] == CONSTANT:
         return Severity.NORMAL
+    if row["status"] != OK:
+        return Severity.INSUFFICIENT
     level = 0
     for metric, value in (("psi", row["psi"]), ("abs_mean_shift_sd", abs(row["mean_shift_sd"]))):
         band = limits.get(metric)
@@ -112,38 +155,246 @@ def feature_severity(row: Mapping[Any, Any], limits: Mapping[str, Any]) -> Sever
     return Severity.of_code(level)
 
 
-def classify(stats: pd.DataFrame, policy: DriftPolicy, groups: Mapping[str, str | None]) -> pd.Series:
-    return pd.Series(
-        [
-            feature_severity(row, policy.thresholds(row["feature"], groups.get(row["feature"])))
-            for row in stats.to_dict("records")
-        ],
-        index=stats.index,
-        name="severity",
+# The columns a calibrated judgement adds to a report row (stored with the raw statistics).
+JUDGEMENT_COLUMNS = (
+    "null_windows",
+    "n_effective",
+    "psi_moderate",
+    "psi_severe",
+    "mean_shift_moderate",
+    "mean_shift_severe",
+    "variance_factor_moderate",
+    "variance_factor_severe",
+    "reason",
+)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One column's verdict, the limits it was judged by (calibrated quantile or practical minimum, whichever is
+    higher; NaN where not applicable), and why, in words."""
+
+    severity: Severity
+    reason: str
+    null_windows: int = 0
+    n_effective: float = float("nan")
+    limits: dict[str, float] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, object]:
+        nan = float("nan")
+        return {
+            "null_windows": self.null_windows,
+            "n_effective": self.n_effective,
+            **{k: self.limits.get(k, nan) for k in JUDGEMENT_COLUMNS[2:-1]},
+            "reason": self.reason,
+        }
+
+
+def _floor_of_variance(limits: Mapping[str, Any], key: str, ratio: float) -> float | None:
+    """A variance-ratio band as a limit on |log ratio|, on the side the ratio moved to."""
+    band = limits.get(key)
+    if band is None:
+        return None
+    return float(np.log(band[1]) if ratio >= 1 else -np.log(band[0]))
+
+
+def _sample_problem(
+    row: Mapping[Any, Any], calibrated: "calibration.Thresholds | None", policy: Calibration, window_hours: int
+) -> tuple[str, float] | None:
+    """Why this column's window cannot be judged (and the effective sample size), or None."""
+    n = int(row["n_current"])
+    if row["status"] == EMPTY:
+        return (f"no values in the current window (no data yet?); needs >= {policy.min_rows} rows", 0.0)
+    if row["status"] == TOO_FEW:
+        return (f"{n} values in the window; needs >= {policy.min_rows} rows", float(n))
+    if calibrated is None or calibrated.windows < 2 or calibrated.independent < policy.min_windows:
+        held = 0.0 if calibrated is None else calibrated.independent
+        days = np.ceil(policy.min_windows * window_hours / 24)
+        return (
+            f"the reference holds {held:.1f} windows of {window_hours} h; needs >= {policy.min_windows:g} "
+            f"(a reference of >= {days:.0f} days)",
+            float("nan"),
+        )
+    per_row = calibrated.effective_per_row
+    n_eff = n * per_row if np.isfinite(per_row) else float(n)
+    if n_eff < policy.min_effective_size:
+        needed = int(np.ceil(policy.min_effective_size / per_row))
+        return (
+            f"{n} rows worth ~{n_eff:.0f} independent values (autocorrelation, co-movement); needs >= "
+            f"{policy.min_effective_size:g}: about {needed} rows (~{needed / max(n, 1):.1f}x this window's rows: "
+            "more symbols or a longer window)",
+            n_eff,
+        )
+    return None
+
+
+def judge_feature(
+    row: Mapping[Any, Any],
+    floors: Mapping[str, Any],
+    calibrated: "calibration.Thresholds | None",
+    policy: Calibration,
+    window_hours: int,
+) -> Judgement:
+    """A column's verdict: each statistic (PSI, |mean shift| in reference SDs, |log variance ratio|) is MODERATE /
+    SEVERE when it is beyond both its calibrated limit (the policy's quantile of the reference's own windows) and
+    the practical minimum (``floors``); the worst statistic decides. A column flat in the reference that moved is
+    SEVERE; one flat at the same value in both windows NORMAL; one that cannot be judged (empty, too few rows,
+    too few independent values, too short a reference) INSUFFICIENT, with what would be enough."""
+    windows = 0 if calibrated is None else calibrated.windows
+    if row["status"] == CONSTANT_CHANGED:
+        return Judgement(Severity.SEVERE, "flat over the reference, moved in the window", windows)
+    if row["status"] == CONSTANT:
+        return Judgement(Severity.NORMAL, "flat at the same value in both windows", windows)
+    problem = _sample_problem(row, calibrated, policy, window_hours)
+    if problem is not None or calibrated is None:
+        reason, n_eff = problem or ("not calibrated", float("nan"))
+        return Judgement(Severity.INSUFFICIENT, reason, windows, n_eff)
+    per_row = calibrated.effective_per_row
+    n_eff = float(row["n_current"]) * per_row if np.isfinite(per_row) else float("nan")
+    ratio = float(row["variance_ratio"]) if pd.notna(row["variance_ratio"]) else float("nan")
+    checks = [
+        ("psi", "psi", float(row["psi"]), calibrated.psi, floors.get("psi")),
+        (
+            "mean_shift",
+            "|mean shift| (SD)",
+            abs(float(row["mean_shift_sd"])) if pd.notna(row["mean_shift_sd"]) else float("nan"),
+            calibrated.abs_mean_shift_sd,
+            floors.get("abs_mean_shift_sd"),
+        ),
+        (
+            "variance_factor",
+            "variance ratio",
+            abs(float(np.log(ratio))) if ratio > 0 else float("nan"),
+            calibrated.abs_log_variance_ratio,
+            (
+                _floor_of_variance(floors, "variance_ratio_moderate", ratio),
+                _floor_of_variance(floors, "variance_ratio_severe", ratio),
+            ),
+        ),
+    ]
+    level, reasons, limits = 0, [], {}
+    for key, label, value, null, floor in checks:
+        for i, name in enumerate(("moderate", "severe")):
+            bound = null[i] if floor is None or floor[i] is None else max(null[i], floor[i])
+            bound = float(bound) if np.isfinite(bound) else float("nan")
+            limits[f"{key}_{name}"] = float(np.exp(bound)) if key == "variance_factor" else bound
+        if not np.isfinite(value):
+            continue
+        for code in (2, 1):
+            bound = limits[f"{key}_{'severe' if code == 2 else 'moderate'}"]
+            bound = float(np.log(bound)) if key == "variance_factor" else bound
+            if np.isfinite(bound) and value > bound:
+                shown = f"x{np.exp(value) if ratio >= 1 else np.exp(-value):.2f}" if key == "variance_factor" else ""
+                reasons.append(
+                    f"{label} {shown or f'{value:.3g}'} > {'SEVERE' if code == 2 else 'MODERATE'} limit "
+                    f"{(f'x{np.exp(bound):.2f}') if key == 'variance_factor' else f'{bound:.3g}'}"
+                )
+                level = max(level, code)
+                break
+    severity = Severity.of_code(level)
+    reason = "; ".join(reasons) if reasons else "every statistic within its limits"
+    return Judgement(severity, reason, windows, n_eff, limits)
+
+
+def judge_reconstruction(
+    ratio: float, n_current: int, calibrated: "calibration.RatioThresholds", policy: "DriftPolicy"
+) -> Judgement:
+    """A view's reconstruction-error ratio (window mean over reference mean): MODERATE / SEVERE beyond the
+    calibrated quantile of the reference's own windows and the practical minimum (``reconstruction.min_ratio``);
+    INSUFFICIENT like a feature when the window or the reference is too small."""
+    windows, independent, null = calibrated.windows, calibrated.independent, calibrated.limits
+    cal = policy.calibration
+    per_row = calibrated.effective_per_row
+    n_eff = n_current * per_row if np.isfinite(per_row) else float(n_current)
+    if n_current < cal.min_rows:
+        reason = f"{n_current} rows in the window; needs >= {cal.min_rows}"
+        return Judgement(Severity.INSUFFICIENT, reason, windows, n_eff)
+    if windows < 2 or independent < cal.min_windows:
+        reason = f"the reference holds {independent:.1f} windows of this length; needs >= {cal.min_windows:g}"
+        return Judgement(Severity.INSUFFICIENT, reason, windows, n_eff)
+    if n_eff < cal.min_effective_size:
+        reason = f"{n_current} rows worth ~{n_eff:.0f} independent values; needs >= {cal.min_effective_size:g}"
+        return Judgement(Severity.INSUFFICIENT, reason, windows, n_eff)
+    bounds = [max(null[i], policy.reconstruction.min_ratio[i]) for i in (0, 1)]
+    level = 2 if ratio > bounds[1] else 1 if ratio > bounds[0] else 0
+    reason = (
+        f"reconstruction error x{ratio:.3f} the reference's; limits MODERATE x{bounds[0]:.3f}, SEVERE x{bounds[1]:.3f}"
     )
+    return Judgement(Severity.of_code(level), reason, windows, n_eff)
 
 
-def comparable_severities(stats: pd.DataFrame) -> dict[str, str]:
-    """Feature -> severity of the features that could be compared (status ok or constant_reference_changed). An
-    empty, tiny or unchanged constant column says nothing about drift: counted as NORMAL it would dilute the
-    share of drifted features."""
-    usable = stats[stats["status"].isin(COMPARED)]
-    return dict(zip(usable["feature"], usable["severity"], strict=True))
+Importance = Mapping[str, float] | Sequence[str] | Sequence[Sequence[Any]]
 
 
-def model_severity(severities: Mapping[str, str], importance_order: Sequence[str], policy: DriftPolicy) -> Severity:
-    """SEVERE when one of the ``top_features`` by importance is SEVERE or the share of SEVERE features reaches
-    ``severe_share``; MODERATE when a top feature is MODERATE or the share of MODERATE-or-worse features reaches
-    ``moderate_share``; else NORMAL."""
-    if not severities:
-        return Severity.NORMAL
+def importance_weights(importance: Importance, features: Sequence[str]) -> dict[str, float]:
+    """Each feature's share of the model's importance: from ``{feature: gain}`` or ``[(feature, gain), ...]``
+    (the training manifest's ``feature_importance``, either form), gains normalized to sum to 1; from a bare list
+    of names, or when every gain is 0, equal shares. Features outside ``features`` are dropped; features the
+    importance does not name weigh 0 (the model does not use them: ``sector`` is reported, not weighed)."""
+    if isinstance(importance, Mapping):
+        pairs = [(str(k), float(v)) for k, v in importance.items()]
+    else:
+        pairs = [
+            (str(item[0]), float(item[1])) if not isinstance(item, str) else (item, float("nan")) for item in importance
+        ]
+    pairs = [(f, g) for f, g in pairs if f in features]
+    gains = np.array([g for _, g in pairs], dtype=float)
+    if not pairs:
+        return dict.fromkeys(features, 1.0 / len(features)) if features else {}
+    if not np.all(np.isfinite(gains)) or gains.sum() <= 0:
+        return {f: 1.0 / len(pairs) for f, _ in pairs}
+    return {f: float(g / gains.sum()) for f, g in pairs}
+
+
+def model_verdict(verdicts: pd.DataFrame, policy: "DriftPolicy") -> tuple[Severity, str]:
+    """The model's severity from its columns' (``feature``, ``kind``, ``severity``, ``importance``) and the rule
+    that decided it, in words. Shares are of the model's importance: a feature's gain share; a view's
+    reconstruction (``kind == "multivariate"``) weighs what the model's features of that view weigh.
+
+    - INSUFFICIENT when the features that could be judged carry less than ``min_judged_share``;
+    - SEVERE when the SEVERE features carry ``severe_share``, or when SEVERE reconstructions carry it and the
+      MODERATE-or-worse features carry ``moderate_share`` (the joint signal confirms the marginal ones);
+    - MODERATE when the MODERATE-or-worse features carry ``moderate_share``, or SEVERE reconstructions carry
+      ``severe_share`` (how the features move together changed, each one alone did not);
+    - else NORMAL.
+
+    The multivariate signal escalates and warns but does not retrain alone: each view's reconstruction is one
+    more test at the 99th percentile, and alone it would add its false alarms to the features'."""
     agg = policy.aggregation
-    top = [severities[f] for f in importance_order if f in severities][: agg.top_features]
-    n = len(severities)
-    severe = sum(s == Severity.SEVERE for s in severities.values()) / n
-    if Severity.SEVERE in top or severe >= agg.severe_share:
-        return Severity.SEVERE
-    moved = sum(s != Severity.NORMAL for s in severities.values()) / n
-    if any(s != Severity.NORMAL for s in top) or moved >= agg.moderate_share:
-        return Severity.MODERATE
-    return Severity.NORMAL
+    features = verdicts[verdicts["kind"] != MULTIVARIATE]
+    views = verdicts[verdicts["kind"] == MULTIVARIATE]
+
+    def share(rows: pd.DataFrame, levels: Sequence[Severity]) -> float:
+        return float(rows.loc[rows["severity"].isin(list(levels)), "importance"].fillna(0.0).sum())
+
+    def named(rows: pd.DataFrame, level: Severity) -> str:
+        top = rows[rows["severity"] == level].sort_values("importance", ascending=False)
+        listed = ", ".join(f"{f} {w:.0%}" for f, w in zip(top["feature"], top["importance"].fillna(0), strict=True))
+        return f" ({listed})" if listed else ""
+
+    judged = share(features, [Severity.NORMAL, Severity.MODERATE, Severity.SEVERE])
+    if judged < agg.min_judged_share:
+        missing = features.loc[
+            (features["severity"] == Severity.INSUFFICIENT) & (features["importance"].fillna(0) > 0), "feature"
+        ].tolist()
+        return Severity.INSUFFICIENT, (
+            f"INSUFFICIENT: the features that could be judged carry {judged:.0%} of the importance (needs >= "
+            f"{agg.min_judged_share:.0%}); not judged: {', '.join(missing) or 'all'} (each feature's reason says "
+            "what would be enough)"
+        )
+    severe = share(features, [Severity.SEVERE])
+    moved = share(features, [Severity.SEVERE, Severity.MODERATE])
+    joint = share(views, [Severity.SEVERE])
+    if severe >= agg.severe_share or (joint >= agg.severe_share and moved >= agg.moderate_share):
+        level = Severity.SEVERE
+    elif moved >= agg.moderate_share or joint >= agg.severe_share:
+        level = Severity.MODERATE
+    else:
+        level = Severity.NORMAL
+    return level, (
+        f"{level}: SEVERE features carry {severe:.0%}{named(features, Severity.SEVERE)}, MODERATE-or-worse "
+        f"{moved:.0%}; SEVERE reconstructions {joint:.0%}{named(views, Severity.SEVERE)}. Rule: SEVERE when SEVERE "
+        f"features carry >= {agg.severe_share:.0%}, or SEVERE reconstructions >= {agg.severe_share:.0%} with "
+        f"MODERATE-or-worse features >= {agg.moderate_share:.0%}; MODERATE when MODERATE-or-worse features carry "
+        f">= {agg.moderate_share:.0%} or SEVERE reconstructions >= {agg.severe_share:.0%}"
+    )

@@ -33,9 +33,14 @@ def read_status(path: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     return json.loads(path.read_text())
 
 
+NOT_JUDGED = {str(Severity.INSUFFICIENT), str(PerformanceStatus.INSUFFICIENT)}
+
+
 def update_status(path: str | Path, model: str, signal: str, entry: dict[str, Any]) -> bool:
     """Replace one signal of one model, unless the stored entry is of a later window (a backfill of an old hour
-    must not hide today's SEVERE from the sensor); every other entry is kept. Returns whether it was written."""
+    must not hide today's SEVERE from the sensor), or the new entry is INSUFFICIENT and the stored one a verdict
+    (a window too small to judge, or an hour with no data yet, says nothing: the last verdict stands); every
+    other entry is kept. Returns whether it was written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
@@ -43,6 +48,8 @@ def update_status(path: str | Path, model: str, signal: str, entry: dict[str, An
         status = read_status(path)
         stored = status.get(model, {}).get(signal)
         if stored and datetime.fromisoformat(stored["window_end"]) > datetime.fromisoformat(entry["window_end"]):
+            return False
+        if stored and entry.get("severity") in NOT_JUDGED and stored.get("severity") not in NOT_JUDGED:
             return False
         status.setdefault(model, {})[signal] = entry
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".drift_status.", suffix=".json")

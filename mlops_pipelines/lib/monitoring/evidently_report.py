@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from evidently import Report
-from evidently.presets import DataDriftPreset
 
 from mlops_pipelines.lib.monitoring.drift import ReferenceProfile
 
@@ -29,6 +27,11 @@ def render_drift_report(
     reference: pd.DataFrame, current: pd.DataFrame, *, sample_rows: int = 5000, seed: int = 0
 ) -> tuple[str, EvidentlySummary]:
     """HTML report and its headline numbers, on at most ``sample_rows`` rows of each window."""
+    # imported here: Evidently takes seconds to import, and every process that loads the code location
+    # (step workers, run workers, sensors' code servers, the CLI) would pay it at start
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
     ref = reference.sample(n=min(sample_rows, len(reference)), random_state=seed) if len(reference) else reference
     cur = current.sample(n=min(sample_rows, len(current)), random_state=seed) if len(current) else current
     snapshot = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)

@@ -3,7 +3,9 @@
 
 Per version: its features over the current window against the reference profile (``drift_report.build_report``),
 the rows persisted (one set per partition and model, a re-run replaces it), the verdict in the status file the
-retraining sensor reads, an Evidently HTML report when it is not NORMAL, an alert when it is SEVERE."""
+retraining sensor reads (an INSUFFICIENT window never replaces a verdict there), an Evidently HTML report when it
+is MODERATE or SEVERE, an alert when it is SEVERE. An hour whose window holds no rows yet (the schedule ticking
+past the data) writes nothing: it is noted for the operator and the last verdict stands."""
 
 import json
 from dataclasses import dataclass, field
@@ -16,20 +18,22 @@ from mlops_pipelines.lib.core.alerts import Alert, Alerter
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.monitoring import drift_status
-from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy
-from mlops_pipelines.lib.monitoring.drift_report import ROWS_DDL, DriftReport, build_report
+from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, Importance
+from mlops_pipelines.lib.monitoring.drift_report import ROWS_DDL, DriftReport, build_report, ensure_columns
 from mlops_pipelines.lib.monitoring.evidently_report import write_html_report
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow, MonitoringFiles
 from mlops_pipelines.lib.monitoring.reference_profiles import Memo
 from mlops_pipelines.lib.monitoring.severity import Severity
-from mlops_pipelines.lib.training.training_run import features_by_gain
 
 TABLE = "monitoring.model_drift_reports"
 DDL = ROWS_DDL  # one row per feature, partition and model
 
 
 def write_report(conn: duckdb.DuckDBPyConnection, report: DriftReport, partition_key: str) -> None:
-    """The report's rows for this partition and model, replacing a previous run's."""
+    """The report's rows for this partition and model, replacing a previous run's (a table of an older version
+    gets the new columns first)."""
+    if warehouse.table_exists(conn, TABLE):
+        ensure_columns(conn, TABLE)
     warehouse.replace_rows(
         conn,
         TABLE,
@@ -41,12 +45,14 @@ def write_report(conn: duckdb.DuckDBPyConnection, report: DriftReport, partition
 
 
 def latest_severity(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> Severity | None:
-    """The model severity of the latest hourly report of this version; None if never monitored."""
+    """The latest verdict of this version's hourly reports: the latest judged one (an INSUFFICIENT window says
+    nothing and never hides it); INSUFFICIENT when no window could be judged; None if never monitored."""
     if not warehouse.table_exists(conn, TABLE):
         return None
     row = conn.execute(
-        f"SELECT model_severity FROM {TABLE} WHERE model = ? AND version = ? ORDER BY window_end DESC LIMIT 1",
-        [model, version],
+        f"SELECT model_severity FROM {TABLE} WHERE model = ? AND version = ? "
+        "ORDER BY model_severity = ? ASC, window_end DESC LIMIT 1",
+        [model, version, str(Severity.INSUFFICIENT)],
     ).fetchone()
     return Severity(row[0]) if row else None
 
@@ -69,10 +75,11 @@ class FeatureDriftRun:
     notes: list[str] = field(default_factory=list)  # for the operator's log
 
 
-def importance_order(tracking: Tracking, model: DeployedVersion, catalog: FeatureCatalog) -> list[str]:
-    """The version's features by importance (its training manifest), else in the spec's order."""
+def model_importance(tracking: Tracking, model: DeployedVersion, catalog: FeatureCatalog) -> Importance:
+    """The version's feature importance (its training manifest's ``feature_importance``: {feature: gain} or
+    [(feature, gain), ...]), else the spec's features (equal weights)."""
     manifest = json.loads(tracking.read_text_artifact(model.run_id, "manifest.json")) if model.run_id else {}
-    return features_by_gain(manifest) or model.spec.features(catalog)
+    return manifest.get("feature_importance") or model.spec.features(catalog)
 
 
 def monitor_feature_drift(
@@ -96,13 +103,20 @@ def monitor_feature_drift(
             model.version,
             catalog,
             policy,
-            importance_order(tracking, model, catalog),
+            model_importance(tracking, model, catalog),
             window_end=window.end,
             current=window.current,
             reference=window.reference,
             profile_cache=files.reference_profiles,
             memo=memo,
         )
+        if not report.current_rows:
+            run.notes.append(
+                f"{model.name}: no feature rows in the window ending {window.end:%Y-%m-%d %H:%M} UTC (no data yet): "
+                "nothing judged, nothing written; the last verdict stands"
+            )
+            run.reports.append(report)
+            continue
         write_report(conn, report, window.partition_key)
         drift_status.record_verdict(
             files.status_file,
@@ -113,7 +127,9 @@ def monitor_feature_drift(
             window_end=window.end,
             partition_key=window.partition_key,
         )
-        if report.severity != Severity.NORMAL:
+        if report.severity == Severity.INSUFFICIENT:
+            run.notes.append(f"{model.name} v{model.version}: INSUFFICIENT, not judged: {report.rule}")
+        elif report.severity != Severity.NORMAL:
             try:  # a rendering problem must not lose the drift report itself
                 path = files.evidently_report(model.name, window.partition_key)
                 run.evidently[model.name] = str(write_html_report(path, report.reference, report.current))

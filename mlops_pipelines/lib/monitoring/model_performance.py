@@ -4,7 +4,8 @@
 Per version: its decisions whose labels are known by the end of the hour, scored again and compared with its
 validation metrics (``concept_drift.build_performance_report``), the rows persisted, the verdict in the status
 file. CRITICAL raises an alert and, when the policy's ``auto_demote`` is on and the version is in production,
-asks ``demote`` (a governance action the caller supplies) to roll it back."""
+asks ``demote`` (a governance action the caller supplies) to roll it back. An hour whose last day holds no
+decisions yet (the schedule ticking past the data) judges and writes nothing: the last verdict stands."""
 
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -17,7 +18,7 @@ from mlops_pipelines.lib.core.alerts import Alert, Alerter
 from mlops_pipelines.lib.core.errors import MlopsError
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
-from mlops_pipelines.lib.monitoring import drift_status
+from mlops_pipelines.lib.monitoring import drift_status, prediction_log
 from mlops_pipelines.lib.monitoring.concept_drift import PerformancePolicy, PerformanceReport, build_performance_report
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow, LoadBooster, MonitoringFiles
 from mlops_pipelines.lib.monitoring.severity import PerformanceStatus
@@ -88,6 +89,12 @@ def monitor_performance(
     run = PerformanceRun(reports=[])
     client = tracking.client()
     for model in deployed:
+        if prediction_log.decision_rows(conn, model.spec, window.end - window.current, window.end, max_rows=1).empty:
+            run.notes.append(
+                f"{model.name}: no decisions in the window ending {window.end:%Y-%m-%d %H:%M} UTC (no data yet): "
+                "nothing judged, nothing written; the last verdict stands"
+            )
+            continue
         baseline = client.get_run(model.run_id).data.metrics if model.run_id else {}
         report = build_performance_report(
             conn, model.spec, model.version, catalog, load_booster(model), baseline, policy, window_end=window.end

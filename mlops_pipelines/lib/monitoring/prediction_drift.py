@@ -3,8 +3,9 @@
 
 Per version: its outputs on the current window's decisions against its outputs on the reference window's
 (``drift_report.build_prediction_report``; outputs come from the prediction log), the rows persisted, the log
-pruned to one reference window, the verdict in the status file. Reported, not a retraining trigger: outputs move
-with the inputs, which feature drift already judges."""
+pruned to one reference window, the verdict in the status file (INSUFFICIENT never replaces one there). An hour
+with no decisions yet changes nothing. Reported, not a retraining trigger: outputs move with the inputs, which
+feature drift already judges."""
 
 import duckdb
 import pandas as pd
@@ -13,7 +14,13 @@ from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.monitoring import drift_status, prediction_log
 from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy
-from mlops_pipelines.lib.monitoring.drift_report import PREDICTION, ROWS_DDL, DriftReport, build_prediction_report
+from mlops_pipelines.lib.monitoring.drift_report import (
+    PREDICTION,
+    ROWS_DDL,
+    DriftReport,
+    build_prediction_report,
+    ensure_columns,
+)
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow, LoadBooster, MonitoringFiles
 
 TABLE = "monitoring.prediction_drift_reports"
@@ -21,7 +28,10 @@ DDL = ROWS_DDL  # one row (feature ``prediction``) per partition and model
 
 
 def write_report(conn: duckdb.DuckDBPyConnection, report: DriftReport, partition_key: str) -> None:
-    """The report's rows for this partition and model, replacing a previous run's."""
+    """The report's rows for this partition and model, replacing a previous run's (a table of an older version
+    gets the new columns first)."""
+    if warehouse.table_exists(conn, TABLE):
+        ensure_columns(conn, TABLE)
     warehouse.replace_rows(
         conn,
         TABLE,
@@ -75,6 +85,8 @@ def monitor_prediction_drift(
             reference=window.reference,
             max_reference_rows=window.max_reference_rows,
         )
+        if not report.current_rows:
+            continue  # an hour with no decisions yet (the schedule past the data): nothing judged, nothing pruned
         write_report(conn, report, window.partition_key)
         prediction_log.prune_predictions(conn, model.name, before=report.reference_start)
         drift_status.record_verdict(

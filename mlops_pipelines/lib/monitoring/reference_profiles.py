@@ -17,7 +17,7 @@ import pandas as pd
 
 from mlops_pipelines.lib.core.warehouse import quote_ident, quote_table
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog, FeatureView
-from mlops_pipelines.lib.monitoring import drift
+from mlops_pipelines.lib.monitoring import calibration, drift
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
 
@@ -48,7 +48,7 @@ def model_columns(spec: ModelSpec, catalog: FeatureCatalog, view: FeatureView) -
     return [f for f in view.features if f in spec.features(catalog) or f == "sector"]
 
 
-Memo = dict[tuple[str, str, datetime, datetime], Any]  # what one run already read, for the next model
+Memo = dict[tuple[Any, ...], Any]  # what one run already read, for the next model
 
 
 def feature_frame(
@@ -61,14 +61,9 @@ def feature_frame(
 ) -> pd.DataFrame:
     """The model's features for rows whose event time is in [start, end), one view at a time (no join needed:
     drift is per feature). With ``memo``, each view's window is read once for every model that uses it."""
-    memo = {} if memo is None else memo
     columns: dict[str, np.ndarray] = {}
-    for name in spec.feature_views:
-        view = catalog.views[name]
-        key = ("columns", view.table, start, end)
-        if key not in memo:
-            memo[key] = view_columns(conn, view, list(view.features), start, end)
-        columns.update({c: memo[key][c] for c in model_columns(spec, catalog, view)})
+    for name, view_data in view_windows(conn, spec, catalog, start, end, memo).items():
+        columns.update({c: view_data[c] for c in model_columns(spec, catalog, catalog.views[name])})
     return pd.DataFrame(columns)
 
 
@@ -91,39 +86,79 @@ def window_fingerprint(conn: duckdb.DuckDBPyConnection, view: FeatureView, start
     return hashlib.sha256(f"{view.table}:{count}:{digest}".encode()).hexdigest()[:16]
 
 
+PROFILE_FORMAT = "c2"  # part of the cache key: profiles of an older format (no hourly aggregates) are not read
+
+
 def view_profile(
-    conn: duckdb.DuckDBPyConnection, view: FeatureView, start: datetime, end: datetime, cache_dir: Path | None
+    conn: duckdb.DuckDBPyConnection,
+    view: FeatureView,
+    start: datetime,
+    end: datetime,
+    cache_dir: Path | None,
+    variance_explained: float = 0.65,
 ) -> drift.ReferenceProfile:
     """Every feature of one view over [start, end): from ``cache_dir`` when this exact window content was
-    profiled before (by any model: they share views), else from the warehouse, then cached (3 newest kept)."""
+    profiled before (by any model: they share views), else from the warehouse, then cached (3 newest kept).
+    Besides the sorted values and category counts, the profile holds each column's values per hour (the null
+    distributions of ``calibration``) and the view's principal plane (the multivariate signal)."""
     path = None
     if cache_dir is not None:
-        key = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-{window_fingerprint(conn, view, start, end)}"
+        fingerprint = window_fingerprint(conn, view, start, end)
+        key = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-{fingerprint}-{PROFILE_FORMAT}-{variance_explained:g}"
         path = cache_dir / view.table / f"{key}.npz"
         if path.exists():
             return drift.ReferenceProfile.load(path)
     numeric = [f for f in view.features if view.schema_[f] == "DOUBLE"]
     categorical = [f for f in view.features if f not in numeric]
-    arrays = view_columns(conn, view, numeric, start, end)
     event = quote_ident(view.event_time)
-    counts = {
-        name: pd.Series(
-            dict(
-                conn.execute(
-                    f"SELECT CAST({quote_ident(name)} AS VARCHAR), count(*) FROM {quote_table(view.table)} "
-                    f"WHERE {event} >= ? AND {event} < ? AND {quote_ident(name)} IS NOT NULL GROUP BY 1",
-                    [start, end],
-                ).fetchall()
-            ),
-            dtype="int64",
+    where = f"FROM {quote_table(view.table)} WHERE {event} >= ? AND {event} < ?"
+    selected = ", ".join([*(quote_ident(c) for c in [*numeric, *categorical]), f"epoch({event})"])
+    raw = conn.execute(f"SELECT {selected} {where}", [start, end]).fetchnumpy()
+    names = list(raw)
+    arrays = {c: _unmasked(raw[n], float) for c, n in zip(numeric, names, strict=False)}
+    texts = {c: _unmasked(raw[n], object) for c, n in zip(categorical, names[len(numeric) :], strict=False)}
+    hours = (np.asarray(np.ma.getdata(raw[names[-1]]), dtype=float) // calibration.HOUR_S).astype(np.int64)
+    first, slots = (
+        int(start.timestamp() // calibration.HOUR_S),
+        calibration.slot_count(
+            int(start.timestamp() // calibration.HOUR_S), int(-(-end.timestamp() // calibration.HOUR_S))
+        ),
+    )
+    sorted_columns = drift.sorted_finite(arrays)
+    hourly: dict[str, calibration.HourlyAggregates] = {}
+    for name, values in arrays.items():
+        finite = np.isfinite(values)
+        ref = sorted_columns[name]
+        index = np.full(len(values), -1, dtype=np.int64)
+        if len(ref):
+            edges = drift.psi_edges(ref)
+            index[finite] = np.searchsorted(edges, values[finite], side="right")
+            hourly[name] = calibration.HourlyAggregates.of(
+                hours, np.where(finite, values, 0.0), index, len(edges) + 1, first, slots
+            )
+    counts = {}
+    for name, values in texts.items():
+        codes, uniques = pd.factorize(values)  # missing -> -1
+        labels = np.array([str(u) for u in uniques], dtype=str)
+        order = np.argsort(labels, kind="stable")
+        index = np.where(codes >= 0, np.argsort(order)[np.maximum(codes, 0)], -1).astype(np.int64)
+        categories = labels[order]
+        counts[name] = pd.Series(
+            np.bincount(index[index >= 0], minlength=len(categories)), index=categories, dtype="int64"
         )
-        for name in categorical
-    }
-    [(rows,)] = conn.execute(
-        f"SELECT count(*) FROM {quote_table(view.table)} WHERE {event} >= ? AND {event} < ?",
-        [start, end],
-    ).fetchall()
-    profile = drift.ReferenceProfile(rows=rows, numeric=drift.sorted_finite(arrays), categorical=counts)
+        if len(categories):
+            hourly[name] = calibration.HourlyAggregates.of(hours, None, index, len(categories), first, slots)
+    planes = {}
+    plane = calibration.Reconstruction.fit(arrays, hours, first, slots, variance_explained=variance_explained)
+    if plane is not None:
+        planes[view.name] = plane
+    profile = drift.ReferenceProfile(
+        rows=len(hours),
+        numeric=sorted_columns,
+        categorical=counts,
+        hourly=hourly,
+        reconstruction=planes,
+    )
     if path is not None:
         profile.save(path)
         for stale in sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-3]:
@@ -139,20 +174,44 @@ def reference_profile(
     end: datetime,
     cache_dir: Path | None,
     memo: Memo | None = None,
+    variance_explained: float = 0.65,
 ) -> drift.ReferenceProfile:
-    """The model's reference profile: its features' part of each of its views' profiles. (Views share the
-    entity and time grid, so their row counts agree; the largest is kept.)"""
+    """The model's reference profile: its features' part of each of its views' profiles, with the views'
+    principal planes. (Views share the entity and time grid, so their row counts agree; the largest is kept.)"""
     memo = {} if memo is None else memo
     profiles = []
     for name in spec.feature_views:
         view = catalog.views[name]
-        key = ("profile", view.table, start, end)
+        key = ("profile", view.table, start, end, variance_explained)
         if key not in memo:
-            memo[key] = view_profile(conn, view, start, end, cache_dir)
+            memo[key] = view_profile(conn, view, start, end, cache_dir, variance_explained)
         profiles.append((view, memo[key]))
     wanted = {c for view, _ in profiles for c in model_columns(spec, catalog, view)}
     return drift.ReferenceProfile(
         rows=max((p.rows for _, p in profiles), default=0),
         numeric={c: v for _, p in profiles for c, v in p.numeric.items() if c in wanted},
         categorical={c: v for _, p in profiles for c, v in p.categorical.items() if c in wanted},
+        hourly={c: v for _, p in profiles for c, v in p.hourly.items() if c in wanted},
+        reconstruction={k: v for _, p in profiles for k, v in p.reconstruction.items()},
     )
+
+
+def view_windows(
+    conn: duckdb.DuckDBPyConnection,
+    spec: ModelSpec,
+    catalog: FeatureCatalog,
+    start: datetime,
+    end: datetime,
+    memo: Memo | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each of the model's views' columns (all of the view's features) for rows whose event time is in
+    [start, end): what the multivariate signal reconstructs. Read once per run with ``memo``."""
+    memo = {} if memo is None else memo
+    out = {}
+    for name in spec.feature_views:
+        view = catalog.views[name]
+        key = ("columns", view.table, start, end)
+        if key not in memo:
+            memo[key] = view_columns(conn, view, list(view.features), start, end)
+        out[name] = memo[key]
+    return out

@@ -8,20 +8,32 @@ from enum import StrEnum
 
 
 class Severity(StrEnum):
-    """How far a distribution moved (a feature, a model's outputs, a model over its features), by effect size
-    against catalog/drift_policy.yaml. Ordered: NORMAL < MODERATE < SEVERE."""
+    """How far a distribution moved (a feature, a model's outputs, a model over its features), against the
+    reference's own variability and catalog/drift_policy.yaml. Ordered: NORMAL < MODERATE < SEVERE.
+    INSUFFICIENT: the window could not be judged (too few rows, too few independent values, no data yet); it is
+    no verdict, so it never replaces one in the status file and never passes a deployment or promotion check."""
 
     NORMAL = "NORMAL"
     MODERATE = "MODERATE"
     SEVERE = "SEVERE"
+    INSUFFICIENT = "INSUFFICIENT"
 
     @property
     def code(self) -> int:
-        return list(Severity).index(self)
+        return -1 if self is Severity.INSUFFICIENT else list(Severity).index(self)
 
     @classmethod
     def of_code(cls, code: int) -> "Severity":
-        return list(cls)[code]
+        return cls.INSUFFICIENT if code < 0 else list(cls)[code]
+
+    @property
+    def judged(self) -> bool:
+        """A verdict (NORMAL, MODERATE or SEVERE), not INSUFFICIENT."""
+        return self is not Severity.INSUFFICIENT
+
+    def within(self, limit: "Severity") -> bool:
+        """At most ``limit`` (a check such as the gate's ``max_drift_severity``); INSUFFICIENT never is."""
+        return self.judged and self.code <= limit.code
 
 
 class PerformanceStatus(StrEnum):

@@ -164,7 +164,7 @@ def build_manifest(
         "artifact_sha256": logged.artifact_sha256,
         "package_versions": package_versions(),
         "metrics": model.metrics,
-        # [feature, gain] pairs, by gain descending: a list, so no JSON writer can reorder it (read: features_by_gain)
+        # [feature, gain] pairs, by gain descending: a list, so no JSON writer (sorted keys) can reorder it
         "feature_importance": [[str(k), float(v)] for k, v in model.importance.items()],
         "features": data.features,
         "training_window": {
@@ -176,15 +176,6 @@ def build_manifest(
         "config": spec.model_dump(mode="json"),
         "created_at": datetime.now(UTC).isoformat(),
     }
-
-
-def features_by_gain(manifest: dict[str, Any]) -> list[str]:
-    """A version's features by gain, the most important first, from its ``manifest.json``: a list of
-    ``[feature, gain]`` pairs, or (manifests written before it was a list) a feature -> gain mapping whose key
-    order is not to be trusted (it was stored with sorted keys), so both are ordered by gain. [] without one."""
-    stored = manifest.get("feature_importance") or []
-    pairs = list(stored.items()) if isinstance(stored, dict) else [tuple(pair) for pair in stored]
-    return [str(name) for name, _ in sorted(pairs, key=lambda pair: -float(pair[1]))]  # stable: ties keep order
 
 
 def _register(

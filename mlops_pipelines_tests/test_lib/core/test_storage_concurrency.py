@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
+from mlops_pipelines_tests.conftest import CEILING_S, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +27,11 @@ def spawn(code: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(path: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.02)
+def wait_for(path: Path, child: subprocess.Popen) -> None:
+    """Until the child has created ``path`` (it has loaded and reached that point); fails at once if it died."""
+    wait_until(
+        f"{path.name} appears", path.exists, watch=[child], log=lambda: child.stderr.read() if child.stderr else ""
+    )
 
 
 def test_killed_writer_leaves_the_previous_table_intact(tmp_path: Path) -> None:
@@ -47,7 +48,7 @@ def test_killed_writer_leaves_the_previous_table_intact(tmp_path: Path) -> None:
             conn.execute("CREATE OR REPLACE TABLE features.t AS "
                 "SELECT range AS x, md5(CAST(range AS VARCHAR)) AS h FROM range(400000000)")
     """)
-    wait_for(started)
+    wait_for(started, child)
     time.sleep(1.0)
     assert child.poll() is None, "the write finished before it could be killed; make it bigger"
     os.kill(child.pid, signal.SIGKILL)
@@ -96,25 +97,27 @@ def test_unreadable_storage_version_is_a_clear_error(
 
 
 def test_writer_waits_for_another_process_lock(tmp_path: Path) -> None:
-    db, held = tmp_path / "w.duckdb", tmp_path / "held"
+    db, held, release = tmp_path / "w.duckdb", tmp_path / "held", tmp_path / "release"
     child = spawn(f"""
         import time
         from pathlib import Path
         from mlops_pipelines.lib.core import warehouse
         with warehouse.connect({str(db)!r}) as conn:
             Path({str(held)!r}).touch()
-            time.sleep(2.0)
+            while not Path({str(release)!r}).exists():
+                time.sleep(0.01)
     """)
-    wait_for(held)
+    wait_for(held, child)
     with (
         pytest.raises(warehouse.WarehouseLockTimeout, match="stayed locked"),
         warehouse.connect(db, lock_timeout_s=0.3),
     ):
         pass
     start = time.monotonic()
-    with warehouse.connect(db, lock_timeout_s=30) as conn:
+    threading.Timer(1.0, release.touch).start()  # the other process lets go a second from now
+    with warehouse.connect(db, lock_timeout_s=CEILING_S) as conn:
         conn.execute("CREATE TABLE raw.after AS SELECT 1 AS x")
-    assert time.monotonic() - start > 0.5  # it really waited for the other process
+    assert time.monotonic() - start >= 1.0  # it really waited for the other process
     assert child.wait() == 0, child.stderr.read() if child.stderr else ""
 
 
@@ -155,8 +158,8 @@ def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_p
         store = OnlineStoreReader({str(path)!r})
         keys = [f"SYM{{i:04d}}" for i in range({n})]
         Path({str(ready)!r}).touch()
-        seen, reads, deadline = set(), 0, time.monotonic() + 20
-        while time.monotonic() < deadline and len(seen) < 15:
+        seen, reads, deadline = set(), 0, time.monotonic() + {CEILING_S}
+        while time.monotonic() < deadline and not Path({str(ready)!r} + ".stop").exists():
             vectors = store.lookup(keys)
             generations = {{v["generation"] for v in vectors.values()}}
             assert len(generations) == 1, f"torn read: {{generations}}"
@@ -165,11 +168,12 @@ def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_p
             reads += 1
         print(len(seen), reads)
     """)
-    wait_for(ready)
+    wait_for(ready, reader)
     for generation in range(1, 40):
         write_snapshot(path, snapshot(generation, n), key="entity_key", snapshot_id=str(generation))
         time.sleep(0.02)
-    out, err = reader.communicate(timeout=60)
+    Path(f"{ready}.stop").touch()
+    out, err = reader.communicate(timeout=CEILING_S)
     assert reader.returncode == 0, err
     generations_seen, reads = map(int, out.split())
     assert generations_seen >= 5 and reads > generations_seen  # it really read while the writer wrote
@@ -184,6 +188,7 @@ def test_processes_starting_together_on_a_fresh_mlflow_store_all_succeed(tmp_pat
             import time
             from pathlib import Path
             from mlops_pipelines.lib.core.tracking import Tracking
+            Path({str(go)!r} + ".{i}").touch()  # loaded: the race is between the stores' creation alone
             while not Path({str(go)!r}).exists():
                 time.sleep(0.005)
             tracking = Tracking({uri!r}, {uri!r}, {str(tmp_path / "artifacts")!r})
@@ -192,8 +197,10 @@ def test_processes_starting_together_on_a_fresh_mlflow_store_all_succeed(tmp_pat
         """)
         for i in range(3)
     ]
+    for i, child in enumerate(children):
+        wait_for(Path(f"{go}.{i}"), child)
     go.touch()
-    outputs = [child.communicate(timeout=120) for child in children]
+    outputs = [child.communicate(timeout=CEILING_S) for child in children]
     for child, (_, err) in zip(children, outputs, strict=True):
         assert child.returncode == 0, err[-3000:]
     assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, found or created by each
@@ -235,19 +242,19 @@ def test_online_store_wal_stays_bounded_under_concurrent_reads(tmp_path: Path) -
         keys = [f"SYM{{i:04d}}" for i in range({n})]
         store.lookup(keys)
         Path({str(ready)!r}).touch()
-        seen, reads, deadline = set(), 0, time.monotonic() + 30
+        seen, reads, deadline = set(), 0, time.monotonic() + {CEILING_S}
         while time.monotonic() < deadline and not Path({str(ready)!r} + ".stop").exists():
             seen |= {{v["generation"] for v in store.lookup(keys).values()}}
             reads += 1
         print(len(seen), reads)
     """)
-    wait_for(ready)
+    wait_for(ready, reader)
     wal, sizes = Path(f"{path}-wal"), []
     for generation in range(1, 31):
         write_snapshot(path, snapshot(generation, n), key="entity_key", snapshot_id=str(generation))
         sizes.append(wal.stat().st_size if wal.exists() else 0)
     Path(f"{ready}.stop").touch()
-    out, err = reader.communicate(timeout=60)
+    out, err = reader.communicate(timeout=CEILING_S)
     assert reader.returncode == 0, err
     generations_seen, reads = map(int, out.split())
     assert generations_seen >= 5 and reads > 30  # the reader really read throughout the refreshes

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,8 +29,15 @@ from mlops_pipelines.lib.governance.lifecycle import (
     open_lifecycle,
 )
 from mlops_pipelines.lib.governance.promotion_policy import PromotionPolicy, evaluate
+from mlops_pipelines_tests.conftest import finished, wait_until
 
 MODEL = "toy_model"
+
+
+def errors(tmp_path: Path) -> Callable[[], str]:
+    return lambda: "\n".join(p.read_text()[-3000:] for p in sorted(tmp_path.glob("*.err")))
+
+
 PASSING = PromotionPolicy.model_validate({"defaults": {"min_sharpe": 0.0}})
 FAILING = PromotionPolicy.model_validate({"defaults": {"min_sharpe": 99.0}})
 
@@ -286,14 +293,16 @@ def test_consistency_check_detects_disagreement(tracking: Tracking, tmp_path: Pa
 
 PROMOTE = textwrap.dedent("""
     import sys
+    import time
+    from pathlib import Path
     from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
     from mlops_pipelines.lib.core.tracking import Tracking
     uri, db, version, go = sys.argv[1:5]
-    from pathlib import Path
-    import time
+    client = Tracking(uri, uri, "unused").client()
+    Path(f"{go}.{version}.ready").touch()  # everything loaded: the race is between the promotions alone
     while not Path(go).exists():
         time.sleep(0.005)
-    with open_lifecycle(Tracking(uri, uri, "unused").client(), db, Path(db).parent / "audit.key") as lifecycle:
+    with open_lifecycle(client, db, Path(db).parent / "audit.key") as lifecycle:
         lifecycle.promote_to_production("toy_model", version, actor="ops-" + version, reason="race")
 """)
 
@@ -303,17 +312,17 @@ def test_concurrent_promotions_leave_one_production_and_no_gap(tracking: Trackin
     db = tmp_path / "w.duckdb"
     versions = [staged_version(tracking, db) for _ in range(2)]
     go = tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", PROMOTE, tracking.tracking_uri, str(db), v, str(go)],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for v in versions
-    ]
+    procs = []
+    for v in versions:
+        with (tmp_path / f"promote_{v}.err").open("w") as err:
+            args = [sys.executable, "-c", PROMOTE, tracking.tracking_uri, str(db), v, str(go)]
+            procs.append(subprocess.Popen(args, stderr=err))
+    for v, proc in zip(versions, procs, strict=True):
+        wait_until(f"v{v} ready", Path(f"{go}.{v}.ready").exists, watch=[proc], log=errors(tmp_path))
     go.touch()  # release both at once
     for proc in procs:
-        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+        wait_until("the promotion ends", finished(proc))
+        assert proc.returncode == 0, errors(tmp_path)()
     with governed(tracking, db) as lifecycle:
         states = sorted(str(mv.tags["lifecycle_state"]) for mv in lifecycle.versions(MODEL))
         assert states == ["PRODUCTION", "STAGING"]

@@ -14,7 +14,13 @@ from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
 from mlops_pipelines.lib.monitoring import prediction_log
-from mlops_pipelines.lib.monitoring.concept_drift import MetricRule, PerformancePolicy, assess, overall
+from mlops_pipelines.lib.monitoring.concept_drift import (
+    MetricRule,
+    PerformancePolicy,
+    assess,
+    build_performance_report,
+    overall,
+)
 from mlops_pipelines.lib.monitoring.prediction_log import decision_rows, score
 from mlops_pipelines.lib.monitoring.severity import PerformanceStatus
 from mlops_pipelines.lib.training.datasets import label_sql
@@ -141,3 +147,28 @@ def test_prediction_log_scores_each_decision_once(
     merged = again.merge(direct, on=["symbol", ENTITY_TIME], suffixes=("", "_direct"), validate="1:1")
     np.testing.assert_allclose(merged["prediction"], merged["prediction_direct"])
     assert len(merged) == 6 * 12
+
+
+def test_the_labelled_window_grows_until_it_holds_enough_decisions(
+    feature_warehouse: Path, catalog: FeatureCatalog
+) -> None:
+    """Six symbols make six decisions an hour: a 12-hour window holds too few labelled ones, so it doubles until
+    it holds ``min_labelled``; capped below that, the report is INSUFFICIENT and says which window would do."""
+    spec, end = DIRECTION_CLASSIFIER, datetime(2026, 1, 9, 12, tzinfo=UTC)
+    features = spec.features(catalog)
+    x = pd.DataFrame(np.random.default_rng(2).normal(size=(300, len(features))), columns=features)
+    booster = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(x, (x.iloc[:, 0] > 0).astype(int)), 5)
+    rule = {"auc": MetricRule(baseline="val_auc", compare="drop", warning=0.03, critical=0.06)}
+    grow = PerformancePolicy(window_hours=12, max_window_hours=96, min_labelled=200, metrics=rule)
+    assert grow.window_ladder() == [12, 24, 48, 96]
+    with warehouse.connect(feature_warehouse) as conn:
+        report = build_performance_report(conn, spec, "1", catalog, booster, {"val_auc": 0.5}, grow, window_end=end)
+        assert report.window_start == end - timedelta(hours=48) and report.n_labelled >= 200
+        assert report.status != INSUFFICIENT and "grown from 12 h to hold >= 200" in report.note
+        capped = grow.model_copy(update={"max_window_hours": 24})
+        short = build_performance_report(conn, spec, "1", catalog, booster, {"val_auc": 0.5}, capped, window_end=end)
+    assert short.status == INSUFFICIENT and short.window_start == end - timedelta(hours=24)
+    assert f"INSUFFICIENT: {short.n_labelled} labelled decisions in the longest window (24 h" in short.note
+    assert "needs >= 200: a window of ~" in short.note
+    with pytest.raises(ValueError, match="max_window_hours 10 must be >= window_hours 12"):
+        PerformancePolicy(window_hours=12, max_window_hours=10)

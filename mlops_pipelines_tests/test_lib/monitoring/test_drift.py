@@ -10,6 +10,7 @@ from scipy import stats
 from mlops_pipelines.catalog.models import MODEL_SPECS
 from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.core.config_files import PolicyError
+from mlops_pipelines.lib.monitoring.calibration import Thresholds
 from mlops_pipelines.lib.monitoring.drift import (
     CONSTANT,
     CONSTANT_CHANGED,
@@ -23,13 +24,16 @@ from mlops_pipelines.lib.monitoring.drift import (
     numeric_drift,
 )
 from mlops_pipelines.lib.monitoring.drift_policy import (
+    MULTIVARIATE,
+    Calibration,
     DriftPolicy,
-    classify,
-    comparable_severities,
     feature_severity,
+    importance_weights,
+    judge_feature,
     load_drift_policy,
-    model_severity,
+    model_verdict,
 )
+from mlops_pipelines.lib.monitoring.severity import Severity
 
 
 def naive_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
@@ -116,8 +120,8 @@ POLICY = load_drift_policy_file()
         ([5.0] * 50, CONSTANT_CHANGED, "SEVERE"),  # flat in both, at another level
         ([1.0] * 48 + [1.5, 0.5], CONSTANT_CHANGED, "SEVERE"),  # a few values off the reference's one
         ([1.0] * 50, CONSTANT, "NORMAL"),  # placebo: flat at the same value, nothing moved
-        ([np.nan] * 50, EMPTY, "NORMAL"),  # nothing to compare with: not drift
-        ([np.nan] * 45 + [3.0] * 5, TOO_FEW, "NORMAL"),
+        ([np.nan] * 50, EMPTY, "INSUFFICIENT"),  # nothing to compare with: not drift, and not NORMAL either
+        ([np.nan] * 45 + [3.0] * 5, TOO_FEW, "INSUFFICIENT"),
     ],
 )
 def test_a_constant_reference_that_moves_is_reported_as_drift(current: list[float], status: str, severity: str) -> None:
@@ -142,46 +146,81 @@ def test_a_constant_category_that_changes_is_reported_as_drift() -> None:
     assert (same["status"], feature_severity(same, POLICY.defaults.model_dump())) == (CONSTANT, "NORMAL")
 
 
-def test_a_constant_reference_that_moves_counts_in_the_model_severity() -> None:
-    ref = pd.DataFrame({f"f{i}": np.arange(100.0) for i in range(4)} | {"flat": [0.0] * 100})
-    cur = pd.DataFrame({f"f{i}": np.arange(50.0) * 2 for i in range(4)} | {"flat": np.linspace(-1, 1, 50)})
-    stats_ = numeric_drift(ref, cur, list(ref.columns))
-    stats_["severity"] = classify(stats_, POLICY, {})
-    severities = comparable_severities(stats_)
-    assert severities["flat"] == "SEVERE" and len(severities) == 5
-    assert model_severity(severities, [], POLICY) == "SEVERE"  # 1 of 5 features: the 20% share
-    placebo = numeric_drift(ref, cur.assign(flat=0.0), list(ref.columns))
-    placebo["severity"] = classify(placebo, POLICY, {})
-    assert "flat" not in comparable_severities(placebo)
-
-
-def stat_row(psi: float = 0.0, shift: float = 0.0, ratio: float = 1.0, status: str = OK) -> dict[str, object]:
-    return {"feature": "x", "status": status, "psi": psi, "mean_shift_sd": shift, "variance_ratio": ratio}
+def stat_row(psi: float = 0.0, shift: float = 0.0, ratio: float = 1.0, status: str = OK, n: int = 500):
+    return {
+        "feature": "x",
+        "status": status,
+        "psi": psi,
+        "mean_shift_sd": shift,
+        "variance_ratio": ratio,
+        "n_current": n,
+    }
 
 
 @pytest.mark.parametrize(
-    ("row", "group", "expected"),
+    ("row", "expected"),
     [
-        (stat_row(), None, "NORMAL"),
-        (stat_row(psi=0.1), None, "MODERATE"),  # bands are inclusive at the lower edge
-        (stat_row(psi=0.3), None, "SEVERE"),
-        (stat_row(shift=-0.7), None, "MODERATE"),  # absolute shift
-        (stat_row(ratio=1.3), None, "MODERATE"),
-        (stat_row(ratio=0.4), None, "SEVERE"),
-        (stat_row(psi=0.3, shift=1.5, ratio=1.9), "level", "MODERATE"),  # level features: wider bands
-        (stat_row(psi=9.0, status=CONSTANT), None, "NORMAL"),  # never drift when not comparable
+        (stat_row(), "NORMAL"),
+        (stat_row(psi=0.1), "MODERATE"),  # bands are inclusive at the lower edge
+        (stat_row(psi=0.3), "SEVERE"),
+        (stat_row(shift=-0.7), "SEVERE"),  # absolute shift
+        (stat_row(ratio=1.3), "MODERATE"),
+        (stat_row(ratio=0.4), "SEVERE"),
+        (stat_row(psi=9.0, status=CONSTANT), "NORMAL"),  # flat at the same value in both windows: nothing moved
+        (stat_row(psi=9.0, status=EMPTY), "INSUFFICIENT"),  # an empty window is never NORMAL
+        (stat_row(psi=9.0, status=TOO_FEW), "INSUFFICIENT"),
     ],
 )
-def test_feature_severity(row: dict[str, object], group: str | None, expected: str) -> None:
-    assert feature_severity(row, POLICY.thresholds("x", group)) == expected
+def test_feature_severity_against_fixed_thresholds(row: dict[str, object], expected: str) -> None:
+    """Prediction drift's path: fixed thresholds per model (``predictions``)."""
+    assert feature_severity(row, POLICY.thresholds("x", None)) == expected
+
+
+# A feature whose reference windows of this length move little: calibrated limits below the practical minimum.
+NARROW = Thresholds(697, 30.0, 0.5, psi=(0.02, 0.04), abs_mean_shift_sd=(0.1, 0.2), abs_log_variance_ratio=(0.1, 0.2))
+# One whose windows move a lot (a slow rolling feature): calibrated limits far above the practical minimum.
+WIDE = Thresholds(697, 30.0, 0.02, psi=(1.0, 2.0), abs_mean_shift_sd=(1.5, 2.5), abs_log_variance_ratio=(1.0, 1.6))
+
+
+@pytest.mark.parametrize(
+    ("row", "limits", "expected"),
+    [
+        (stat_row(psi=0.05), NARROW, "NORMAL"),  # beyond the calibrated SEVERE limit, below the practical minimum
+        (stat_row(psi=0.12), NARROW, "MODERATE"),
+        (stat_row(psi=0.3, shift=0.6, ratio=2.5), NARROW, "SEVERE"),
+        (stat_row(psi=0.9, shift=1.0, ratio=2.5, n=5000), WIDE, "NORMAL"),  # the usual day of a slow feature
+        (stat_row(psi=1.5, n=5000), WIDE, "MODERATE"),
+        (stat_row(psi=0.5, shift=3.0, n=5000), WIDE, "SEVERE"),
+        (stat_row(ratio=6.0, n=5000), WIDE, "SEVERE"),  # |log 6| = 1.79 > 1.6
+        (stat_row(psi=9.0, shift=9.0), None, "INSUFFICIENT"),  # no null distribution (no hourly profile)
+        (stat_row(psi=9.0, shift=9.0, n=200), WIDE, "INSUFFICIENT"),  # 200 rows worth 4 independent values
+        (stat_row(psi=9.0, status=CONSTANT_CHANGED), WIDE, "SEVERE"),
+    ],
+)
+def test_calibrated_feature_severity(row: dict[str, object], limits: Thresholds | None, expected: str) -> None:
+    """Beyond both the calibrated limit and the practical minimum; INSUFFICIENT when the window is worth too
+    few independent values, with what would be enough."""
+    verdict = judge_feature(row, POLICY.thresholds("x", None), limits, POLICY.calibration, 24)
+    assert verdict.severity == expected, verdict.reason
+    if expected == "INSUFFICIENT" and limits is WIDE:
+        assert "needs >= 5: about 250 rows" in verdict.reason
+    if expected in ("NORMAL", "MODERATE", "SEVERE") and row["status"] == OK:
+        assert verdict.null_windows == 697 and verdict.limits["psi_severe"] == max(limits.psi[1], 0.25)
+
+
+def test_a_reference_holding_too_few_windows_is_insufficient() -> None:
+    short = Thresholds(73, 4.0, 0.5, psi=(0.1, 0.2), abs_mean_shift_sd=(0.1, 0.2), abs_log_variance_ratio=(0.1, 0.2))
+    verdict = judge_feature(stat_row(psi=5.0), POLICY.thresholds("x", None), short, Calibration(), 24)
+    assert verdict.severity == "INSUFFICIENT" and "a reference of >= 5 days" in verdict.reason
 
 
 def test_feature_override_beats_group_and_default() -> None:
-    policy = DriftPolicy.model_validate({**POLICY.model_dump(), "features": {"x": {"psi": [0.5, 0.9]}}})
+    raw = {**POLICY.model_dump(), "groups": {"level": {"psi": [0.3, 0.6], "abs_mean_shift_sd": [1.5, 2.0]}}}
+    policy = DriftPolicy.model_validate({**raw, "features": {"x": {"psi": [0.5, 0.9]}}})
     assert policy.thresholds("x", "level")["psi"] == (0.5, 0.9)
     assert policy.thresholds("x", "level")["abs_mean_shift_sd"] == (1.5, 2.0)  # still the group's
-    frame = pd.DataFrame([stat_row(psi=0.6)])
-    assert classify(frame, policy, {"x": None}).tolist() == ["MODERATE"]
+    assert policy.thresholds("y", "level")["psi"] == (0.3, 0.6)
+    assert feature_severity(stat_row(psi=0.6), policy.thresholds("x", None)) == "MODERATE"
 
 
 def test_prediction_thresholds_are_per_model_over_the_defaults() -> None:
@@ -194,38 +233,80 @@ def test_prediction_thresholds_are_per_model_over_the_defaults() -> None:
     assert [feature_severity(row, policy.prediction_thresholds(m)) for m in ("m", "other")] == ["MODERATE", "SEVERE"]
 
 
-def test_model_aggregation() -> None:
-    order = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
-    normal = dict.fromkeys(order, "NORMAL")
-    assert model_severity(normal, order, POLICY) == "NORMAL"
-    assert model_severity({**normal, "b": "SEVERE"}, order, POLICY) == "SEVERE"  # a top-3 feature
-    assert model_severity({**normal, "c": "MODERATE"}, order, POLICY) == "MODERATE"  # a top-3 feature
-    assert model_severity({**normal, "j": "SEVERE"}, order, POLICY) == "NORMAL"  # 10% of the features, not top-3
-    assert model_severity({**normal, "i": "MODERATE", "j": "SEVERE"}, order, POLICY) == "MODERATE"  # 20% >= 0.2
-    assert model_severity({**normal, "i": "MODERATE", "j": "MODERATE"}, order, POLICY) == "MODERATE"
-    assert model_severity({**normal, "i": "SEVERE", "j": "SEVERE"}, order, POLICY) == "SEVERE"  # 20% SEVERE
-    assert model_severity({}, order, POLICY) == "NORMAL"
+def test_importance_weights_read_every_form_of_the_manifest() -> None:
+    features = ["a", "b", "c", "d"]
+    gains = {"b": 6.0, "a": 3.0, "c": 1.0, "d": 0.0}
+    expected = {"b": 0.6, "a": 0.3, "c": 0.1, "d": 0.0}
+    assert importance_weights(gains, features) == pytest.approx(expected)
+    assert importance_weights(list(gains.items()), features) == pytest.approx(expected)  # pairs in gain order
+    assert importance_weights([list(p) for p in gains.items()], features) == pytest.approx(expected)  # JSON pairs
+    assert importance_weights(["b", "a"], features) == {"b": 0.5, "a": 0.5}  # names only: equal shares
+    assert importance_weights([], features) == dict.fromkeys(features, 0.25)
+    assert importance_weights({"a": 0.0, "b": 0.0}, features) == {"a": 0.5, "b": 0.5}
+    assert importance_weights({**gains, "sector": 5.0}, features) == pytest.approx(expected)  # not a model feature
 
 
-def test_features_that_could_not_be_compared_do_not_dilute_the_model_severity() -> None:
-    rows = [stat_row(status="empty") for _ in range(5)] + [stat_row() for _ in range(4)] + [stat_row(psi=0.5)]
-    stats = pd.DataFrame(rows).assign(feature=[f"f{i}" for i in range(10)])
-    stats["severity"] = classify(stats, POLICY, {})
-    severities = comparable_severities(stats)
-    assert sorted(severities) == [f"f{i}" for i in range(5, 10)]
-    assert model_severity(severities, [], POLICY) == "SEVERE"  # 1 of 5 comparable features: the 20% share
-    assert model_severity(dict(zip(stats["feature"], stats["severity"], strict=True)), [], POLICY) == "NORMAL"
+def verdict_frame(severities: dict[str, str], weights: dict[str, float], views: dict[str, tuple[str, float]]):
+    rows = [{"feature": f, "kind": "numeric", "severity": s, "importance": weights[f]} for f, s in severities.items()]
+    rows += [{"feature": f"reconstruction:{v}", "kind": MULTIVARIATE, "severity": s, "importance": w}
+             for v, (s, w) in views.items()]  # fmt: skip
+    return pd.DataFrame(rows)
 
 
-def test_group_membership_beats_the_view_tag_and_is_unique() -> None:
-    assert POLICY.group_of("ret_120b", None) == "slow"
-    assert POLICY.group_of("ret_120b", "level") == "slow"  # listed membership wins over the view's tag
-    assert POLICY.group_of("rvol_24b", "level") == "level"
-    assert POLICY.thresholds("ret_120b", None)["psi"] == tuple(POLICY.groups["slow"].psi or ())
-    raw = POLICY.model_dump()
-    raw["groups"]["level"]["members"] = ["ret_1b"]
-    with pytest.raises(ValueError, match="'ret_1b' is a member of both 'returns' and 'level'"):
+def test_model_verdict_weighs_features_by_importance_and_says_why() -> None:
+    weights = {"a": 0.45, "b": 0.2, "c": 0.15, "d": 0.1, "e": 0.1}
+    normal = dict.fromkeys(weights, "NORMAL")
+    quiet = {"v": ("NORMAL", 1.0)}
+
+    def verdict(severities: dict[str, str], views: dict[str, tuple[str, float]] = quiet) -> Severity:
+        return model_verdict(verdict_frame({**normal, **severities}, weights, views), POLICY)[0]
+
+    assert verdict({}) == "NORMAL"
+    assert verdict({"a": "SEVERE"}) == "SEVERE"  # the top feature carries 45% >= 40%
+    assert verdict({"d": "SEVERE", "e": "SEVERE"}) == "NORMAL"  # two minor features: 20%
+    assert verdict({"b": "SEVERE", "c": "SEVERE", "d": "SEVERE"}) == "SEVERE"  # 45%
+    assert verdict({"b": "SEVERE", "c": "MODERATE", "d": "MODERATE"}) == "MODERATE"  # 20% SEVERE, 45% moved
+    # the joint signal warns alone, and confirms moved features
+    assert verdict({}, {"v": ("SEVERE", 1.0)}) == "MODERATE"
+    assert verdict({"b": "MODERATE", "c": "MODERATE", "d": "MODERATE"}, {"v": ("SEVERE", 1.0)}) == "SEVERE"
+    assert verdict({"b": "MODERATE", "c": "MODERATE", "d": "MODERATE"}, {"v": ("SEVERE", 0.3)}) == "MODERATE"
+    level, rule = model_verdict(verdict_frame({**normal, "a": "SEVERE"}, weights, quiet), POLICY)
+    assert (
+        level == "SEVERE"
+        and rule.startswith("SEVERE: SEVERE features carry 45% (a 45%)")
+        and "Rule: SEVERE when" in rule
+    )
+
+
+def test_features_that_could_not_be_judged_make_the_model_insufficient_not_normal() -> None:
+    weights = {"a": 0.45, "b": 0.2, "c": 0.15, "d": 0.1, "e": 0.1}
+    frame = verdict_frame({"a": "INSUFFICIENT", "b": "INSUFFICIENT", "c": "NORMAL", "d": "NORMAL", "e": "NORMAL"},
+                          weights, {})  # fmt: skip
+    level, rule = model_verdict(frame, POLICY)
+    assert level == "INSUFFICIENT" and "carry 35% of the importance (needs >= 50%)" in rule and "a, b" in rule
+    every = verdict_frame(dict.fromkeys(weights, "INSUFFICIENT"), weights, {})
+    assert model_verdict(every, POLICY)[0] == "INSUFFICIENT"  # an empty window: never NORMAL
+    # judged features carrying enough of the importance: a verdict, the others do not dilute it
+    frame = verdict_frame({"a": "SEVERE", "b": "INSUFFICIENT", "c": "NORMAL", "d": "NORMAL", "e": "NORMAL"},
+                          weights, {})  # fmt: skip
+    assert model_verdict(frame, POLICY)[0] == "SEVERE"
+
+
+def test_insufficient_is_no_verdict() -> None:
+    assert Severity.of_code(-1) is Severity.INSUFFICIENT and Severity.INSUFFICIENT.code == -1
+    assert [s.code for s in (Severity.NORMAL, Severity.MODERATE, Severity.SEVERE)] == [0, 1, 2]
+    assert Severity.NORMAL.within(Severity.MODERATE) and not Severity.SEVERE.within(Severity.MODERATE)
+    assert not Severity.INSUFFICIENT.within(Severity.SEVERE)  # fails any max_drift_severity
+
+
+def test_the_catalog_policy_has_no_group_overlap() -> None:
+    raw = {**POLICY.model_dump(), "groups": {"a": {"members": ["ret_1b"]}, "b": {"members": ["ret_1b"]}}}
+    with pytest.raises(ValueError, match="'ret_1b' is a member of both 'a' and 'b'"):
         DriftPolicy.model_validate(raw)
+    raw = {**POLICY.model_dump(), "groups": {"slow": {"members": ["ret_120b"], "psi": [0.5, 1.5]}}}
+    policy = DriftPolicy.model_validate(raw)
+    assert policy.group_of("ret_120b", "level") == "slow"  # listed membership wins over the view's tag
+    assert policy.group_of("rvol_24b", "level") == "level"
 
 
 def test_invalid_drift_policy_names_file_and_key(tmp_path: Path) -> None:

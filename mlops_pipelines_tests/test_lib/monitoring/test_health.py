@@ -13,6 +13,7 @@ from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.monitoring import drift, feature_drift, model_performance, prediction_drift
 from mlops_pipelines.lib.monitoring.concept_drift import PerformanceReport
 from mlops_pipelines.lib.monitoring.drift_report import PREDICTION, DriftReport
+from mlops_pipelines.lib.monitoring.drift_status import read_status, update_status
 from mlops_pipelines.lib.monitoring.health import latest_health, monitoring_timeline
 from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
 
@@ -117,7 +118,29 @@ def test_nothing_monitored_yet(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_severity_codes_are_the_plotted_scale() -> None:
-    assert [s.code for s in Severity] == [0, 1, 2]
+    assert [s.code for s in Severity] == [0, 1, 2, -1]  # INSUFFICIENT: not judged, plotted below NORMAL
     assert [s.code for s in PerformanceStatus] == [0, 1, 2, -1]
-    assert [Severity.of_code(c) for c in (0, 1, 2)] == list(Severity)
+    assert [Severity.of_code(c) for c in (0, 1, 2, -1)] == list(Severity)
     assert Severity.SEVERE == "SEVERE" and f"{PerformanceStatus.CRITICAL}" == "CRITICAL"  # stored as text
+
+
+def test_an_insufficient_window_never_replaces_a_verdict(conn: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    """A window that could not be judged says nothing: the latest judged verdict stands in the table's answer
+    and in the status file the retraining sensor reads; a later real verdict does replace it (placebo)."""
+    later = END + timedelta(hours=1)
+    feature_drift.write_report(conn, drift_report("m", Severity.SEVERE, END), partition(END))
+    feature_drift.write_report(conn, drift_report("m", Severity.INSUFFICIENT, later), partition(later))
+    assert feature_drift.latest_severity(conn, "m", "1") == Severity.SEVERE
+    feature_drift.write_report(conn, drift_report("n", Severity.INSUFFICIENT, END), partition(END))
+    assert feature_drift.latest_severity(conn, "n", "1") == Severity.INSUFFICIENT  # never judged: not NORMAL
+
+    status = tmp_path / "drift_status.json"
+
+    def entry(severity: str, end: datetime) -> dict[str, str]:
+        return {"version": "1", "severity": severity, "window_end": end.isoformat()}
+
+    assert update_status(status, "m", "feature_drift", entry("SEVERE", END))
+    assert not update_status(status, "m", "feature_drift", entry("INSUFFICIENT", later))
+    assert read_status(status)["m"]["feature_drift"]["severity"] == "SEVERE"
+    assert update_status(status, "m", "feature_drift", entry("NORMAL", later))
+    assert read_status(status)["m"]["feature_drift"]["severity"] == "NORMAL"

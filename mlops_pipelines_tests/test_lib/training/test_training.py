@@ -22,7 +22,7 @@ from mlops_pipelines.lib.core.tracking import MODEL_FILE, ArtifactIntegrityError
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.lifecycle import State, open_lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch, load_for_inference
-from mlops_pipelines.lib.monitoring.feature_drift import importance_order
+from mlops_pipelines.lib.monitoring.feature_drift import model_importance
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion
 from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.training_run import train_and_register
@@ -218,7 +218,7 @@ def test_training_run_registers_a_verified_version(
     assert by_gain != sorted(by_gain)  # else the test could not tell gain order from alphabetical
     assert [name for name, _ in manifest["feature_importance"]] == by_gain
     deployed = DeployedVersion(DIRECTION_CLASSIFIER, outcome.version, "staging", outcome.run_id)
-    assert importance_order(tracking, deployed, catalog) == by_gain
+    assert [name for name, _ in model_importance(tracking, deployed, catalog)] == by_gain  # type: ignore[misc]
     assert manifest["training_window"]["cutoff"] == training_set.cutoff.isoformat()  # type: ignore[union-attr]
 
     mv = client.get_model_version("direction_classifier", outcome.version)

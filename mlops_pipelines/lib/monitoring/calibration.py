@@ -1,0 +1,327 @@
+"""How much a window's statistics move when nothing has changed: the reference window's own variability.
+
+A drift statistic is only meaningful against what the same statistic does between windows of the same length
+drawn from the reference itself. One day of a 120-bar rolling feature is a handful of independent values, not
+a sample of the 30-day distribution: its PSI against the reference is large on every calm day. So each
+threshold is read off a *null distribution*: the statistic of every contiguous block of the current window's
+length inside the reference (one per hourly offset; contiguous, so autocorrelation is kept), each block
+compared with the rest of the reference (leave-block-out, so a block is not compared with itself).
+
+The blocks never touch the rows again: the reference profile keeps, per hour of the reference window and per
+column, the count, sum and sum of squares of the values (centred on the column's mean) and the counts per PSI
+bin (``HourlyAggregates``). A block is a sum of consecutive hours, so the null for any window length costs a few
+cumulative sums; it is cached with the profile (``reference_profiles``), built once per reference window.
+
+Thresholds (``Thresholds.of``), for each statistic at each of the policy's quantiles (MODERATE, SEVERE): the
+higher of the empirical quantile over the blocks and a fitted one (PSI: a scaled chi-squared with the blocks'
+mean and variance; the signed mean shift and log variance ratio: a normal). The fit is what NannyML's
+``StandardDeviationThreshold`` does (mean + k standard deviations of the metric over reference chunks): stable
+when the reference holds few independent windows, where an empirical 99th percentile is just the maximum.
+
+The effective sample size of a window: the variance of a column over the variance of its block means, i.e. how
+many independent values a block is worth given autocorrelation and co-movement across symbols, scaled to the
+current window's rows.
+
+The multivariate signal (``Reconstruction``): per view, a PCA of the standardized reference (the components that
+explain ``variance_explained`` of it); a row's reconstruction error is its distance from that plane. A window's
+mean error against the reference's, judged against the blocks' ratios like any statistic, sees a change in how
+features move together that no single feature shows (NannyML's data reconstruction drift).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from mlops_pipelines.lib.monitoring.drift import psi_rows
+
+HOUR_S = 3600
+
+
+@dataclass(frozen=True)
+class HourlyAggregates:
+    """One column over the reference window, per hour slot (slot 0 = ``start_hour``, epoch hours): what any
+    block of consecutive hours needs. ``bins`` holds counts per PSI bin (numeric columns: the reference's
+    quantile bins; categorical: per category, in the profile's category order)."""
+
+    start_hour: int
+    count: np.ndarray  # (H,) finite values
+    total: np.ndarray  # (H,) sum of (value - center)
+    squares: np.ndarray  # (H,) sum of (value - center)^2
+    bins: np.ndarray  # (H, B)
+    center: float = 0.0
+
+    @classmethod
+    def of(
+        cls, hours: np.ndarray, values: np.ndarray | None, bin_index: np.ndarray, n_bins: int, start: int, slots: int
+    ) -> "HourlyAggregates":
+        """``hours``: epoch hour of each row; ``values``: the numeric values (None: categorical, moments left at
+        0); ``bin_index``: each row's bin (-1: missing, not counted)."""
+        slot = hours - start
+        keep = (bin_index >= 0) & (slot >= 0) & (slot < slots)
+        slot, bin_index = slot[keep], bin_index[keep]
+        count = np.bincount(slot, minlength=slots).astype(float)
+        bins = np.bincount(slot * n_bins + bin_index, minlength=slots * n_bins).reshape(slots, n_bins).astype(float)
+        total = squares = np.zeros(slots)
+        center = 0.0
+        if values is not None:
+            kept = values[keep]
+            center = float(kept.mean()) if len(kept) else 0.0
+            centred = kept - center
+            total = np.bincount(slot, weights=centred, minlength=slots)
+            squares = np.bincount(slot, weights=centred * centred, minlength=slots)
+        return cls(start, count, total, squares, bins, center)
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}/count": self.count,
+            f"{prefix}/total": self.total,
+            f"{prefix}/squares": self.squares,
+            f"{prefix}/bins": self.bins,
+            f"{prefix}/meta": np.array([self.start_hour, self.center]),
+        }
+
+    @classmethod
+    def from_arrays(cls, data: dict[str, np.ndarray], prefix: str) -> "HourlyAggregates":
+        start, center = data[f"{prefix}/meta"]
+        return cls(
+            int(start),
+            data[f"{prefix}/count"],
+            data[f"{prefix}/total"],
+            data[f"{prefix}/squares"],
+            data[f"{prefix}/bins"],
+            float(center),
+        )
+
+
+def slot_count(start_hour: int, end_hour: int) -> int:
+    return max(end_hour - start_hour, 0)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Every block of ``length`` consecutive hours of one column (one row per block with at least ``min_rows``
+    values), each next to the rest of the reference."""
+
+    n: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    shares: np.ndarray  # (blocks, B)
+    rest_n: np.ndarray
+    rest_mean: np.ndarray
+    rest_var: np.ndarray
+    rest_shares: np.ndarray
+    independent: float  # how many non-overlapping windows of this length the reference holds
+
+    @classmethod
+    def of(cls, agg: HourlyAggregates, length: int, min_rows: int) -> "Blocks":
+        def window_sums(values: np.ndarray) -> np.ndarray:
+            cumulative = np.concatenate([np.zeros((1, *values.shape[1:])), np.cumsum(values, axis=0)])
+            return cumulative[length:] - cumulative[:-length] if len(values) >= length else cumulative[:0]
+
+        n, total, squares, bins = (window_sums(a) for a in (agg.count, agg.total, agg.squares, agg.bins))
+        keep = n >= max(min_rows, 2)
+        n, total, squares, bins = n[keep], total[keep], squares[keep], bins[keep]
+        big_n, big_total, big_squares = agg.count.sum(), agg.total.sum(), agg.squares.sum()
+        rest_n, rest_total, rest_squares = big_n - n, big_total - total, big_squares - squares
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean, rest_mean = total / n, rest_total / rest_n
+            var = (squares - n * mean**2) / (n - 1)
+            rest_var = (rest_squares - rest_n * rest_mean**2) / (rest_n - 1)
+            shares = bins / bins.sum(axis=1, keepdims=True)
+            rest_bins = agg.bins.sum(axis=0)[None, :] - bins
+            rest_shares = rest_bins / rest_bins.sum(axis=1, keepdims=True)
+        # non-overlapping windows of this length the reference holds: the valid blocks (one per hourly offset)
+        # plus the offsets a window's length covers, over that length (hourly bars around the clock: hours /
+        # length; daily bars or sessions: the same span, though most hour slots are empty)
+        independent = (len(n) + length - 1) / length if len(n) else 0.0
+        return cls(n, mean, var, shares, rest_n, rest_mean, rest_var, rest_shares, independent)
+
+    def psi(self) -> np.ndarray:
+        return psi_rows(self.rest_shares, self.shares)
+
+    def mean_shift(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (self.mean - self.rest_mean) / np.sqrt(self.rest_var)
+
+    def log_variance_ratio(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(self.var / self.rest_var)
+
+    def effective_size_per_row(self) -> float:
+        """Independent values a row is worth: the column's variance over the variance of block means, per row of
+        a block (1 for independent rows; far below for a rolling feature that hardly moves within a block)."""
+        means = self.mean[np.isfinite(self.mean)]
+        if len(means) < 2 or not np.isfinite(self.rest_var).any():
+            return float("nan")
+        variance = float(np.nanmedian(self.rest_var))
+        spread = float(np.var(means, ddof=1))
+        if spread <= 0:
+            return 1.0
+        return min(variance / spread / float(np.mean(self.n)), 1.0)
+
+
+def upper_threshold(values: np.ndarray, quantile: float, fit: str) -> float:
+    """The ``quantile`` of a null statistic: the higher of the empirical quantile over the blocks and a fitted one.
+    ``fit``: ``chi2`` (a non-negative statistic, PSI: a scaled chi-squared with the blocks' mean and variance) or
+    ``abs_normal`` (the absolute value of a signed, roughly normal statistic: |mean| + SD * z). The fit is
+    NannyML's mean + k standard deviations, with k from the quantile and the statistic's shape: stable when the
+    reference holds few independent windows, where an empirical 99th percentile is just the maximum.
+
+    (Robust moments, median and MAD, were tried: they ignore a shift's first days once the rolling reference
+    holds them, but also the calm market's own volatile episodes, which then raise false alarms.)"""
+    finite = values[np.isfinite(values)]
+    if len(finite) < 2:
+        return float("nan")
+    if fit == "chi2":
+        empirical = float(np.quantile(finite, quantile))
+        mean, var = float(finite.mean()), float(finite.var(ddof=1))
+        fitted = (var / (2 * mean)) * stats.chi2.ppf(quantile, 2 * mean**2 / var) if mean > 0 and var > 0 else mean
+        return max(empirical, float(fitted))
+    empirical = float(np.quantile(np.abs(finite), quantile))
+    fitted = abs(float(finite.mean())) + float(finite.std(ddof=1)) * float(stats.norm.ppf((1 + quantile) / 2))
+    return max(empirical, fitted)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A column's calibrated limits at the policy's quantiles (index 0 MODERATE, 1 SEVERE), how many blocks made
+    them, and what one row of a window is worth in independent values. NaN: not computable (too few blocks)."""
+
+    windows: int
+    independent: float
+    effective_per_row: float
+    psi: tuple[float, float]
+    abs_mean_shift_sd: tuple[float, float]
+    abs_log_variance_ratio: tuple[float, float]
+
+    @classmethod
+    def of(cls, agg: HourlyAggregates, length: int, quantiles: Sequence[float], min_rows: int) -> "Thresholds":
+        blocks = Blocks.of(agg, length, min_rows)
+        psi, shift, lvr = blocks.psi(), blocks.mean_shift(), blocks.log_variance_ratio()
+        numeric = bool(np.any(agg.squares))
+
+        def pair(values: np.ndarray, fit: str) -> tuple[float, float]:
+            a, b = (upper_threshold(values, q, fit) for q in quantiles)
+            return (a, b)
+
+        nan = (float("nan"), float("nan"))
+        return cls(
+            windows=len(blocks.n),
+            independent=blocks.independent,
+            effective_per_row=blocks.effective_size_per_row() if numeric else float("nan"),
+            psi=pair(psi, "chi2"),
+            abs_mean_shift_sd=pair(shift, "abs_normal") if numeric else nan,
+            abs_log_variance_ratio=pair(lvr, "abs_normal") if numeric else nan,
+        )
+
+
+@dataclass(frozen=True)
+class RatioThresholds:
+    """For a non-negative per-row score (the reconstruction error): limits on a window's mean score over the
+    reference's, at the policy's quantiles (upper side only: a normal fit over the blocks, or the empirical
+    quantile if higher), from ``windows`` blocks; ``independent`` and ``effective_per_row`` as for ``Thresholds``."""
+
+    windows: int
+    independent: float
+    effective_per_row: float
+    limits: tuple[float, float]
+
+    @classmethod
+    def of(cls, agg: HourlyAggregates, length: int, quantiles: Sequence[float], min_rows: int) -> "RatioThresholds":
+        blocks = Blocks.of(agg, length, min_rows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = (blocks.mean + agg.center) / (blocks.rest_mean + agg.center)
+        finite = ratio[np.isfinite(ratio)]
+        limits = [float("nan"), float("nan")]
+        if len(finite) >= 2:
+            for i, q in enumerate(quantiles):
+                fitted = float(finite.mean()) + float(finite.std(ddof=1)) * float(stats.norm.ppf(q))
+                limits[i] = max(float(np.quantile(finite, q)), fitted)
+        per_row = blocks.effective_size_per_row()
+        return cls(len(blocks.n), blocks.independent, per_row, (limits[0], limits[1]))
+
+    def mean(self, agg: HourlyAggregates) -> float:
+        """The reference's mean score."""
+        count = float(agg.count.sum())
+        return float(agg.total.sum()) / count + agg.center if count else float("nan")
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """A view's principal plane over the reference: standardize (``mean``, ``scale``; missing -> the mean), project
+    on ``components``, measure the distance back. ``hourly``: the reference rows' errors per hour slot."""
+
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray  # (k, F)
+    hourly: HourlyAggregates
+
+    def errors(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row: the Euclidean distance between the standardized row and its projection (rows of the window in
+        ``columns``; rows with no finite value among the features are skipped: they carry no information)."""
+        matrix = np.column_stack([np.asarray(columns[f], dtype=float) for f in self.features])
+        present = np.isfinite(matrix).any(axis=1)
+        out = np.empty(int(present.sum()))
+        chunk = 500_000
+        rows = np.flatnonzero(present)
+        for first in range(0, len(rows), chunk):
+            part = matrix[rows[first : first + chunk]]
+            z = np.where(np.isfinite(part), (part - self.mean) / self.scale, 0.0)
+            residual = z - (z @ self.components.T) @ self.components
+            out[first : first + chunk] = np.sqrt(np.einsum("ij,ij->i", residual, residual))
+        return out
+
+    @classmethod
+    def fit(
+        cls,
+        columns: dict[str, np.ndarray],
+        hours: np.ndarray,
+        start: int,
+        slots: int,
+        *,
+        variance_explained: float,
+        max_fit_rows: int = 100_000,
+    ) -> "Reconstruction | None":
+        """None when fewer than two features vary (nothing to reconstruct) or too few rows."""
+        features = tuple(f for f, v in columns.items() if np.isfinite(v).sum() > 2 and np.nanstd(v[np.isfinite(v)]) > 0)
+        if len(features) < 2:
+            return None
+        matrix = np.column_stack([columns[f] for f in features])
+        mean = np.array([np.nanmean(matrix[:, i]) for i in range(len(features))])
+        scale = np.array([np.nanstd(matrix[:, i]) for i in range(len(features))])
+        step = max(len(matrix) // max_fit_rows, 1)  # a deterministic, evenly spread subset to fit on
+        sample = matrix[::step]
+        z = np.where(np.isfinite(sample), (sample - mean) / scale, 0.0)
+        if len(z) < 3 * len(features):
+            return None
+        _, singular, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+        explained = np.cumsum(singular**2) / np.sum(singular**2)
+        k = min(int(np.searchsorted(explained, variance_explained) + 1), len(features) - 1)
+        empty = HourlyAggregates(start, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1)))
+        partial = cls(features, mean, scale, vt[:k], empty)
+        present = np.isfinite(matrix).any(axis=1)
+        errors = partial.errors(columns)
+        hourly = HourlyAggregates.of(hours[present], errors, np.zeros(len(errors), dtype=np.int64), 1, start, slots)
+        return cls(features, mean, scale, vt[:k], hourly)
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}/features": np.array(self.features, dtype=str),
+            f"{prefix}/mean": self.mean,
+            f"{prefix}/scale": self.scale,
+            f"{prefix}/components": self.components,
+            **self.hourly.arrays(f"{prefix}/hourly"),
+        }
+
+    @classmethod
+    def from_arrays(cls, data: dict[str, np.ndarray], prefix: str) -> "Reconstruction":
+        return cls(
+            tuple(str(f) for f in data[f"{prefix}/features"]),
+            data[f"{prefix}/mean"],
+            data[f"{prefix}/scale"],
+            data[f"{prefix}/components"],
+            HourlyAggregates.from_arrays(data, f"{prefix}/hourly"),
+        )
