@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,7 +32,8 @@ class Thresholds(BaseModel):
     min_auc_ci_low: float | None = Field(default=None, ge=0, le=1)  # test split AUC (classifiers)
     max_rmse_ratio: float | None = Field(default=None, gt=0)
     max_rmse_ratio_ci_high: float | None = Field(default=None, gt=0)  # test split RMSE / persistence RMSE
-    max_drift_severity: Severity | None = None
+    # a judged severity (INSUFFICIENT is no limit: ``allow_insufficient_drift`` decides about it)
+    max_drift_severity: Literal["NORMAL", "MODERATE", "SEVERE"] | None = None
     allow_insufficient_drift: bool | None = None  # too little data after the training cutoff: pass or fail
     min_test_rows: int | None = Field(default=None, ge=0)
     min_sharpe_excess_vs_buy_and_hold: float | None = None  # holdout backtest: candidate Sharpe - buy-and-hold
