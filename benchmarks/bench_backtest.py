@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from mlops_pipelines.lib.core.metrics import HOURS_PER_YEAR
+from mlops_pipelines.lib.core.bars import DEFAULT_BAR_CLOCK
 from mlops_pipelines.lib.evaluation.backtest import (
     PositionConfig,
     bar_returns_from_bars,
@@ -38,6 +38,8 @@ TARGET_S = 10.0
 
 Window = tuple[pd.Timestamp, pd.Timestamp]  # [start, end)
 Outcome = dict[tuple[str, str], tuple[pd.Series, dict[str, float]]]
+
+HOURS_PER_YEAR = DEFAULT_BAR_CLOCK.periods_per_year  # the synthetic market: hourly bars around the clock
 
 
 def make_inputs(n_symbols: int, days: int) -> pd.DataFrame:
@@ -83,7 +85,7 @@ def ours(bars: pd.DataFrame, scenarios: dict[str, Window]) -> Outcome:
         window = returns[(returns.index >= lo) & (returns.index < hi)]
         for strategy in STRATEGIES:
             result = run_backtest(positions[strategy], window, cost_bps=COST_BPS, execution_lag=1)
-            out[(name, strategy)] = (result.portfolio, performance_metrics(result))
+            out[(name, strategy)] = (result.portfolio, performance_metrics(result, HOURS_PER_YEAR))
     return out
 
 

@@ -10,6 +10,11 @@ from datetime import date, timedelta
 import dagster as dg
 
 RETRAINING_SENSOR = "retraining_sensor"
+DEMO_OPERATOR = "demo-operator"
+UNPROVEN_REASON = (
+    "demo: the held-out window ({days:.0f} days) is too short to tell this version's skill from luck (its only "
+    "failed checks are confidence-interval bounds); staged so that monitoring watches it, never for production"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ def run(
     ingest(plan.start, plan.train_until)
     say("training_job (dataset, training, backtest, SHAP, compliance report, promotion gate)")
     job("training_job")
+    for line in stage_unproven(definitions):
+        say(line)
     if plan.end <= plan.train_until:
         return []
     ingest(plan.train_until + timedelta(days=1), plan.end)
@@ -79,3 +86,47 @@ def run(
             tags = {**request.tags, "dagster/sensor_name": RETRAINING_SENSOR, "dagster/run_key": request.run_key or ""}
             retrainings.append(job("training_job", asset_selection=request.asset_selection, tags=tags).run_id)
     return retrainings
+
+
+def stage_unproven(definitions: dg.Definitions) -> list[str]:
+    """The demo operator's decision for a version the gate left TRAINED only because its held-out window cannot
+    prove skill (every failed check is a confidence-interval bound, ``*_ci_low`` / ``*_ci_high``): stage it with
+    those checks overridden and the reason, both kept in the audit log, as
+    ``mlops models promote NAME --version V --to staging --override KEY=null --reason ...`` does. A version that
+    fails any other check stays TRAINED. Returns what was done, one line per version."""
+    from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
+    from mlops_pipelines.defs.common import CATALOG, SPECS
+    from mlops_pipelines.lib.governance.gate import evaluate_version, run_gate
+    from mlops_pipelines.lib.governance.lifecycle import State
+    from mlops_pipelines.resources import open_lifecycle
+
+    inputs = {
+        "catalog": CATALOG,
+        "promotion_policy": load_promotion_policy(),
+        "drift_policy": load_drift_policy_file(),
+    }
+    done = []
+    resources = definitions.resources or {}
+    with open_lifecycle(resources["warehouse"], resources["mlflow"]) as lifecycle:
+        for name, spec in SPECS.items():
+            version = lifecycle.newest(name)
+            if version is None or lifecycle.state(name, version) != State.TRAINED:
+                continue
+            verdict = evaluate_version(lifecycle, name, version, spec=spec, **inputs)
+            failed = [c.name for c in verdict.checks if not c.passed]
+            if not failed or not all(c.endswith(("_ci_low", "_ci_high")) for c in failed):
+                continue
+            bars = verdict.metrics.get("holdout_bars", 0.0)
+            reason = UNPROVEN_REASON.format(days=bars * CATALOG.bar_clock.interval / timedelta(days=1))
+            _, state = run_gate(
+                lifecycle,
+                name,
+                version,
+                actor=DEMO_OPERATOR,
+                spec=spec,
+                request=dict.fromkeys(failed),
+                reason=reason,
+                **inputs,
+            )
+            done.append(f"{DEMO_OPERATOR}: {name} v{version} -> {state}, overriding {', '.join(failed)}: {reason}")
+    return done

@@ -17,7 +17,7 @@
 | MLOPS_REGIME_SHIFT_AT | 2026-02-20 | synthetic regime shift (UTC); empty for none |
 | MLOPS_MLFLOW_TRACKING_URI | sqlite:///$MLOPS_DATA_DIR/mlflow/mlflow.db | MLflow tracking store |
 | MLOPS_MLFLOW_REGISTRY_URI | the tracking URI | MLflow model registry |
-| MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | where new experiments store artifacts |
+| MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | artifacts (a copied data dir uses its own) |
 | MLOPS_MLFLOW_UI_URL | http://127.0.0.1:5000 | the MLflow UI as browsers reach it (links in Dagster metadata, CLI) |
 | MLOPS_ACTOR | the OS user | identity recorded in the audit log by the CLI |
 | MLOPS_REQUIRE_OS_ACTOR | false | true: the CLI refuses an --actor / MLOPS_ACTOR other than the OS user |

@@ -1,6 +1,7 @@
 """Deliberately naive reference implementations that the fast code is checked against (tests and benchmarks)."""
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 import numpy as np
@@ -114,3 +115,39 @@ def pandas_features(
         "ret_24b"
     ].transform("mean")
     return {"returns": returns, "volatility": volatility, "oscillators": oscillators, "cross_sectional": xs}
+
+
+def naive_block_bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    times: Sequence[object],
+    *,
+    block: int,
+    level: float,
+    n_samples: int,
+    seed: int,
+) -> tuple[float, float]:
+    """Circular block bootstrap over distinct times, one sample and one block at a time: the same random block
+    starts as the fast version (one ``integers`` draw of n_samples x ceil(n / block) starts), then, for each start,
+    the next ``block`` times (wrapping around), each with all its rows, until n times are taken."""
+    distinct = sorted(set(times))
+    rows_of: dict[object, list[int]] = {t: [] for t in distinct}
+    for row, t in enumerate(times):
+        rows_of[t].append(row)
+    n = len(distinct)
+    n_blocks = -(-n // block)
+    starts = np.random.default_rng(seed).integers(0, n, size=(n_samples, n_blocks))
+    values = []
+    for sample in starts:
+        taken: list[int] = []
+        n_taken = 0
+        for start in sample:
+            for k in range(block):
+                if n_taken == n:
+                    break
+                taken.extend(rows_of[distinct[(int(start) + k) % n]])
+                n_taken += 1
+        value = statistic(np.array(taken, dtype=int))
+        if math.isfinite(value):
+            values.append(value)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))

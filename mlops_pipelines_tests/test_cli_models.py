@@ -12,12 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from mlops_pipelines import cli
+from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER
+from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
 from mlops_pipelines.cli import app
 from mlops_pipelines.cli.demo import print_models
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance import compliance
+from mlops_pipelines.lib.governance.gate import evaluate_version
 from mlops_pipelines.lib.training.datasets import TrainingSet, dataset_hash, store_training_set
 from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_lib.governance.test_lifecycle import MODEL, governed, new_version, staged_version
@@ -35,6 +38,16 @@ def env(tracking: Tracking, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return tmp_path / "w.duckdb"
 
 
+def gate_inputs() -> dict[str, Any]:
+    """What the CLI's gate reads, for a model outside the catalog."""
+    return {
+        "spec": None,
+        "catalog": load_catalog(),
+        "promotion_policy": load_promotion_policy(),
+        "drift_policy": load_drift_policy_file(),
+    }
+
+
 def invoke(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, list(args))
     return result.exit_code, " ".join(result.output.split())
@@ -45,31 +58,39 @@ def test_operator_flow_from_the_cli(env: Path, tracking: Tracking) -> None:
     code, out = invoke("models", "list")
     assert code == 0 and MODEL in out and f"v{version}:TRAINED" in out
 
-    code, out = invoke(
-        "models",
-        "promote",
-        MODEL,
-        "--version",
-        version,
-        "--to",
-        "staging",
-        "--actor",
-        "ops",
-        "--override",
-        "min_test_rows=null",
-        "--override",
-        "min_hit_rate=null",
-        "--override",
-        "max_drawdown=null",
-        "--override",
-        "min_sharpe_excess_vs_buy_and_hold=null",
-        "--override",
-        "max_drawdown_excess_vs_champion=null",
-        "--override",
-        "max_drift_severity=null",  # a model outside the catalog: its drift cannot be measured
-    )
+    overrides = {
+        "min_test_rows": None,
+        "min_hit_rate": None,
+        "max_drawdown": None,
+        "min_sharpe_excess_vs_buy_and_hold_ci_low": None,
+        "min_sharpe_excess_vs_baseline_ci_low": None,
+        "max_drawdown_excess_vs_champion": None,
+        "max_drift_severity": None,  # a model outside the catalog: its drift cannot be measured
+    }
+    promote = ["models", "promote", MODEL, "--version", version, "--to", "staging", "--actor", "ops"]
+    for key in overrides:
+        promote += ["--override", f"{key}=null"]
+    code, out = invoke(*promote)
+    assert code == 1 and "need a reason" in out, out  # an override without a reason is refused, nothing written
+    with governed(tracking, env) as lifecycle:
+        assert lifecycle.state(MODEL, version) == "TRAINED" and not [
+            r for r in lifecycle.history(MODEL) if r["policy_hash"]
+        ]
+    code, out = invoke(*promote, "--reason", "toy model outside the catalog: no backtest, no drift")
     assert code == 0, out
     assert "pass min_sharpe" in out and f"{MODEL} v{version} is now STAGING" in out
+    with governed(tracking, env) as lifecycle:
+        rows = [r for r in lifecycle.history(MODEL) if r["policy_hash"]]
+        unchanged = evaluate_version(lifecycle, MODEL, version, **gate_inputs())
+    assert [r["to_state"] for r in rows] == ["VALIDATED", "STAGING"]
+    for row in rows:  # each audit row: the overrides, their reason, the thresholds applied, a hash covering them
+        assert row["details"]["overrides"] == overrides
+        assert row["details"]["override_reason"] == "toy model outside the catalog: no backtest, no drift"
+        assert (
+            row["details"]["thresholds"]["min_sharpe"] == 0.0 and row["details"]["thresholds"]["min_hit_rate"] is None
+        )
+        assert "toy model outside the catalog" in row["reason"]
+        assert row["policy_hash"] != unchanged.policy_hash == load_promotion_policy().digest()
 
     code, out = invoke("models", "promote", MODEL, "--version", version, "--actor", "ops")
     assert code == 1 and "refused" in out and "approval" in out

@@ -241,8 +241,9 @@ def models_promote(
     actor: Actor = "",
     reason: Reason = "",
 ) -> None:
-    """Run the policy gate (to staging, with optional request overrides) or promote to production: a compliance
-    reviewer, an approver and the requester, three people none of whom trained the version."""
+    """Run the policy gate (to staging, with optional request overrides, which need a --reason: the audit log keeps
+    the overrides, the reason and the effective thresholds) or promote to production: a compliance reviewer, an
+    approver and the requester, three people none of whom trained the version."""
     from mlops_pipelines.catalog.feature_views import load_catalog
     from mlops_pipelines.catalog.models import load_model_specs
     from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
@@ -258,7 +259,8 @@ def models_promote(
             version,
             to=to,
             actor=actor,
-            reason=reason or "promoted via CLI",
+            reason=reason,
+            via="the CLI",
             spec=load_model_specs().get(name),
             catalog=load_catalog(Settings.from_env().bar_clock),
             promotion_policy=load_promotion_policy(),

@@ -11,6 +11,10 @@ from mlops_pipelines.lib.core.errors import NotFound
 CATALOG = load_catalog(SETTINGS.bar_clock)  # built for the deployment's bars (MLOPS_BAR_INTERVAL, ...)
 SPECS = load_model_specs()
 PIPELINE_ACTOR = "pipeline:dagster"  # who the audit log records for what the pipeline does on its own
+# Run tags the training-set assets read (the training job's launch tags; the retraining sensor sets the cutoff to
+# the end of the drift window that triggered it): ISO 8601 UTC time, and a number of days.
+TRAINING_CUTOFF_TAG = "training_cutoff"
+MIN_HISTORY_TAG = "training_min_history_days"
 
 
 def trained_version(context: dg.AssetExecutionContext, model: str) -> str:

@@ -168,3 +168,16 @@ def test_the_environment_is_read_in_settings_and_by_the_entry_points_only() -> N
     cli = {name for name in readers | environ if name.startswith("cli/")}  # the `mlops` commands
     assert readers - cli <= entry_points, readers - cli - entry_points
     assert environ - cli <= {"settings.py", "lib/core/tracking.py"}, environ
+
+
+def test_a_dagster_command_on_the_module_prints_no_location_name_warning(tmp_path: Path) -> None:
+    """``dagster ... -m mlops_pipelines.definitions`` (how `dagster job execute` is run) loads the location under
+    the module's name: it used to warn, on every command, that the project's code location name does not match."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))}
+    env |= {"MLOPS_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster), "definitions", "validate", "-m", "mlops_pipelines.definitions"]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "does not match" not in done.stdout + done.stderr

@@ -63,6 +63,7 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "model_version": version,
                 **{k: float(v) for k, v in gate_values.items()},
                 **{f"holdout_{k}": float(v) for k, v in replay.holdout_forecast_metrics(results).items()},
+                "headline": dg.MetadataValue.md(compliance.headline_markdown(gate_values)),
                 "scenarios": len(results),
                 "champion_version": str(champion) if replay.CHAMPION in models else "none",
                 "comparison": dg.MetadataValue.md(report.table_md),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from mlops_pipelines.defs.common import SPECS
+from mlops_pipelines.defs.common import SPECS, TRAINING_CUTOFF_TAG
 from mlops_pipelines.lib.monitoring.drift_status import Signal, read_status
 from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
 from mlops_pipelines.resources import MonitoringResource
@@ -71,6 +71,7 @@ def retraining_sensor(context: dg.SensorEvaluationContext, monitoring: Monitorin
                     "retrain_model": model,
                     "trigger": ",".join(sorted(firing)),
                     "drift_window_end": window_end,
+                    TRAINING_CUTOFF_TAG: window_end,  # retrain on what was known then, the same on a re-run
                     "drifting_version": ",".join(sorted({str(e.get("version")) for e in firing.values()})),
                 },
             )

@@ -1,10 +1,13 @@
 """Training sets and training runs (MLflow + registry), one pair of assets per model spec."""
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import partial
 
 import dagster as dg
 
-from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS
+from mlops_pipelines.defs.common import CATALOG, MIN_HISTORY_TAG, PIPELINE_ACTOR, SPECS, TRAINING_CUTOFF_TAG
+from mlops_pipelines.lib.core.errors import ConfigError
 from mlops_pipelines.lib.core.plots import png_markdown
 from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.model_specs import ModelSpec
@@ -16,6 +19,27 @@ from mlops_pipelines.resources import (
     fail_training_runs_of_dead_dagster_runs,
     open_lifecycle,
 )
+
+DEFAULT_MIN_HISTORY_DAYS = 7.0  # a model is not fitted to less than a week of one market
+
+
+def training_window(tags: Mapping[str, str]) -> datasets.TrainingWindow:
+    """The training window a run's tags ask for: ``training_cutoff`` (ISO 8601; without an offset, UTC; absent:
+    every bar ingested) and ``training_min_history_days`` (default ``DEFAULT_MIN_HISTORY_DAYS``)."""
+    raw_cutoff, raw_days = tags.get(TRAINING_CUTOFF_TAG, "").strip(), tags.get(MIN_HISTORY_TAG, "").strip()
+    try:
+        cutoff = datetime.fromisoformat(raw_cutoff.replace("Z", "+00:00")) if raw_cutoff else None
+    except ValueError as exc:
+        raise ConfigError(f"run tag {TRAINING_CUTOFF_TAG}={raw_cutoff!r} is not an ISO 8601 time: {exc}") from exc
+    if cutoff is not None and cutoff.tzinfo is None:
+        cutoff = cutoff.replace(tzinfo=UTC)
+    try:
+        days = float(raw_days) if raw_days else DEFAULT_MIN_HISTORY_DAYS
+    except ValueError:
+        raise ConfigError(f"run tag {MIN_HISTORY_TAG}={raw_days!r} is not a number of days") from None
+    if not days >= 0:
+        raise ConfigError(f"run tag {MIN_HISTORY_TAG}={raw_days!r} must be a number of days >= 0")
+    return datasets.TrainingWindow(cutoff=cutoff, min_history_days=days)
 
 
 def dataset_key(spec: ModelSpec) -> dg.AssetKey:
@@ -34,12 +58,15 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             f"({CATALOG.bar_clock}), "
             f"features of {', '.join(f'{k}@{v}' for k, v in spec.feature_views.items())} as of each decision, "
             "time-ordered train/validation/test with purged boundaries. Table "
-            f"{datasets.latest_table(spec.name)}; every version kept as training.dataset_<id>."
+            f"{datasets.latest_table(spec.name)}; every version kept as training.dataset_<id>. Run tags: "
+            f"`{TRAINING_CUTOFF_TAG}` (only labels known by then; default every bar ingested), `{MIN_HISTORY_TAG}` "
+            f"(refused below it; default {DEFAULT_MIN_HISTORY_DAYS:g})."
         ),
     )
     def _dataset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        window = training_window(context.run.tags)
         with warehouse.connect() as conn:
-            data = datasets.build_training_set(conn, spec, CATALOG)
+            data = datasets.build_training_set(conn, spec, CATALOG, window)
             dataset_id = datasets.store_training_set(conn, spec, data, run_id=context.run_id)
         frame = data.frame
         counts = frame["split"].value_counts()
@@ -53,6 +80,8 @@ def build_dataset_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 "label_mean": float(frame["label"].mean()),
                 "first_decision": str(frame["event_timestamp"].min()),
                 "last_decision": str(frame["event_timestamp"].max()),
+                "training_cutoff": str(data.cutoff),
+                "min_history_days": data.window.min_history_days,
                 "features": dg.MetadataValue.json(data.features),
             }
         )

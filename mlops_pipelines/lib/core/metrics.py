@@ -4,9 +4,13 @@ the backtest on replayed positions, monitoring on live decisions, so they compar
 Returns are per bar; annualizing multiplies by ``periods_per_year`` of the source's bar interval and calendar
 (``BarClock.periods_per_year``), never by a constant. ``periods_per_year`` is defined in ``lib/core/bars.py``
 (which the settings read at CLI start-up, before pandas and scipy may be imported) and re-exported here.
+
+Uncertainty: ``block_bootstrap_interval`` puts a confidence interval on any of them. Observations close in time
+are not independent (overlapping label horizons, volatility regimes, a market factor shared by every symbol at
+the same bar), so the bootstrap resamples contiguous blocks of *times* and keeps every row of a sampled time.
 """
 
-from datetime import timedelta
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -16,10 +20,6 @@ from mlops_pipelines.lib.core.bars import CALENDARS as CALENDARS  # the annualiz
 from mlops_pipelines.lib.core.bars import periods_per_year as periods_per_year
 
 MIN_IC_SYMBOLS = 3  # fewer symbols at a time: no cross-sectional rank correlation for that time
-
-# Hourly bars around the clock. Only the backtest (lib/evaluation/backtest.py) still annualizes with it; everything
-# else takes ``BarClock.periods_per_year`` of the catalog's clock, and so should it.
-HOURS_PER_YEAR = periods_per_year(timedelta(hours=1), "24x7")
 
 
 def sharpe(returns: np.ndarray | pd.Series, periods_per_year: float) -> float:
@@ -121,3 +121,66 @@ def volatility_forecast_metrics(forecast: np.ndarray, realized: np.ndarray) -> d
         "qlike": float(np.mean(ratio - np.log(ratio) - 1.0)),
         "n": float(ok.sum()),
     }
+
+
+CI_LEVEL = 0.90  # two-sided: the lower bound is a one-sided 95% bound, the one a promotion threshold compares
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0  # fixed: the same data gives the same interval, so a gate verdict can be reproduced
+
+
+def block_length(n_times: int, min_block: int = 1) -> int:
+    """Bars per bootstrap block: n^(1/3) (the rate that balances the bias and variance of the block bootstrap's
+    variance estimate), at least ``min_block`` (a label horizon: rows whose labels overlap share a block), at most
+    ``n_times``."""
+    return int(max(1, min(n_times, max(min_block, int(np.ceil(n_times ** (1 / 3)))))))
+
+
+def block_bootstrap_samples(n: int, block: int, n_samples: int, seed: int) -> np.ndarray:
+    """(n_samples, n) positions of a circular block bootstrap (Politis & Romano, 1992): each sample is
+    ceil(n / block) blocks of ``block`` consecutive positions, each block starting at a uniformly drawn position
+    and wrapping from the end to the start, concatenated and cut to n."""
+    if n < 1 or block < 1:
+        raise ValueError(f"need n >= 1 and block >= 1, got n={n}, block={block}")
+    rng = np.random.default_rng(seed)
+    n_blocks = -(-n // block)
+    starts = rng.integers(0, n, size=(n_samples, n_blocks))
+    positions = (starts[:, :, None] + np.arange(block)[None, None, :]) % n
+    return positions.reshape(n_samples, n_blocks * block)[:, :n]
+
+
+def block_bootstrap_interval(
+    statistic: Callable[[np.ndarray], float],
+    times: np.ndarray | pd.Series | pd.Index,
+    *,
+    min_block: int = 1,
+    level: float = CI_LEVEL,
+    n_samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile confidence interval of ``statistic`` by a circular block bootstrap over time.
+
+    ``times`` gives each row's time (rows of one time - the symbols of one bar - stay together); ``statistic``
+    takes an array of row positions and returns the statistic of those rows (rows may repeat). Blocks hold
+    ``block_length(n_times, min_block)`` consecutive distinct times. Samples where the statistic is not finite
+    are left out; (nan, nan) with fewer than two distinct times or when no sample is finite.
+    """
+    codes, uniques = pd.factorize(np.asarray(times), sort=True)
+    n_times = len(uniques)
+    if n_times < 2:
+        return float("nan"), float("nan")
+    order = np.argsort(codes, kind="stable")  # rows grouped by time
+    counts = np.bincount(codes, minlength=n_times)
+    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    values = np.empty(n_samples)
+    samples = block_bootstrap_samples(n_times, block_length(n_times, min_block), n_samples, seed)
+    for i, sampled in enumerate(samples):
+        sizes = counts[sampled]
+        start_in_sample = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        within = np.arange(int(sizes.sum())) - np.repeat(start_in_sample, sizes)
+        values[i] = statistic(order[np.repeat(first_row[sampled], sizes) + within])
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)

@@ -10,16 +10,18 @@ would create its own store (or the deprecated file store) and lose the runs.
 import fcntl
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
+from urllib.request import url2pathname
 
 import lightgbm as lgb
 import mlflow
@@ -74,6 +76,11 @@ def _quiet_download() -> Iterator[None]:
         os.environ.pop(_PROGRESS_BAR_VARIABLE, None)
 
 
+def file_uri_path(uri: str) -> str:
+    """The local path of a ``file://`` URI."""
+    return url2pathname(urlparse(uri).path)
+
+
 class Tracking:
     """MLflow tracking + registry at explicit URIs."""
 
@@ -104,18 +111,54 @@ class Tracking:
         _INITIALIZED.add((self.tracking_uri, self.registry_uri))
         return client
 
+    def root_uri(self) -> str:
+        """The artifact root as a URI (a local path made absolute)."""
+        return self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root).resolve().as_uri()
+
     def experiment_id(self, name: str) -> str:
+        """The experiment's id, created under the artifact root when new. A local experiment found stored under
+        another local root whose copy is under ours (the data directory was copied or moved) is moved to ours
+        first (``relocate``), so new runs never write into the directory it was copied from."""
         client = self.client()
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
+            if self.relocate(experiment.artifact_location, f"{self.root_uri()}/{name}"):
+                experiment = client.get_experiment(experiment.experiment_id)
             return experiment.experiment_id
-        location = self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root).resolve().as_uri()
+        location = self.root_uri()
         try:
             return client.create_experiment(name, artifact_location=f"{location}/{name}")
         except MlflowException as exc:  # another process created it meanwhile
             if exc.error_code != "RESOURCE_ALREADY_EXISTS" or (found := client.get_experiment_by_name(name)) is None:
                 raise
             return found.experiment_id
+
+    def relocate(self, stored: str, expected: str) -> bool:
+        """Point every location the SQLite store keeps under ``stored`` (an experiment's artifact location, its
+        runs', logged models' and model versions') at ``expected`` instead, when both are local directories, differ,
+        and ``expected`` exists: a store copied with its data directory, whose absolute locations still name the
+        original. Nothing else is rewritten (a root deliberately moved without its files keeps what it had).
+        Returns whether it rewrote anything."""
+        if stored == expected or not (stored.startswith("file://") and expected.startswith("file://")):
+            return False
+        if not self.tracking_uri.startswith("sqlite:///") or not Path(file_uri_path(expected)).is_dir():
+            return False
+        columns = {
+            "experiments": ("artifact_location",),
+            "runs": ("artifact_uri",),
+            "logged_models": ("artifact_location",),
+            "model_versions": ("source", "storage_location"),
+        }
+        with closing(sqlite3.connect(self.tracking_uri.removeprefix("sqlite:///"), timeout=60)) as db, db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table, names in columns.items():
+                for column in names if table in tables else ():
+                    db.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                        [expected, len(stored) + 1, stored, len(stored) + 1, stored + "/"],
+                    )
+        return True
 
     @contextmanager
     def run(self, experiment: str, *, run_name: str, tags: dict[str, str]) -> Iterator[Run]:

@@ -100,14 +100,15 @@ def forward_returns(bar_returns: pd.DataFrame, horizon: int = 1) -> pd.DataFrame
     return summed.apply(np.expm1)
 
 
-def realized_forward_vol(bar_returns: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """At row t: the annualized volatility of the log returns of bars t+1 .. t+horizon (what a volatility forecast
-    made at bar t's close predicts; NaN unless all of them exist). The volatility label's definition."""
+def realized_forward_vol(bar_returns: pd.DataFrame, horizon: int, periods_per_year: float) -> pd.DataFrame:
+    """At row t: the volatility of the log returns of bars t+1 .. t+horizon annualized with ``periods_per_year``
+    (the bar clock's), what a volatility forecast made at bar t's close predicts (NaN unless all of them exist).
+    The volatility label's definition."""
     if horizon < 2:
         raise ValueError(f"horizon must be >= 2 for a volatility, got {horizon}")
     growth = bar_returns.astype(float).apply(np.log1p)
     std = growth.rolling(horizon, min_periods=horizon).std(ddof=1).shift(-horizon)
-    return std * np.sqrt(m.HOURS_PER_YEAR)
+    return std * np.sqrt(periods_per_year)
 
 
 def positions_from_signal(
@@ -207,8 +208,9 @@ def run_backtest(
     )
 
 
-def performance_metrics(result: BacktestResult, periods_per_year: float = m.HOURS_PER_YEAR) -> dict[str, float]:
-    """Summary of a backtest's portfolio returns (one per bar, simple, net of costs).
+def performance_metrics(result: BacktestResult, periods_per_year: float) -> dict[str, float]:
+    """Summary of a backtest's portfolio returns (one per bar, simple, net of costs); ``periods_per_year``: the
+    bar clock's (``BarClock.periods_per_year``: 8,760 for hourly bars around the clock, 252 for daily equities).
 
     - annual_return: geometric, equity_end ** (periods_per_year / n_bars) - 1 (-1 if the equity reached 0)
     - annual_volatility: std (ddof=1) * sqrt(periods_per_year)

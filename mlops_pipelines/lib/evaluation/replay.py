@@ -9,6 +9,12 @@ the current production version of the same model (the champion) when there is on
 Besides the strategy's performance, every forecast (the models', and persistence's) is scored against what
 happened: the information coefficient (``ic``: cross-sectional rank correlation with the forward return over the
 label horizon, or with the realized forward volatility), and for volatility forecasts RMSE, MAE and QLIKE.
+
+Every strategy metric is net of transaction costs (``cost_bps`` of catalog/scenarios.yaml). Every Sharpe comes
+with its confidence interval (``sharpe_ci_low`` / ``sharpe_ci_high``: a block bootstrap over the window's bars),
+and the gate reads the candidate's Sharpe excess over each baseline with the interval of the *paired*
+difference (the same resampled bars for both), on the held-out window only: a scenario that overlaps the
+version's training data is in sample, marked so everywhere it is shown, and never read by the gate.
 """
 
 from collections.abc import Mapping
@@ -20,6 +26,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from mlops_pipelines.lib.core import metrics as m
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.lib.core.metrics import cross_sectional_ic, volatility_forecast_metrics
@@ -54,12 +61,28 @@ class ScenarioResult:
     end: datetime
     in_sample: bool
     metrics: dict[str, dict[str, float]]  # strategy -> metric -> value
-    equity: pd.DataFrame  # time x strategy
+    equity: pd.DataFrame | None  # time x strategy, net of costs
+    horizon: int = 1  # bars a forecast looks ahead: the shortest bootstrap block
+    periods_per_year: float = 8760.0  # the bar clock's, which annualizes every Sharpe of the scenario
+
+    def returns(self) -> pd.DataFrame | None:
+        """Each strategy's portfolio return per bar, net of costs (from the equity curves, which start at 1)."""
+        if self.equity is None:
+            return None
+        return self.equity / self.equity.shift(1).fillna(1.0) - 1.0
+
+    @property
+    def label(self) -> str:
+        """The scenario's name as shown: an in-sample window says so."""
+        return f"{self.scenario} (IN SAMPLE)" if self.in_sample else self.scenario
 
 
-def bars_between(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> pd.DataFrame:
-    """Bars from a day before ``start`` (momentum lookback) to ``end``."""
-    return market_bars.closes(conn, start - timedelta(hours=25), end)
+MOMENTUM_LOOKBACK = 24  # bars: the naive directional baseline goes with the sign of the last 24 bars' return
+
+
+def bars_between(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime, bar: timedelta) -> pd.DataFrame:
+    """Bars from the momentum lookback (and one more) before ``start`` to ``end``; ``bar``: the bar interval."""
+    return market_bars.closes(conn, start - (MOMENTUM_LOOKBACK + 1) * bar, end)
 
 
 def decision_features(
@@ -69,7 +92,9 @@ def decision_features(
     entities = pd.DataFrame(
         {
             "symbol": bars["symbol"],
-            ENTITY_TIME: bars["timestamp"] + pd.Timedelta(hours=1) + pd.Timedelta(minutes=spec.decision_delay_minutes),
+            ENTITY_TIME: bars["timestamp"]
+            + pd.Timedelta(catalog.bar_clock.interval)
+            + pd.Timedelta(minutes=spec.decision_delay_minutes),
             "bar": bars["timestamp"],
         }
     )
@@ -91,12 +116,12 @@ def strategy_positions(spec: ModelSpec, signal: pd.DataFrame, returns: pd.DataFr
     return backtest.positions_from_signal(ones, config, forecast_vol=signal)
 
 
-def forecast_truth(spec: ModelSpec, returns: pd.DataFrame) -> pd.DataFrame:
+def forecast_truth(spec: ModelSpec, returns: pd.DataFrame, periods_per_year: float) -> pd.DataFrame:
     """What a forecast made at each bar's close is scored against: the forward return over the label horizon
-    (direction), or the realized volatility of the next ``horizon`` bars (volatility)."""
+    (direction), or the realized volatility of the next ``horizon`` bars (volatility), annualized as the label."""
     if spec.task == "classification":
         return backtest.forward_returns(returns, spec.label.horizon_bars)
-    return backtest.realized_forward_vol(returns, spec.label.horizon_bars)
+    return backtest.realized_forward_vol(returns, spec.label.horizon_bars, periods_per_year)
 
 
 def forecast_metrics(spec: ModelSpec, signal: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
@@ -122,7 +147,7 @@ def replay(
     train_end: datetime | None,
 ) -> ScenarioResult | None:
     """Every strategy on one window; None when the window has no bars."""
-    bars = bars_between(conn, start, end)
+    bars = bars_between(conn, start, end, catalog.bar_clock.interval)
     if bars.empty:
         return None
     closes = bars.pivot(index="timestamp", columns="symbol", values="close")
@@ -136,16 +161,18 @@ def replay(
     positions = {name: strategy_positions(spec, signal, returns) for name, signal in signals.items()}
     positions[BUY_AND_HOLD] = backtest.buy_and_hold_positions(returns)
     if spec.task == "classification":
-        positions[MOMENTUM] = backtest.momentum_positions(closes, lookback=24)
+        positions[MOMENTUM] = backtest.momentum_positions(closes, lookback=MOMENTUM_LOOKBACK)
     elif PERSISTENCE_FEATURE in frame:
         signals[PERSISTENCE] = aligned(frame[PERSISTENCE_FEATURE])
         positions[PERSISTENCE] = strategy_positions(spec, signals[PERSISTENCE], returns)
     in_window = returns.index >= pd.Timestamp(start)
-    truth = forecast_truth(spec, returns)[in_window]
+    periods = catalog.bar_clock.periods_per_year
+    truth = forecast_truth(spec, returns, periods)[in_window]
     metrics, equity = {}, {}
     for name, held in positions.items():
         result = backtest.run_backtest(held[in_window], returns[in_window], cost_bps=cost_bps)
-        metrics[name] = backtest.performance_metrics(result)
+        metrics[name] = backtest.performance_metrics(result, periods)
+        metrics[name].update(sharpe_interval(result.portfolio.to_numpy(), spec.label.horizon_bars, periods))
         if name in signals:
             metrics[name].update(forecast_metrics(spec, signals[name][in_window], truth))
         equity[name] = result.equity
@@ -156,7 +183,35 @@ def replay(
         in_sample=train_end is not None and start < train_end,
         metrics=metrics,
         equity=pd.DataFrame(equity),
+        horizon=spec.label.horizon_bars,
+        periods_per_year=periods,
     )
+
+
+def sharpe_interval(portfolio: np.ndarray, horizon: int, periods: float) -> dict[str, float]:
+    """The Sharpe ratio's confidence interval: a block bootstrap over bars (blocks at least ``horizon`` long)."""
+    low, high = m.block_bootstrap_interval(
+        lambda rows: m.sharpe(portfolio[rows], periods), np.arange(len(portfolio)), min_block=horizon
+    )
+    return {"sharpe_ci_low": low, "sharpe_ci_high": high}
+
+
+def sharpe_excess(result: ScenarioResult, baseline: str) -> dict[str, float]:
+    """The candidate's Sharpe minus ``baseline``'s on the same bars, and the interval of that paired difference
+    (both resampled on the same blocks of bars); only the point value without the equity curves."""
+    name = f"sharpe_excess_vs_{baseline}"
+    out = {name: result.metrics[CANDIDATE]["sharpe"] - result.metrics[baseline]["sharpe"]}
+    returns = result.returns()
+    if returns is None:
+        return out
+    candidate, other = returns[CANDIDATE].to_numpy(), returns[baseline].to_numpy()
+    periods = result.periods_per_year
+    low, high = m.block_bootstrap_interval(
+        lambda rows: m.sharpe(candidate[rows], periods) - m.sharpe(other[rows], periods),
+        np.arange(len(candidate)),
+        min_block=result.horizon,
+    )
+    return {**out, f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
 def results_frame(results: list[ScenarioResult], model: str, version: str) -> pd.DataFrame:
@@ -178,19 +233,30 @@ def results_frame(results: list[ScenarioResult], model: str, version: str) -> pd
 
 
 def gate_metrics(results: list[ScenarioResult]) -> dict[str, float]:
-    """What the promotion gate reads from the holdout replay."""
-    holdout = next((r for r in results if r.scenario == HOLDOUT), None)
+    """What the promotion gate reads from the holdout replay (never from an in-sample scenario), all after costs:
+    the candidate's ``sharpe`` (with ``sharpe_ci_low/high``) and ``max_drawdown``, its Sharpe excess over
+    buy-and-hold, over the naive baseline (``baseline``: 24-bar momentum, or persistence volatility targeting) and
+    over the champion, each with the interval of the paired difference, the drawdown excess over the champion
+    (0 without one), and ``holdout_bars``."""
+    holdout = next((r for r in results if r.scenario == HOLDOUT and not r.in_sample), None)
     if holdout is None:
         return {}
     candidate = holdout.metrics[CANDIDATE]
     out = {
-        "backtest_sharpe": candidate["sharpe"],
-        "backtest_max_drawdown": candidate["max_drawdown"],
-        "sharpe_excess_vs_buy_and_hold": candidate["sharpe"] - holdout.metrics[BUY_AND_HOLD]["sharpe"],
+        "sharpe": candidate["sharpe"],
+        **{k: candidate[k] for k in ("sharpe_ci_low", "sharpe_ci_high") if k in candidate},
+        "max_drawdown": candidate["max_drawdown"],
+        **sharpe_excess(holdout, BUY_AND_HOLD),
         "drawdown_excess_vs_champion": 0.0,
     }
+    naive = next((b for b in (MOMENTUM, PERSISTENCE) if b in holdout.metrics), None)
+    if naive is not None:
+        out.update({k.replace(naive, "baseline"): v for k, v in sharpe_excess(holdout, naive).items()})
     if CHAMPION in holdout.metrics:
+        out.update(sharpe_excess(holdout, CHAMPION))
         out["drawdown_excess_vs_champion"] = candidate["max_drawdown"] - holdout.metrics[CHAMPION]["max_drawdown"]
+    if holdout.equity is not None:
+        out["holdout_bars"] = float(len(holdout.equity))
     return out
 
 
@@ -217,10 +283,11 @@ def replay_version(
     training data are marked in-sample; windows without bars are left out."""
     data = load_training_set(conn, spec)
     test, train = data.split("test"), data.split("train")
-    delay = pd.Timedelta(hours=1) + pd.Timedelta(minutes=spec.decision_delay_minutes)
+    bar = catalog.bar_clock.interval
+    delay = pd.Timedelta(bar) + pd.Timedelta(minutes=spec.decision_delay_minutes)
     holdout = (
         (test[ENTITY_TIME].min() - delay).to_pydatetime(),
-        (test[ENTITY_TIME].max() - delay + timedelta(hours=1)).to_pydatetime(),
+        (test[ENTITY_TIME].max() - delay + bar).to_pydatetime(),
     )
     train_end = (train[ENTITY_TIME].max() - delay).to_pydatetime()
     last_bar = market_bars.last_bar_time(conn)
@@ -269,27 +336,37 @@ def stored_gate_metrics(conn: duckdb.DuckDBPyConnection, model: str, version: st
     return {str(name): float(value) for name, value in rows}
 
 
-STRATEGY_COLUMNS = ("sharpe", "annual_return", "max_drawdown", "hit_rate", "turnover")
+# Over the window, not annualized: a few weeks' return compounded to a year is not a number anyone should read.
+STRATEGY_COLUMNS = ("sharpe", "total_return", "max_drawdown", "hit_rate", "turnover")
 FORECAST_COLUMNS = {"classification": ("ic",), "regression": ("ic", "rmse", "mae", "qlike")}
 
 
 def comparison_markdown(results: list[ScenarioResult], columns: tuple[str, ...] = STRATEGY_COLUMNS) -> str:
-    """One row per scenario and strategy; a metric a strategy does not have (a baseline's IC) is ``nan``."""
-    lines = ["| scenario | strategy | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    """One row per scenario and strategy, after costs; a Sharpe with its confidence interval; a metric a strategy
+    does not have (a baseline's IC) is ``nan``; an in-sample window is marked IN SAMPLE."""
+    header = [f"sharpe [{m.CI_LEVEL:.0%} CI]" if c == "sharpe" else c for c in columns]
+    lines = ["| scenario | strategy | " + " | ".join(header) + " |", "|---|---|" + "---|" * len(columns)]
     for r in results:
-        label = f"{r.scenario}{' (in sample)' if r.in_sample else ''}"
         for strategy, values in r.metrics.items():
-            cells = " | ".join(f"{values.get(c, float('nan')):.3f}" for c in columns)
-            lines.append(f"| {label} | {strategy} | {cells} |")
+            cells = " | ".join(_cell(values, c) for c in columns)
+            lines.append(f"| {r.label} | {strategy} | {cells} |")
     return "\n".join(lines)
 
 
+def _cell(values: Mapping[str, float], column: str) -> str:
+    text = f"{values.get(column, float('nan')):.3f}"
+    if column == "sharpe" and "sharpe_ci_low" in values:
+        text += f" [{values['sharpe_ci_low']:.2f}, {values['sharpe_ci_high']:.2f}]"
+    return text
+
+
 def equity_png(result: ScenarioResult, title: str) -> bytes:
+    equity = result.equity if result.equity is not None else pd.DataFrame()
     fig = figure(8, 3.6)
     ax = fig.add_subplot()
-    for column in result.equity.columns:
-        ax.plot(result.equity.index, result.equity[column], label=column, linewidth=2.0 if column == CANDIDATE else 1.0)
-    ax.set_title(f"{title}: {result.scenario} ({result.start:%Y-%m-%d} .. {result.end:%Y-%m-%d})")
+    for column in equity.columns:
+        ax.plot(equity.index, equity[column], label=column, linewidth=2.0 if column == CANDIDATE else 1.0)
+    ax.set_title(f"{title}: {result.label} ({result.start:%Y-%m-%d} .. {result.end:%Y-%m-%d})")
     ax.set_ylabel("equity (start = 1)")
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
@@ -307,17 +384,23 @@ class BacktestReport:
 def log_backtest(
     tracking: Tracking, run_id: str, spec: ModelSpec, version: str, results: list[ScenarioResult], frame: pd.DataFrame
 ) -> BacktestReport:
-    """Log the replay of ``version`` into its training run: per scenario and strategy ``bt.<scenario>.<strategy>.``
-    sharpe, max_drawdown, annual_return and (forecasts) ic as metrics; equity curves, ``results.csv`` and
-    ``comparison.md`` under ``backtest/``."""
+    """Log the replay of ``version`` into its training run: the gate metrics under their own names (``sharpe``,
+    ``sharpe_ci_low``... of the holdout, after costs); per scenario and strategy ``bt.<scenario>.<strategy>.``
+    sharpe (with its interval), max_drawdown, total_return and (forecasts) ic, under ``bt_in_sample.`` for a
+    window that overlaps the training data; equity curves, ``results.csv`` and ``comparison.md`` under
+    ``backtest/``."""
     pngs = {r.scenario: equity_png(r, f"{spec.name} v{version}") for r in results}
     table = comparison_markdown(results, STRATEGY_COLUMNS + FORECAST_COLUMNS[spec.task])
     client = tracking.client()
+    for name, value in gate_metrics(results).items():
+        if np.isfinite(value):
+            client.log_metric(run_id, name, float(value))
     for row in frame.to_dict("records"):
-        for metric in ("sharpe", "max_drawdown", "annual_return", "ic"):
+        prefix = "bt_in_sample" if row["in_sample"] else "bt"
+        for metric in ("sharpe", "sharpe_ci_low", "sharpe_ci_high", "max_drawdown", "total_return", "ic"):
             value = row.get(metric)
             if value is not None and np.isfinite(value):
-                client.log_metric(run_id, f"bt.{row['scenario']}.{row['strategy']}.{metric}", float(value))
+                client.log_metric(run_id, f"{prefix}.{row['scenario']}.{row['strategy']}.{metric}", float(value))
     tracking.log_files(
         run_id,
         {f"equity_{k}.png": v for k, v in pngs.items()}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_pipelines.lib.core.errors import MlopsError
+from mlops_pipelines.lib.core.metrics import CI_LEVEL
 from mlops_pipelines.lib.core.plots import png_data_uri
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, LifecycleError, ReviewStatus
@@ -67,7 +68,10 @@ def collect_inputs(
         shap_md=tracking.read_text_artifact(run_id, "explanations/importance.md") if shap_ok else "",
         shap_png=tracking.read_bytes_artifact(run_id, "explanations/shap_summary.png") if shap_ok else None,
         shap_error=None if shap_ok else "no SHAP artifacts for this version (see the explanations asset)",
-        drift_status=f"drift of the newest day vs its training data: {policy.metrics.get('drift_severity')}",
+        drift_status=(
+            "drift of the last day after the training cutoff vs the 30 days before it: "
+            f"{policy.metrics.get('drift_severity')} (INSUFFICIENT: less than a day of data after the cutoff)"
+        ),
         policy=policy,
         review_status=ReviewStatus.PENDING_REVIEW.value,
     )
@@ -79,7 +83,19 @@ def policy_markdown(policy: PolicyResult) -> str:
         f"| {c.name} | {c.threshold} | {_fmt(c.observed)} | {'pass' if c.passed else 'FAIL'} |" for c in policy.checks
     ]
     verdict = "PASSED" if policy.passed else "FAILED"
-    return "\n".join(lines) + f"\n\nOverall: **{verdict}** (policy hash `{policy.policy_hash[:16]}`)"
+    overrides = f"; request overrides {policy.overrides}" if policy.overrides else ""
+    return "\n".join(lines) + f"\n\nOverall: **{verdict}** (policy hash `{policy.policy_hash[:16]}`{overrides})"
+
+
+def headline_markdown(metrics: Mapping[str, Any]) -> str:
+    """Every metric that has a confidence interval (``<name>_ci_low`` / ``_ci_high``), with it: held-out forecasts,
+    and the holdout backtest after costs."""
+    lines = [f"| metric | value | {CI_LEVEL:.0%} interval |", "|---|---|---|"]
+    for name in sorted(k.removesuffix("_ci_low") for k in metrics if k.endswith("_ci_low")):
+        if name in metrics:
+            interval = f"[{_fmt(metrics[f'{name}_ci_low'])}, {_fmt(metrics.get(f'{name}_ci_high'))}]"
+            lines.append(f"| {name} | {_fmt(metrics[name])} | {interval} |")
+    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
@@ -107,6 +123,10 @@ def render_markdown(inputs: ReportInputs) -> str:
                 "## Promotion policy",
                 "",
                 policy_markdown(inputs.policy),
+                "",
+                "## Headline metrics with their uncertainty",
+                "",
+                headline_markdown(inputs.policy.metrics),
                 "",
                 "## Scenario replay vs baselines",
                 "",
@@ -144,6 +164,10 @@ def _md_table_to_html(markdown_table: str) -> str:
     return "".join([*out, "</tbody></table>"])
 
 
+def _overrides_html(policy: PolicyResult) -> str:
+    return f"; request overrides <code>{html.escape(str(policy.overrides))}</code>" if policy.overrides else ""
+
+
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{png_data_uri(png)}"/>'
 
@@ -170,7 +194,9 @@ def render_html(inputs: ReportInputs) -> str:
         ),
         "</ul><h2>Promotion policy</h2>",
         _md_table_to_html(policy_markdown(inputs.policy).split("\n\n")[0]),
-        f"<p>policy hash <code>{inputs.policy.policy_hash}</code></p>",
+        f"<p>policy hash <code>{inputs.policy.policy_hash}</code>{_overrides_html(inputs.policy)}</p>",
+        "<h2>Headline metrics with their uncertainty</h2>",
+        _md_table_to_html(headline_markdown(inputs.policy.metrics)),
         "<h2>Scenario replay vs baselines</h2>",
         _md_table_to_html(inputs.backtest_md),
         *(_img(png, f"equity {name}") for name, png in inputs.equity_pngs.items()),

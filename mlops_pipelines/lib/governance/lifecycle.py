@@ -493,31 +493,51 @@ class Lifecycle:
         )
         return self.version(model, version)
 
-    def gate(self, model: str, version: str | int, result: PolicyResult, *, actor: str) -> str:
-        """Apply a policy evaluation: pass -> VALIDATED -> STAGING; fail -> stays (or goes back to) TRAINED."""
+    def gate(self, model: str, version: str | int, result: PolicyResult, *, actor: str, reason: str = "") -> str:
+        """Apply a policy evaluation: pass -> VALIDATED -> STAGING; fail -> stays (or goes back to) TRAINED.
+
+        A verdict under request overrides needs a ``reason``; every row it writes then carries the overrides, the
+        reason and the effective thresholds (``details``; the policy hash covers the overrides)."""
         version, actor = str(version), normalize_actor(actor)
         record = self.record(model)
         if version not in record.versions:
             raise LifecycleError(f"{model} v{version} has no audit history (not registered through the lifecycle)")
+        note = ""
+        details: dict[str, Any] = {}
+        if result.overrides:
+            if not reason.strip():
+                raise LifecycleError(
+                    f"{model} v{version}: policy overrides {result.overrides} need a reason (--reason), which the "
+                    "audit log keeps with them"
+                )
+            overrides = ", ".join(f"{k}={v}" for k, v in result.overrides.items())
+            note = f" (overrides {overrides}: {reason.strip()})"
+            details = {
+                "overrides": result.overrides,
+                "override_reason": reason.strip(),
+                "thresholds": result.thresholds,
+            }
         current = record.versions[version].state
-        policy = {"policy_hash": result.policy_hash, "policy_result": result.as_dict()}
+        policy = {"policy_hash": result.policy_hash, "policy_result": result.as_dict(), "details": details}
         if result.passed and current in (State.TRAINED, State.VALIDATED):
             entries = []
             if current == State.TRAINED:
-                entries.append(Entry(version, "transition", State.TRAINED, State.VALIDATED, "policy passed", **policy))
-            reason = "policy passed: staged, awaiting review and approval for production"
-            entries.append(Entry(version, "transition", State.VALIDATED, State.STAGING, reason, **policy))
+                entries.append(
+                    Entry(version, "transition", State.TRAINED, State.VALIDATED, "policy passed" + note, **policy)
+                )
+            passed = "policy passed: staged, awaiting review and approval for production" + note
+            entries.append(Entry(version, "transition", State.VALIDATED, State.STAGING, passed, **policy))
             aliases: dict[str, str | None] = {"staging": version}
             if record.aliases.get("production") not in (None, version):
                 aliases["challenger"] = version
             self._write(model, actor, entries, aliases)
         elif not result.passed:
-            reason = "promotion policy failed: " + "; ".join(result.failures())
+            failed = "promotion policy failed: " + "; ".join(result.failures()) + note
             if current == State.STAGING:
-                entry = Entry(version, "transition", State.STAGING, State.TRAINED, reason, **policy)
+                entry = Entry(version, "transition", State.STAGING, State.TRAINED, failed, **policy)
                 self._write(model, actor, [entry], self._aliases_leaving(record, version))
             else:
-                self._write(model, actor, [Entry(version, "gate_rejected", current, current, reason, **policy)], {})
+                self._write(model, actor, [Entry(version, "gate_rejected", current, current, failed, **policy)], {})
         return self.state(model, version)
 
     @staticmethod

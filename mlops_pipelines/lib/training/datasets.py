@@ -9,6 +9,7 @@ per stored set): their DDL and every read and write.
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -17,10 +18,10 @@ import pandas as pd
 
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.bars import BarClock
-from mlops_pipelines.lib.core.errors import NotFound
+from mlops_pipelines.lib.core.errors import MlopsError, NotFound
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
-from mlops_pipelines.lib.ingestion.market_bars import BARS_TABLE
+from mlops_pipelines.lib.ingestion.market_bars import BARS_TABLE, last_bar_time
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
 SPLITS = ("train", "validation", "test")
@@ -30,8 +31,25 @@ _REGISTRY_COLUMNS = """
     train_rows BIGINT, validation_rows BIGINT, test_rows BIGINT,
     first_decision TIMESTAMP WITH TIME ZONE, last_decision TIMESTAMP WITH TIME ZONE,
     features VARCHAR, feature_views VARCHAR,
-    label VARCHAR, dagster_run_id VARCHAR, created_at TIMESTAMP WITH TIME ZONE
+    label VARCHAR, dagster_run_id VARCHAR, created_at TIMESTAMP WITH TIME ZONE,
+    training_cutoff TIMESTAMP WITH TIME ZONE, min_history_days DOUBLE
 """
+
+
+class InsufficientHistory(MlopsError, ValueError):
+    """The bars before the training cutoff cover less history than the training window's minimum."""
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """Which bars a training set may use. ``cutoff``: only rows whose label was known by then (UTC; None: every
+    bar ingested, the cutoff is then the newest bar's close); everything at or after it is data the version has
+    not seen, on which the promotion gate judges its drift. ``min_history_days``: the decisions must span at least
+    this many days from the first decision to the cutoff, else the set is refused (a model is not fitted to a few
+    days of one market)."""
+
+    cutoff: datetime | None = None
+    min_history_days: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,11 @@ class TrainingSet:
     frame: pd.DataFrame  # entity, event_timestamp, label_available_at, label, forward_return, features..., split
     features: list[str]
     dataset_hash: str
+    window: TrainingWindow = TrainingWindow()  # its cutoff resolved (None: a set stored before cutoffs were)
+
+    @property
+    def cutoff(self) -> datetime | None:
+        return self.window.cutoff
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name]
@@ -120,18 +143,39 @@ def dataset_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def build_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog) -> TrainingSet:
+def build_training_set(
+    conn: duckdb.DuckDBPyConnection, spec: ModelSpec, catalog: FeatureCatalog, window: TrainingWindow | None = None
+) -> TrainingSet:
+    """The point-in-time set of the decisions whose labels were known by the window's cutoff (default: every
+    ingested bar); raises ``InsufficientHistory`` when they span less than its minimum history."""
     spec.check_against(catalog)
+    window = window or TrainingWindow()
+    newest = last_bar_time(conn)
+    if newest is None:
+        raise InsufficientHistory(f"no bars in {BARS_TABLE} to train {spec.name!r} on: ingest first")
+    cutoff = window.cutoff or newest + catalog.bar_clock.interval
     entities = conn.execute(label_sql(spec, clock=catalog.bar_clock)).fetchdf()
+    entities = entities[entities["label_available_at"] <= pd.Timestamp(cutoff)].reset_index(drop=True)
     if entities.empty:
-        raise ValueError(f"no labelled rows for {spec.name!r}: ingest more days than the label horizon")
+        raise InsufficientHistory(
+            f"no labelled rows for {spec.name!r} before the training cutoff {cutoff}: ingest more days than the "
+            "label horizon"
+        )
+    span = pd.Timestamp(cutoff) - entities[ENTITY_TIME].min()
+    if span < pd.Timedelta(days=window.min_history_days):
+        raise InsufficientHistory(
+            f"{spec.name}: from its first decision to the training cutoff {cutoff} is {span}, less than the minimum "
+            f"history of {window.min_history_days:g} days (training config min_history_days): ingest more days or "
+            "lower it"
+        )
     views = [catalog.views[name] for name in spec.feature_views]
     frame = get_historical_features(conn, entities, views)
     features = spec.features(catalog)
     frame = frame[["symbol", ENTITY_TIME, "label_available_at", "label", "forward_return", *features]]
     frame["split"] = assign_splits(frame, spec.split_fractions)
     frame = frame[frame["split"] != "purged"].reset_index(drop=True)
-    return TrainingSet(frame=frame, features=features, dataset_hash=dataset_hash(frame))
+    resolved = TrainingWindow(cutoff=cutoff, min_history_days=window.min_history_days)
+    return TrainingSet(frame=frame, features=features, dataset_hash=dataset_hash(frame), window=resolved)
 
 
 def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: TrainingSet, *, run_id: str) -> str:
@@ -145,9 +189,12 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
             conn.execute(f"CREATE OR REPLACE TABLE {latest} AS SELECT * FROM _training_set")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {immutable} AS SELECT * FROM _training_set")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {DATASET_REGISTRY} ({_REGISTRY_COLUMNS})")
+            # a registry written before training cutoffs were recorded
+            for column, kind in (("training_cutoff", "TIMESTAMPTZ"), ("min_history_days", "DOUBLE")):
+                conn.execute(f"ALTER TABLE {DATASET_REGISTRY} ADD COLUMN IF NOT EXISTS {column} {kind}")
             counts = data.frame["split"].value_counts()
             conn.execute(
-                f"INSERT INTO {DATASET_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                f"INSERT INTO {DATASET_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
                 [
                     dataset_id(data.dataset_hash),
                     data.dataset_hash,
@@ -163,6 +210,8 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
                     json.dumps(spec.feature_views),
                     spec.label.model_dump_json(),
                     run_id,
+                    data.window.cutoff,
+                    data.window.min_history_days,
                 ],
             )
     finally:
@@ -180,7 +229,14 @@ def load_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec) -> Train
     actual = dataset_hash(frame)
     if actual != stored_hash:
         raise ValueError(f"{table} has hash {actual}, registered as {stored_hash}: the stored dataset was modified")
-    return TrainingSet(frame=frame, features=json.loads(rows[0]["features"]), dataset_hash=actual)
+    return TrainingSet(
+        frame=frame,
+        features=json.loads(rows[0]["features"]),
+        dataset_hash=actual,
+        window=TrainingWindow(
+            cutoff=rows[0].get("training_cutoff"), min_history_days=rows[0].get("min_history_days") or 0.0
+        ),
+    )
 
 
 def list_datasets(conn: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from mlops_pipelines.lib.core.metrics import CI_LEVEL
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
@@ -10,6 +11,7 @@ def render_model_card(
     spec: ModelSpec, catalog: FeatureCatalog, manifest: dict[str, Any], data_summary: dict[str, Any]
 ) -> str:
     metrics = manifest["metrics"]
+    window = manifest.get("training_window") or {}
     used = set(spec.features(catalog))
     label = spec.label
     lines = [
@@ -31,6 +33,9 @@ def render_model_card(
         f"test {data_summary['test']}; purged at split boundaries so no label overlaps the next split)",
         f"- decision times: {data_summary['first']} .. {data_summary['last']} (UTC)",
         f"- symbols: {data_summary['symbols']}",
+        f"- training cutoff: {window.get('cutoff') or 'not recorded'} (UTC; only labels known by then; later data is "
+        f"unseen, and the promotion gate judges drift on it); minimum history {window.get('min_history_days', 0):g} "
+        "days",
         "",
         "## Features",
         "",
@@ -45,15 +50,21 @@ def render_model_card(
         "",
         "## Metrics (held out)",
         "",
+        f"Forecast quality; [low, high] is the {CI_LEVEL:.0%} confidence interval of a block bootstrap over "
+        "decision times (blocks at least one label horizon long).",
+        "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items())],
+        *metric_rows(metrics),
         "",
         "## Limitations",
         "",
-        "- Trained on hourly bars of the symbols above; behaviour on other instruments or bar sizes is unknown.",
+        f"- Trained on {catalog.bar_clock} of the symbols above; behaviour on other instruments or bar sizes is "
+        "unknown.",
         "- Held-out metrics come from one chronological split; regime changes after the test window are not covered.",
-        "- Strategy metrics ignore transaction costs and use equal weights; the backtest report is the reference.",
+        "- No strategy metric (Sharpe, drawdown, return) is in this card: they come from the holdout backtest, after "
+        "transaction costs (`cost_bps` of catalog/scenarios.yaml) with equal weights, each Sharpe with its "
+        "confidence interval, in the compliance report.",
         "- Serving refuses this version if the live feature graph differs from "
         f"`{manifest['feature_graph_hash'][:12]}`.",
         "",
@@ -61,3 +72,16 @@ def render_model_card(
         f"Dagster run `{manifest['dagster_run_id']}`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def metric_rows(metrics: dict[str, float]) -> list[str]:
+    """One table row per metric; a metric with ``<name>_ci_low`` / ``<name>_ci_high`` shows them beside it."""
+    bounds = {k for k in metrics if k.endswith(("_ci_low", "_ci_high"))}
+    rows = []
+    for name, value in sorted(metrics.items()):
+        if name in bounds:
+            continue
+        low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+        interval = f" [{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
+        rows.append(f"| {name} | {value:.6g}{interval} |")
+    return rows

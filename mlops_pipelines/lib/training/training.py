@@ -1,5 +1,6 @@
 """LightGBM training and the held-out metrics the promotion policy reads."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -7,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from mlops_pipelines.lib.core import metrics as m
-from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
 from mlops_pipelines.lib.training.datasets import TrainingSet
 from mlops_pipelines.lib.training.model_specs import ModelSpec
@@ -21,10 +21,9 @@ class TrainedModel:
     importance: pd.Series  # gain per feature, descending
 
 
-def train(spec: ModelSpec, data: TrainingSet, clock: BarClock | None = None) -> TrainedModel:
+def train(spec: ModelSpec, data: TrainingSet) -> TrainedModel:
     """Fit the spec's LightGBM model on the train split (early stopping on validation) and report the held-out
-    metrics; ``clock``: the bars the set was built on (the catalog's; default hourly around the clock), which
-    annualize the Sharpe ratio."""
+    forecast metrics (``evaluate``)."""
     train_df, val_df = data.split("train"), data.split("validation")
     if len(train_df) == 0 or len(val_df) == 0:
         raise ValueError(f"{spec.name}: empty train or validation split ({len(train_df)}, {len(val_df)} rows)")
@@ -37,7 +36,7 @@ def train(spec: ModelSpec, data: TrainingSet, clock: BarClock | None = None) -> 
         valid_sets=[val_set],
         callbacks=[lgb.early_stopping(30, verbose=False)],
     )
-    metrics = evaluate(spec, booster, data, clock)
+    metrics = evaluate(spec, booster, data)
     metrics["best_iteration"] = float(booster.best_iteration or booster.current_iteration())
     importance = pd.Series(
         booster.feature_importance(importance_type="gain"), index=booster.feature_name(), name="gain"
@@ -54,10 +53,11 @@ def predict(booster: lgb.Booster, frame: pd.DataFrame, features: list[str]) -> n
 PERSISTENCE_FEATURE = "rvol_24b"
 
 
-def evaluate(
-    spec: ModelSpec, booster: lgb.Booster, data: TrainingSet, clock: BarClock | None = None
-) -> dict[str, float]:
-    clock = clock or BarClock()
+def evaluate(spec: ModelSpec, booster: lgb.Booster, data: TrainingSet) -> dict[str, float]:
+    """Forecast quality on the validation and test splits, with a block-bootstrap confidence interval on the test
+    split's headline (``test_auc_ci_low/high``; ``test_rmse_ratio_ci_low/high`` against persistence), resampling
+    blocks of decision times at least one label horizon long. Strategy metrics (Sharpe, drawdown) are not
+    computed here: they come from the holdout backtest, after transaction costs (``lib/evaluation/replay.py``)."""
     metrics: dict[str, float] = {}
     for split in ("validation", "test"):
         part = data.split(split)
@@ -66,21 +66,50 @@ def evaluate(
         y = part["label"].to_numpy()
         metrics.update({f"{prefix}_{name}": value for name, value in quality_metrics(spec.task, y, pred).items()})
         if spec.task == "regression" and PERSISTENCE_FEATURE in part:
-            persistence = part[PERSISTENCE_FEATURE].to_numpy()
-            ok = np.isfinite(persistence)
-            baseline, model = m.rmse(persistence[ok], y[ok]), m.rmse(pred[ok], y[ok])
-            metrics[f"{prefix}_rmse_ratio"] = model / baseline if baseline > 0 else float("nan")
+            metrics[f"{prefix}_rmse_ratio"] = rmse_ratio(pred, part[PERSISTENCE_FEATURE].to_numpy(), y)
+            if split == "test":
+                metrics.update(_interval("test_rmse_ratio", part, spec, pred, y, rmse_ratio_rows))
+        elif spec.task == "classification" and split == "test":
+            metrics.update(_interval("test_auc", part, spec, pred, y, auc_rows))
     test = data.split("test")
     metrics["test_rows"] = float(len(test))
     metrics["train_rows"] = float(len(data.split("train")))
     if spec.task == "classification":
         metrics["hit_rate"] = metrics["test_hit_rate"]
-        pnl = directional_pnl(test, predict(booster, test, data.features), spec.label.horizon_bars)
-        metrics["sharpe"] = m.sharpe(pnl, periods_per_year=clock.periods_per_year / spec.label.horizon_bars)
-        metrics["max_drawdown"] = m.max_drawdown(np.exp(pnl.cumsum().to_numpy()))
     elif "test_rmse_ratio" in metrics:
         metrics["rmse_ratio"] = metrics["test_rmse_ratio"]
     return metrics
+
+
+def rmse_ratio(prediction: np.ndarray, persistence: np.ndarray, outcome: np.ndarray) -> float:
+    """Model RMSE / RMSE of the persistence forecast (the last 24 bars' realized volatility), on the rows where
+    persistence is known; below 1 is better than persistence. NaN when persistence is perfect or unknown."""
+    ok = np.isfinite(persistence)
+    baseline = m.rmse(persistence[ok], outcome[ok]) if ok.any() else float("nan")
+    return m.rmse(prediction[ok], outcome[ok]) / baseline if baseline > 0 else float("nan")
+
+
+def auc_rows(part: pd.DataFrame, pred: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], float]:
+    return lambda rows: m.auc(y[rows], pred[rows])
+
+
+def rmse_ratio_rows(part: pd.DataFrame, pred: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], float]:
+    persistence = part[PERSISTENCE_FEATURE].to_numpy()
+    return lambda rows: rmse_ratio(pred[rows], persistence[rows], y[rows])
+
+
+def _interval(
+    name: str,
+    part: pd.DataFrame,
+    spec: ModelSpec,
+    pred: np.ndarray,
+    y: np.ndarray,
+    statistic: Callable[[pd.DataFrame, np.ndarray, np.ndarray], Callable[[np.ndarray], float]],
+) -> dict[str, float]:
+    low, high = m.block_bootstrap_interval(
+        statistic(part, pred, y), part[ENTITY_TIME].to_numpy(), min_block=spec.label.horizon_bars
+    )
+    return {f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
 def quality_metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -90,17 +119,6 @@ def quality_metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, flo
         up, predicted_up = np.where(y > 0.5, 1.0, -1.0), np.where(pred > 0.5, 1.0, -1.0)
         return {"auc": m.auc(y, pred), "logloss": m.log_loss(y, pred), "hit_rate": m.hit_rate(predicted_up, up)}
     return {"rmse": m.rmse(pred, y), "mae": m.mae(pred, y), "ic": m.pooled_ic(pred, y)}
-
-
-def directional_pnl(frame: pd.DataFrame, probability: np.ndarray, horizon: int) -> pd.Series:
-    """Equal-weight long/short by the predicted sign, held for the label horizon; one decision every ``horizon``
-    bars (counted over the decision times, so a weekend or a night without bars is no gap) so that holding periods
-    do not overlap. Log returns per decision time, averaged over symbols."""
-    position = np.sign(probability - 0.5)
-    bar = pd.Series(pd.factorize(frame[ENTITY_TIME], sort=True)[0], index=frame.index)  # 0, 1, ... per time
-    keep = (bar % horizon == 0).to_numpy()
-    pnl = pd.Series(position[keep] * frame["forward_return"].to_numpy()[keep], index=frame[ENTITY_TIME][keep])
-    return pnl.groupby(level=0).mean()
 
 
 def signature_frame(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:

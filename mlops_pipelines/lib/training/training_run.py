@@ -103,7 +103,7 @@ def train_and_register(
         run_id = run.info.run_id
         client = tracking.client()
         _log_inputs(tracking, run_id, spec, data)
-        model = train(spec, data, catalog.bar_clock)
+        model = train(spec, data)
         for key, value in model.metrics.items():
             client.log_metric(run_id, key, value)
         # rows are in time order, so the first ones are training rows
@@ -164,8 +164,15 @@ def build_manifest(
         "artifact_sha256": logged.artifact_sha256,
         "package_versions": package_versions(),
         "metrics": model.metrics,
-        "feature_importance": {k: float(v) for k, v in model.importance.items()},  # gain, descending
+        # [feature, gain] pairs, by gain descending: a list, so no JSON writer (sorted keys) can reorder it
+        "feature_importance": [[str(k), float(v)] for k, v in model.importance.items()],
         "features": data.features,
+        "training_window": {
+            "cutoff": data.cutoff.isoformat() if data.cutoff is not None else None,
+            "min_history_days": data.window.min_history_days,
+            "first_decision": str(data.frame[ENTITY_TIME].min()),
+            "last_decision": str(data.frame[ENTITY_TIME].max()),
+        },
         "config": spec.model_dump(mode="json"),
         "created_at": datetime.now(UTC).isoformat(),
     }
@@ -191,6 +198,8 @@ def _register(
         "dagster_run_id": manifest["dagster_run_id"],
         "strategy": spec.strategy,
     }
+    if manifest["training_window"]["cutoff"]:
+        version_tags["training_cutoff"] = manifest["training_window"]["cutoff"]
     with open_registry() as lifecycle:
         try:
             version = lifecycle.register(

@@ -9,6 +9,9 @@ from scipy import stats
 
 from mlops_pipelines.lib.core.metrics import (
     auc,
+    block_bootstrap_interval,
+    block_bootstrap_samples,
+    block_length,
     cross_sectional_ic,
     hit_rate,
     max_drawdown,
@@ -16,6 +19,7 @@ from mlops_pipelines.lib.core.metrics import (
     volatility_forecast_metrics,
 )
 from mlops_pipelines.lib.training.training import quality_metrics
+from mlops_pipelines_tests.reference_impls import naive_block_bootstrap_interval
 
 HOURS = pd.date_range("2026-01-01", periods=100, freq="h", tz="UTC")
 
@@ -102,3 +106,55 @@ def test_hit_rate_is_one_definition_for_positions_and_probabilities() -> None:
     p = np.clip(y * 0.3 + rng.uniform(0, 0.7, 400), 0, 1)
     p[:5] = 0.5  # exactly 0.5 predicts "down", as it always did
     assert quality_metrics("classification", y, p)["hit_rate"] == pytest.approx(float(np.mean((p > 0.5) == (y > 0.5))))
+
+
+def test_block_bootstrap_matches_the_naive_loop_on_a_panel() -> None:
+    """Rows of one time stay together, blocks wrap around the end: the same interval as a loop over blocks."""
+    rng = np.random.default_rng(11)
+    times = np.repeat(np.arange(50), rng.integers(1, 5, 50))  # 50 bars, 1-4 symbols each
+    rng.shuffle(times)  # row order must not matter
+    y = rng.integers(0, 2, len(times)).astype(float)
+    score = y * 0.3 + rng.normal(size=len(times))
+
+    def statistic(rows: np.ndarray) -> float:
+        return auc(y[rows], score[rows])
+
+    fast = block_bootstrap_interval(statistic, times, min_block=4, level=0.9, n_samples=200, seed=5)
+    naive = naive_block_bootstrap_interval(
+        statistic, list(times), block=block_length(50, 4), level=0.9, n_samples=200, seed=5
+    )
+    assert fast == pytest.approx(naive, rel=1e-12)
+    assert fast[0] < auc(y, score) < fast[1]
+
+
+def test_block_bootstrap_widens_the_interval_of_autocorrelated_data() -> None:
+    """The standard error of a mean: iid data -> sigma / sqrt(n) with blocks of any length; AR(1) with phi = 0.6
+    -> larger by sqrt((1 + phi) / (1 - phi)) = 2, which long blocks recover and single-row resampling misses."""
+    rng = np.random.default_rng(2)
+    n, phi = 4000, 0.6
+    iid = rng.normal(size=n)
+    ar = np.empty(n)
+    ar[0] = iid[0]
+    for t in range(1, n):
+        ar[t] = phi * ar[t - 1] + np.sqrt(1 - phi**2) * iid[t]
+    z = 1.6448536269514722  # the 90% interval's half-width in standard errors
+
+    def half_width(x: np.ndarray, min_block: int) -> float:
+        low, high = block_bootstrap_interval(lambda rows: float(x[rows].mean()), np.arange(n), min_block=min_block)
+        return (high - low) / 2 / z
+
+    assert half_width(iid, 1) == pytest.approx(1 / np.sqrt(n), rel=0.15)
+    assert half_width(ar, 50) == pytest.approx(2 / np.sqrt(n), rel=0.2)
+    single_bars = ar[block_bootstrap_samples(n, 1, 1000, seed=0)].mean(axis=1).std()
+    assert single_bars < 1.5 / np.sqrt(n)  # resampling single bars understates it
+
+
+def test_block_bootstrap_edge_cases() -> None:
+    assert np.isnan(block_bootstrap_interval(lambda rows: 1.0, np.zeros(10))).all()  # one distinct time
+    assert np.isnan(block_bootstrap_interval(lambda rows: float("nan"), np.arange(10))).all()
+    samples = block_bootstrap_samples(7, 3, 4, seed=1)
+    assert samples.shape == (4, 7) and samples.min() >= 0 and samples.max() < 7
+    assert ((np.diff(samples[:, :3], axis=1) % 7) == 1).all()  # a block is consecutive, wrapping around
+    assert block_length(1000, 4) == 10 and block_length(20, 24) == 20 and block_length(1, 1) == 1
+    with pytest.raises(ValueError, match="block >= 1"):
+        block_bootstrap_samples(5, 0, 1, seed=0)

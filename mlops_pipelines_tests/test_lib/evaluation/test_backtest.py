@@ -76,7 +76,7 @@ def test_zero_position_earns_nothing_and_has_no_risk() -> None:
     zero = pd.DataFrame(0.0, index=returns.index, columns=returns.columns)
     result = run_backtest(zero, returns, cost_bps=25.0)
     assert (result.portfolio == 0.0).all()
-    metrics = performance_metrics(result)
+    metrics = performance_metrics(result, 8760)
     assert metrics["annual_return"] == 0.0
     assert metrics["annual_volatility"] == 0.0
     assert metrics["max_drawdown"] == 0.0
@@ -128,8 +128,8 @@ def test_lag_prevents_look_ahead() -> None:
     np.testing.assert_allclose(honest.portfolio.to_numpy(), expected, rtol=1e-12, atol=1e-17)
     assert foresight.portfolio.mean() > 0.003
     assert abs(honest.portfolio.mean()) < 0.0005
-    assert performance_metrics(foresight)["hit_rate"] == 1.0
-    assert 0.4 < performance_metrics(honest)["hit_rate"] < 0.6
+    assert performance_metrics(foresight, 8760)["hit_rate"] == 1.0
+    assert 0.4 < performance_metrics(honest, 8760)["hit_rate"] < 0.6
 
 
 def test_nan_returns_contribute_nothing_and_carry_the_position() -> None:
@@ -261,7 +261,7 @@ def test_metrics_hand_case() -> None:
     assert metrics["hit_rate"] == pytest.approx(2 / 3)
     # A loss on the first bar is a drawdown from the starting capital: -10% then +5% -> 0.10.
     falling = run_backtest(frame([[1.0], [1.0]], ("A",)), frame([[-0.10], [0.05]], ("A",)), 0.0, execution_lag=0)
-    assert performance_metrics(falling)["max_drawdown"] == pytest.approx(0.10)
+    assert performance_metrics(falling, 8760)["max_drawdown"] == pytest.approx(0.10)
 
 
 # --- positions -----------------------------------------------------------------------------------------------------

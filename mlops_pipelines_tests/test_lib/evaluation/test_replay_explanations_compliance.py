@@ -71,7 +71,7 @@ def test_replay_against_baselines(trained, feature_warehouse: Path, catalog: Fea
     returns = returns[(returns.index >= start) & (returns.index < end)]
     expected = backtest.run_backtest(backtest.buy_and_hold_positions(returns), returns, cost_bps=2.0)
     assert result.metrics[replay.BUY_AND_HOLD]["sharpe"] == pytest.approx(
-        backtest.performance_metrics(expected)["sharpe"], rel=1e-9
+        backtest.performance_metrics(expected, 8760)["sharpe"], rel=1e-9
     )
     assert len(result.equity) == len(returns)
     assert result.metrics[replay.CANDIDATE]["turnover"] > 0  # the model's signal moves positions
@@ -102,7 +102,7 @@ def test_volatility_forecasts_are_scored_with_rmse_mae_qlike_and_ic(feature_ware
             cost_bps=2.0,
             train_end=None,
         )
-    realized = backtest.realized_forward_vol(backtest.bar_returns_from_bars(bars), 24)
+    realized = backtest.realized_forward_vol(backtest.bar_returns_from_bars(bars), 24, 8760)
     delay = pd.Timedelta(hours=1) + pd.Timedelta(minutes=VOLATILITY_FORECASTER.decision_delay_minutes)
     label = labels.assign(bar=labels["event_timestamp"] - delay).pivot(index="bar", columns="symbol", values="label")
     both = realized.reindex_like(label)
@@ -175,7 +175,8 @@ def test_committed_scenarios_and_validation(tmp_path: Path) -> None:
 
 def test_compliance_report_has_every_section() -> None:
     policy = PromotionPolicy.model_validate({"defaults": {"min_sharpe": 0.5, "min_hit_rate": 0.6}})
-    result = evaluate(policy, model="m", strategy="s", metrics={"sharpe": 0.9, "hit_rate": 0.55})
+    observed = {"sharpe": 0.9, "sharpe_ci_low": -2.25, "sharpe_ci_high": 4.5, "hit_rate": 0.55}
+    result = evaluate(policy, model="m", strategy="s", metrics=observed)
     inputs = compliance.ReportInputs(
         model="m",
         version="3",
@@ -216,3 +217,5 @@ def test_compliance_report_has_every_section() -> None:
         assert text in page, text
     markdown = compliance.render_markdown(inputs)
     assert "## Promotion policy" in markdown and "Overall: **FAILED**" in markdown
+    # a headline metric is shown with its interval, in both renderings
+    assert "| sharpe | 0.9000 | [-2.2500, 4.5000] |" in markdown and "[-2.2500, 4.5000]" in page

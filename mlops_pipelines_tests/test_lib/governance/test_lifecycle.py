@@ -157,6 +157,28 @@ def test_failed_revalidation_sends_staging_back_to_trained(tracking: Tracking, t
         assert lifecycle.consistency_problems(MODEL) == []
 
 
+def test_a_gate_under_overrides_needs_a_reason_and_the_audit_keeps_them(tracking: Tracking, tmp_path: Path) -> None:
+    """The library path: a verdict under request overrides without a reason writes nothing; with one, every row
+    carries the overrides, the reason and the effective thresholds, under a hash that differs from the file's."""
+    db = tmp_path / "w.duckdb"
+    version = new_version(tracking, db)
+    relaxed = evaluate(FAILING, model=MODEL, strategy="s", metrics={"sharpe": 1.0}, request={"min_sharpe": 0.5})
+    assert relaxed.passed and relaxed.policy_hash != FAILING.digest()
+    with governed(tracking, db) as lifecycle:
+        with pytest.raises(LifecycleError, match="need a reason"):
+            lifecycle.gate(MODEL, version, relaxed, actor="ops", reason="  ")
+        assert lifecycle.state(MODEL, version) == State.TRAINED
+        assert lifecycle.gate(MODEL, version, relaxed, actor="ops", reason="one-off: thin market") == State.STAGING
+        rows = [r for r in lifecycle.history(MODEL) if r["policy_hash"]]
+    assert [r["to_state"] for r in rows] == [State.VALIDATED, State.STAGING]
+    for row in rows:
+        assert row["policy_hash"] == relaxed.policy_hash and row["verified"]
+        assert row["details"]["overrides"] == {"min_sharpe": 0.5}
+        assert row["details"]["override_reason"] == "one-off: thin market"
+        assert row["details"]["thresholds"] == relaxed.thresholds
+        assert row["policy_result"]["thresholds"]["min_sharpe"] == 0.5 and "one-off: thin market" in row["reason"]
+
+
 def test_an_approval_does_not_carry_over_a_new_stay_in_staging(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     version = staged_version(tracking, db)  # approved by "reviewer", compliance signed off

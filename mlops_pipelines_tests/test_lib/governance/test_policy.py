@@ -36,7 +36,61 @@ def test_evaluate_reports_every_threshold() -> None:
     assert not by_name["min_hit_rate"].passed and by_name["min_hit_rate"].observed == 0.51
     assert result.failures() == ["min_hit_rate: observed 0.51, threshold 0.52"]
     relaxed = evaluate(POLICY, model="plain", strategy="directional", metrics=metrics, request={"min_hit_rate": 0.5})
-    assert relaxed.passed and relaxed.policy_hash == result.policy_hash
+    assert relaxed.passed and relaxed.overrides == {"min_hit_rate": 0.5}
+    assert relaxed.thresholds["min_hit_rate"] == 0.5 and relaxed.as_dict()["thresholds"]["min_hit_rate"] == 0.5
+
+
+def test_the_policy_hash_covers_the_request_overrides() -> None:
+    """The same file with and without an override: different rules applied, different hashes; the same override
+    twice: the same hash; no override: the file's digest."""
+    metrics = {"sharpe": 1.2, "max_drawdown": 0.25, "hit_rate": 0.51, "drift_severity": "NORMAL"}
+
+    def verdict(request: dict | None) -> str:
+        return evaluate(POLICY, model="plain", strategy="directional", metrics=metrics, request=request).policy_hash
+
+    assert verdict(None) == POLICY.digest()
+    assert verdict({"min_hit_rate": 0.5}) != verdict(None)
+    assert verdict({"min_hit_rate": 0.5}) == verdict({"min_hit_rate": 0.5})
+    assert verdict({"min_hit_rate": 0.5}) != verdict({"min_hit_rate": 0.4})
+    assert verdict({"min_hit_rate": None}) != verdict(None)  # disabling a check is an override too
+
+
+def test_interval_bounds_are_compared_strictly_and_nan_fails() -> None:
+    """A lower bound must be above its threshold: an AUC interval touching 0.5 is no evidence of skill; a bound
+    that could not be computed (NaN) is a failed check, never a pass."""
+    policy = PromotionPolicy.model_validate(
+        {"defaults": {"min_auc_ci_low": 0.5, "max_rmse_ratio_ci_high": 1.0, "min_sharpe_excess_vs_baseline_ci_low": 0}}
+    )
+
+    def failed(metrics: dict) -> list[str]:
+        return [c.name for c in evaluate(policy, model="m", strategy="s", metrics=metrics).checks if not c.passed]
+
+    skilled = {"test_auc_ci_low": 0.51, "test_rmse_ratio_ci_high": 0.9, "sharpe_excess_vs_baseline_ci_low": 0.1}
+    assert failed(skilled) == []
+    assert failed({**skilled, "test_auc_ci_low": 0.5}) == ["min_auc_ci_low"]
+    assert failed({**skilled, "test_rmse_ratio_ci_high": 1.0}) == ["max_rmse_ratio_ci_high"]
+    assert failed({**skilled, "sharpe_excess_vs_baseline_ci_low": 0.0}) == ["min_sharpe_excess_vs_baseline_ci_low"]
+    assert failed({**skilled, "test_auc_ci_low": float("nan")}) == ["min_auc_ci_low"]
+
+
+def test_insufficient_drift_is_never_normal_and_the_policy_decides() -> None:
+    """Drift that could not be judged (too little data after the training cutoff) is shown as INSUFFICIENT; it
+    passes only where the policy allows it, and a measured SEVERE never passes."""
+    base = {"defaults": {"max_drift_severity": "MODERATE"}}
+    allowed = PromotionPolicy.model_validate({"defaults": {**base["defaults"], "allow_insufficient_drift": True}})
+    refused = PromotionPolicy.model_validate(base)
+    (check,) = evaluate(allowed, model="m", strategy="s", metrics={"drift_severity": "INSUFFICIENT"}).checks
+    assert check.passed and check.observed == "INSUFFICIENT" and "INSUFFICIENT allowed" in str(check.threshold)
+    assert not evaluate(refused, model="m", strategy="s", metrics={"drift_severity": "INSUFFICIENT"}).passed
+    assert not evaluate(allowed, model="m", strategy="s", metrics={"drift_severity": "SEVERE"}).passed
+    assert evaluate(allowed, model="m", strategy="s", metrics={"drift_severity": "NORMAL"}).passed
+
+
+def test_champion_comparison_is_skipped_without_a_champion() -> None:
+    policy = PromotionPolicy.model_validate({"defaults": {"min_sharpe_excess_vs_champion_ci_low": 0.0}})
+    assert evaluate(policy, model="m", strategy="s", metrics={}).checks == ()
+    with_champion = evaluate(policy, model="m", strategy="s", metrics={"sharpe_excess_vs_champion_ci_low": -0.3})
+    assert not with_champion.passed
 
 
 def test_unmeasured_metric_fails_and_severity_orders() -> None:
@@ -89,3 +143,5 @@ def test_committed_policy_loads() -> None:
     assert PROMOTION_POLICY_PATH.exists()
     assert policy.effective("direction_classifier", "directional")["min_hit_rate"] == 0.5
     assert policy.effective("volatility_forecaster", "risk")["min_sharpe"] is None
+    assert policy.effective("direction_classifier", "directional")["min_auc_ci_low"] == 0.5
+    assert policy.effective("volatility_forecaster", "risk")["max_rmse_ratio_ci_high"] == 1.0

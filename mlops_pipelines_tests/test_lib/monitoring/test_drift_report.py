@@ -246,7 +246,17 @@ def test_a_version_is_judged_by_drift_against_its_own_training_data(
         assert drift(old, SHIFT + timedelta(days=2)) == "SEVERE"
         assert drift(old, SHIFT + timedelta(days=38)) == "SEVERE"  # it never learned the new market
         assert drift(new, SHIFT + timedelta(days=38)) != "SEVERE"  # this one did
-        assert training_drift_severity(conn, spec, catalog, policy, dataset_hash=None, importance=[]) == "NORMAL"
+        # a window never recorded, or less than a day after the cutoff: not judged, and never shown as NORMAL
+        assert training_drift_severity(conn, spec, catalog, policy, dataset_hash=None, importance=[]) == "INSUFFICIENT"
+        recent = SHIFT + timedelta(days=30)  # a version trained on every bar up to then (its training cutoff)
+
+        def unseen(as_of: datetime) -> str:
+            return training_drift_severity(
+                conn, spec, catalog, policy, dataset_hash=None, importance=[], cutoff=recent, as_of=as_of
+            )
+
+        assert unseen(recent) == unseen(recent + timedelta(hours=23)) == "INSUFFICIENT"
+        assert unseen(recent + timedelta(days=1)) != "SEVERE"  # judged on the day after its cutoff: the new market
 
 
 def test_prediction_drift_policy_is_quiet_before_the_shift_and_severe_after(

@@ -2,8 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -12,11 +15,15 @@ import pandas as pd
 import pytest
 
 from mlops_pipelines.catalog.models import DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER
+from mlops_pipelines.defs.training.assets import training_window
 from mlops_pipelines.lib.core import warehouse
+from mlops_pipelines.lib.core.errors import ConfigError
 from mlops_pipelines.lib.core.tracking import MODEL_FILE, ArtifactIntegrityError, Tracking, TrackingConfigError
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.lifecycle import State, open_lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch, load_for_inference
+from mlops_pipelines.lib.monitoring.feature_drift import model_importance
+from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion
 from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.training_run import train_and_register
 
@@ -182,7 +189,11 @@ def test_training_run_registers_a_verified_version(
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster_run_id"] == "run-123" and run.data.tags["asset_key"] == "direction_classifier"
-    assert {"test_auc", "sharpe", "hit_rate", "max_drawdown"} <= set(run.data.metrics)
+    assert {"test_auc", "test_auc_ci_low", "test_auc_ci_high", "hit_rate"} <= set(run.data.metrics)
+    metrics = run.data.metrics
+    assert metrics["test_auc_ci_low"] < metrics["test_auc"] < metrics["test_auc_ci_high"]
+    # strategy metrics come from the holdout backtest after costs (evaluation), never from a cost-free P&L here
+    assert not {"sharpe", "max_drawdown"} & set(metrics)
     assert run.data.params["num_boost_round"] == str(DIRECTION_CLASSIFIER.num_boost_round)
     assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [training_set.dataset_hash[:36]]
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
@@ -202,6 +213,13 @@ def test_training_run_registers_a_verified_version(
         assert manifest[key], key
     assert manifest["feature_graph_hash"] == catalog.graph_hash()
     assert manifest["dataset_hash"] == training_set.dataset_hash
+    # the manifest is written with sorted keys; the importance keeps its gain order, and monitoring reads it so
+    by_gain = list(outcome.model.importance.index)
+    assert by_gain != sorted(by_gain)  # else the test could not tell gain order from alphabetical
+    assert [name for name, _ in manifest["feature_importance"]] == by_gain
+    deployed = DeployedVersion(DIRECTION_CLASSIFIER, outcome.version, "staging", outcome.run_id)
+    assert [name for name, _ in model_importance(tracking, deployed, catalog)] == by_gain  # type: ignore[misc]
+    assert manifest["training_window"]["cutoff"] == training_set.cutoff.isoformat()  # type: ignore[union-attr]
 
     mv = client.get_model_version("direction_classifier", outcome.version)
     assert mv.tags["lifecycle_state"] == State.TRAINED
@@ -289,3 +307,70 @@ def test_failed_training_leaves_no_version_and_a_failed_run(
     [run] = client.search_runs([client.get_experiment_by_name("direction_classifier").experiment_id])
     assert run.info.status == "FAILED"
     assert client.search_model_versions("name = 'direction_classifier'") == []
+
+
+def test_a_copied_data_directory_trains_into_its_own_artifacts(
+    training_set: datasets.TrainingSet,
+    tracking: Tracking,
+    feature_warehouse: Path,
+    catalog: FeatureCatalog,
+    tmp_path: Path,
+) -> None:
+    """MLflow stores absolute artifact locations: a data directory copied elsewhere used to write its new runs'
+    artifacts into the original. Trained in the copy, nothing new appears in the original, and the copy reads
+    both versions from its own files."""
+    original = tmp_path / "original"
+    original.mkdir()
+    for name in ("mlflow", feature_warehouse.name):
+        shutil.move(tmp_path / name, original / name)
+    first = Tracking(
+        f"sqlite:///{original / 'mlflow' / 'mlflow.db'}", f"sqlite:///{original / 'mlflow' / 'mlflow.db'}",
+        str(original / "mlflow" / "artifacts"),
+    )  # fmt: skip
+
+    def train_in(root: Path, tracking: Tracking) -> str:
+        governed = partial(open_lifecycle, tracking.client(), root / feature_warehouse.name, root / "audit.key")
+        kwargs = {"actor": "alice", "dagster_run_id": "run", "asset_key": "direction_classifier"}
+        return train_and_register(DIRECTION_CLASSIFIER, training_set, catalog, tracking, governed, **kwargs).version
+
+    assert train_in(original, first) == "1"
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    before = {p: p.stat().st_mtime_ns for p in original.rglob("*")}
+    uri = f"sqlite:///{copy / 'mlflow' / 'mlflow.db'}"
+    moved = Tracking(uri, uri, str(copy / "mlflow" / "artifacts"))
+    assert train_in(copy, moved) == "2"
+    assert {p: p.stat().st_mtime_ns for p in original.rglob("*")} == before  # the original got nothing
+    client = moved.client()
+    for version in ("1", "2"):
+        mv = client.get_model_version("direction_classifier", version)
+        assert client.get_run(mv.run_id).info.artifact_uri.startswith((copy / "mlflow" / "artifacts").as_uri())
+        assert moved.artifact_location(mv.source).startswith((copy / "mlflow" / "artifacts").as_uri())
+    with open_lifecycle(client, copy / feature_warehouse.name, copy / "audit.key") as lifecycle:
+        shutil.rmtree(original)  # the copy stands alone
+        loaded = load_for_inference(lifecycle, moved, "direction_classifier", "1", live_graph_hash=catalog.graph_hash())
+    assert loaded.booster.num_trees() > 0
+
+
+def test_a_training_cutoff_keeps_later_labels_out_and_a_short_history_is_refused(
+    feature_warehouse: Path, catalog: FeatureCatalog
+) -> None:
+    """The training window of a run (its ``training_cutoff`` and ``training_min_history_days`` tags, the cutoff the
+    retraining sensor sets): no label known after the cutoff, the cutoff kept with the set; too little history
+    before it is refused, naming the setting; a malformed tag is an error naming it."""
+    cutoff = datetime(2026, 1, 8, tzinfo=UTC)
+    with warehouse.connect(feature_warehouse) as conn:
+        window = training_window({"training_cutoff": "2026-01-08T00:00:00", "training_min_history_days": "5"})
+        assert window == datasets.TrainingWindow(cutoff=cutoff, min_history_days=5.0)
+        data = datasets.build_training_set(conn, DIRECTION_CLASSIFIER, catalog, window)
+        full = datasets.build_training_set(conn, DIRECTION_CLASSIFIER, catalog)
+        with pytest.raises(datasets.InsufficientHistory, match="minimum history of 8 days"):
+            datasets.build_training_set(conn, DIRECTION_CLASSIFIER, catalog, replace(window, min_history_days=8))
+    assert data.frame["label_available_at"].max() <= cutoff < full.frame["label_available_at"].max()
+    assert data.cutoff == cutoff and full.cutoff is not None and full.cutoff > cutoff
+    for tags, field in (
+        ({"training_cutoff": "yesterday"}, "training_cutoff"),
+        ({"training_min_history_days": "-1"}, "training_min_history_days"),
+    ):
+        with pytest.raises(ConfigError, match=field):
+            training_window(tags)
