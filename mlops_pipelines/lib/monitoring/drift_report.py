@@ -6,6 +6,7 @@ from: ``reference_profiles``; where reports are stored: ``feature_drift`` and ``
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import lightgbm as lgb
@@ -102,7 +103,7 @@ class DriftReport:
         )
         for column in ("window_start", "window_end", "reference_start", "reference_end"):
             out[column] = pd.to_datetime(out[column], utc=True).astype("datetime64[us, UTC]")
-        typed = {"BIGINT": "Int64", "DOUBLE": "float64", "VARCHAR": "string"}
+        typed: dict[str, Any] = {"BIGINT": "Int64", "DOUBLE": "float64", "VARCHAR": "string"}
         for column, kind in ADDED_COLUMNS.items():  # every declared column, typed (NULL where not judged)
             values = out[column] if column in out else pd.Series(None, index=out.index, dtype=object)
             out[column] = pd.to_numeric(values) if kind != "VARCHAR" else values
