@@ -221,12 +221,11 @@ print(len(seen), reads)
 
 
 def test_redis_refresh_killed_midway_leaves_readers_on_the_previous_snapshot(redis_url: str, tmp_path: Path) -> None:
-    """A writer killed (SIGKILL) while it writes a new generation: the pointer never moved, so readers keep the
-    previous complete snapshot; the half-written generation expires on its own; the next refresh succeeds."""
+    """A writer killed (SIGKILL) while it writes a new snapshot: the switch never ran, so readers keep the previous
+    complete snapshot; the half-written staging hash expires on its own; the next refresh succeeds."""
     store = OnlineStoreLocation("redis", tmp_path / "unused.sqlite", redis_url)
     store.write(snapshot(1, 50), key="entity_key", snapshot_id="complete")
     client = redis.Redis.from_url(redis_url)
-    served = client.get(f"{NAMESPACE}:current")
     writer = spawn(f"""
         import pandas as pd
         from mlops_pipelines.lib.features import online_store_redis
@@ -236,16 +235,15 @@ def test_redis_refresh_killed_midway_leaves_readers_on_the_previous_snapshot(red
     """)
 
     def half_written() -> list[bytes]:
-        return [k for k in client.scan_iter(f"{NAMESPACE}:gen:*") if k != f"{NAMESPACE}:gen:".encode() + served]
+        return list(client.scan_iter(f"{NAMESPACE}:staging:*"))
 
-    (partial,) = wait_until("the writer has begun its generation", half_written, watch=[writer], interval_s=0.005)
+    (partial,) = wait_until("the writer has begun its snapshot", half_written, watch=[writer], interval_s=0.005)
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
-    assert client.get(f"{NAMESPACE}:current") == served, "the write finished before it could be killed; enlarge it"
+    reader = store.reader()
+    assert reader.snapshot_id() == "complete", "the write finished before it could be killed; enlarge it"
     assert 0 < client.hlen(partial) < 400_000  # it really died half-way
     assert 0 < client.ttl(partial) <= 3600  # and what it left expires
-    reader = store.reader()
-    assert reader.snapshot_id() == "complete"
     vectors = reader.lookup([f"SYM{i:04d}" for i in range(50)] + ["K0000000"])
     assert vectors.pop("K0000000") is None and {v["generation"] for v in vectors.values()} == {1}  # type: ignore[index]
     store.write(snapshot(3, 50), key="entity_key", snapshot_id="after")  # the placebo: a refresh that completes
@@ -254,7 +252,8 @@ def test_redis_refresh_killed_midway_leaves_readers_on_the_previous_snapshot(red
         "x": 3.0,
         "event_ts": "2026-01-01T00:00:00.000000Z",
     }
-    assert client.persist(f"{NAMESPACE}:gen:".encode() + served) == 1  # the replaced generation was set to expire
+    assert client.ttl(f"{NAMESPACE}:live") == -1  # the served snapshot never expires
+    assert list(client.scan_iter(f"{NAMESPACE}:staging:*")) == [partial]  # only the killed writer's, expiring
 
 
 def test_processes_starting_together_on_a_fresh_mlflow_store_all_succeed(tmp_path: Path) -> None:
