@@ -40,7 +40,7 @@ lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg chec
 
 bench: $(STAMP)  ## every benchmark, each printing its ratio against a baseline measured in the same run
 	$(BIN)/pip install --quiet -e '.[bench]'
-	for b in bench_features bench_point_in_time bench_online_store bench_training bench_backtest bench_shap bench_drift bench_ingestion; do $(BIN)/python -m benchmarks.$$b || exit 1; done
+	for b in bench_features bench_point_in_time bench_online_store bench_online_store_redis bench_training bench_backtest bench_shap bench_drift bench_ingestion; do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
 clean:
 	rm -rf data/dagster_home data/*.duckdb* data/*.sqlite* data/mlflow
