@@ -30,13 +30,14 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the demo's insta
 mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
-lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg check defs`, the feature lock
+lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg check defs`, the feature lock, docker/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 	$(BIN)/lint-imports
 	$(BIN)/dg check defs
 	$(BIN)/mlops features diff
+	$(BIN)/python docker/check_compose.py
 
 bench: $(STAMP)  ## every benchmark, each printing its ratio against a baseline measured in the same run
 	$(BIN)/pip install --quiet -e '.[bench]'
