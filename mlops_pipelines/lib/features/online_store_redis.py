@@ -167,7 +167,9 @@ class RedisOnlineStoreReader:
         return parse_written_at(self._read_meta()["written_at"])
 
     def lookup_one(self, entity_key: str) -> dict[str, Any] | None:
-        return self.lookup([entity_key])[entity_key]
+        meta, value = self._hmget([META, entity_key])
+        names = self._parsed(meta)["columns"]
+        return None if value is None else dict(zip(names, json.loads(value), strict=True))
 
     def lookup(self, entity_keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Feature vectors keyed by entity; an unknown entity maps to None."""
