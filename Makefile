@@ -33,17 +33,18 @@ mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store: http://127.0.0.1
 serve: $(STAMP)  ## the serving API on the demo's data: http://127.0.0.1:8000/docs (freshness judged at the newest features)
 	MLOPS_SERVE_AS_OF=$${MLOPS_SERVE_AS_OF-latest} $(BIN)/mlops serve
 
-lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg check defs`, the feature lock
+lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg check defs`, the feature lock, docker/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 	$(BIN)/lint-imports
 	$(BIN)/dg check defs
 	$(BIN)/mlops features diff
+	$(BIN)/python docker/check_compose.py
 
 bench: $(STAMP)  ## every benchmark, each printing its ratio against a baseline measured in the same run
 	$(BIN)/pip install --quiet -e '.[bench]'
-	for b in bench_features bench_point_in_time bench_online_store bench_training bench_backtest bench_shap bench_drift bench_ingestion bench_serving; do $(BIN)/python -m benchmarks.$$b || exit 1; done
+	for b in bench_features bench_point_in_time bench_online_store bench_online_store_redis bench_training bench_backtest bench_shap bench_drift bench_ingestion bench_serving; do $(BIN)/python -m benchmarks.$$b || exit 1; done
 
 clean:
 	rm -rf data/dagster_home data/*.duckdb* data/*.sqlite* data/mlflow

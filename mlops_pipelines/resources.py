@@ -15,11 +15,12 @@ from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.alerts import Alerter, build_sinks
 from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.core.tracking import Tracking, fail_runs_of_dead_dagster_runs, run_ui_url
-from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
+from mlops_pipelines.lib.features.online_store import OnlineStore, OnlineStoreLocation
 from mlops_pipelines.lib.governance import lifecycle
 from mlops_pipelines.lib.ingestion import raw_folder, source_files, synthetic_market
 from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, load_drift_policy
 from mlops_pipelines.lib.monitoring.hourly_run import MonitoringFiles
+from mlops_pipelines.settings import read_secret_file
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -133,15 +134,30 @@ class MarketDataSource(dg.ConfigurableResource):
 
 
 class OnlineStoreResource(dg.ConfigurableResource):
-    """The embedded online store (SQLite, WAL) that serving reads while features refresh."""
+    """The online store serving reads while features refresh: the embedded SQLite file, or Redis in production
+    (MLOPS_ONLINE_STORE). Either way a refresh replaces the whole snapshot in one step."""
 
-    path: str = Field(description="Path of the SQLite file holding the latest feature vector per entity.")
+    backend: Literal["sqlite", "redis"] = Field(default="sqlite", description="sqlite | redis")
+    path: str = Field(description="SQLite file holding the latest feature vector per entity (backend sqlite).")
+    redis_url: str = Field(
+        default="", description="Redis server (backend redis). With a password in it, pass it as dg.EnvVar."
+    )
+    redis_password: str | None = Field(default=None, description="Redis password; a secret: pass it as dg.EnvVar.")
+    redis_password_file: str = Field(
+        default="", description="File holding the Redis password (a mounted secret), read at each use."
+    )
+
+    def location(self) -> OnlineStoreLocation:
+        password = self.redis_password or read_secret_file(
+            Path(self.redis_password_file) if self.redis_password_file else None, "MLOPS_REDIS_PASSWORD_FILE"
+        )
+        return OnlineStoreLocation(self.backend, Path(self.path), self.redis_url, password)
 
     def write(self, frame: pd.DataFrame, *, key: str, snapshot_id: str) -> int:
-        return write_snapshot(self.path, frame, key=key, snapshot_id=snapshot_id)
+        return self.location().write(frame, key=key, snapshot_id=snapshot_id)
 
-    def reader(self) -> OnlineStoreReader:
-        return OnlineStoreReader(self.path)
+    def reader(self) -> OnlineStore:
+        return self.location().reader()
 
 
 def _utc(value: str) -> datetime:

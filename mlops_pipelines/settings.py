@@ -5,7 +5,11 @@
 | MLOPS_ENV | local | resource set: local (embedded DuckDB + SQLite stores) or production |
 | MLOPS_DATA_DIR | <repo>/data | runtime state: warehouse, online store, MLflow, Dagster home |
 | MLOPS_WAREHOUSE_PATH | $MLOPS_DATA_DIR/warehouse.duckdb | the DuckDB warehouse |
+| MLOPS_ONLINE_STORE | sqlite | online store backend: sqlite (the file below) or redis (MLOPS_REDIS_URL) |
 | MLOPS_ONLINE_STORE_PATH | $MLOPS_DATA_DIR/online_store.sqlite | the embedded online store |
+| MLOPS_REDIS_URL | redis://127.0.0.1:6379/0 | the Redis online store (redis:// or rediss://) |
+| MLOPS_REDIS_PASSWORD | (none) | its password, if the URL holds none |
+| MLOPS_REDIS_PASSWORD_FILE | (none) | a file holding that password (a mounted secret), read at each use |
 | MLOPS_MARKET_SOURCE | synthetic | synthetic or folder |
 | MLOPS_RAW_DIR | $MLOPS_DATA_DIR/raw | folder of CSV/Parquet bars (source=folder; watched by the sensor) |
 | MLOPS_MARKET_START | 2026-01-01 | first daily partition of raw/market_bars (UTC) |
@@ -35,7 +39,7 @@
 | MLOPS_SERVE_TOKENS_FILE | $MLOPS_DATA_DIR/secrets/api_tokens.sqlite | the API's bearer tokens (hashed) |
 | MLOPS_PREDICTION_LOG_DIR | $MLOPS_DATA_DIR/serving/prediction_log | the API's append-only prediction log (JSONL) |
 
-The webhook URLs carry tokens and the MLflow URIs may carry a password (``postgresql://user:pass@host/db``):
+The webhook URLs carry tokens, the MLflow and Redis URLs may carry a password (``postgresql://user:pass@host/db``):
 ``Settings.secret_variables`` names the variable each of them came from, and the Dagster resources take them as
 ``dg.EnvVar`` of that name, so run history stores the name, never the value.
 """
@@ -45,10 +49,14 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.core.errors import ConfigError, MlopsError
+
+if TYPE_CHECKING:
+    from mlops_pipelines.lib.features.online_store import OnlineStoreLocation
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +67,10 @@ class Settings:
     data_dir: Path
     warehouse_path: Path
     online_store_path: Path
+    online_store_backend: str  # sqlite | redis
+    redis_url: str
+    redis_password: str | None = field(repr=False)
+    redis_password_file: Path | None
     market_source: str
     raw_dir: Path
     symbol_universe: Path | None
@@ -101,7 +113,15 @@ class Settings:
             "mlflow_registry_uri": "MLOPS_MLFLOW_REGISTRY_URI",
             "alert_webhook_url": "MLOPS_ALERT_WEBHOOK_URL",
             "slack_webhook_url": "MLOPS_SLACK_WEBHOOK_URL",
+            "redis_url": "MLOPS_REDIS_URL",
+            "redis_password": "MLOPS_REDIS_PASSWORD",
         }
+        online_store_backend = os.environ.get("MLOPS_ONLINE_STORE", "").strip().lower() or "sqlite"
+        if online_store_backend not in ("sqlite", "redis"):
+            raise ConfigError(f"MLOPS_ONLINE_STORE must be 'sqlite' or 'redis', got {online_store_backend!r}")
+        redis_url = os.environ.get("MLOPS_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+        if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"MLOPS_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
         market_source = os.environ.get("MLOPS_MARKET_SOURCE", "synthetic")
         bar_clock = bar_clock_from_env()
         if market_source == "synthetic" and bar_clock.calendar != "24x7":
@@ -116,6 +136,12 @@ class Settings:
             data_dir=data_dir,
             warehouse_path=Path(os.environ.get("MLOPS_WAREHOUSE_PATH", data_dir / "warehouse.duckdb")),
             online_store_path=Path(os.environ.get("MLOPS_ONLINE_STORE_PATH", data_dir / "online_store.sqlite")),
+            online_store_backend=online_store_backend,
+            redis_url=redis_url,
+            redis_password=os.environ.get("MLOPS_REDIS_PASSWORD") or None,
+            redis_password_file=Path(os.environ["MLOPS_REDIS_PASSWORD_FILE"])
+            if os.environ.get("MLOPS_REDIS_PASSWORD_FILE")
+            else None,
             market_source=market_source,
             raw_dir=Path(os.environ.get("MLOPS_RAW_DIR", data_dir / "raw")),
             symbol_universe=Path(os.environ["MLOPS_SYMBOL_UNIVERSE"])
@@ -151,6 +177,28 @@ class Settings:
             ),
             secret_variables={name: variable for name, variable in secrets.items() if os.environ.get(variable)},
         )
+
+    def online_store(self) -> "OnlineStoreLocation":
+        """The online store these settings name, its password read now (from MLOPS_REDIS_PASSWORD or its file)."""
+        from mlops_pipelines.lib.features.online_store import OnlineStoreLocation
+
+        password = self.redis_password or read_secret_file(self.redis_password_file, "MLOPS_REDIS_PASSWORD_FILE")
+        return OnlineStoreLocation(
+            self.online_store_backend,  # type: ignore[arg-type]  # validated in from_env
+            self.online_store_path,
+            self.redis_url,
+            password,
+        )
+
+
+def read_secret_file(path: Path | None, variable: str) -> str | None:
+    """A secret mounted as a file (its content, without the trailing newline); None when no file is set."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
 
 
 def bar_clock_from_env() -> BarClock:

@@ -3,6 +3,9 @@
 Also ``wait_until``, the one way a test waits for another process: bounded by progress, not by a guess.
 """
 
+import os
+import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -12,6 +15,7 @@ from typing import TypeVar
 
 import pandas as pd
 import pytest
+import redis
 
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.lib.core import warehouse
@@ -78,9 +82,75 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every MLOPS_* path at tmp_path, so nothing touches the working directory."""
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
-    for name in ("MLOPS_WAREHOUSE_PATH", "MLOPS_ONLINE_STORE_PATH", "MLOPS_RAW_DIR", "MLOPS_MARKET_SOURCE"):
+    for name in (
+        "MLOPS_WAREHOUSE_PATH",
+        "MLOPS_ONLINE_STORE",
+        "MLOPS_ONLINE_STORE_PATH",
+        "MLOPS_RAW_DIR",
+        "MLOPS_MARKET_SOURCE",
+        "MLOPS_REDIS_URL",
+        "MLOPS_REDIS_PASSWORD",
+        "MLOPS_REDIS_PASSWORD_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     return tmp_path / "data"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the server started on it retries if another process wins it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server (the Debian package's ``redis-server``) on 127.0.0.1, no persistence, in a temporary
+    directory, for this test session (each xdist worker gets its own); its URL. Without the binary the tests
+    that need it are skipped on a developer's machine and fail in CI (``CI`` set), where ``.ci/run`` installs it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (CI installs it: apt-get install redis-server)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    directory = tmp_path_factory.mktemp("redis")
+    for _ in range(5):
+        port = free_port()
+        options = {"port": str(port), "bind": "127.0.0.1", "save": "", "appendonly": "no", "dir": str(directory)}
+        options["logfile"] = str(directory / "redis.log")
+        server = subprocess.Popen(
+            [binary, *(part for name, value in options.items() for part in (f"--{name}", value))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+
+        def answers(url: str = url) -> bool:
+            try:
+                return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+            except redis.ConnectionError:
+                return False
+
+        try:
+            wait_until("redis-server answers", answers, watch=[server], interval_s=0.05, ceiling_s=60)
+        except AssertionError:
+            server.kill()
+            server.wait()
+            continue  # the port was taken meanwhile: another one
+        try:
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        return
+    pytest.fail(f"redis-server did not start; its log: {directory / 'redis.log'}")
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis server, emptied for this test."""
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
 
 
 @pytest.fixture(scope="session")

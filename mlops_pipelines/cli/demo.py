@@ -82,7 +82,7 @@ def print_summary(settings: Settings, home: Path) -> None:
         console.print(escape("quarantined rows by reason: " + "; ".join(f"{r} ({n})" for r, n in reasons)))
     console.print(f"feature-graph hash: {catalog.graph_hash()}")
     print_models(settings)
-    console.print(f"warehouse: {settings.warehouse_path}\nonline store: {settings.online_store_path}")
+    console.print(f"warehouse: {settings.warehouse_path}\nonline store: {settings.online_store().describe()}")
     console.print(f"MLflow: {settings.mlflow_tracking_uri}  ->  `make mlflow-ui` ({settings.mlflow_ui_url})")
     console.print(f"Dagster home: {home}  ->  `make ui` opens the UI on it (http://127.0.0.1:3000)")
 

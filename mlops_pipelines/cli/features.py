@@ -176,9 +176,7 @@ def features_lookup(
     entity_keys: Annotated[list[str], typer.Argument(metavar="SYMBOL", help="Entity keys, e.g. SYM0001 SYM0002.")],
 ) -> None:
     """Read the latest feature vectors from the online store (JSON; null for an unknown key)."""
-    from mlops_pipelines.lib.features.online_store import OnlineStoreReader
-
-    reader = OnlineStoreReader(Settings.from_env().online_store_path)
+    reader = Settings.from_env().online_store().reader()
     console.print_json(json.dumps(reader.lookup(entity_keys), default=str))
 
 

@@ -51,7 +51,13 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             regime_shift_at=settings.regime_shift_at,
             universe_file=str(settings.symbol_universe or ""),
         ),
-        "online_store": OnlineStoreResource(path=str(settings.online_store_path)),
+        "online_store": OnlineStoreResource(
+            backend=settings.online_store_backend,  # type: ignore[arg-type]
+            path=str(settings.online_store_path),
+            redis_url=secret(settings, "redis_url"),
+            redis_password=secret(settings, "redis_password"),
+            redis_password_file=str(settings.redis_password_file or ""),
+        ),
         "alerts": AlertsResource(
             sinks=list(settings.alert_sinks),
             directory=str(settings.data_dir / "alerts"),

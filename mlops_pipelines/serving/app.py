@@ -19,10 +19,10 @@ from fastapi import Depends, FastAPI, Header
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from mlops_pipelines.lib.core.errors import NotFound
+from mlops_pipelines.lib.core.errors import ConfigError, NotFound
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
-from mlops_pipelines.lib.features.online_store import OnlineStoreReader
+from mlops_pipelines.lib.features.online_store import OnlineStore, OnlineStoreReader
 from mlops_pipelines.lib.governance import tokens
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, open_lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch
@@ -67,7 +67,7 @@ class Serving:
             capacity=settings.serve_cache_versions,
             refresh_s=settings.serve_refresh_s,
         )
-        self._reader: OnlineStoreReader | None = None
+        self._reader: OnlineStore | None = None
         self.log: PredictionLogWriter | None = None
         self._ttl = {name: view.ttl for name, view in catalog.views.items()}
         self._latest: tuple[float, str | None] = (0.0, None)
@@ -89,9 +89,9 @@ class Serving:
         ):
             yield opened
 
-    def reader(self) -> OnlineStoreReader:
+    def reader(self) -> OnlineStore:
         if self._reader is None:
-            self._reader = OnlineStoreReader(self.settings.online_store_path)
+            self._reader = self.settings.online_store().reader()
         return self._reader
 
     def freshness_clock(self) -> datetime:
@@ -105,11 +105,12 @@ class Serving:
             return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
         checked, latest = self._latest
         if latest is None or time.monotonic() - checked > 1.0:
-            conn = self.reader()._conn()
-            columns = ", ".join(f'max("{name}__event_ts")' for name in self.catalog.views)
-            latest = max(
-                (v for v in conn.execute(f"SELECT {columns} FROM online_features").fetchone() if v), default=""
-            )
+            reader = self.reader()
+            if not isinstance(reader, OnlineStoreReader):
+                raise ConfigError(
+                    "MLOPS_SERVE_AS_OF=latest replays the embedded online store (MLOPS_ONLINE_STORE=sqlite)"
+                )
+            latest = reader.newest_event_time(list(self.catalog.views)) or ""
             self._latest = (time.monotonic(), latest)
         return datetime.fromisoformat(latest) if latest else datetime.now(UTC)
 

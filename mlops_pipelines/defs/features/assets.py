@@ -126,7 +126,7 @@ def feature_catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 @dg.asset(
     key=["features", "online_store"],
     deps=[view_key(name) for name in CATALOG.views],
-    kinds={"sqlite"},
+    kinds={"sqlite", "redis"},
     owners=["team:data-platform"],
     pool=WAREHOUSE_POOL,
     automation_condition=dg.AutomationCondition.eager(),
@@ -135,14 +135,15 @@ def online_store(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, online_store: OnlineStoreResource
 ) -> dg.MaterializeResult:
     """The latest feature vector per symbol, served to online inference. Refreshed in one transaction: readers
-    in other processes keep reading the previous snapshot until the new one is complete."""
+        in other processes keep reading the previous snapshot until the new one is complete (SQLite or Redis:
+    MLOPS_ONLINE_STORE)."""
     with warehouse.connect() as conn:
         vectors = feature_store.latest_vectors(conn, CATALOG)
     rows = online_store.write(vectors, key="entity_key", snapshot_id=context.run_id)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
-            "path": online_store.path,
+            "location": online_store.location().describe(),
             "snapshot_id": context.run_id,
             "feature_graph_hash": CATALOG.graph_hash(),
             "preview": dg.MetadataValue.md(vectors.head(5).to_markdown(index=False)),

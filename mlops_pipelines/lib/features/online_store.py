@@ -7,15 +7,21 @@ vectors or the new ones, never a mix (no torn reads), and never a lock error. Ea
 WAL (``checkpoint``): with readers always busy SQLite would never reset it on its own.
 
 Layout: one wide row per entity key (``entity_key`` primary key, WITHOUT ROWID, so a lookup is one B-tree
-probe), one column per feature, plus per-view event and created times. Production swaps this for Redis
-behind the same two calls (``write_snapshot``, ``lookup``).
+probe), one column per feature, plus per-view event and created times.
+
+Production uses Redis instead (``online_store_redis.py``) behind the same contract, ``OnlineStore``: every
+lookup reads one snapshot, a refresh replaces the whole snapshot in one step, many keys are read at once, and
+staleness is visible (``snapshot_id``, ``written_at``, and each vector's ``<view>__event_ts``).
+``OnlineStoreLocation`` names which backend and where; it is what settings build and everything else uses.
 """
 
 import sqlite3
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import pandas as pd
 
@@ -42,21 +48,57 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
-def write_snapshot(path: str | Path, frame: pd.DataFrame, *, key: str, snapshot_id: str) -> int:
-    """Replace the store's content with ``frame`` (one row per ``key``) in a single transaction."""
-    path = Path(path)
+class OnlineStore(Protocol):
+    """What serving reads: the latest feature vector per entity, from one snapshot per lookup."""
+
+    def snapshot_id(self) -> str | None:
+        """The run that wrote the snapshot being served (None before the first refresh)."""
+        ...
+
+    def written_at(self) -> datetime | None:
+        """When that snapshot was written (UTC): how stale the store is as a whole."""
+        ...
+
+    def lookup_one(self, entity_key: str) -> dict[str, Any] | None: ...
+
+    def lookup(self, entity_keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Feature vectors keyed by entity (each key once, in the order asked); an unknown entity maps to None."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def snapshot_records(frame: pd.DataFrame, key: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The snapshot as plain Python rows ``(key, *values)`` and the value columns, as every backend stores them:
+    missing values None, UTC times as ISO-8601 text, booleans 0/1. Refuses a key that appears twice."""
     if frame[key].duplicated().any():
         dupes = frame.loc[frame[key].duplicated(), key].head(3).tolist()
         raise ValueError(f"online store snapshot has duplicate {key!r} values, e.g. {dupes}")
-    columns = [c for c in frame.columns if c != key]
-    defs = ", ".join(f"{quote_ident(str(c))} {_SQL_TYPES.get(frame[c].dtype.kind, 'TEXT')}" for c in columns)
-    out = frame.copy()
+    columns = [str(c) for c in frame.columns if c != key]
+    out = frame[[key, *columns]].copy()
     for column in columns:
         if isinstance(out[column].dtype, pd.DatetimeTZDtype):
             out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    records = list(
-        out[[key, *columns]].astype(object).where(out[[key, *columns]].notna(), None).itertuples(index=False, name=None)
-    )
+        elif out[column].dtype.kind == "b":
+            out[column] = out[column].astype("int64")
+    records = list(out.astype(object).where(out.notna(), None).itertuples(index=False, name=None))
+    return columns, records
+
+
+def utc_now_text() -> str:
+    """The write time every backend records with a snapshot."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_written_at(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def write_snapshot(path: str | Path, frame: pd.DataFrame, *, key: str, snapshot_id: str) -> int:
+    """Replace the store's content with ``frame`` (one row per ``key``) in a single transaction."""
+    path = Path(path)
+    columns, records = snapshot_records(frame, key)
+    defs = ", ".join(f"{quote_ident(c)} {_SQL_TYPES.get(frame[c].dtype.kind, 'TEXT')}" for c in columns)
     placeholders = ", ".join("?" * (len(columns) + 1))
     conn = _connect(path, readonly=False)
     try:
@@ -68,6 +110,7 @@ def write_snapshot(path: str | Path, frame: pd.DataFrame, *, key: str, snapshot_
             conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (k TEXT PRIMARY KEY, v TEXT)")
             conn.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('snapshot_id', ?)", [snapshot_id])
             conn.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('entity_key', ?)", [key])
+            conn.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES ('written_at', ?)", [utc_now_text()])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -123,13 +166,26 @@ class OnlineStoreReader:
         return conn
 
     def snapshot_id(self) -> str | None:
-        row = self._conn().execute(f"SELECT v FROM {META_TABLE} WHERE k = 'snapshot_id'").fetchone()
+        return self._meta("snapshot_id")
+
+    def written_at(self) -> datetime | None:
+        return parse_written_at(self._meta("written_at"))
+
+    def _meta(self, name: str) -> str | None:
+        row = self._conn().execute(f"SELECT v FROM {META_TABLE} WHERE k = ?", (name,)).fetchone()
         return row[0] if row else None
 
     def entity_keys(self, limit: int = 10) -> list[str]:
         """The first ``limit`` entity keys of the snapshot, in order (what a demo or a smoke check may ask for)."""
         rows = self._conn().execute(f"SELECT entity_key FROM {TABLE} ORDER BY entity_key LIMIT ?", (limit,))
         return [row[0] for row in rows]
+
+    def newest_event_time(self, views: Sequence[str]) -> str | None:
+        """The newest event time of any of ``views`` in the snapshot (ISO text), None when it holds none: the
+        clock for replaying stored data (serving's MLOPS_SERVE_AS_OF=latest)."""
+        columns = ", ".join(f"max({quote_ident(f'{view}__event_ts')})" for view in views)
+        row = self._conn().execute(f"SELECT {columns} FROM {TABLE}").fetchone() if views else None
+        return max((v for v in row or () if v), default=None)
 
     def lookup_one(self, entity_key: str) -> dict[str, Any] | None:
         cursor = self._conn().execute(f"SELECT * FROM {TABLE} WHERE entity_key = ?", (entity_key,))
@@ -160,3 +216,50 @@ class OnlineStoreReader:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+Backend = Literal["sqlite", "redis"]
+
+
+@dataclass(frozen=True)
+class OnlineStoreLocation:
+    """Which online store, and where: ``sqlite`` (the file at ``path``, the embedded default) or ``redis`` (the
+    server at ``redis_url``; ``redis_password`` when the URL holds none). Settings build it
+    (MLOPS_ONLINE_STORE...); assets write through it, the CLI and serving read through it."""
+
+    backend: Backend
+    path: Path
+    redis_url: str = ""
+    redis_password: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("sqlite", "redis"):
+            raise ValueError(f"online store backend must be 'sqlite' or 'redis', got {self.backend!r}")
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("the redis online store needs a URL (MLOPS_REDIS_URL), e.g. redis://127.0.0.1:6379/0")
+
+    def describe(self) -> str:
+        """Where the store is, for operators (never the password)."""
+        if self.backend == "sqlite":
+            return str(self.path)
+        from mlops_pipelines.lib.features.online_store_redis import redacted
+
+        return redacted(self.redis_url)
+
+    def write(self, frame: pd.DataFrame, *, key: str, snapshot_id: str) -> int:
+        """Replace the served snapshot with ``frame`` in one step; the number of entities written."""
+        if self.backend == "sqlite":
+            return write_snapshot(self.path, frame, key=key, snapshot_id=snapshot_id)
+        from mlops_pipelines.lib.features import online_store_redis
+
+        return online_store_redis.write_snapshot(
+            self.redis_url, frame, key=key, snapshot_id=snapshot_id, password=self.redis_password
+        )
+
+    def reader(self) -> OnlineStore:
+        """A long-lived reader; raises OnlineStoreMissing when no snapshot was ever written."""
+        if self.backend == "sqlite":
+            return OnlineStoreReader(self.path)
+        from mlops_pipelines.lib.features.online_store_redis import RedisOnlineStoreReader
+
+        return RedisOnlineStoreReader(self.redis_url, password=self.redis_password)

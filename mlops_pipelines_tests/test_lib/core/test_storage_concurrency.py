@@ -8,14 +8,21 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
+import redis
 
 from mlops_pipelines.lib.core import warehouse
-from mlops_pipelines.lib.features.online_store import OnlineStoreReader, write_snapshot
+from mlops_pipelines.lib.features.online_store import (
+    OnlineStoreLocation,
+    OnlineStoreMissing,
+    write_snapshot,
+)
+from mlops_pipelines.lib.features.online_store_redis import NAMESPACE
 from mlops_pipelines_tests.conftest import CEILING_S, wait_until
 
 pytestmark = pytest.mark.slow
@@ -132,51 +139,121 @@ def snapshot(generation: int, n: int = 200) -> pd.DataFrame:
     )
 
 
-def test_online_store_lookups(tmp_path: Path) -> None:
-    path = tmp_path / "online.sqlite"
-    write_snapshot(path, snapshot(1), key="entity_key", snapshot_id="run-1")
-    reader = OnlineStoreReader(path)
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> OnlineStoreLocation:
+    """The online store contract holds for both backends: the embedded SQLite file and Redis (a real server)."""
+    if request.param == "sqlite":
+        return OnlineStoreLocation("sqlite", tmp_path / "online.sqlite")
+    return OnlineStoreLocation("redis", tmp_path / "unused.sqlite", request.getfixturevalue("redis_url"))
+
+
+def reader_code(store: OnlineStoreLocation) -> str:
+    """Python source, for a child process, that opens a reader on ``store`` as ``store``."""
+    return (
+        "from pathlib import Path\n"
+        "from mlops_pipelines.lib.features.online_store import OnlineStoreLocation\n"
+        f"store = OnlineStoreLocation({store.backend!r}, Path({str(store.path)!r}), {store.redis_url!r}).reader()\n"
+    )
+
+
+def test_online_store_lookups(store: OnlineStoreLocation) -> None:
+    with pytest.raises(OnlineStoreMissing, match="materialize features/online_store"):
+        store.reader()
+    before = datetime.now(UTC)
+    store.write(snapshot(1), key="entity_key", snapshot_id="run-1")
+    reader = store.reader()
     assert reader.lookup_one("SYM0003") == {"generation": 1, "x": 1.0, "event_ts": "2026-01-01T00:00:00.000000Z"}
     assert reader.lookup_one("NOPE") is None
     many = reader.lookup(["SYM0001", "NOPE", "SYM0001", "SYM0150"])
     assert list(many) == ["SYM0001", "NOPE", "SYM0150"] and many["NOPE"] is None
     assert reader.snapshot_id() == "run-1"
+    written_at = reader.written_at()  # staleness: how old the served snapshot is
+    assert written_at is not None and before <= written_at <= datetime.now(UTC)
     assert len(reader.lookup([f"SYM{i:04d}" for i in range(200)] * 3)) == 200  # chunking beyond 500 parameters
+    assert reader.lookup([]) == {}
     with pytest.raises(ValueError, match="duplicate 'entity_key'"):
-        write_snapshot(path, pd.concat([snapshot(2), snapshot(2)]), key="entity_key", snapshot_id="bad")
+        store.write(pd.concat([snapshot(2), snapshot(2)]), key="entity_key", snapshot_id="bad")
     assert reader.snapshot_id() == "run-1"  # the failed write changed nothing
+    odd = snapshot(3, 3).assign(flag=[True, False, True], x=[1.5, float("nan"), None], note=["a", None, "c"])
+    store.write(odd, key="entity_key", snapshot_id="run-3")  # booleans, missing values and text, alike in both
+    assert reader.lookup(["SYM0000", "SYM0001", "SYM0150"]) == {
+        "SYM0000": {"generation": 3, "x": 1.5, "event_ts": "2026-01-01T00:00:00.000000Z", "flag": 1, "note": "a"},
+        "SYM0001": {"generation": 3, "x": None, "event_ts": "2026-01-01T00:00:00.000000Z", "flag": 0, "note": None},
+        "SYM0150": None,  # gone with the refresh
+    }
+    reader.close()
 
 
-def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(tmp_path: Path) -> None:
-    path, ready = tmp_path / "online.sqlite", tmp_path / "ready"
-    n = 1200  # more keys than one statement takes: the lookup reads them in three chunks, from one snapshot
-    write_snapshot(path, snapshot(0, n), key="entity_key", snapshot_id="0")
-    reader = spawn(f"""
-        import time
-        from pathlib import Path
-        from mlops_pipelines.lib.features.online_store import OnlineStoreReader
-        store = OnlineStoreReader({str(path)!r})
-        keys = [f"SYM{{i:04d}}" for i in range({n})]
-        Path({str(ready)!r}).touch()
-        seen, reads, deadline = set(), 0, time.monotonic() + {CEILING_S}
-        while time.monotonic() < deadline and not Path({str(ready)!r} + ".stop").exists():
-            vectors = store.lookup(keys)
-            generations = {{v["generation"] for v in vectors.values()}}
-            assert len(generations) == 1, f"torn read: {{generations}}"
-            assert all(v["x"] == float(v["generation"]) for v in vectors.values())
-            seen |= generations
-            reads += 1
-        print(len(seen), reads)
-    """)
+def test_online_store_reader_in_another_process_never_sees_a_torn_snapshot(
+    tmp_path: Path, store: OnlineStoreLocation
+) -> None:
+    ready = tmp_path / "ready"
+    # more keys than one SQLite statement takes (the lookup reads them in chunks, from one snapshot) and than
+    # one Redis write batch (a refresh is several commands, switched to at once)
+    n = 5000
+    store.write(snapshot(0, n), key="entity_key", snapshot_id="0")
+    reader = spawn(
+        reader_code(store)
+        + f"""
+import time
+keys = [f"SYM{{i:04d}}" for i in range({n})]
+Path({str(ready)!r}).touch()
+seen, reads, deadline = set(), 0, time.monotonic() + {CEILING_S}
+while time.monotonic() < deadline and not Path({str(ready)!r} + ".stop").exists():
+    vectors = store.lookup(keys)
+    generations = {{v["generation"] for v in vectors.values()}}
+    assert len(generations) == 1, f"torn read: {{generations}}"
+    assert all(v["x"] == float(v["generation"]) for v in vectors.values())
+    seen |= generations
+    reads += 1
+print(len(seen), reads)
+"""
+    )
     wait_for(ready, reader)
     for generation in range(1, 40):
-        write_snapshot(path, snapshot(generation, n), key="entity_key", snapshot_id=str(generation))
+        store.write(snapshot(generation, n), key="entity_key", snapshot_id=str(generation))
         time.sleep(0.02)
     Path(f"{ready}.stop").touch()
     out, err = reader.communicate(timeout=CEILING_S)
     assert reader.returncode == 0, err
     generations_seen, reads = map(int, out.split())
     assert generations_seen >= 5 and reads > generations_seen  # it really read while the writer wrote
+
+
+def test_redis_refresh_killed_midway_leaves_readers_on_the_previous_snapshot(redis_url: str, tmp_path: Path) -> None:
+    """A writer killed (SIGKILL) while it writes a new snapshot: the switch never ran, so readers keep the previous
+    complete snapshot; the half-written staging hash expires on its own; the next refresh succeeds."""
+    store = OnlineStoreLocation("redis", tmp_path / "unused.sqlite", redis_url)
+    store.write(snapshot(1, 50), key="entity_key", snapshot_id="complete")
+    client = redis.Redis.from_url(redis_url)
+    writer = spawn(f"""
+        import pandas as pd
+        from mlops_pipelines.lib.features import online_store_redis
+        n = 400_000
+        frame = pd.DataFrame({{"entity_key": [f"K{{i:07d}}" for i in range(n)], "generation": 2, "x": 2.0}})
+        online_store_redis.write_snapshot({redis_url!r}, frame, key="entity_key", snapshot_id="killed")
+    """)
+
+    def half_written() -> list[bytes]:
+        return list(client.scan_iter(f"{NAMESPACE}:staging:*"))
+
+    (partial,) = wait_until("the writer has begun its snapshot", half_written, watch=[writer], interval_s=0.005)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    reader = store.reader()
+    assert reader.snapshot_id() == "complete", "the write finished before it could be killed; enlarge it"
+    assert 0 < client.hlen(partial) < 400_000  # it really died half-way
+    assert 0 < client.ttl(partial) <= 3600  # and what it left expires
+    vectors = reader.lookup([f"SYM{i:04d}" for i in range(50)] + ["K0000000"])
+    assert vectors.pop("K0000000") is None and {v["generation"] for v in vectors.values()} == {1}  # type: ignore[index]
+    store.write(snapshot(3, 50), key="entity_key", snapshot_id="after")  # the placebo: a refresh that completes
+    assert reader.snapshot_id() == "after" and reader.lookup_one("SYM0007") == {
+        "generation": 3,
+        "x": 3.0,
+        "event_ts": "2026-01-01T00:00:00.000000Z",
+    }
+    assert client.ttl(f"{NAMESPACE}:live") == -1  # the served snapshot never expires
+    assert list(client.scan_iter(f"{NAMESPACE}:staging:*")) == [partial]  # only the killed writer's, expiring
 
 
 def test_processes_starting_together_on_a_fresh_mlflow_store_all_succeed(tmp_path: Path) -> None:
