@@ -104,23 +104,23 @@ def test_not_found(server: Server) -> None:
         ({"symbols": ["SYM01"], "colour": "red"}, "colour", "request_body"),
         ({"symbols": [f"SYM{i:02d}" for i in range(MAX_ITEMS + 1)]}, "symbols", "max_items"),
         ({"symbols": []}, None, "min_items"),
-        ({"rows": [{"ret_1h": 0.1}]}, "FIRST_MISSING", "missing_feature"),
+        ({"rows": [{"ret_1b": 0.1}]}, "FIRST_MISSING", "missing_feature"),
         ({"rows": "ROW_WITH_UNKNOWN"}, "rows[0].not_a_feature", "unknown_feature"),
-        ({"rows": "ROW_WITH_TEXT"}, "rows[0].ret_1h", "feature_type"),
-        ({"rows": "ROW_WITH_BOOL"}, "rows[0].ret_1h", "feature_type"),
+        ({"rows": "ROW_WITH_TEXT"}, "rows[0].ret_1b", "feature_type"),
+        ({"rows": "ROW_WITH_BOOL"}, "rows[0].ret_1b", "feature_type"),
     ],
 )
 def test_unprocessable(server: Server, stack: Stack, body: dict, field: str | None, check: str) -> None:
     full = dict.fromkeys(stack.features, 0.5)
     hostile = {
         "ROW_WITH_UNKNOWN": [{**full, "not_a_feature": 1.0}],
-        "ROW_WITH_TEXT": [{**full, "ret_1h": "0.5"}],
-        "ROW_WITH_BOOL": [{**full, "ret_1h": True}],
+        "ROW_WITH_TEXT": [{**full, "ret_1b": "0.5"}],
+        "ROW_WITH_BOOL": [{**full, "ret_1b": True}],
     }
     if isinstance(body.get("rows"), str):
         body = {"rows": hostile[body["rows"]]}
     if field == "FIRST_MISSING":
-        field = f"rows[0].{next(f for f in stack.features if f != 'ret_1h')}"
+        field = f"rows[0].{next(f for f in stack.features if f != 'ret_1b')}"
     found = problem(post(server, MODEL, body), 422)
     assert found["check"] == check
     assert found.get("field") == field or (field is None and check == "request_body")
@@ -141,7 +141,7 @@ def test_feature_graph_mismatch_is_409_naming_the_views(server: Server) -> None:
     found = problem(post(server, STALE_GRAPH, {"symbols": ["SYM01"]}), 409)
     assert found["check"] == "feature_graph_hash"
     assert found["extra"]["trained_hash"] == "0" * 64 and len(found["extra"]["live_hash"]) == 64
-    assert found["extra"]["views"] == [{"view": "returns", "trained_version": 1, "live_version": 2}]
+    assert found["extra"]["views"] == [{"view": "returns", "trained_version": 2, "live_version": 3}]
     status = httpx.get(f"{server.url}/api/v1/models/{STALE_GRAPH}/status").json()
     assert status["aliases"][0]["graph_matches_catalog"] is False and status["aliases"][0]["loaded"] is False
 
