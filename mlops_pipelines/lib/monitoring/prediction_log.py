@@ -53,6 +53,16 @@ def decision_rows(
     return frame.drop(columns=["label_available_at"], errors="ignore")
 
 
+def has_decisions(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, start: datetime, end: datetime) -> bool:
+    """Whether any decision falls in [start, end) (a bar closed in time): an existence query, no rows built, so an
+    hour past the data's end is recognized without reading the window."""
+    decision = f'"timestamp" + INTERVAL 1 HOUR + INTERVAL {spec.decision_delay_minutes} MINUTE'
+    row = conn.execute(
+        f"SELECT 1 FROM {market_bars.relation()} WHERE {decision} >= ? AND {decision} < ? LIMIT 1", [start, end]
+    ).fetchone()
+    return row is not None
+
+
 def score(
     conn: duckdb.DuckDBPyConnection,
     spec: ModelSpec,
