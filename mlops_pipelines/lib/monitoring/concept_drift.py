@@ -144,13 +144,13 @@ def build_performance_report(
     hour). Past the cap: INSUFFICIENT, and ``note`` says how many were needed and which window would hold them."""
     for hours in policy.window_ladder():
         window_start = window_end - timedelta(hours=hours)
-        decisions = prediction_log.decision_rows(
-            conn, spec, window_start, window_end, labelled_by=window_end, max_rows=policy.max_labelled
-        )
-        if len(decisions) >= policy.min_labelled:
+        scored = prediction_log.window_scores(
+            conn, spec, version, catalog, booster, window_start, window_end,
+            labelled_by=window_end, max_rows=policy.max_labelled,
+        )  # fmt: skip
+        if len(scored) >= policy.min_labelled:
             break
-    note = window_note(len(decisions), hours, policy)
-    scored = prediction_log.logged_scores(conn, spec, version, catalog, booster, decisions)
+    note = window_note(len(scored), hours, policy)
     realized = (
         quality_metrics(spec.task, scored["label"].to_numpy(), scored["prediction"].to_numpy()) if len(scored) else {}
     )
