@@ -32,9 +32,10 @@ def decision_query(
 ) -> tuple[str, list[object]]:
     """The SQL (and its parameters) of ``decision_rows``: ``symbol, event_timestamp`` (and ``label``)."""
     if labelled_by is None:
+        lag = timedelta(hours=1, minutes=spec.decision_delay_minutes)  # bar open -> decision
         source = (
             f'SELECT symbol, "timestamp" + INTERVAL 1 HOUR + INTERVAL {spec.decision_delay_minutes} MINUTE '
-            f"AS {ENTITY_TIME} FROM {market_bars.relation()}"
+            f"AS {ENTITY_TIME} FROM {market_bars.relation(start - lag, end - lag)}"  # only the window's bars are read
         )
         where, params, columns = "", [start, end], f"symbol, {ENTITY_TIME}"
     else:
@@ -69,10 +70,8 @@ def decision_rows(
 def has_decisions(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, start: datetime, end: datetime) -> bool:
     """Whether any decision falls in [start, end) (a bar closed in time): an existence query, no rows built, so an
     hour past the data's end is recognized without reading the window."""
-    decision = f'"timestamp" + INTERVAL 1 HOUR + INTERVAL {spec.decision_delay_minutes} MINUTE'
-    row = conn.execute(
-        f"SELECT 1 FROM {market_bars.relation()} WHERE {decision} >= ? AND {decision} < ? LIMIT 1", [start, end]
-    ).fetchone()
+    lag = timedelta(hours=1, minutes=spec.decision_delay_minutes)  # bar open -> decision
+    row = conn.execute(f"SELECT 1 FROM {market_bars.relation(start - lag, end - lag)} LIMIT 1").fetchone()
     return row is not None
 
 
