@@ -142,6 +142,7 @@ def build_performance_report(
     (the version's validation metrics): those of the last ``policy.window_hours``, or of the shortest longer
     window of ``policy.window_ladder()`` holding ``min_labelled`` of them (few symbols make few decisions an
     hour). Past the cap: INSUFFICIENT, and ``note`` says how many were needed and which window would hold them."""
+    scored, hours, window_start = pd.DataFrame(), policy.window_hours, window_end
     for hours in policy.window_ladder():
         window_start = window_end - timedelta(hours=hours)
         scored = prediction_log.window_scores(

@@ -37,14 +37,16 @@ def decision_query(
             f'SELECT symbol, "timestamp" + INTERVAL 1 HOUR + INTERVAL {spec.decision_delay_minutes} MINUTE '
             f"AS {ENTITY_TIME} FROM {market_bars.relation(start - lag, end - lag)}"  # only the window's bars are read
         )
-        where, params, columns = "", [start, end], f"symbol, {ENTITY_TIME}"
+        where, columns = "", f"symbol, {ENTITY_TIME}"
+        params: list[object] = [start, end]
     else:
         # only the bars a label in the window can use: from the first decision's bar (and the one before it, for
         # its first return) to the time labels must be known by
         first_bar = start - timedelta(hours=2, minutes=spec.decision_delay_minutes)
         bars = market_bars.relation(first_bar, labelled_by)
         source = f"SELECT symbol, {ENTITY_TIME}, label, label_available_at FROM ({label_sql(spec, bars)})"
-        where, params = "AND label_available_at <= ?", [start, end, labelled_by]
+        where = "AND label_available_at <= ?"
+        params = [start, end, labelled_by]
         columns = f"symbol, {ENTITY_TIME}, label"
     limit = f"ORDER BY hash(symbol, {ENTITY_TIME}) LIMIT {int(max_rows)}" if max_rows else ""
     sql = f"SELECT {columns} FROM ({source}) WHERE {ENTITY_TIME} >= ? AND {ENTITY_TIME} < ? {where} {limit}"

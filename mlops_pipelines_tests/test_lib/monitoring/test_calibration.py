@@ -16,7 +16,7 @@ def test_thresholds_from_few_independent_windows_keep_their_false_alarm_rate() -
     length, windows, burn_in, trials = 48, 5, 500, 300
 
     def ar(n: int) -> np.ndarray:
-        return lfilter([1.0], [1.0, -0.95], rng.normal(size=n + burn_in))[burn_in:]
+        return np.asarray(lfilter([1.0], [1.0, -0.95], rng.normal(size=n + burn_in)))[burn_in:]
 
     severe = moderate = 0
     for _ in range(trials):
