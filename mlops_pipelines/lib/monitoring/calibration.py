@@ -162,12 +162,25 @@ class Blocks:
         return min(variance / spread / float(np.mean(self.n)), 1.0)
 
 
-def upper_threshold(values: np.ndarray, quantile: float, fit: str) -> float:
+def small_sample_factor(quantile: float, independent: float) -> float:
+    """How much wider a fitted ``quantile`` must be when the null's spread is estimated from ``independent``
+    windows: the prediction bound of a new window (Student's t with ``independent - 1`` degrees of freedom, times
+    sqrt(1 + 1/n)) over the normal's. About 1.0 with 30 windows (a day against 30 days of hourly bars), about 2
+    with 5 (a quarter of daily bars against 15 months): the spread of 5 windows is often far below the true one,
+    and a 99th percentile read off it would alarm far more often than 1% of the time."""
+    if not np.isfinite(independent) or independent <= 2:
+        independent = 2.0 + 1e-9  # fewer windows are refused (min_windows): keep the factor finite
+    z = float(stats.norm.ppf(quantile))
+    return float(stats.t.ppf(quantile, independent - 1) * np.sqrt(1 + 1 / independent) / z)
+
+
+def upper_threshold(values: np.ndarray, quantile: float, fit: str, independent: float = float("inf")) -> float:
     """The ``quantile`` of a null statistic: the higher of the empirical quantile over the blocks and a fitted one.
     ``fit``: ``chi2`` (a non-negative statistic, PSI: a scaled chi-squared with the blocks' mean and variance) or
     ``abs_normal`` (the absolute value of a signed, roughly normal statistic: |mean| + SD * z). The fit is
     NannyML's mean + k standard deviations, with k from the quantile and the statistic's shape: stable when the
-    reference holds few independent windows, where an empirical 99th percentile is just the maximum.
+    reference holds few independent windows, where an empirical 99th percentile is just the maximum. The fitted
+    spread is widened by ``small_sample_factor`` for the ``independent`` windows it was estimated from.
 
     (Robust moments, median and MAD, were tried: they ignore a shift's first days once the rolling reference
     holds them, but also the calm market's own volatile episodes, which then raise false alarms.)"""
@@ -175,12 +188,15 @@ def upper_threshold(values: np.ndarray, quantile: float, fit: str) -> float:
     if len(finite) < 2:
         return float("nan")
     if fit == "chi2":
+        widen = small_sample_factor(quantile, independent) if np.isfinite(independent) else 1.0
         empirical = float(np.quantile(finite, quantile))
-        mean, var = float(finite.mean()), float(finite.var(ddof=1))
+        mean, var = float(finite.mean()), float(finite.var(ddof=1)) * widen**2
         fitted = (var / (2 * mean)) * stats.chi2.ppf(quantile, 2 * mean**2 / var) if mean > 0 and var > 0 else mean
         return max(empirical, float(fitted))
     empirical = float(np.quantile(np.abs(finite), quantile))
-    fitted = abs(float(finite.mean())) + float(finite.std(ddof=1)) * float(stats.norm.ppf((1 + quantile) / 2))
+    two_sided = (1 + quantile) / 2
+    widen = small_sample_factor(two_sided, independent) if np.isfinite(independent) else 1.0
+    fitted = abs(float(finite.mean())) + float(finite.std(ddof=1)) * float(stats.norm.ppf(two_sided)) * widen
     return max(empirical, fitted)
 
 
@@ -203,7 +219,7 @@ class Thresholds:
         numeric = bool(np.any(agg.squares))
 
         def pair(values: np.ndarray, fit: str) -> tuple[float, float]:
-            a, b = (upper_threshold(values, q, fit) for q in quantiles)
+            a, b = (upper_threshold(values, q, fit, blocks.independent) for q in quantiles)
             return (a, b)
 
         nan = (float("nan"), float("nan"))
@@ -237,7 +253,8 @@ class RatioThresholds:
         limits = [float("nan"), float("nan")]
         if len(finite) >= 2:
             for i, q in enumerate(quantiles):
-                fitted = float(finite.mean()) + float(finite.std(ddof=1)) * float(stats.norm.ppf(q))
+                widen = small_sample_factor(q, blocks.independent)
+                fitted = float(finite.mean()) + float(finite.std(ddof=1)) * float(stats.norm.ppf(q)) * widen
                 limits[i] = max(float(np.quantile(finite, q)), fitted)
         per_row = blocks.effective_size_per_row()
         return cls(len(blocks.n), blocks.independent, per_row, (limits[0], limits[1]))

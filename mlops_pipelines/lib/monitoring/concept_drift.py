@@ -142,18 +142,16 @@ def build_performance_report(
     (the version's validation metrics): those of the last ``policy.window_hours``, or of the shortest longer
     window of ``policy.window_ladder()`` holding ``min_labelled`` of them (few symbols make few decisions an
     hour). Past the cap: INSUFFICIENT, and ``note`` says how many were needed and which window would hold them."""
-    ladder = policy.window_ladder()
-    for hours in ladder:
+    scored, hours, window_start = pd.DataFrame(), policy.window_hours, window_end
+    for hours in policy.window_ladder():
         window_start = window_end - timedelta(hours=hours)
-        decisions = prediction_log.decision_rows(
-            conn, spec, window_start, window_end, labelled_by=window_end, max_rows=policy.max_labelled
-        )
-        if len(decisions) >= policy.min_labelled or hours == ladder[-1]:
+        scored = prediction_log.window_scores(
+            conn, spec, version, catalog, booster, window_start, window_end,
+            labelled_by=window_end, max_rows=policy.max_labelled,
+        )  # fmt: skip
+        if len(scored) >= policy.min_labelled:
             break
-    else:
-        raise ValueError("the performance policy's window ladder is empty")
-    note = window_note(len(decisions), hours, policy)
-    scored = prediction_log.logged_scores(conn, spec, version, catalog, booster, decisions)
+    note = window_note(len(scored), hours, policy)
     realized = (
         quality_metrics(spec.task, scored["label"].to_numpy(), scored["prediction"].to_numpy()) if len(scored) else {}
     )

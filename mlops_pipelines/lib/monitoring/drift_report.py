@@ -132,9 +132,11 @@ def judge(
     policy: drift_policy.DriftPolicy,
     importance: drift_policy.Importance,
     hours: int,
+    errors: dict[str, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, Severity, str]:
     """The statistics of each feature with its calibrated judgement, a row per view for its reconstruction error,
-    the importance shares, and the model's verdict with its rule."""
+    the importance shares, and the model's verdict with its rule. ``errors``: the window's reconstruction errors
+    per view when already computed (the models sharing a view), else computed here."""
     cal = policy.calibration
     model_features = [f for fs in features_by_view.values() for f in fs]
     weights = drift_policy.importance_weights(importance, model_features)
@@ -153,18 +155,19 @@ def judge(
     for view, plane in profile.reconstruction.items():
         if view not in views:
             continue
-        errors = plane.errors(views[view])
+        view_errors = errors[view] if errors is not None and view in errors else plane.errors(views[view])
         limits = calibration.RatioThresholds.of(plane.hourly, hours, cal.quantiles, cal.min_rows)
-        ratio = float(errors.mean() / limits.mean(plane.hourly)) if len(errors) else float("nan")
-        verdict = drift_policy.judge_reconstruction(ratio, len(errors), limits, policy)
-        status = drift.EMPTY if not len(errors) else drift.TOO_FEW if len(errors) < cal.min_rows else drift.OK
+        n = len(view_errors)
+        ratio = float(view_errors.mean() / limits.mean(plane.hourly)) if n else float("nan")
+        verdict = drift_policy.judge_reconstruction(ratio, n, limits, policy)
+        status = drift.EMPTY if not n else drift.TOO_FEW if n < cal.min_rows else drift.OK
         rows.append(
             {
                 "feature": f"reconstruction:{view}",
                 "kind": drift_policy.MULTIVARIATE,
                 "status": status,
                 "n_reference": int(plane.hourly.count.sum()),
-                "n_current": len(errors),
+                "n_current": n,
                 "severity": verdict.severity,
                 **verdict.columns(),
                 "reconstruction_error_ratio": ratio,
@@ -213,7 +216,15 @@ def build_report(
     }
     model_features = set(spec.features(catalog))
     by_view = {v: [f for f in catalog.views[v].features if f in model_features] for v in spec.feature_views}
-    stats, severity, rule = judge(stats, profile, views, by_view, groups, policy, importance, window_hours(current))
+    errors = {}  # each view's reconstruction errors over the window, computed once for the models sharing it
+    for view, plane in profile.reconstruction.items():
+        key = ("errors", view, reference_start, reference_end, window_start, window_end, explained)
+        if view in views and key not in memo:
+            memo[key] = plane.errors(views[view])
+        if key in memo:
+            errors[view] = memo[key]
+    hours = window_hours(current)
+    stats, severity, rule = judge(stats, profile, views, by_view, groups, policy, importance, hours, errors)
     return DriftReport(
         model=spec.name,
         version=version,
@@ -246,15 +257,11 @@ def build_prediction_report(
     window's: the same statistics as a feature, judged by the model's ``predictions`` thresholds."""
     window_start = window_end - current
     reference_start, reference_end = reference_window(window_start, reference)
-    scored = {
-        name: prediction_log.logged_scores(conn, spec, version, catalog, booster, rows)[[PREDICTION]]
-        for name, rows in (
-            ("current", prediction_log.decision_rows(conn, spec, window_start, window_end)),
-            (
-                "reference",
-                prediction_log.decision_rows(conn, spec, reference_start, reference_end, max_rows=max_reference_rows),
-            ),
-        )
+    scored = {  # the decisions stay in the warehouse: only the outputs come out
+        "current": prediction_log.window_scores(conn, spec, version, catalog, booster, window_start, window_end),
+        "reference": prediction_log.window_scores(
+            conn, spec, version, catalog, booster, reference_start, reference_end, max_rows=max_reference_rows
+        ),
     }
     profile = drift.ReferenceProfile.of(scored["reference"], [PREDICTION])
     stats = drift.compare(profile, scored["current"])

@@ -89,7 +89,7 @@ def monitor_performance(
     run = PerformanceRun(reports=[])
     client = tracking.client()
     for model in deployed:
-        if prediction_log.decision_rows(conn, model.spec, window.end - window.current, window.end, max_rows=1).empty:
+        if not prediction_log.has_decisions(conn, model.spec, window.end - window.current, window.end):
             run.notes.append(
                 f"{model.name}: no decisions in the window ending {window.end:%Y-%m-%d %H:%M} UTC (no data yet): "
                 "nothing judged, nothing written; the last verdict stands"
