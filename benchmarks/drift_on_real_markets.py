@@ -40,6 +40,7 @@ from mlops_pipelines.catalog.policies import load_drift_policy_file
 from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.features import feature_store
+from mlops_pipelines.lib.ingestion import market_bars
 from mlops_pipelines.lib.ingestion.validation import validate_bars
 from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy
 from mlops_pipelines.lib.monitoring.drift_report import build_report
@@ -93,8 +94,7 @@ def market_warehouse(series: str, first: datetime, last: datetime, directory: Pa
     bars = bars[(bars["timestamp"] >= first) & (bars["timestamp"] < last)]
     path = directory / f"{series}.duckdb"
     with warehouse.connect(path) as conn:
-        conn.register("_bars", bars)
-        conn.execute("CREATE OR REPLACE TABLE raw.market_bars AS SELECT * FROM _bars")
+        market_bars.replace_all(conn, bars)
         for name in catalog.topological_order():
             feature_store.materialize_view(conn, catalog, name)
     return path
