@@ -68,7 +68,7 @@ def test_drift_asset_without_deployed_models(definitions: dg.Definitions, instan
         "monitoring/champion_challenger",
     }
     assert metadata["monitoring/served_predictions"]["rows_inserted"].value == 0  # no serving process yet
-    assert "no_champion" in metadata["monitoring/champion_challenger"]["comparisons"].value
+    assert "no PRODUCTION version, no verdict" in metadata["monitoring/champion_challenger"]["comparisons"].value
     assert metadata["monitoring/feature_drift"]["most_drifted"].value == "no deployed model"
     assert metadata["monitoring/prediction_drift"]["most_drifted"].value == "no deployed model"
     assert metadata["monitoring/model_performance"]["performance"].value == "no deployed model"
