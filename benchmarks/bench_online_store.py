@@ -145,24 +145,33 @@ def check_same(ours: dict[str, Any] | None, feast: FeastRow, key: str) -> None:
             raise AssertionError(f"{key}.{column}: ours {value!r} vs feast {theirs!r}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def workload_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every online-store benchmark shares: how many entities and lookups."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entities", type=int, default=5_000)
     parser.add_argument("--single", type=int, default=3_000, help="timed 1-entity lookups per store")
     parser.add_argument("--batch", type=int, default=500, help="timed 100-entity lookups per store")
     parser.add_argument("--batch-size", type=int, default=100)
-    args = parser.parse_args()
+    return parser
+
+
+def workload(args: argparse.Namespace) -> tuple[pd.DataFrame, list[str], list[list[str]]]:
+    """The snapshot and the lookups (warm-up first) of one run, the same for every store compared; Feast quieted."""
     logging.getLogger("feast").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="feast")
-
-    catalog = load_catalog()
-    frame = snapshot_frame(catalog, args.entities, seed=0)
+    frame = snapshot_frame(load_catalog(), args.entities, seed=0)
     names = frame[KEY].tolist()
     rng = np.random.default_rng(42)
     singles = [names[i] for i in rng.integers(0, len(names), WARMUP + args.single)]
     batches = [
         [names[i] for i in rng.choice(len(names), args.batch_size, replace=False)] for _ in range(WARMUP + args.batch)
     ]
+    return frame, singles, batches
+
+
+def main() -> None:
+    args = workload_parser(__doc__).parse_args()
+    frame, singles, batches = workload(args)
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -186,7 +195,7 @@ def main() -> None:
 
     print_results(
         frame,
-        catalog,
+        load_catalog(),
         results,
         latency_targets,
         describe_ours=(

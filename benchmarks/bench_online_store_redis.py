@@ -14,20 +14,16 @@ persistence, and stops it at the end. Both sides return the full vector of every
 values; Feast's ``online_read`` is called directly (no FeatureStore, registry or feature server in the path).
 """
 
-import argparse
-import logging
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
 
 from benchmarks._common import percentiles
@@ -37,7 +33,8 @@ from benchmarks.bench_online_store import (
     FeastOnline,
     check_same,
     print_results,
-    snapshot_frame,
+    workload,
+    workload_parser,
 )
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.lib.features.online_store_redis import NAMESPACE, RedisOnlineStoreReader, write_snapshot
@@ -112,24 +109,10 @@ def ratio_target(size: int, ours_p99: float, feast_p99: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--entities", type=int, default=5_000)
-    parser.add_argument("--single", type=int, default=3_000, help="timed 1-entity lookups per store")
-    parser.add_argument("--batch", type=int, default=500, help="timed 100-entity lookups per store")
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser = workload_parser(__doc__)
     parser.add_argument("--redis-url", default="", help="an existing server (its db is used, then emptied)")
     args = parser.parse_args()
-    logging.getLogger("feast").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="feast")
-
-    catalog = load_catalog()
-    frame = snapshot_frame(catalog, args.entities, seed=0)
-    names = frame[KEY].tolist()
-    rng = np.random.default_rng(42)
-    singles = [names[i] for i in rng.integers(0, len(names), WARMUP + args.single)]
-    batches = [
-        [names[i] for i in rng.choice(len(names), args.batch_size, replace=False)] for _ in range(WARMUP + args.batch)
-    ]
+    frame, singles, batches = workload(args)
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -166,7 +149,7 @@ def main() -> None:
 
     print_results(
         frame,
-        catalog,
+        load_catalog(),
         results,
         ratio_target,
         describe_ours=(
