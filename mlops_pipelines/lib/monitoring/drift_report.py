@@ -13,6 +13,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.monitoring import calibration, drift, drift_policy, prediction_log
 from mlops_pipelines.lib.monitoring.reference_profiles import (
@@ -61,10 +62,20 @@ ROWS_DDL = (
 )
 
 
-def ensure_columns(conn: duckdb.DuckDBPyConnection, table: str) -> None:
-    """A report table created before the calibrated severity gets its ``ADDED_COLUMNS`` (NULL in older rows)."""
-    for name, kind in ADDED_COLUMNS.items():
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+def store_rows(conn: duckdb.DuckDBPyConnection, table: str, report: "DriftReport", partition_key: str) -> None:
+    """The report's rows (``ROWS_DDL``) for this partition and model in ``table``, its owner's, replacing a previous
+    run's; a table created before the calibrated severity gets its ``ADDED_COLUMNS`` first (NULL in older rows)."""
+    if warehouse.table_exists(conn, table):
+        for name, kind in ADDED_COLUMNS.items():
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+    warehouse.replace_rows(
+        conn,
+        table,
+        report.rows(partition_key),
+        where="partition_key = ? AND model = ?",
+        params=[partition_key, report.model],
+        create_sql=ROWS_DDL,
+    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.monitoring import drift_status
 from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, Importance
-from mlops_pipelines.lib.monitoring.drift_report import ROWS_DDL, DriftReport, build_report, ensure_columns
+from mlops_pipelines.lib.monitoring.drift_report import ROWS_DDL, DriftReport, build_report, store_rows
 from mlops_pipelines.lib.monitoring.evidently_report import write_html_report
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow, MonitoringFiles
 from mlops_pipelines.lib.monitoring.reference_profiles import Memo
@@ -30,18 +30,8 @@ DDL = ROWS_DDL  # one row per feature, partition and model
 
 
 def write_report(conn: duckdb.DuckDBPyConnection, report: DriftReport, partition_key: str) -> None:
-    """The report's rows for this partition and model, replacing a previous run's (a table of an older version
-    gets the new columns first)."""
-    if warehouse.table_exists(conn, TABLE):
-        ensure_columns(conn, TABLE)
-    warehouse.replace_rows(
-        conn,
-        TABLE,
-        report.rows(partition_key),
-        where="partition_key = ? AND model = ?",
-        params=[partition_key, report.model],
-        create_sql=DDL,
-    )
+    """The report's rows for this partition and model, replacing a previous run's."""
+    store_rows(conn, TABLE, report, partition_key)
 
 
 def latest_severity(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> Severity | None:

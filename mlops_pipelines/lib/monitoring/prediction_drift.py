@@ -19,7 +19,7 @@ from mlops_pipelines.lib.monitoring.drift_report import (
     ROWS_DDL,
     DriftReport,
     build_prediction_report,
-    ensure_columns,
+    store_rows,
 )
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow, LoadBooster, MonitoringFiles
 
@@ -28,18 +28,8 @@ DDL = ROWS_DDL  # one row (feature ``prediction``) per partition and model
 
 
 def write_report(conn: duckdb.DuckDBPyConnection, report: DriftReport, partition_key: str) -> None:
-    """The report's rows for this partition and model, replacing a previous run's (a table of an older version
-    gets the new columns first)."""
-    if warehouse.table_exists(conn, TABLE):
-        ensure_columns(conn, TABLE)
-    warehouse.replace_rows(
-        conn,
-        TABLE,
-        report.rows(partition_key),
-        where="partition_key = ? AND model = ?",
-        params=[partition_key, report.model],
-        create_sql=DDL,
-    )
+    """The report's rows for this partition and model, replacing a previous run's."""
+    store_rows(conn, TABLE, report, partition_key)
 
 
 def verdicts(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
