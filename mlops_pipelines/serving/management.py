@@ -74,10 +74,7 @@ class DatasetSummary(BaseModel):
     training_cutoff: str | None
     min_history_days: float | None
     features: list[str] | None
-    feature_views: list[str] | None
-    feature_view_versions: dict[str, int] | None = Field(
-        description="Feature view -> version read (null for a set stored before versions were recorded)."
-    )
+    feature_views: dict[str, int] | None = Field(description="Feature view -> the version its features came from.")
     label: dict[str, Any] | None
     dagster_run_id: str | None
 

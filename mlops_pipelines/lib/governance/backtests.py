@@ -119,7 +119,7 @@ def backtest_window(
     models = replay_models(lifecycle, tracking, model, version, live_graph_hash=catalog.graph_hash())
     mv = lifecycle.version(model, version)
     trained = split_range(lifecycle.conn, mv.tags.get("dataset_hash", ""), "train")
-    train_end = None if trained is None else (trained[1] - replay.decision_lag(spec, catalog)).to_pydatetime()
+    train_end = None if trained is None else trained[1] - replay.decision_lag(spec, catalog).to_pytimedelta()
     name = scenario or "window"
     result = replay.replay(
         lifecycle.conn,

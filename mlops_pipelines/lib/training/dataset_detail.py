@@ -13,13 +13,13 @@ from mlops_pipelines.lib.core.times import utc_time
 from mlops_pipelines.lib.training.datasets import dataset_record, list_datasets
 
 _TIMES = ("first_decision", "last_decision", "created_at", "training_cutoff")
-_JSON = ("features", "feature_views", "feature_view_versions", "label")
+_JSON = ("features", "feature_views", "label")
 
 
 def dataset_summary(row: dict[str, Any]) -> dict[str, Any]:
     """One registry row: id, content hash, model, table, row counts (whole and per split), decision time range,
-    training cutoff, features, feature views and the version of each (null for a set stored before view versions
-    were recorded), label definition, the Dagster run that built it."""
+    training cutoff, features, feature views with the version of each (as the model spec pinned them), label
+    definition, the Dagster run that built it."""
     out = {**row, **{t: utc_time(row.get(t)) for t in _TIMES}}
     for name in _JSON:
         out[name] = json.loads(row[name]) if row.get(name) else None

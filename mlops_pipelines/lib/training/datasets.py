@@ -32,7 +32,7 @@ _REGISTRY_COLUMNS = """
     first_decision TIMESTAMP WITH TIME ZONE, last_decision TIMESTAMP WITH TIME ZONE,
     features VARCHAR, feature_views VARCHAR,
     label VARCHAR, dagster_run_id VARCHAR, created_at TIMESTAMP WITH TIME ZONE,
-    training_cutoff TIMESTAMP WITH TIME ZONE, min_history_days DOUBLE, feature_view_versions VARCHAR
+    training_cutoff TIMESTAMP WITH TIME ZONE, min_history_days DOUBLE
 """
 
 
@@ -58,7 +58,6 @@ class TrainingSet:
     features: list[str]
     dataset_hash: str
     window: TrainingWindow = TrainingWindow()  # its cutoff resolved (None: a set stored before cutoffs were)
-    view_versions: dict[str, int] | None = None  # feature view -> the version its features were read from
 
     @property
     def cutoff(self) -> datetime | None:
@@ -176,13 +175,7 @@ def build_training_set(
     frame["split"] = assign_splits(frame, spec.split_fractions)
     frame = frame[frame["split"] != "purged"].reset_index(drop=True)
     resolved = TrainingWindow(cutoff=cutoff, min_history_days=window.min_history_days)
-    return TrainingSet(
-        frame=frame,
-        features=features,
-        dataset_hash=dataset_hash(frame),
-        window=resolved,
-        view_versions={view.name: view.version for view in views},
-    )
+    return TrainingSet(frame=frame, features=features, dataset_hash=dataset_hash(frame), window=resolved)
 
 
 def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: TrainingSet, *, run_id: str) -> str:
@@ -197,15 +190,11 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
             conn.execute(f"CREATE TABLE IF NOT EXISTS {immutable} AS SELECT * FROM _training_set")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {DATASET_REGISTRY} ({_REGISTRY_COLUMNS})")
             # a registry written before training cutoffs were recorded
-            for column, kind in (
-                ("training_cutoff", "TIMESTAMPTZ"),
-                ("min_history_days", "DOUBLE"),
-                ("feature_view_versions", "VARCHAR"),
-            ):
+            for column, kind in (("training_cutoff", "TIMESTAMPTZ"), ("min_history_days", "DOUBLE")):
                 conn.execute(f"ALTER TABLE {DATASET_REGISTRY} ADD COLUMN IF NOT EXISTS {column} {kind}")
             counts = data.frame["split"].value_counts()
             conn.execute(
-                f"INSERT INTO {DATASET_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?)",
+                f"INSERT INTO {DATASET_REGISTRY} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)",
                 [
                     dataset_id(data.dataset_hash),
                     data.dataset_hash,
@@ -223,7 +212,6 @@ def store_training_set(conn: duckdb.DuckDBPyConnection, spec: ModelSpec, data: T
                     run_id,
                     data.window.cutoff,
                     data.window.min_history_days,
-                    None if data.view_versions is None else json.dumps(data.view_versions),
                 ],
             )
     finally:
