@@ -267,7 +267,7 @@ def split_range(conn: duckdb.DuckDBPyConnection, dataset_hash: str, split: str) 
         "WHERE split = ?",
         [split],
     ).fetchone() or (None, None)
-    return None if first is None else (first, last)
+    return None if first is None or last is None else (first, last)
 
 
 def _registry_rows(conn: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> list[dict[str, Any]]:
