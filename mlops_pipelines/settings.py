@@ -37,6 +37,7 @@
 | MLOPS_SERVE_CACHE_VERSIONS | 8 | versions kept loaded besides those holding an alias |
 | MLOPS_SERVE_AS_OF | (now) | clock of feature freshness: empty = now, latest = newest online feature time, or ISO |
 | MLOPS_SERVE_TOKENS_FILE | $MLOPS_DATA_DIR/secrets/api_tokens.sqlite | the API's bearer tokens (hashed) |
+| MLOPS_SERVE_BACKTEST_MAX_DAYS | 31 | longest window (days) the API's backtest replays synchronously (longer: 422) |
 | MLOPS_PREDICTION_LOG_DIR | $MLOPS_DATA_DIR/serving/prediction_log | the API's append-only prediction log (JSONL) |
 
 The webhook URLs carry tokens, the MLflow and Redis URLs may carry a password (``postgresql://user:pass@host/db``):
@@ -97,6 +98,7 @@ class Settings:
     serve_cache_versions: int = 8
     serve_as_of: str = ""
     serve_tokens_file: Path = Path("data/secrets/api_tokens.sqlite")
+    serve_backtest_max_days: int = 31
     prediction_log_dir: Path = Path("data/serving/prediction_log")
     # setting -> the variable it was read from, for the settings that may hold a credential and were set
     secret_variables: dict[str, str] = field(default_factory=dict)
@@ -169,6 +171,7 @@ class Settings:
             serve_refresh_s=_non_negative_seconds("MLOPS_SERVE_REFRESH_S", "1"),
             serve_cache_versions=_int_env("MLOPS_SERVE_CACHE_VERSIONS", 8, low=0),
             serve_as_of=_as_of("MLOPS_SERVE_AS_OF"),
+            serve_backtest_max_days=_int_env("MLOPS_SERVE_BACKTEST_MAX_DAYS", 31, low=1),
             serve_tokens_file=Path(
                 os.environ.get("MLOPS_SERVE_TOKENS_FILE", data_dir / "secrets" / "api_tokens.sqlite")
             ),

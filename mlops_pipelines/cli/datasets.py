@@ -4,22 +4,22 @@ from typing import Annotated
 
 import typer
 
-from mlops_pipelines.cli.output import JsonOutput, print_json, print_rows, utc_time
-from mlops_pipelines.lib.core.errors import NotFound
+from mlops_pipelines.cli.governed import tracking
+from mlops_pipelines.cli.output import JsonOutput, print_json, print_rows
 from mlops_pipelines.settings import Settings
 
 datasets_app = typer.Typer(help="Training sets, by dataset id.", no_args_is_help=True, rich_markup_mode="markdown")
-TIMES = ("first_decision", "last_decision", "created_at")
 
 
 @datasets_app.command("list")
 def datasets_list(as_json: JsonOutput = False) -> None:
-    """Every stored training set, newest first: rows per split, decision range."""
+    """Every stored training set, newest first: rows per split, decision range (with --json: every field, as
+    `datasets show` and the API give it)."""
     from mlops_pipelines.lib.core import warehouse
-    from mlops_pipelines.lib.training.datasets import list_datasets
+    from mlops_pipelines.lib.training.dataset_detail import dataset_rows
 
     with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
-        rows = [{**r, **{t: utc_time(r[t]) for t in TIMES}} for r in list_datasets(conn)]
+        rows = dataset_rows(conn)
     columns = [
         "dataset_id",
         "model",
@@ -40,12 +40,11 @@ def datasets_show(
         str, typer.Argument(metavar="DATASET_ID", help="As `datasets list` or `models show MODEL` show it.")
     ],
 ) -> None:
-    """One training set: hash, table, splits, time range, features, label, the run that built it (JSON)."""
+    """One training set: hash, table, splits, time range, features, feature views and their versions, label, the
+    run that built it, and the model versions trained on it (JSON)."""
     from mlops_pipelines.lib.core import warehouse
-    from mlops_pipelines.lib.training.datasets import dataset_record
+    from mlops_pipelines.lib.training.dataset_detail import dataset_detail
 
-    with warehouse.connect(Settings.from_env().warehouse_path, read_only=True) as conn:
-        found = dataset_record(conn, dataset_id)
-    if found is None:
-        raise NotFound(f"no dataset {dataset_id!r}; `mlops datasets list` shows the stored ones")
-    print_json({**found, **{t: utc_time(found[t]) for t in TIMES}})
+    settings = Settings.from_env()
+    with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+        print_json(dataset_detail(conn, tracking(settings).client(), dataset_id))

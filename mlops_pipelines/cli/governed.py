@@ -11,7 +11,6 @@ import typer
 from rich.markup import escape
 
 from mlops_pipelines.cli.output import EXIT_REFUSED, EXIT_USER_ERROR, error_console
-from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.settings import ActorMismatch, Settings
 
 if TYPE_CHECKING:
@@ -68,19 +67,17 @@ def governed() -> Iterator["Lifecycle"]:
 
 
 def require_model(lifecycle: "Lifecycle", name: str) -> None:
-    """``NotFound`` naming the model and the known ones, unless the audit log or MLflow knows ``name``."""
-    known = lifecycle.models()
-    if name not in known:
-        raise NotFound(f"no model {name!r}; known models: {', '.join(known) or 'none yet'}")
+    """``NotFound`` naming the model and the known ones (``lib/governance/model_detail.py``)."""
+    from mlops_pipelines.lib.governance import model_detail
+
+    model_detail.require_model(lifecycle, name)
 
 
 def require_version(lifecycle: "Lifecycle", name: str, version: str) -> None:
-    """``NotFound`` naming the model, the version and the model's versions, unless one of them has ``version``."""
-    require_model(lifecycle, name)
-    versions = set(lifecycle.record(name).versions) | {str(mv.version) for mv in lifecycle.versions(name)}
-    if version not in versions:
-        listed = ", ".join(sorted(versions, key=lambda v: (len(v), v))) or "none"
-        raise NotFound(f"{name} has no version {version!r}; its versions: {listed}")
+    """``NotFound`` naming the model, the version and its versions (``lib/governance/model_detail.py``)."""
+    from mlops_pipelines.lib.governance import model_detail
+
+    model_detail.require_version(lifecycle, name, version)
 
 
 def report_url(lifecycle: "Lifecycle", settings: Settings, name: str, version: str) -> str | None:

@@ -1,6 +1,5 @@
 """``mlops models`` and ``mlops experiments``: the governed model lifecycle and its MLflow runs."""
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +18,7 @@ from mlops_pipelines.cli.governed import (
 from mlops_pipelines.cli.output import (
     EXIT_REFUSED,
     JsonOutput,
+    cell,
     console,
     error_console,
     print_json,
@@ -78,16 +78,6 @@ def models_list(as_json: JsonOutput = False) -> None:
         raise typer.Exit(EXIT_REFUSED)
 
 
-def _aliases(lifecycle: Any, model: str) -> dict[str, str]:
-    """version -> its MLflow aliases, comma-separated."""
-    out: dict[str, list[str]] = {}
-    for alias in ("production", "staging", "challenger"):
-        version = lifecycle.alias_version(model, alias)
-        if version is not None:
-            out.setdefault(version, []).append(alias)
-    return {version: ",".join(aliases) for version, aliases in out.items()}
-
-
 @models_app.command("show")
 def models_show(
     name: ModelName,
@@ -96,31 +86,33 @@ def models_show(
     ] = None,
     as_json: JsonOutput = False,
 ) -> None:
-    """Versions, states, metrics; with --version: tags, manifest and lineage to dataset and feature views.
+    """Versions, states, metrics; with --version: tags, manifest, lineage to dataset and feature views, the
+    version's audit history, approvals, compliance review and deployments (what the API's version detail gives).
     An unknown model or version is an error (exit 2) naming what exists."""
-    settings = Settings.from_env()
+    from mlops_pipelines.lib.governance.model_detail import version_aliases, version_detail
+
     with governed() as lifecycle:
         if version is None:
             require_model(lifecycle, name)
         else:
             require_version(lifecycle, name, version)
-        aliases = _aliases(lifecycle, name)
         problems = lifecycle.consistency_problems(name)
         if problems:
             message = f"{name} is INCONSISTENT (refused for serving): " + "; ".join(problems)
             error_console.print(f"[red]{escape(message)}[/red]")
         if version is None:
+            aliases = version_aliases(lifecycle, name)
             rows = [_version_row(lifecycle, mv, aliases) for mv in lifecycle.versions(name)]
             columns = ["version", "state", "aliases", "metrics", "dataset_id", "trained_by", "created"]
             print_rows(rows, columns, as_json=as_json)
             return
-        detail = _version_detail(lifecycle, settings, name, version, problems)
+        detail = version_detail(lifecycle, tracking(Settings.from_env()), name, version)
     if not as_json:
         console.print(
             f"[bold]{escape(name)} v{escape(version)}[/bold]  state {escape(str(detail['state']))}  "
-            f"aliases {escape(aliases.get(version, '-'))}"
+            f"aliases {escape(detail['aliases'] or '-')}"
         )
-    print_json({**detail, "aliases": aliases.get(version, "")})
+    print_json(detail)
 
 
 def _version_row(lifecycle: Any, mv: Any, aliases: dict[str, str]) -> dict[str, Any]:
@@ -136,49 +128,6 @@ def _version_row(lifecycle: Any, mv: Any, aliases: dict[str, str]) -> dict[str, 
     }
 
 
-def _version_detail(lifecycle: Any, settings: Settings, name: str, version: str, problems: list[str]) -> dict:
-    from mlops_pipelines.lib.core.errors import NotFound
-    from mlops_pipelines.lib.training.datasets import dataset_by_hash
-
-    mv = lifecycle.version(name, version)
-    try:
-        manifest = json.loads(tracking(settings).read_text_artifact(mv.run_id, "manifest.json")) if mv.run_id else {}
-    except (NotFound, OSError):  # a version registered outside our training runs has no manifest
-        manifest = {}
-    dataset_hash = mv.tags.get("dataset_hash")
-    dataset = dataset_by_hash(lifecycle.conn, dataset_hash) if dataset_hash else None
-    lineage_dataset = (
-        {
-            "dataset_id": dataset["dataset_id"],
-            "table": dataset["table_name"],
-            "rows": dataset["row_count"],
-            "first_decision": utc_time(dataset["first_decision"]),
-            "last_decision": utc_time(dataset["last_decision"]),
-        }
-        if dataset
-        else None
-    )
-    return {
-        "model": name,
-        "version": version,
-        "state": mv.tags.get("lifecycle_state"),
-        "created": utc_time(mv.creation_timestamp),
-        "tags": dict(mv.tags),
-        "approvals": lifecycle.approvals(name, version),
-        "compliance_review": lifecycle.review(name, version),
-        "governance_problems": problems,
-        "lineage": {
-            "dataset": lineage_dataset,
-            "feature_views": manifest.get("config", {}).get("feature_views"),
-            "feature_graph_hash": manifest.get("feature_graph_hash"),
-            "mlflow_run_id": mv.run_id,
-            "git_commit": manifest.get("git_commit"),
-        },
-        "metrics": manifest.get("metrics"),
-        "manifest": {k: v for k, v in manifest.items() if k not in ("metrics", "config")},
-    }
-
-
 def _verified(value: Any) -> str:
     return "yes" if value is True else f"[red]NO: {escape(str(value))}[/red]"
 
@@ -187,23 +136,11 @@ def _verified(value: Any) -> str:
 def models_history(name: ModelName, as_json: JsonOutput = False) -> None:
     """The audit log of a model: every transition, approval, review, rejection and override, oldest first.
     An unknown model is an error (exit 2) naming the known ones."""
+    from mlops_pipelines.lib.governance.model_detail import history_rows
+
     with governed() as lifecycle:
         require_model(lifecycle, name)
-        rows = [
-            {
-                "seq": row["seq"],
-                "at": utc_time(row["occurred_at"]),
-                "actor": row["actor"],
-                "version": row["version"],
-                "action": row["action"],
-                "from": row["from_state"],
-                "to": row["to_state"],
-                "reason": row["reason"],
-                "policy_hash": row["policy_hash"],
-                "verified": True if row["verified"] else str(row["problem"]),
-            }
-            for row in lifecycle.history(name)
-        ]
+        rows = history_rows(lifecycle, name)
     columns = ["seq", "at", "actor", "version", "action", "from", "to", "reason", "policy_hash", "verified"]
     print_rows(rows, columns, as_json=as_json, formats={"verified": _verified})
 
@@ -327,29 +264,20 @@ def models_retire(name: ModelName, version: Version, actor: Actor = "", reason: 
     console.print(f"{name} v{version} retired (artifacts kept)")
 
 
+def _headline(metrics: dict[str, Any]) -> str:
+    return cell({k: round(v, 4) for k, v in list(metrics.items())[:6] if v is not None})
+
+
 @experiments_app.command("show")
 def experiments_show(
     name: Annotated[str, typer.Argument(metavar="EXPERIMENT", help="Experiment name (the model's name).")],
     as_json: JsonOutput = False,
 ) -> None:
-    """The runs of an experiment, newest first, with status and headline metrics."""
-    from mlops_pipelines.lib.core.errors import NotFound
+    """The runs of an experiment, newest first, with status and their first metrics; with --json every run whole
+    (metrics, params, tags, its link in the MLflow UI), as the API gives it."""
+    from mlops_pipelines.lib.training.experiments import experiment_detail
 
-    client = tracking(Settings.from_env()).client()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        known = [e.name for e in client.search_experiments()]
-        raise NotFound(f"no experiment {name!r}; known experiments: {', '.join(known) or 'none yet'}")
-    rows = [
-        {
-            "run_id": run.info.run_id,
-            "status": run.info.status,
-            "started": utc_time(run.info.start_time),
-            "dagster_run_id": run.data.tags.get("dagster_run_id"),
-            "dataset_id": run.data.tags.get("dataset_hash", "")[:12],
-            "metrics": {k: round(v, 4) for k, v in sorted(run.data.metrics.items())[:6]},
-        }
-        for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
-    ]
+    settings = Settings.from_env()
+    detail = experiment_detail(tracking(settings).client(), settings.mlflow_ui_url, name)
     columns = ["run_id", "status", "started", "dagster_run_id", "dataset_id", "metrics"]
-    print_rows(rows, columns, as_json=as_json)
+    print_rows(detail["runs"], columns, as_json=as_json, formats={"metrics": _headline})

@@ -7,19 +7,22 @@
 - Written to a file or a pipe (a log, CI), output is not wrapped at 80 columns: a printed command stays on one
   line, so it can be copied from the log and run.
 
-Only typer, rich and the standard library here: this module is imported by every command, ``--help`` included.
+Only typer, rich, the standard library and ``lib/core/times.py`` (standard library only) here: this module is
+imported by every command, ``--help`` included.
 """
 
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from mlops_pipelines.lib.core.times import utc_time
 
 EXIT_USER_ERROR = 2  # bad input, a name that names nothing, a bad setting, a damaged file: the message says what
 EXIT_REFUSED = 1  # the platform said no (a governance rule, a failed check): the message says why
@@ -40,18 +43,6 @@ JsonOutput = Annotated[
         "--json", metavar="", help="Print the rows as JSON instead of a table (every field, whole), for scripts."
     ),
 ]
-
-
-def utc_time(value: Any) -> str | None:
-    """ISO 8601 in UTC, to the second: from epoch milliseconds (MLflow) or a datetime (naive means UTC)."""
-    if value is None or value != value:  # None, NaN, NaT
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = datetime.fromtimestamp(value / 1000, UTC)
-    if isinstance(value, datetime):
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return str(value)
 
 
 def _plain(value: Any) -> Any:

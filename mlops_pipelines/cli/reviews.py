@@ -46,21 +46,21 @@ def reviews_list(
 def _decide(name: str, version: str, approve: bool, comment: str, actor: str) -> None:
     """Record the decision, then show it in the report stored in MLflow. The audit log is the record: when the
     report cannot be updated, the decision stands and a warning says why the report lags."""
-    from mlflow.exceptions import MlflowException
-
-    from mlops_pipelines.lib.core.errors import MlopsError
     from mlops_pipelines.lib.governance import compliance
 
     with governed() as lifecycle:
-        status = lifecycle.decide_review(name, version, approve=approve, reviewer=current_actor(actor), comment=comment)
-        console.print(f"{name} v{version}: compliance review {status}")
-        try:
-            compliance.refresh_review_status(lifecycle, tracking(Settings.from_env()), name, version)
-        except (MlopsError, MlflowException, OSError) as exc:
-            error_console.print(
-                f"[yellow]warning:[/yellow] the decision is recorded, but the report in MLflow still shows the "
-                f"previous status: {escape(str(exc))}"
-            )
+        status, lagging = compliance.decide_review(
+            lifecycle,
+            tracking(Settings.from_env()),
+            name,
+            version,
+            approve=approve,
+            reviewer=current_actor(actor),
+            comment=comment,
+        )
+    console.print(f"{name} v{version}: compliance review {status}")
+    if lagging:
+        error_console.print(f"[yellow]warning:[/yellow] {escape(lagging)}")
 
 
 @reviews_app.command("approve")

@@ -28,7 +28,7 @@ from mlops_pipelines.lib.governance.lifecycle import Lifecycle, open_lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch
 from mlops_pipelines.lib.monitoring.drift_status import read_status
 from mlops_pipelines.lib.monitoring.served_predictions import PredictionLogWriter, Served
-from mlops_pipelines.serving import problems
+from mlops_pipelines.serving import management, problems
 from mlops_pipelines.serving.model_cache import ModelCache, Servable, Unservable
 from mlops_pipelines.serving.problems import ProblemError
 from mlops_pipelines.serving.schemas import (
@@ -465,6 +465,7 @@ def create_app(
             previous_production=outcome.previous_production,
         )
 
+    app.include_router(management.router(serving, require))
     return app
 
 

@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mlflow.exceptions import MlflowException
+from starlette.exceptions import HTTPException
 
 from mlops_pipelines.lib.core.errors import MlopsError, NotFound
 from mlops_pipelines.lib.governance.lifecycle import ApprovalRequired, IllegalTransition, LifecycleError
@@ -16,6 +17,7 @@ from mlops_pipelines.serving.model_cache import NotReady
 
 TITLES = {
     400: "Bad request",
+    405: "Method not allowed",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not found",
@@ -105,6 +107,12 @@ def install(app: FastAPI) -> None:
         body = ProblemError(422, detail or "malformed request", field=where or None, check="request_body").body()
         return JSONResponse(body, status_code=422, media_type="application/problem+json")
 
+    async def routing(_: Request, exc: Exception) -> JSONResponse:  # no such route or method: a problem too
+        assert isinstance(exc, HTTPException)
+        body = ProblemError(exc.status_code, str(exc.detail), check="route").body()
+        return JSONResponse(body, status_code=exc.status_code, media_type="application/problem+json")
+
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, routing)
     for kind in (ProblemError, MlopsError, MlflowException, ValueError):
         app.add_exception_handler(kind, problem)

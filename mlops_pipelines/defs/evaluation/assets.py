@@ -12,6 +12,7 @@ from mlops_pipelines.defs.common import CATALOG, PIPELINE_ACTOR, SPECS, trained_
 from mlops_pipelines.lib.core.plots import png_markdown
 from mlops_pipelines.lib.evaluation import explanations, replay
 from mlops_pipelines.lib.governance import compliance
+from mlops_pipelines.lib.governance.backtests import replay_models
 from mlops_pipelines.lib.governance.gate import evaluate_version
 from mlops_pipelines.lib.governance.model_loading import load_for_inference
 from mlops_pipelines.lib.training import datasets
@@ -41,20 +42,12 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         tracking, version, live = mlflow.tracking(), trained_version(context, spec.name), CATALOG.graph_hash()
         with open_lifecycle(warehouse, mlflow) as lifecycle:
-            models = {
-                replay.CANDIDATE: load_for_inference(lifecycle, tracking, spec.name, version, live_graph_hash=live)
-            }
-            champion = lifecycle.champion(spec.name)
-            if champion is not None and champion != version:
-                try:
-                    models[replay.CHAMPION] = load_for_inference(
-                        lifecycle, tracking, spec.name, champion, live_graph_hash=live
-                    )
-                except Exception as exc:  # a champion on another feature graph cannot be replayed on this one
-                    context.log.warning(f"champion v{champion} not replayed: {exc}")
-            boosters = {name: loaded.booster for name, loaded in models.items()}
-            features = models[replay.CANDIDATE].features
-            results = replay.replay_version(lifecycle.conn, spec, CATALOG, load_scenario_catalog(), boosters, features)
+            models = replay_models(lifecycle, tracking, spec.name, version, live_graph_hash=live)
+            if models.champion_skipped:
+                context.log.warning(models.champion_skipped)
+            results = replay.replay_version(
+                lifecycle.conn, spec, CATALOG, load_scenario_catalog(), models.boosters, models.features
+            )
             frame, gate_values = replay.store_results(lifecycle.conn, spec.name, version, results)
             run_id = lifecycle.run_id(spec.name, version)
         report = replay.log_backtest(tracking, run_id, spec, version, results, frame)
@@ -65,7 +58,7 @@ def build_backtest_asset(spec: ModelSpec) -> dg.AssetsDefinition:
                 **{f"holdout_{k}": float(v) for k, v in replay.holdout_forecast_metrics(results).items()},
                 "headline": dg.MetadataValue.md(compliance.headline_markdown(gate_values)),
                 "scenarios": len(results),
-                "champion_version": str(champion) if replay.CHAMPION in models else "none",
+                "champion_version": models.champion or "none",
                 "comparison": dg.MetadataValue.md(report.table_md),
                 "equity_curves": dg.MetadataValue.md(
                     "\n\n".join(png_markdown(p, k) for k, p in report.equity_pngs.items())

@@ -2,11 +2,9 @@
 field is self-declared, as the CLI's ``--actor``."""
 
 import dagster as dg
-from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from mlops_pipelines.defs.common import SPECS
-from mlops_pipelines.lib.core.errors import MlopsError
 from mlops_pipelines.lib.governance import compliance
 from mlops_pipelines.partitions import WAREHOUSE_POOL
 from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
@@ -43,17 +41,17 @@ def review_model(
     """Sign off (or reject) the pending compliance review of a version; the reviewer must not be its trainer.
     The report in MLflow then shows the decision, and the compliance-report asset gets an observation with it."""
     with open_lifecycle(warehouse, mlflow) as lifecycle:
-        status = lifecycle.decide_review(
+        status, lagging = compliance.decide_review(
+            lifecycle,
+            mlflow.tracking(),
             config.model,
             config.version,
             approve=config.approve,
             reviewer=config.actor,
             comment=config.reason,
         )
-        try:
-            compliance.refresh_review_status(lifecycle, mlflow.tracking(), config.model, config.version)
-        except (MlopsError, MlflowException, OSError) as exc:  # the decision stands: the audit log is the record
-            context.log.warning(f"decision recorded, but the report still shows the previous status: {exc}")
+    if lagging:  # the decision stands: the audit log is the record
+        context.log.warning(lagging)
     context.log.info(f"{config.actor}: compliance review of {config.model} v{config.version} -> {status}")
     if config.model in SPECS:
         context.log_event(

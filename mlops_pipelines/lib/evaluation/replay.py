@@ -270,6 +270,12 @@ def holdout_forecast_metrics(results: list[ScenarioResult]) -> dict[str, float]:
     return {k: candidate[k] for k in ("ic", "rmse", "mae", "qlike") if np.isfinite(candidate.get(k, np.nan))}
 
 
+def decision_lag(spec: ModelSpec, catalog: FeatureCatalog) -> pd.Timedelta:
+    """From a bar's open to the decision taken on it (the bar closes, then the spec's decision delay): a decision
+    time minus this is the bar it trades."""
+    return pd.Timedelta(catalog.bar_clock.interval) + pd.Timedelta(minutes=spec.decision_delay_minutes)
+
+
 def replay_version(
     conn: duckdb.DuckDBPyConnection,
     spec: ModelSpec,
@@ -284,7 +290,7 @@ def replay_version(
     data = load_training_set(conn, spec)
     test, train = data.split("test"), data.split("train")
     bar = catalog.bar_clock.interval
-    delay = pd.Timedelta(bar) + pd.Timedelta(minutes=spec.decision_delay_minutes)
+    delay = decision_lag(spec, catalog)
     holdout = (
         (test[ENTITY_TIME].min() - delay).to_pydatetime(),
         (test[ENTITY_TIME].max() - delay + bar).to_pydatetime(),

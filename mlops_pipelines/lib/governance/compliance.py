@@ -271,3 +271,20 @@ def refresh_review_status(lifecycle: Lifecycle, tracking: Tracking, model: str, 
         )
     tracking.log_files(run_id, files, FOLDER)
     return review
+
+
+def decide_review(
+    lifecycle: Lifecycle, tracking: Tracking, model: str, version: str, *, approve: bool, reviewer: str, comment: str
+) -> tuple[ReviewStatus, str | None]:
+    """Record a compliance decision (``Lifecycle.decide_review``: its four-eyes rules), then show it in the report
+    stored in MLflow. The audit log is the record: when the report cannot be updated the decision stands, and the
+    second value says why the report lags (None when it was updated). ``mlops reviews approve|reject`` and the
+    API's review route both decide through here."""
+    from mlflow.exceptions import MlflowException
+
+    status = lifecycle.decide_review(model, version, approve=approve, reviewer=reviewer, comment=comment)
+    try:
+        refresh_review_status(lifecycle, tracking, model, version)
+    except (MlopsError, MlflowException, OSError) as exc:
+        return status, f"the decision is recorded, but the report in MLflow still shows the previous status: {exc}"
+    return status, None

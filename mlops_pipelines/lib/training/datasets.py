@@ -256,6 +256,20 @@ def dataset_by_hash(conn: duckdb.DuckDBPyConnection, dataset_hash: str) -> dict[
     return rows[0] if rows else None
 
 
+def split_range(conn: duckdb.DuckDBPyConnection, dataset_hash: str, split: str) -> tuple[datetime, datetime] | None:
+    """The first and last decision time of one split of the stored set with this content hash (None when that
+    set is not stored, or the split is empty)."""
+    row = dataset_by_hash(conn, dataset_hash)
+    if row is None or not warehouse.table_exists(conn, row["table_name"]):
+        return None
+    first, last = conn.execute(
+        f"SELECT min({ENTITY_TIME}), max({ENTITY_TIME}) FROM {warehouse.quote_table(row['table_name'])} "
+        "WHERE split = ?",
+        [split],
+    ).fetchone() or (None, None)
+    return None if first is None or last is None else (first, last)
+
+
 def _registry_rows(conn: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> list[dict[str, Any]]:
     if not warehouse.table_exists(conn, DATASET_REGISTRY):
         return []
