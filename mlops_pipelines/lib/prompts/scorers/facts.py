@@ -127,7 +127,7 @@ NOT_TICKERS = frozenset(
         "H1",
         "H2",
         "IPO",
-        "MNPI",
+        "MNPI", "RMSE", "MAE", "MSE", "SLA", "SLO",
         "OR",
         "AND",
         "TO",
@@ -232,13 +232,13 @@ def support(*sources: Mapping[str, Any]) -> Support:
             else:
                 text = str(leaf)
                 found.numbers.extend(float(n) for n in _KEY_NUMBER.findall(text))
-                found.tickers.update(re.findall(r"[A-Za-z0-9]+(?:[\-/.][A-Za-z]{2,4})?", text))
-                found.tickers.update(re.findall(r"[A-Za-z0-9]+", text))  # "BTC" of "BTC-USD"
+                words = re.findall(r"[A-Za-z0-9]+(?:[\-/.][A-Za-z]{2,4})?", text) + re.findall(r"[A-Za-z0-9]+", text)
+                found.tickers.update(w.upper() for w in words)  # "BTC" of "BTC-USD", "rmse" of "rmse_ratio"
                 for claim in claims(text):
                     if claim.kind == "number":
                         found.numbers.append(float(claim.value))
                     elif claim.kind == "ticker":
-                        found.tickers.add(str(claim.value))
+                        found.tickers.add(str(claim.value).upper())
                     elif claim.kind == "date":
                         found.dates.add(str(claim.value))
                     else:
@@ -269,7 +269,7 @@ def is_supported(claim: Claim, found: Support, tolerance: float) -> bool:
     if claim.kind == "number":
         return number_matches(claim, found.numbers, tolerance)
     if claim.kind == "ticker":
-        return str(claim.value) in found.tickers
+        return str(claim.value).upper() in found.tickers
     if claim.kind == "date":
         return str(claim.value) in found.dates
     return str(claim.value) in found.times

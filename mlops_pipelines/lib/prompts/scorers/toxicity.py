@@ -8,6 +8,7 @@ from functools import cache
 from mlops_pipelines.lib.prompts.scorers.base import Score
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"[A-Za-z]{2,}")
 
 
 @cache
@@ -20,7 +21,7 @@ def _classifier():  # imported on first use: it loads a scikit-learn model (~0.3
 def toxicity(text: str) -> Score:
     """The highest probability of offensive language over the response's sentences (0 = clean, 1 = toxic); a
     long response is judged sentence by sentence so one insult is not diluted by the rest."""
-    sentences = [s.strip() for s in _SENTENCES.split(text) if s.strip()]
+    sentences = [s.strip() for s in _SENTENCES.split(text) if _WORD.search(s)]  # "{" alone is no sentence
     if not sentences:
         return Score(0.0)
     probabilities = _classifier()(sentences)
