@@ -39,7 +39,12 @@ def test_answers_and_counts_tokens_from_usage(provider: StandIn) -> None:
     chat = client(provider, [])
     first = chat.complete([{"role": "user", "content": "hello there"}], model="m", temperature=0.0, max_tokens=50)
     chat.complete([{"role": "user", "content": "one two three"}], model="m")
-    assert (first.text, first.model, first.prompt_tokens, first.completion_tokens) == ("general kenobi", "m-served", 2, 2)
+    assert (first.text, first.model, first.prompt_tokens, first.completion_tokens) == (
+        "general kenobi",
+        "m-served",
+        2,
+        2,
+    )
     assert (chat.usage.requests, chat.usage.prompt_tokens, chat.usage.completion_tokens) == (2, 5, 2 + 4)
     sent = provider.requests[0]
     assert sent["body"]["temperature"] == 0.0 and sent["body"]["max_tokens"] == 50
