@@ -77,7 +77,7 @@ def measure(directory: Path = LABELLED_DIR) -> list[Figures]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--min-accuracy", type=float, default=0.9)
     parser.add_argument("--show-errors", action="store_true")
     args = parser.parse_args()

@@ -214,6 +214,7 @@ def log_to_mlflow(
     aggregates as metrics, the verdict as tags and the per-case table as ``case_scores.json``. Returns the run id."""
     import mlflow
     from mlflow.entities import Feedback
+    from mlflow.genai import evaluate as genai_evaluate
     from mlflow.genai.scorers import scorer
 
     by_id = {c.id: c for c in cases.cases}
@@ -248,7 +249,7 @@ def log_to_mlflow(
         mlflow.set_registry_uri(tracking.registry_uri)
         with mlflow.start_run(run_id=run_id):
             if data:
-                mlflow.genai.evaluate(data=data, scorers=[make(name) for name in SCORERS])
+                genai_evaluate(data=data, scorers=[make(name) for name in SCORERS])
         for name, value in evaluation.scores.items():
             client.log_metric(run_id, name, value)
         with tempfile.TemporaryDirectory() as tmp:

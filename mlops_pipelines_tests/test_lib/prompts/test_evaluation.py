@@ -123,8 +123,8 @@ def test_placebo_a_correct_answer_in_other_words_scores_clean(tmp_path: Path) ->
     changed = with_answer(responses, "ms-sym0011-rally", rewritten)
     scores = score_version(load_prompt_cases("market_summary"), changed, terms=load_prompt_policy_file().blocked_terms)
     case = next(c for c in scores.cases if c.case_id == "ms-sym0011-rally")
-    assert {name: s.value for name, s in case.scores.items()} == {
-        "toxicity": pytest.approx(case.scores["toxicity"].value),
+    assert case.scores["toxicity"].value < 0.1
+    assert {name: s.value for name, s in case.scores.items() if name != "toxicity"} == {
         "blocked_terms": 0.0,
         "personal_data": 0.0,
         "injection": 0.0,
@@ -132,7 +132,6 @@ def test_placebo_a_correct_answer_in_other_words_scores_clean(tmp_path: Path) ->
         "fact_coverage": 1.0,
         "output_format": 1.0,
     }
-    assert case.scores["toxicity"].value < 0.1
     assert evaluate("market_summary", changed, tmp_path).passed
 
 

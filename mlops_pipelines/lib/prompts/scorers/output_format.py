@@ -5,6 +5,7 @@ import json
 import re
 
 import jsonschema
+from jsonschema.exceptions import best_match
 
 from mlops_pipelines.lib.prompts.eval_sets import OutputFormat
 from mlops_pipelines.lib.prompts.scorers.base import Score
@@ -33,9 +34,7 @@ def format_problems(text: str, spec: OutputFormat) -> list[str]:
         except json.JSONDecodeError as exc:
             problems.append(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
         else:
-            error = jsonschema.exceptions.best_match(
-                jsonschema.Draft202012Validator(spec.json_schema).iter_errors(document)
-            )
+            error = best_match(jsonschema.Draft202012Validator(spec.json_schema).iter_errors(document))
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(root)"
                 problems.append(f"JSON at {where}: {error.message}")

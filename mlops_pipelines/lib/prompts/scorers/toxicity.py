@@ -31,8 +31,8 @@ def toxicity(text: str) -> Score:
 
 
 def _term_pattern(term: str) -> re.Pattern[str]:
-    words = [re.escape(w) for w in term.split()]
-    return re.compile(r"(?<!\w)" + r"[\s\-]+".join(words) + r"(?!\w)", re.IGNORECASE)
+    words = [re.escape(w) for w in re.split(r"[\s\-]+", term.strip())]  # "risk-free" = "risk free" = "riskfree"
+    return re.compile(r"(?<!\w)" + r"[\s\-]*".join(words) + r"(?!\w)", re.IGNORECASE)
 
 
 def blocked_terms(text: str, terms: Sequence[str]) -> Score:
