@@ -117,3 +117,30 @@ def test_live_answers_are_recorded_and_replay_identically(provider: StandIn, tmp
     replay = RecordedResponses(tmp_path / "log").responses("market_summary", "3", {"a": "", "b": ""})
     assert replay.by_case == live.by_case
     assert provider.requests[0]["body"]["model"] == "gpt-x"
+
+
+def test_settings_choose_the_response_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from mlops_pipelines.catalog.prompt_evaluation import RECORDED_RESPONSES_DIR
+    from mlops_pipelines.lib.core.errors import ConfigError
+    from mlops_pipelines.settings import Settings
+
+    for name in ("MLOPS_PROMPT_RESPONSES", "MLOPS_PROMPT_RECORDED_DIR", "MLOPS_LLM_BASE_URL", "MLOPS_LLM_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path))
+    default = Settings.from_env().response_source()
+    assert default == RecordedResponses(RECORDED_RESPONSES_DIR)
+    monkeypatch.setenv("MLOPS_PROMPT_RESPONSES", "http")
+    with pytest.raises(ConfigError, match="MLOPS_PROMPT_RESPONSES=http needs MLOPS_LLM_BASE_URL"):
+        Settings.from_env()
+    monkeypatch.setenv("MLOPS_LLM_BASE_URL", "http://127.0.0.1:11434/v1/")
+    monkeypatch.setenv("MLOPS_LLM_API_KEY", "sk-secret-123")
+    settings = Settings.from_env()
+    source = settings.response_source()
+    assert (
+        isinstance(source, ChatCompletionsSource)
+        and source.client.endpoint == "http://127.0.0.1:11434/v1/chat/completions"
+    )
+    assert settings.secret_variables["llm_api_key"] == "MLOPS_LLM_API_KEY" and "sk-secret" not in repr(settings)
+    monkeypatch.setenv("MLOPS_PROMPT_RESPONSES", "carrier-pigeon")
+    with pytest.raises(ConfigError, match="MLOPS_PROMPT_RESPONSES must be 'recorded' or 'http'"):
+        Settings.from_env()
