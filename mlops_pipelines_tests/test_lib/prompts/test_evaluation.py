@@ -95,13 +95,13 @@ def test_a_toxic_response_fails(tmp_path: Path) -> None:
 
 def test_a_made_up_number_fails(tmp_path: Path) -> None:
     responses = recorded("market_summary")
-    made_up = responses.by_case["ms-sym0011-rally"].text.replace("up 8.1% over 120 bars", "up 12.4% over 120 bars")
-    assert made_up != responses.by_case["ms-sym0011-rally"].text
-    evaluation = evaluate("market_summary", with_answer(responses, "ms-sym0011-rally", made_up), tmp_path)
+    made_up = responses.by_case["ms-sym0011-selloff"].text.replace("up 4.0% over 120 bars", "up 6.2% over 120 bars")
+    assert made_up != responses.by_case["ms-sym0011-selloff"].text
+    evaluation = evaluate("market_summary", with_answer(responses, "ms-sym0011-selloff", made_up), tmp_path)
     assert not evaluation.passed and evaluation.scores["fact_precision"] < 1
     assert len(evaluation.failures) == 1
-    assert evaluation.failures[0].startswith("case ms-sym0011-rally: fact_precision 0.9")
-    assert "breaks min_fact_precision 1 (unsupported: number '12.4%')" in evaluation.failures[0]
+    assert evaluation.failures[0].startswith("case ms-sym0011-selloff: fact_precision 0.9")
+    assert "breaks min_fact_precision 1 (unsupported: number '6.2%')" in evaluation.failures[0]
 
 
 def test_a_blocked_term_and_personal_data_fail_naming_the_case(tmp_path: Path) -> None:
@@ -116,13 +116,13 @@ def test_a_blocked_term_and_personal_data_fail_naming_the_case(tmp_path: Path) -
 def test_placebo_a_correct_answer_in_other_words_scores_clean(tmp_path: Path) -> None:
     responses = recorded("market_summary")
     rewritten = (
-        "## Summary\nAs of 2026-03-05 08:00 UTC SYM0011 keeps rallying (RSI 71.6).\n"
-        "## Returns\n+3.45% over the last 24 bars, +8.12% over 120 bars, +0.27% in the last bar.\n"
-        "## Volatility\n41.2% annualised over 24 bars (39.8% over 120 bars)."
+        "## Summary\nAs of 2026-02-10 08:00 UTC SYM0011 keeps falling (RSI 21.0).\n"
+        "## Returns\n-3.44% over the last 24 bars, +4.03% over 120 bars, -0.26% in the last bar.\n"
+        "## Volatility\n23.6% annualised over 24 bars (35.0% over 120 bars)."
     )
-    changed = with_answer(responses, "ms-sym0011-rally", rewritten)
+    changed = with_answer(responses, "ms-sym0011-selloff", rewritten)
     scores = score_version(load_prompt_cases("market_summary"), changed, terms=load_prompt_policy_file().blocked_terms)
-    case = next(c for c in scores.cases if c.case_id == "ms-sym0011-rally")
+    case = next(c for c in scores.cases if c.case_id == "ms-sym0011-selloff")
     assert case.scores["toxicity"].value < 0.1
     assert {name: s.value for name, s in case.scores.items() if name != "toxicity"} == {
         "blocked_terms": 0.0,
