@@ -163,7 +163,7 @@ def evaluate_version(
 ) -> PromptEvaluation:
     """Score ``responses`` to ``cases``, judge them against the policy's effective thresholds for this prompt and
     risk tier (and a request's overrides), record the verdict in ``conn`` and return it. With ``tracking``, the
-    evaluation is also an MLflow run (``mlflow.genai.evaluate`` with these scorers, experiment
+    evaluation is then also an MLflow run (``mlflow.genai.evaluate`` with these scorers, experiment
     ``prompts/<prompt>``) tagged with the prompt, version and evaluation id."""
     thresholds = policy.effective(prompt, risk_tier, request)
     tolerance = thresholds.get("fact_tolerance")
@@ -181,9 +181,9 @@ def evaluate_version(
         source=responses.source,
         evaluated_at=evaluated_at or datetime.now(UTC),
     )
+    record_evaluation(conn, evaluation)  # first: the verdict stands even if MLflow is unreachable
     if tracking is not None:
         log_to_mlflow(tracking, evaluation, cases, responses, scores, policy.blocked_terms, tolerance)
-    record_evaluation(conn, evaluation)
     return evaluation
 
 

@@ -212,10 +212,9 @@ def test_the_last_recorded_answer_of_a_case_counts(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_evaluation_is_an_mlflow_run_with_genai_assessments(tmp_path: Path) -> None:
+def test_the_evaluation_is_an_mlflow_run_with_genai_assessments(tmp_path: Path, tracking: Tracking) -> None:
     import mlflow
 
-    tracking = Tracking(f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "art"))
     evaluation = evaluate("compliance_note_draft", recorded("compliance_note_draft"), tmp_path, tracking=tracking)
     client = tracking.client()
     experiment = client.get_experiment_by_name("prompts/compliance_note_draft")

@@ -66,3 +66,32 @@ def test_what_the_store_cannot_say_is_not_found(feature_warehouse: Path, catalog
             feature_values(conn, views, "SYM0003", AS_OF, ["ret_999b"])
         with pytest.raises(NotFound, match=r"no ret_24b for SYM9999 as of 2026-01-09T12:00:00\+00:00"):
             feature_values(conn, views, "SYM9999", AS_OF, ["ret_24b"])
+
+
+@pytest.mark.slow
+def test_the_market_summary_file_holds_the_demo_warehouses_values(tmp_path: Path, catalog: FeatureCatalog) -> None:
+    """The demo evaluates market_summary offline from its file: its values must be what the demo's warehouse (the
+    default synthetic market, 2026-01-01..2026-02-21) holds, or the recorded answers would be judged on numbers
+    the warehouse never had."""
+    from datetime import UTC, datetime
+
+    from mlops_pipelines.catalog.prompt_evaluation import load_prompt_cases
+    from mlops_pipelines.lib.features import feature_store
+    from mlops_pipelines.lib.ingestion.synthetic_market import generate_bars
+    from mlops_pipelines.lib.ingestion.validation import validate_bars
+    from mlops_pipelines.resources import MarketDataSource
+
+    config = MarketDataSource().synthetic_config()
+    bars = generate_bars(config, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 22, tzinfo=UTC))
+    with warehouse.connect(tmp_path / "warehouse.duckdb") as conn:
+        conn.register("_bars", validate_bars(bars).accepted)
+        conn.execute("CREATE TABLE raw.market_bars AS SELECT * FROM _bars")
+        conn.unregister("_bars")
+        for name in ("returns", "volatility", "oscillators"):
+            feature_store.materialize_view(conn, catalog, name)
+        cases = load_prompt_cases("market_summary")
+        refreshed = with_feature_store_context(
+            cases, conn, [catalog.views[n] for n in ("returns", "volatility", "oscillators")]
+        )
+    for before, after in zip(cases.cases, refreshed.cases, strict=True):
+        assert after.context["features"] == pytest.approx(before.context["features"], abs=5e-7), before.id
