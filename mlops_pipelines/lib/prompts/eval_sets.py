@@ -71,7 +71,8 @@ class AdversarialSet(BaseModel):
 
 
 class AdversarialSlot(BaseModel):
-    """Where a prompt takes hostile input: the variable it goes in, and the other variables and context."""
+    """Where a prompt takes hostile input: the variable it is appended to (on a line of its own, after the
+    variable's own value: an instruction hidden in data), and the other variables and context."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +89,9 @@ class EvalSet(BaseModel):
     prompt: str = Field(min_length=1)
     description: str = ""
     format: OutputFormat = Field(default_factory=OutputFormat)
+    # the variable that carries each case's ``context.features`` as ``name=value`` lines (filled by the loader, and
+    # again by ``market_context.with_feature_store_context`` from the warehouse)
+    features_variable: str | None = None
     adversarial: AdversarialSlot | None = None  # None: the shared adversarial set is not applied
     cases: list[EvalCase] = Field(min_length=1)
 
@@ -100,6 +104,21 @@ class PromptCases:
     format: OutputFormat
     cases: list[EvalCase]
     source: str  # the file it came from
+    features_variable: str | None = None
+
+
+def feature_lines(features: dict[str, Any]) -> str:
+    """Feature values as the prompts are given them: one ``name=value`` a line."""
+    return "\n".join(f"{name}={value}" for name, value in features.items())
+
+
+def with_feature_lines(variables: dict[str, Any], context: dict[str, Any], variable: str | None) -> dict[str, Any]:
+    """``variables`` with ``variable`` set to the context's features as lines (unchanged when there is nothing
+    to fill or the variable is already given)."""
+    features = context.get("features")
+    if variable is None or not isinstance(features, dict) or variable in variables:
+        return variables
+    return {**variables, variable: feature_lines(features)}
 
 
 def load_eval_set(path: str | Path) -> EvalSet:
@@ -113,16 +132,21 @@ def load_adversarial_set(path: str | Path) -> AdversarialSet:
 def expand_cases(eval_set: EvalSet, adversarial: AdversarialSet | None, *, source: str | Path) -> list[EvalCase]:
     """The prompt's cases followed by one case per adversarial input (its text put in the prompt's adversarial
     variable, the canary filled in). A case id used twice raises PolicyError naming ``source`` and the id."""
-    cases = list(eval_set.cases)
+    fill = eval_set.features_variable
+    cases = [
+        c.model_copy(update={"variables": with_feature_lines(c.variables, c.context, fill)}) for c in eval_set.cases
+    ]
     if adversarial is not None and eval_set.adversarial is not None:
         slot = eval_set.adversarial
+        base = with_feature_lines(slot.variables, slot.context, fill)
         for hostile in adversarial.cases:
             text = hostile.input.replace(CANARY_PLACEHOLDER, hostile.canary or "")
+            own = base.get(slot.variable)
             cases.append(
                 EvalCase(
                     id=hostile.id,
                     kind=hostile.kind,
-                    variables={**slot.variables, slot.variable: text},
+                    variables={**base, slot.variable: f"{own}\n{text}" if own else text},
                     context=dict(slot.context),
                     canary=hostile.canary,
                     check_format=False,
@@ -147,4 +171,5 @@ def load_cases(directory: str | Path, prompt: str) -> PromptCases:
     if eval_set.prompt != prompt:
         raise PolicyError(f"{path}: key 'prompt': says {eval_set.prompt!r}, the file is named for {prompt!r}")
     adversarial = load_adversarial_set(directory / "adversarial.yaml") if eval_set.adversarial is not None else None
-    return PromptCases(prompt, eval_set.format, expand_cases(eval_set, adversarial, source=path), str(path))
+    cases = expand_cases(eval_set, adversarial, source=path)
+    return PromptCases(prompt, eval_set.format, cases, str(path), eval_set.features_variable)

@@ -12,7 +12,7 @@ import pandas as pd
 from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.lib.features.feature_views import FeatureView
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME, get_historical_features
-from mlops_pipelines.lib.prompts.eval_sets import PromptCases
+from mlops_pipelines.lib.prompts.eval_sets import PromptCases, feature_lines
 
 
 def feature_values(
@@ -43,8 +43,9 @@ def feature_values(
 def with_feature_store_context(
     cases: PromptCases, conn: duckdb.DuckDBPyConnection, views: Sequence[FeatureView]
 ) -> PromptCases:
-    """``cases`` with every ``features`` mapping (in context and variables) of a case that names a ``symbol`` and an
-    ``as_of`` replaced by the feature store's values of the same features at that time."""
+    """``cases`` with the ``features`` of every case whose context names a ``symbol`` and an ``as_of`` replaced by
+    the feature store's values of the same features at that time, in the context and in the prompt's features
+    variable (its ``name=value`` lines; text appended after them, an adversarial input, is kept)."""
     refreshed = []
     for case in cases.cases:
         symbol, as_of = case.context.get("symbol"), case.context.get("as_of")
@@ -53,11 +54,12 @@ def with_feature_store_context(
             refreshed.append(case)
             continue
         values = feature_values(conn, views, symbol, as_of, list(features))
-
-        update = {
-            part: {**mapping, "features": dict(values)}
-            for part, mapping in (("context", case.context), ("variables", case.variables))
-            if "features" in mapping
-        }
-        refreshed.append(case.model_copy(update=update))
+        variables = dict(case.variables)
+        name = cases.features_variable
+        if name is not None and isinstance(variables.get(name), str):
+            old, new = feature_lines(features), feature_lines(values)
+            text = variables[name]
+            variables[name] = new + text[len(old) :] if text.startswith(old) else new
+        context = {**case.context, "features": values}
+        refreshed.append(case.model_copy(update={"context": context, "variables": variables}))
     return replace(cases, cases=refreshed)
