@@ -161,17 +161,16 @@ class ChatCompletionsSource:
                 temperature=model.temperature if model else None,
                 max_tokens=model.max_tokens if model else None,
             )
-            answers.append(
-                Response(
-                    case_id=case_id,
-                    text=completion.text,
-                    model=completion.model or name,
-                    prompt_tokens=completion.prompt_tokens,
-                    completion_tokens=completion.completion_tokens,
-                )
+            answer = Response(
+                case_id=case_id,
+                text=completion.text,
+                model=completion.model or name,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
             )
-        if self.record_to is not None:
-            append_records(self.record_to / f"{prompt}.jsonl", prompt, version, answers)
+            answers.append(answer)
+            if self.record_to is not None:  # at once: answers already paid for survive a later failure
+                append_records(self.record_to / f"{prompt}.jsonl", prompt, version, [answer])
         return Responses(source=f"http:{self.client.endpoint}", by_case={a.case_id: a for a in answers})
 
 

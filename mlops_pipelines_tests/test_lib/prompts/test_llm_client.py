@@ -144,3 +144,14 @@ def test_settings_choose_the_response_source(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("MLOPS_PROMPT_RESPONSES", "carrier-pigeon")
     with pytest.raises(ConfigError, match="MLOPS_PROMPT_RESPONSES must be 'recorded' or 'http'"):
         Settings.from_env()
+
+
+def test_answers_received_before_a_failure_are_kept(provider: StandIn, tmp_path: Path) -> None:
+    provider.script[:] = [Scripted(), Scripted(401)]  # the first case is answered, the second refused
+    source = build_response_source(
+        "http", recorded_dir=tmp_path, base_url=provider.base_url, record_to=tmp_path / "log", max_retries=0
+    )
+    with pytest.raises(LlmError, match="HTTP 401"):
+        source.responses("p", "1", {"a": "render a", "b": "render b"}, ModelSettings("m"))
+    kept = RecordedResponses(tmp_path / "log").responses("p", "1", {"a": "", "b": ""})
+    assert list(kept.by_case) == ["a"] and kept.by_case["a"].text == "echo: render a"
