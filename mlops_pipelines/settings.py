@@ -39,6 +39,14 @@
 | MLOPS_SERVE_TOKENS_FILE | $MLOPS_DATA_DIR/secrets/api_tokens.sqlite | the API's bearer tokens (hashed) |
 | MLOPS_SERVE_BACKTEST_MAX_DAYS | 31 | longest window (days) the API's backtest replays synchronously (longer: 422) |
 | MLOPS_PREDICTION_LOG_DIR | $MLOPS_DATA_DIR/serving/prediction_log | the API's append-only prediction log (JSONL) |
+| MLOPS_PROMPT_RESPONSES | recorded | where prompt evaluations get answers: recorded (JSONL log) or http (a provider) |
+| MLOPS_PROMPT_RECORDED_DIR | catalog/prompt_evals/recorded | the recorded answers, `<prompt>.jsonl` (source=recorded) |
+| MLOPS_LLM_BASE_URL | (none) | OpenAI-compatible chat-completions API, with its prefix (`http://127.0.0.1:11434/v1`) |
+| MLOPS_LLM_API_KEY | (none) | its bearer token, if it needs one |
+| MLOPS_LLM_MODEL | the prompt's model | model name to ask for instead of the prompt's (a local server's own model) |
+| MLOPS_LLM_TIMEOUT_S | 30 | seconds one chat-completions request may take |
+| MLOPS_LLM_MAX_RETRIES | 3 | retries of a request answered 429/5xx or cut off (exponential backoff) |
+| MLOPS_LLM_RECORD_DIR | (none) | a directory the http source appends its answers to (replayable as recorded) |
 
 The webhook URLs carry tokens, the MLflow and Redis URLs may carry a password (``postgresql://user:pass@host/db``):
 ``Settings.secret_variables`` names the variable each of them came from, and the Dagster resources take them as
@@ -58,6 +66,7 @@ from mlops_pipelines.lib.core.errors import ConfigError, MlopsError
 
 if TYPE_CHECKING:
     from mlops_pipelines.lib.features.online_store import OnlineStoreLocation
+    from mlops_pipelines.lib.prompts.responses import ResponseSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,6 +109,14 @@ class Settings:
     serve_tokens_file: Path = Path("data/secrets/api_tokens.sqlite")
     serve_backtest_max_days: int = 31
     prediction_log_dir: Path = Path("data/serving/prediction_log")
+    prompt_responses: str = "recorded"  # recorded | http
+    prompt_recorded_dir: Path = REPO_ROOT / "mlops_pipelines" / "catalog" / "prompt_evals" / "recorded"
+    llm_base_url: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    llm_model: str | None = None
+    llm_timeout_s: float = 30.0
+    llm_max_retries: int = 3
+    llm_record_dir: Path | None = None
     # setting -> the variable it was read from, for the settings that may hold a credential and were set
     secret_variables: dict[str, str] = field(default_factory=dict)
 
@@ -117,6 +134,7 @@ class Settings:
             "slack_webhook_url": "MLOPS_SLACK_WEBHOOK_URL",
             "redis_url": "MLOPS_REDIS_URL",
             "redis_password": "MLOPS_REDIS_PASSWORD",
+            "llm_api_key": "MLOPS_LLM_API_KEY",
         }
         online_store_backend = os.environ.get("MLOPS_ONLINE_STORE", "").strip().lower() or "sqlite"
         if online_store_backend not in ("sqlite", "redis"):
@@ -131,6 +149,14 @@ class Settings:
                 f"MLOPS_MARKET_CALENDAR={bar_clock.calendar} needs your own bars (MLOPS_MARKET_SOURCE=folder): "
                 "the synthetic market trades around the clock (24x7)"
             )
+        prompt_responses = os.environ.get("MLOPS_PROMPT_RESPONSES", "").strip().lower() or "recorded"
+        if prompt_responses not in ("recorded", "http"):
+            raise ConfigError(f"MLOPS_PROMPT_RESPONSES must be 'recorded' or 'http', got {prompt_responses!r}")
+        llm_base_url = os.environ.get("MLOPS_LLM_BASE_URL", "").strip() or None
+        if llm_base_url is not None:
+            llm_base_url = _http_url("MLOPS_LLM_BASE_URL", llm_base_url)
+        elif prompt_responses == "http":
+            raise ConfigError("MLOPS_PROMPT_RESPONSES=http needs MLOPS_LLM_BASE_URL (the provider's /v1 URL)")
         if not os.environ.get("MLOPS_MLFLOW_REGISTRY_URI"):  # the registry defaults to the tracking URI
             secrets["mlflow_registry_uri"] = "MLOPS_MLFLOW_TRACKING_URI"
         return cls(
@@ -178,6 +204,17 @@ class Settings:
             prediction_log_dir=Path(
                 os.environ.get("MLOPS_PREDICTION_LOG_DIR", data_dir / "serving" / "prediction_log")
             ),
+            prompt_responses=prompt_responses,
+            prompt_recorded_dir=Path(
+                os.environ.get("MLOPS_PROMPT_RECORDED_DIR", "").strip()
+                or REPO_ROOT / "mlops_pipelines" / "catalog" / "prompt_evals" / "recorded"
+            ),
+            llm_base_url=llm_base_url,
+            llm_api_key=os.environ.get("MLOPS_LLM_API_KEY") or None,
+            llm_model=os.environ.get("MLOPS_LLM_MODEL", "").strip() or None,
+            llm_timeout_s=_positive_seconds("MLOPS_LLM_TIMEOUT_S", "30"),
+            llm_max_retries=_int_env("MLOPS_LLM_MAX_RETRIES", 3, low=0, high=20),
+            llm_record_dir=Path(os.environ["MLOPS_LLM_RECORD_DIR"]) if os.environ.get("MLOPS_LLM_RECORD_DIR") else None,
             secret_variables={name: variable for name, variable in secrets.items() if os.environ.get(variable)},
         )
 
@@ -191,6 +228,21 @@ class Settings:
             self.online_store_path,
             self.redis_url,
             password,
+        )
+
+    def response_source(self) -> "ResponseSource":
+        """Where prompt evaluations get their answers: the recorded log or the chat-completions provider."""
+        from mlops_pipelines.lib.prompts.responses import build_response_source
+
+        return build_response_source(
+            self.prompt_responses,
+            recorded_dir=self.prompt_recorded_dir,
+            base_url=self.llm_base_url,
+            api_key=self.llm_api_key,
+            timeout_s=self.llm_timeout_s,
+            max_retries=self.llm_max_retries,
+            model_override=self.llm_model,
+            record_to=self.llm_record_dir,
         )
 
 
@@ -251,6 +303,13 @@ def _non_negative_seconds(name: str, default: str) -> float:
         value = -1.0
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _positive_seconds(name: str, default: str) -> float:
+    value = _non_negative_seconds(name, default)
+    if value == 0:
+        raise ConfigError(f"{name} must be a number of seconds > 0, got {os.environ.get(name)!r}")
     return value
 
 

@@ -28,6 +28,7 @@ TINY = {
     "bench_online_store_redis": ["--entities", "200", "--single", "50", "--batch", "10", "--batch-size", "10"],
     "bench_ingestion": ["--symbols", "2", "--days", "3", "--big-rows", "2000", "--repeat", "1"],
     "bench_serving": ["--seconds", "0.3", "--trees", "5", "--symbols", "100"],
+    "prompt_scorers": [],
 }
 
 

@@ -9,7 +9,7 @@ check reads ``INSUFFICIENT`` when too little data came after the version's train
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,17 +56,25 @@ class PromotionPolicy(BaseModel):
 
     def effective(self, model: str, strategy: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
         """Merged thresholds, request > model > strategy > default."""
-        merged = self.defaults.model_dump()
-        layers = [self.strategies.get(strategy), self.models.get(model)]
-        for layer in layers:
-            if layer is not None:
-                merged.update(layer.model_dump(exclude_unset=True))
-        if request:
-            try:
-                merged.update(Thresholds.model_validate(request).model_dump(exclude_unset=True))
-            except ValidationError as exc:
-                raise PolicyError(f"request overrides: {first_error(exc)}") from exc
-        return merged
+        return merge_layers(self.defaults, [self.strategies.get(strategy), self.models.get(model)], request)
+
+
+def merge_layers(
+    defaults: BaseModel, layers: Sequence[BaseModel | None], request: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The precedence of every policy file: ``defaults`` < each layer in order < the request's overrides. A key a
+    layer leaves out inherits; a key a layer sets to null is not checked. The request is validated by the
+    defaults' own model (an unknown key or a bad value raises PolicyError naming it)."""
+    merged = defaults.model_dump()
+    for layer in layers:
+        if layer is not None:
+            merged.update(layer.model_dump(exclude_unset=True))
+    if request:
+        try:
+            merged.update(type(defaults).model_validate(request).model_dump(exclude_unset=True))
+        except ValidationError as exc:
+            raise PolicyError(f"request overrides: {first_error(exc)}") from exc
+    return merged
 
 
 def load_policy(path: str | Path) -> PromotionPolicy:
