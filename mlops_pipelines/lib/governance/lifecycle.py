@@ -641,6 +641,10 @@ class Lifecycle:
             raise ApprovalRequired(
                 f"{model} v{version}: {approver!r} signed its compliance review; the approver must be someone else"
             )
+        if self.rules.override_excludes_approver and found.overridden_by == approver:
+            raise ApprovalRequired(
+                f"{model} v{version}: {approver!r} overrode its failed evaluation; the approver must be someone else"
+            )
         if found.state != State.STAGING:
             raise LifecycleError(f"{model} v{version} is {found.state}; only STAGING versions are approved")
         self._write(model, approver, [Entry(version, "approval", State.STAGING, State.STAGING, comment)], {})
@@ -684,11 +688,13 @@ class Lifecycle:
         if found is None:
             raise LifecycleError(f"{model} v{version} has no audit history")
         check_transition(model, version, found.state, State.PRODUCTION)
-        problem = _four_eyes_problem(found, actor)
+        problem = _four_eyes_problem(found, actor, self.rules)
         if problem:
             given = [a["approver"] for a in found.stay_approvals()]
             raise ApprovalRequired(f"{model} v{version}: {problem}; approvals of this stay: {given}")
         excluded = {found.trainer, actor, found.review["reviewer"] if found.review else None}
+        if self.rules.override_excludes_approver:
+            excluded.add(found.overridden_by)
         valid = [
             {"approver": a["approver"], "comment": a["comment"]}
             for a in found.stay_approvals()
