@@ -123,6 +123,7 @@ class Rules:
     registered_fields: tuple[str, ...] = REGISTERED_FIELDS
     checked_tags: tuple[str, ...] = REGISTERED_FIELDS[:2]
     author_field: str = "trained_by"
+    author_verb: str = "trained"  # how refusals name the author's part ("'bob' trained this version")
     needs_review: bool = True
     override_excludes_approver: bool = False
 
@@ -636,7 +637,9 @@ class Lifecycle:
         if found is None:
             raise LifecycleError(f"{model} v{version} has no audit history")
         if approver == found.trainer:
-            raise ApprovalRequired(f"{model} v{version}: {approver!r} trained this version and cannot approve it")
+            raise ApprovalRequired(
+                f"{model} v{version}: {approver!r} {self.rules.author_verb} this version and cannot approve it"
+            )
         if found.review and found.review.get("reviewer") == approver:
             raise ApprovalRequired(
                 f"{model} v{version}: {approver!r} signed its compliance review; the approver must be someone else"

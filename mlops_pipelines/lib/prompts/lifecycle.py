@@ -27,6 +27,7 @@ from typing import Any
 from mlflow.entities.model_registry import PromptVersion
 from mlflow.exceptions import MlflowException
 
+from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.lib.governance.audit import AUDIT_HEAD_TAG, Entry
 from mlops_pipelines.lib.governance.lifecycle import (
     ALIASES,
@@ -38,7 +39,7 @@ from mlops_pipelines.lib.governance.lifecycle import (
     VersionRecord,
     normalize_actor,
 )
-from mlops_pipelines.lib.prompts.evaluation_results import PromptEvaluation
+from mlops_pipelines.lib.prompts.evaluation_results import PromptEvaluation, latest_evaluation
 from mlops_pipelines.lib.prompts.library import Prompt, content_hash
 
 SPEC_TAG = "prompt_spec"  # the whole prompt (metadata included) as JSON, on the MLflow version
@@ -48,6 +49,7 @@ PROMPT_RULES = Rules(
     registered_fields=(CONTENT_TAG, AUTHOR_FIELD),
     checked_tags=(CONTENT_TAG,),
     author_field=AUTHOR_FIELD,
+    author_verb="authored",
     needs_review=False,
     override_excludes_approver=True,
 )
@@ -79,7 +81,14 @@ class PromptLifecycle(Lifecycle):
 
     # ---- reading -----------------------------------------------------------------------------------------
     def version(self, model: str, version: str | int) -> PromptVersion:  # type: ignore[override]
-        return self.client.get_prompt_version(model, str(version))
+        """The registered version (``NotFound`` naming the prompt and version when MLflow has none)."""
+        try:
+            found = self.client.get_prompt_version(model, str(version))
+        except MlflowException:
+            found = None
+        if found is None:
+            raise NotFound(f"prompt {model!r} has no registered version {version!r}")
+        return found
 
     def versions(self, model: str) -> list[PromptVersion]:  # type: ignore[override]
         if self.client.get_prompt(model) is None:
@@ -270,3 +279,28 @@ class PromptLifecycle(Lifecycle):
         if entries:
             self._write(name, actor, entries, aliases)
         return self.state(name, version)
+
+
+def request_promotion(
+    lifecycle: PromptLifecycle,
+    name: str,
+    version: str,
+    *,
+    to: str,
+    actor: str,
+    reason: str,
+    via: str,
+    override_reason: str = "",
+) -> str:
+    """The one promotion path of ``mlops prompts promote`` and ``POST /api/v1/prompts/{name}/promote``: to
+    ``staging`` judges the version on its latest evaluation (``stage``; ``override_reason`` overrides a failed
+    one); to ``production`` applies the four-eyes rule. Returns the state afterwards."""
+    if to == "staging":
+        evaluation = latest_evaluation(lifecycle.conn, name, str(version))
+        return lifecycle.stage(name, version, evaluation, actor=actor, override_reason=override_reason)
+    if to != "production":
+        raise ValueError(f"a promotion goes to staging or production, not {to!r}")
+    if override_reason:
+        raise ValueError("an override applies to the evaluation (--to staging), not to production")
+    lifecycle.promote_to_production(name, version, actor=actor, reason=reason or f"promoted via {via}")
+    return lifecycle.state(name, version)

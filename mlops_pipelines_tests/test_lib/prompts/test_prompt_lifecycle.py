@@ -64,8 +64,8 @@ def test_register_evaluate_stage_approve_production_with_four_eyes(tracking: Tra
         assert (version, created) == ("1", True)
         assert lifecycle.register_version(prompt, actor="author", reason="again") == ("1", False)  # idempotent
         assert lifecycle.state(NAME, "1") == State.DRAFT
-        pv = tracking.client().get_prompt_version(NAME, 1)
-        assert pv.template == prompt.template and pv.model_config["temperature"] == prompt.model.temperature
+        pv = lifecycle.version(NAME, 1)
+        assert pv.template == prompt.template and (pv.model_config or {})["temperature"] == prompt.model.temperature
         assert lifecycle.prompt(NAME, "1") == prompt  # everything it was registered with, read back
 
         with pytest.raises(LifecycleError, match="never evaluated: it stays DRAFT"):
@@ -73,7 +73,7 @@ def test_register_evaluate_stage_approve_production_with_four_eyes(tracking: Tra
         assert lifecycle.stage(NAME, "1", evaluated(lifecycle, "1", passed=True), actor="ops") == State.STAGING
         assert lifecycle.alias_version(NAME, "staging") == "1"
 
-        with pytest.raises(ApprovalRequired, match="'author' trained this version"):
+        with pytest.raises(ApprovalRequired, match="'author' authored this version"):
             lifecycle.approve(NAME, "1", approver="Author ", comment="mine")
         with pytest.raises(ApprovalRequired, match="PRODUCTION needs an approval"):
             lifecycle.promote_to_production(NAME, "1", actor="ops", reason="no approval yet")
