@@ -235,8 +235,8 @@ def diff_lock(locked: Mapping[str, Any], current: Mapping[str, Any]) -> list[Pro
             changes.append(PromptChange(name, "added", (f"v{new[name]['version']}",)))
             continue
         before, after = old[name], new[name]
-        content = _changed_fields(before.get("content", {}), after["content"])
-        metadata = _changed_fields(before.get("metadata", {}), after["metadata"])
+        content = changed_fields(before.get("content", {}), after["content"])
+        metadata = changed_fields(before.get("metadata", {}), after["metadata"])
         old_version, new_version = int(before["version"]), int(after["version"])
         if new_version < old_version:
             changes.append(
@@ -255,7 +255,7 @@ def diff_lock(locked: Mapping[str, Any], current: Mapping[str, Any]) -> list[Pro
     return changes
 
 
-def _changed_fields(before: Any, after: Any, path: str = "") -> list[str]:
+def changed_fields(before: Any, after: Any, path: str = "") -> list[str]:
     """Dotted paths of what differs (``template``, ``model.temperature: 0.2 -> 0.7``)."""
     if isinstance(before, dict) and isinstance(after, dict):
         found: list[str] = []
@@ -266,7 +266,7 @@ def _changed_fields(before: Any, after: Any, path: str = "") -> list[str]:
             elif key not in after:
                 found.append(f"{where} removed")
             else:
-                found.extend(_changed_fields(before[key], after[key], where))
+                found.extend(changed_fields(before[key], after[key], where))
         return found
     if before == after:
         return []
