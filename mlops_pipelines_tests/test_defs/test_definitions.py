@@ -86,6 +86,7 @@ def test_checks_jobs_and_sensors(definitions: dg.Definitions) -> None:
         "review_model_job",
         "drift_job",
         "inference_job",
+        "prompts_job",
     ):
         assert definitions.resolve_job_def(job), job
     assert {f"{name}_lifecycle_consistent" for name in load_model_specs()} <= checks
