@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from mlops_pipelines.catalog.prompt_library import load_prompts
+from mlops_pipelines.defs.prompts.checks import prompt_lifecycle_check
 from mlops_pipelines.defs.prompts.registration import registration_asset, registrations
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
@@ -41,10 +42,11 @@ def test_one_registration_asset_per_prompt_of_the_library() -> None:
 
 def test_registration_and_the_prompt_card(resources: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     prompt = load_prompts()[NAME]
-    asset = registration_asset(prompt)
+    asset, check = registration_asset(prompt), prompt_lifecycle_check(NAME)
     with dg.instance_for_test() as instance:
-        first = dg.materialize([asset], resources=resources, instance=instance)
+        first = dg.materialize([asset, check], resources=resources, instance=instance)
         again = dg.materialize([asset], resources=resources, instance=instance)
+    assert [c.passed for c in first.get_asset_check_evaluations()] == [True]
     meta = first.asset_materializations_for_node(asset.op.name)[0].metadata
     assert (meta["prompt_version"].value, meta["newly_registered"].value, meta["lifecycle_state"].value) == (
         "1",
@@ -105,3 +107,19 @@ def test_a_card_reports_a_broken_chain(resources: dict[str, object]) -> None:
         card = build_card(lc, NAME, "1")
     assert any("audit row 1 was changed" in p for p in card.problems)
     assert "Verification PROBLEMS" in render_html(card)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [registration_asset(load_prompts()[NAME]), prompt_lifecycle_check(NAME)],
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success  # registering on a broken chain is refused (InconsistentLifecycle)
+    with dg.instance_for_test() as instance:
+        (evaluation,) = dg.materialize(
+            [registration_asset(load_prompts()[NAME]), prompt_lifecycle_check(NAME)],
+            resources=resources,
+            instance=instance,
+            selection=dg.AssetSelection.all_asset_checks(),
+        ).get_asset_check_evaluations()
+    assert not evaluation.passed and "audit row 1 was changed" in str(evaluation.metadata["problems"].value)
