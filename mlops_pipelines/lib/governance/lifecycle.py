@@ -344,7 +344,7 @@ class Lifecycle:
     def __init__(self, client: MlflowClient, conn: duckdb.DuckDBPyConnection, audit_key: bytes) -> None:
         self.client, self.conn, self._key = client, conn, audit_key
 
-    def subject(self, name: str) -> str:
+    def _subject(self, name: str) -> str:
         """The ``model`` column of the audit log for ``name``."""
         return self.subject_prefix + name
 
@@ -365,7 +365,7 @@ class Lifecycle:
 
     def record(self, model: str) -> ModelRecord:
         """The model's record, replayed from its verified audit rows."""
-        subject = self.subject(model)
+        subject = self._subject(model)
         return replay(model, [r for r in audit.read(self.conn, self._key) if r.model == subject], self.rules)
 
     def records(self) -> dict[str, ModelRecord]:
@@ -446,7 +446,7 @@ class Lifecycle:
 
     def history(self, model: str) -> list[dict[str, Any]]:
         """The model's audit rows as dicts (with ``verified``), oldest first."""
-        subject = self.subject(model)
+        subject = self._subject(model)
         return [r.__dict__ for r in audit.read(self.conn, self._key) if r.model == subject]
 
     def rollback_target(self, model: str) -> str | None:
@@ -788,7 +788,7 @@ class Lifecycle:
             last = entries[-1]
             entries = [*entries[:-1], Entry(**{**last.__dict__, "details": {**last.details, "aliases": aliases}})]
         with warehouse.transaction(self.conn):
-            subject = self.subject(model)
+            subject = self._subject(model)
             head = audit.append(self.conn, self._key, model=subject, actor=actor, entries=entries, operation=operation)
             undo: list[tuple[str, str, str | None]] = []  # MLflow changes made so far, to take back on failure
             try:
