@@ -237,10 +237,10 @@ def prompt_routes(serving: _Serving, require: Callable[..., Callable[..., tokens
     ) -> PromptVersionInfo:
         """Register a new version (DRAFT, the next number; the token's actor is its author). Never edits an
         existing version. The template must use exactly the declared variables (422 naming the variable)."""
-        spec = body.model_dump(mode="json", exclude={"reason"})
+        spec = {**body.model_dump(mode="json", exclude={"reason"}), "name": name}
+        parse_prompt({**spec, "version": 1}, where="request body")  # name, template and variables, before any lookup
         with prompts(read_only=False) as lifecycle:
-            number = len(lifecycle.versions(name)) + 1
-            prompt = parse_prompt({**spec, "name": name, "version": number}, where="request body")
+            prompt = parse_prompt({**spec, "version": len(lifecycle.versions(name)) + 1}, where="request body")
             reason = body.reason or f"created via the API (token {token.token_id})"
             version, _ = lifecycle.register_version(prompt, actor=token.actor, reason=reason)
             return next(row for row in version_rows(lifecycle, name) if row.version == version)

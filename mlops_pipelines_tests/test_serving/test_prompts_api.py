@@ -110,6 +110,8 @@ def test_creating_a_version_writes_a_new_one(server: Server, stack: Stack) -> No
     hostile = {**new, "template": new["template"] + "{{ secret_key }}"}
     refused = problem(call(server, "POST", f"/{NAME}/versions", hostile, headers=operator), 422)
     assert "uses undeclared variable 'secret_key'" in refused["detail"]
+    bad_name = problem(call(server, "POST", "/Bad'Name/versions", new, headers=operator), 422)
+    assert 'prompt "Bad\'Name"' in bad_name["detail"] and "key 'name'" in bad_name["detail"]
     created = call(server, "POST", f"/{NAME}/versions", new, headers=operator)
     assert created.status_code == 201, created.text
     assert (created.json()["version"], created.json()["author"], created.json()["state"]) == ("2", "writer", "DRAFT")
