@@ -22,6 +22,7 @@ from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.test_serving.conftest import Server, Stack, serving
 from mlops_pipelines_tests.test_serving.test_api import problem
 
+pytestmark = pytest.mark.slow  # one server process for the module, started once
 NAME = "market_summary"  # v1 evaluated (passed): staged, approved, promoted by the lifecycle test
 UNTOUCHED = "signal_explanation"  # v1 never evaluated, never changed by a test: what the reads check
 FAILED = "compliance_note_draft"  # v1 evaluated and failed
