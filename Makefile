@@ -33,13 +33,14 @@ mlflow-ui: $(STAMP)  ## MLflow UI on the demo's tracking store: http://127.0.0.1
 serve: $(STAMP)  ## the serving API on the demo's data: http://127.0.0.1:8000/docs (freshness judged at the newest features)
 	MLOPS_SERVE_AS_OF=$${MLOPS_SERVE_AS_OF-latest} $(BIN)/mlops serve
 
-lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg check defs`, the feature lock, docker/
+lint: $(STAMP)  ## ruff, pyright, the layering contract (lint-imports), `dg check defs`, the feature and prompt locks, docker/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 	$(BIN)/lint-imports
 	$(BIN)/dg check defs
 	$(BIN)/mlops features diff
+	$(BIN)/mlops prompts diff
 	$(BIN)/python docker/check_compose.py
 
 bench: $(STAMP)  ## every benchmark, each printing its ratio against a baseline measured in the same run

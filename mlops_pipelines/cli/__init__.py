@@ -23,6 +23,7 @@ from mlops_pipelines.cli.deployments import deployments_app
 from mlops_pipelines.cli.features import features_app
 from mlops_pipelines.cli.models import experiments_app, models_app
 from mlops_pipelines.cli.output import EXIT_USER_ERROR, error_console
+from mlops_pipelines.cli.prompts import prompts_app
 from mlops_pipelines.cli.reviews import reviews_app
 from mlops_pipelines.cli.tokens import serve, tokens_app
 from mlops_pipelines.lib.core.errors import MlopsError
@@ -53,6 +54,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(reviews_app, name="reviews")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(prompts_app, name="prompts")
 app.command()(demo)
 app.command()(serve)
 

@@ -5,7 +5,7 @@ Imports of MLflow and the lifecycle happen inside the functions: a command pays 
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,8 @@ from mlops_pipelines.settings import ActorMismatch, Settings
 if TYPE_CHECKING:
     from mlops_pipelines.lib.core.tracking import Tracking
     from mlops_pipelines.lib.governance.lifecycle import Lifecycle
+
+L = TypeVar("L", bound="Lifecycle")
 
 ModelName = Annotated[
     str, typer.Argument(metavar="MODEL", help="Registered model name, e.g. direction_classifier.", show_default=False)
@@ -42,22 +44,29 @@ def tracking(settings: Settings) -> "Tracking":
 
 
 @contextmanager
-def governed() -> Iterator["Lifecycle"]:
-    """The lifecycle, built as the Dagster resources build it (``open_lifecycle``). A governance refusal is a clear
-    message and exit code 1; MLflow errors exit 2, as the root command maps the project's other errors."""
+def governed(kind: "type[L] | None" = None) -> Iterator["L"]:
+    """The lifecycle, built as the Dagster resources build it (``open_lifecycle``; ``kind``: ``PromptLifecycle``
+    for prompts). A governance refusal is a clear message and exit code 1; MLflow errors exit 2, as the root
+    command maps the project's other errors."""
     from mlflow.exceptions import MlflowException
 
     from mlops_pipelines.lib.governance.lifecycle import (
         ApprovalRequired,
         IllegalTransition,
+        Lifecycle,
         LifecycleError,
         open_lifecycle,
     )
 
     settings = Settings.from_env()
     try:
-        with open_lifecycle(tracking(settings).client(), settings.warehouse_path, settings.audit_key_file) as lc:
-            yield lc
+        with open_lifecycle(
+            tracking(settings).client(),
+            settings.warehouse_path,
+            settings.audit_key_file,
+            kind=kind or Lifecycle,  # type: ignore[arg-type]
+        ) as lc:
+            yield lc  # type: ignore[misc]
     except (IllegalTransition, ApprovalRequired, LifecycleError, ActorMismatch, ValueError) as exc:
         error_console.print(f"[red]refused:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_REFUSED) from exc

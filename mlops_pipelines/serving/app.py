@@ -31,6 +31,7 @@ from mlops_pipelines.lib.monitoring.served_predictions import PredictionLogWrite
 from mlops_pipelines.serving import management, problems
 from mlops_pipelines.serving.model_cache import ModelCache, Servable, Unservable
 from mlops_pipelines.serving.problems import ProblemError
+from mlops_pipelines.serving.prompts import prompt_routes
 from mlops_pipelines.serving.schemas import (
     AliasStatus,
     Prediction,
@@ -74,9 +75,10 @@ class Serving:
         self._warehouse_lock = threading.Lock()
 
     @contextmanager
-    def lifecycle(self, *, read_only: bool) -> Iterator[Lifecycle]:
-        """The lifecycle as the CLI and the Dagster resources open it (``open_lifecycle``). One at a time in this
-        process: DuckDB refuses a read-only and a read-write connection to one file in the same process."""
+    def lifecycle(self, *, read_only: bool, kind: type[Lifecycle] = Lifecycle) -> Iterator[Lifecycle]:
+        """The lifecycle as the CLI and the Dagster resources open it (``open_lifecycle``; ``kind``: the governed
+        kind, models or prompts). One at a time in this process: DuckDB refuses a read-only and a read-write
+        connection to one file in the same process."""
         with (
             self._warehouse_lock,
             open_lifecycle(
@@ -85,6 +87,7 @@ class Serving:
                 self.settings.audit_key_file,
                 read_only=read_only,
                 lock_timeout_s=30.0,
+                kind=kind,
             ) as opened,
         ):
             yield opened
@@ -466,6 +469,7 @@ def create_app(
         )
 
     app.include_router(management.router(serving, require))
+    app.include_router(prompt_routes(serving, require))
     return app
 
 

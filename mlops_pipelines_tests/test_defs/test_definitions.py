@@ -11,6 +11,7 @@ import dagster as dg
 from mlops_pipelines.catalog.feature_views import load_catalog
 from mlops_pipelines.catalog.models import load_model_specs
 from mlops_pipelines.catalog.policies import policy_status
+from mlops_pipelines.catalog.prompt_library import load_prompts
 
 
 def test_asset_graph(definitions: dg.Definitions) -> None:
@@ -36,6 +37,7 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "monitoring/served_predictions",
         "monitoring/champion_challenger",
         *(f"inference/{name}_predictions" for name in load_model_specs()),
+        *(f"prompts/{name}_registration" for name in load_prompts()),
         *views,
         *training,
         *evaluation,
@@ -49,6 +51,7 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
             "features": "features",
             "monitoring": "monitoring",
             "inference": "inference",
+            "prompts": "prompts",
         }.get(key.path[0], "evaluation" if name in evaluation else "governance" if name in governance else "training")
         assert node.group_name == expected_group, key
         assert node.owners, key
@@ -83,6 +86,7 @@ def test_checks_jobs_and_sensors(definitions: dg.Definitions) -> None:
         "review_model_job",
         "drift_job",
         "inference_job",
+        "prompts_job",
     ):
         assert definitions.resolve_job_def(job), job
     assert {f"{name}_lifecycle_consistent" for name in load_model_specs()} <= checks

@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 from mlflow import MlflowClient
@@ -111,6 +111,26 @@ def normalize_actor(name: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What the governance of one kind of governed thing (models, prompts) checks, beyond the shared states,
+    transitions and approvals: the fields its register row must record (``registered_fields``; the first
+    ``checked_tags`` of them are also MLflow version tags that verification compares), who its author is
+    (``author_field``: the trainer of a model, the author of a prompt; never an approver), and whether PRODUCTION
+    needs an APPROVED compliance review (``needs_review``). ``override_excludes_approver``: whoever overrode a
+    failed gate cannot also approve the version (the override is the first pair of eyes)."""
+
+    registered_fields: tuple[str, ...] = REGISTERED_FIELDS
+    checked_tags: tuple[str, ...] = REGISTERED_FIELDS[:2]
+    author_field: str = "trained_by"
+    author_verb: str = "trained"  # how refusals name the author's part ("'bob' trained this version")
+    needs_review: bool = True
+    override_excludes_approver: bool = False
+
+
+MODEL_RULES = Rules()
+
+
 # ---- the record, derived from the log ----------------------------------------------------------------------
 @dataclass
 class VersionRecord:
@@ -123,10 +143,13 @@ class VersionRecord:
     staging_since: int = 0  # seq of the row that last moved it into STAGING
     review: dict[str, Any] | None = None  # the latest compliance review
     was_production: bool = False
+    author_field: str = "trained_by"
+    overridden_by: str | None = None  # who overrode a failed gate on its way into STAGING (this stay)
 
     @property
     def trainer(self) -> str:
-        return str(self.registered.get("trained_by", ""))
+        """Its author (a model's trainer, a prompt's author): never one of its approvers."""
+        return str(self.registered.get(self.author_field, ""))
 
     def stay_approvals(self) -> list[dict[str, Any]]:
         """Approvals given since it last entered STAGING: the only ones that count."""
@@ -143,7 +166,7 @@ class ModelRecord:
     problems: list[str] = field(default_factory=list)
 
 
-def replay(model: str, rows: list[Row]) -> ModelRecord:
+def replay(model: str, rows: list[Row], rules: Rules = MODEL_RULES) -> ModelRecord:
     """Rebuild a model's record from its audit rows, checking every row's preconditions as it goes.
 
     Rows that failed chain verification are reported and ignored: a forged approval never counts. The later rows
@@ -160,13 +183,13 @@ def replay(model: str, rows: list[Row]) -> ModelRecord:
             record.problems.append(str(row.problem))
             tainted.add(row.version)
             continue
-        problem = _apply(record, row, by_operation[row.operation_id])
+        problem = _apply(record, row, by_operation[row.operation_id], rules)
         if problem and row.version not in tainted:
             record.problems.append(f"v{row.version} (audit row {row.seq}, {row.action}): {problem}")
     return record
 
 
-def _apply(record: ModelRecord, row: Row, operation: list[Row]) -> str | None:
+def _apply(record: ModelRecord, row: Row, operation: list[Row], rules: Rules) -> str | None:
     """Apply one verified row to ``record`` (as the log says it happened); returns why the row should not have
     been written, if it should not."""
     if "aliases" in row.details:
@@ -178,8 +201,10 @@ def _apply(record: ModelRecord, row: Row, operation: list[Row]) -> str | None:
     if row.action == "register":
         if row.version in record.versions:
             return "registered twice"
-        record.versions[row.version] = VersionRecord(row.version, State.DRAFT, dict(row.details))
-        missing = [f for f in REGISTERED_FIELDS if not row.details.get(f)]
+        record.versions[row.version] = VersionRecord(
+            row.version, State.DRAFT, dict(row.details), author_field=rules.author_field
+        )
+        missing = [f for f in rules.registered_fields if not row.details.get(f)]
         return f"registered without {', '.join(missing)}" if missing else None
     current = record.versions.get(row.version)
     if current is None:
@@ -195,10 +220,11 @@ def _apply(record: ModelRecord, row: Row, operation: list[Row]) -> str | None:
         check_transition(record.model, row.version, str(row.from_state), str(row.to_state))
     except IllegalTransition as exc:
         problem = problem or str(exc)
-    problem = problem or _transition_problem(record, current, row, operation)
+    problem = problem or _transition_problem(record, current, row, operation, rules)
     current.state = str(row.to_state)
     if row.to_state == State.STAGING:
         current.staging_since = row.seq
+        current.overridden_by = row.actor if row.details.get("overrides") else None
     if row.to_state == State.PRODUCTION:
         current.was_production = True
         replaced = [r.version for r in operation if r.action == "superseded"]
@@ -251,7 +277,9 @@ def _apply_event(current: VersionRecord, row: Row) -> str | None:
     return f"unknown action {row.action!r}"
 
 
-def _transition_problem(record: ModelRecord, current: VersionRecord, row: Row, operation: list[Row]) -> str | None:
+def _transition_problem(
+    record: ModelRecord, current: VersionRecord, row: Row, operation: list[Row], rules: Rules
+) -> str | None:
     """The preconditions of a state change, judged from the log as it stood before the row."""
     passed = bool(row.policy_result and row.policy_result.get("passed"))
     target = row.to_state
@@ -262,16 +290,29 @@ def _transition_problem(record: ModelRecord, current: VersionRecord, row: Row, o
     if target == State.PRODUCTION and row.action == "rollback":
         return None if current.was_production else "restored by a rollback but never was in production"
     if target == State.PRODUCTION:
-        return _four_eyes_problem(current, row.actor)
+        return _four_eyes_problem(current, row.actor, rules)
     if (row.from_state, target) == (State.PRODUCTION, State.STAGING):
         into_production = [r for r in operation if r.to_state == State.PRODUCTION and r.version != row.version]
         return None if into_production else "left PRODUCTION without another version taking its place"
     return None
 
 
-def _four_eyes_problem(current: VersionRecord, requester: str) -> str | None:
+def _four_eyes_problem(current: VersionRecord, requester: str, rules: Rules = MODEL_RULES) -> str | None:
     """PRODUCTION needs an approval of this stay in STAGING and an APPROVED compliance review, by three people
-    who are not the trainer: approver, reviewer and requester all different."""
+    who are not the trainer: approver, reviewer and requester all different. Without ``rules.needs_review``
+    (prompts): an approval by someone other than the author and the requester (and, with
+    ``rules.override_excludes_approver``, other than whoever overrode a failed gate)."""
+    if not rules.needs_review:
+        excluded = {current.trainer, requester}
+        if rules.override_excludes_approver and current.overridden_by:
+            excluded.add(current.overridden_by)
+        if not [a for a in current.stay_approvals() if a["approver"] not in excluded]:
+            return (
+                "PRODUCTION needs an approval, given since it last entered STAGING, by someone other than the author "
+                f"({current.trainer!r}) and the requester ({requester!r})"
+                + (f" and the override's requester ({current.overridden_by!r})" if current.overridden_by else "")
+            )
+        return None
     review = current.review or {}
     approved = review.get("status") == ReviewStatus.APPROVED
     reviewer = review.get("reviewer") if approved else None
@@ -290,10 +331,28 @@ def _four_eyes_problem(current: VersionRecord, requester: str) -> str | None:
 # ---- the operations ----------------------------------------------------------------------------------------
 class Lifecycle:
     """Lifecycle operations for every model. Reads work on a read-only warehouse connection; operations need a
-    read-write one. ``audit_key``: the HMAC key of the audit log (``audit.load_key``)."""
+    read-write one. ``audit_key``: the HMAC key of the audit log (``audit.load_key``).
+
+    Other governed kinds (prompts: ``lib/prompts/lifecycle.py``) subclass it: the same log, chain, states and
+    guarded operations, with their own ``rules``, their audit rows under ``subject_prefix`` + name (a prefix with a
+    character no MLflow model name may hold, so the kinds never mix), and the MLflow projection hooks (the
+    methods under "the MLflow projection") pointed at their part of MLflow."""
+
+    rules: Rules = MODEL_RULES
+    subject_prefix = ""  # models: the plain name
 
     def __init__(self, client: MlflowClient, conn: duckdb.DuckDBPyConnection, audit_key: bytes) -> None:
         self.client, self.conn, self._key = client, conn, audit_key
+
+    def _subject(self, name: str) -> str:
+        """The ``model`` column of the audit log for ``name``."""
+        return self.subject_prefix + name
+
+    def _owned(self, subject: str) -> str | None:
+        """The name behind an audit subject of this kind, None for another kind's rows."""
+        if self.subject_prefix:
+            return subject[len(self.subject_prefix) :] if subject.startswith(self.subject_prefix) else None
+        return None if ":" in subject else subject
 
     # ---- reading -----------------------------------------------------------------------------------------
     def version(self, model: str, version: str | int) -> ModelVersion:
@@ -306,14 +365,17 @@ class Lifecycle:
 
     def record(self, model: str) -> ModelRecord:
         """The model's record, replayed from its verified audit rows."""
-        return replay(model, [r for r in audit.read(self.conn, self._key) if r.model == model])
+        subject = self._subject(model)
+        return replay(model, [r for r in audit.read(self.conn, self._key) if r.model == subject], self.rules)
 
     def records(self) -> dict[str, ModelRecord]:
         """Every model the audit log knows, replayed (one read of the log)."""
         by_model: dict[str, list[Row]] = {}
         for row in audit.read(self.conn, self._key):
-            by_model.setdefault(row.model, []).append(row)
-        return {model: replay(model, rows) for model, rows in by_model.items()}
+            name = self._owned(row.model)
+            if name is not None:
+                by_model.setdefault(name, []).append(row)
+        return {model: replay(model, rows, self.rules) for model, rows in by_model.items()}
 
     def models(self) -> list[str]:
         """Every model the audit log knows, and every one MLflow knows."""
@@ -384,7 +446,8 @@ class Lifecycle:
 
     def history(self, model: str) -> list[dict[str, Any]]:
         """The model's audit rows as dicts (with ``verified``), oldest first."""
-        return [r.__dict__ for r in audit.read(self.conn, self._key) if r.model == model]
+        subject = self._subject(model)
+        return [r.__dict__ for r in audit.read(self.conn, self._key) if r.model == subject]
 
     def rollback_target(self, model: str) -> str | None:
         """The version the current production version superseded."""
@@ -417,10 +480,7 @@ class Lifecycle:
         problems = list(record.problems)
         if audit.has_sequence_gaps(self.conn):
             problems.append("audit log sequence has gaps")
-        try:
-            registered = self.client.get_registered_model(model)
-        except MlflowException:
-            registered = None
+        registered = self._registered(model)
         mlflow_versions = {str(mv.version): mv for mv in self.versions(model)} if registered else {}
         for version, logged in record.versions.items():
             mv = mlflow_versions.get(version)
@@ -429,16 +489,16 @@ class Lifecycle:
                 continue
             if mv.tags.get(STATE_TAG) != logged.state:
                 problems.append(f"v{version}: MLflow says {mv.tags.get(STATE_TAG)}, audit log says {logged.state}")
-            for name in ("artifact_sha256", "feature_graph_hash"):
+            for name in self.rules.checked_tags:
                 if mv.tags.get(name) != logged.registered.get(name):
                     problems.append(f"v{version}: MLflow tag {name} differs from the value recorded at registration")
+            problems.extend(self._version_problems(model, mv, logged))
         for version in sorted(set(mlflow_versions) - set(record.versions), key=int):
             problems.append(f"v{version} is in MLflow but has no audit history (registered outside the lifecycle)")
         if registered is not None:
-            actual = {alias: str(v) for alias, v in registered.aliases.items() if alias in ALIASES}
+            actual, head = registered
             if actual != record.aliases:
                 problems.append(f"MLflow aliases {actual} differ from the audit log's {record.aliases}")
-            head = registered.tags.get(AUDIT_HEAD_TAG)
             if head and head != record.head and not record.problems:  # a broken row was reported already
                 problems.append(
                     f"audit row {head.split(':')[0]}, the newest of {model} per MLflow, is missing or changed"
@@ -447,6 +507,32 @@ class Lifecycle:
         if len(states) > 1:
             problems.append(f"more than one PRODUCTION version: {states}")
         return record, problems
+
+    # ---- the MLflow projection (what a governed kind points at its part of MLflow) ----------------------------
+    def _registered(self, model: str) -> tuple[dict[str, str], str | None] | None:
+        """The lifecycle aliases MLflow holds and its audit-head tag; None when MLflow has no such model."""
+        try:
+            registered = self.client.get_registered_model(model)
+        except MlflowException:
+            return None
+        aliases = {alias: str(v) for alias, v in registered.aliases.items() if alias in ALIASES}
+        return aliases, registered.tags.get(AUDIT_HEAD_TAG)
+
+    def _version_problems(self, model: str, mv: Any, logged: VersionRecord) -> list[str]:
+        """Checks of one MLflow version against its register row beyond the tags (prompts: the content)."""
+        return []
+
+    def _set_state_tag(self, model: str, version: str, state: str) -> None:
+        self.client.set_model_version_tag(model, version, STATE_TAG, state)
+
+    def _set_version_tag(self, model: str, version: str, tag: str, value: str) -> None:
+        self.client.set_model_version_tag(model, version, tag, value)
+
+    def _set_audit_head(self, model: str, head: str | None) -> None:
+        if head is None:
+            self.client.delete_registered_model_tag(model, AUDIT_HEAD_TAG)
+        else:
+            self.client.set_registered_model_tag(model, AUDIT_HEAD_TAG, head)
 
     # ---- writing (the guarded operations) ----------------------------------------------------------------
     def register(
@@ -551,10 +637,16 @@ class Lifecycle:
         if found is None:
             raise LifecycleError(f"{model} v{version} has no audit history")
         if approver == found.trainer:
-            raise ApprovalRequired(f"{model} v{version}: {approver!r} trained this version and cannot approve it")
+            raise ApprovalRequired(
+                f"{model} v{version}: {approver!r} {self.rules.author_verb} this version and cannot approve it"
+            )
         if found.review and found.review.get("reviewer") == approver:
             raise ApprovalRequired(
                 f"{model} v{version}: {approver!r} signed its compliance review; the approver must be someone else"
+            )
+        if self.rules.override_excludes_approver and found.overridden_by == approver:
+            raise ApprovalRequired(
+                f"{model} v{version}: {approver!r} overrode its failed evaluation; the approver must be someone else"
             )
         if found.state != State.STAGING:
             raise LifecycleError(f"{model} v{version} is {found.state}; only STAGING versions are approved")
@@ -599,11 +691,13 @@ class Lifecycle:
         if found is None:
             raise LifecycleError(f"{model} v{version} has no audit history")
         check_transition(model, version, found.state, State.PRODUCTION)
-        problem = _four_eyes_problem(found, actor)
+        problem = _four_eyes_problem(found, actor, self.rules)
         if problem:
             given = [a["approver"] for a in found.stay_approvals()]
             raise ApprovalRequired(f"{model} v{version}: {problem}; approvals of this stay: {given}")
         excluded = {found.trainer, actor, found.review["reviewer"] if found.review else None}
+        if self.rules.override_excludes_approver:
+            excluded.add(found.overridden_by)
         valid = [
             {"approver": a["approver"], "comment": a["comment"]}
             for a in found.stay_approvals()
@@ -668,10 +762,10 @@ class Lifecycle:
             logged = record.versions.get(str(mv.version))
             if logged is None:
                 continue
-            expected = {STATE_TAG: logged.state, **{f: str(logged.registered.get(f)) for f in REGISTERED_FIELDS[:2]}}
+            expected = {STATE_TAG: logged.state, **{f: str(logged.registered.get(f)) for f in self.rules.checked_tags}}
             for tag, value in expected.items():
                 if mv.tags.get(tag) != value:
-                    self.client.set_model_version_tag(model, str(mv.version), tag, value)
+                    self._set_version_tag(model, str(mv.version), tag, value)
                     changed.append(f"v{mv.version} {tag}: {mv.tags.get(tag)} -> {value}")
         aliases = {alias: record.aliases.get(alias) for alias in ALIASES}
         for alias, holder in aliases.items():
@@ -694,14 +788,15 @@ class Lifecycle:
             last = entries[-1]
             entries = [*entries[:-1], Entry(**{**last.__dict__, "details": {**last.details, "aliases": aliases}})]
         with warehouse.transaction(self.conn):
-            head = audit.append(self.conn, self._key, model=model, actor=actor, entries=entries, operation=operation)
+            subject = self._subject(model)
+            head = audit.append(self.conn, self._key, model=subject, actor=actor, entries=entries, operation=operation)
             undo: list[tuple[str, str, str | None]] = []  # MLflow changes made so far, to take back on failure
             try:
                 undo.append(("head", model, self._audit_head(model)))
-                self.client.set_registered_model_tag(model, AUDIT_HEAD_TAG, head)
+                self._set_audit_head(model, head)
                 for entry in entries:
                     if entry.to_state is not None and entry.to_state != entry.from_state:
-                        self.client.set_model_version_tag(model, entry.version, STATE_TAG, entry.to_state)
+                        self._set_state_tag(model, entry.version, entry.to_state)
                         undo.append(("tag", entry.version, entry.from_state))
                 for alias, version in aliases.items():
                     undo.append(("alias", alias, self.alias_version(model, alias)))
@@ -710,13 +805,11 @@ class Lifecycle:
                 for kind, name, value in reversed(undo):  # best effort; consistency_problems reports the rest
                     with suppress(MlflowException):
                         if kind == "tag" and value is not None:
-                            self.client.set_model_version_tag(model, name, STATE_TAG, value)
+                            self._set_state_tag(model, name, value)
                         elif kind == "alias":
                             self._point_alias(model, name, value)
-                        elif kind == "head" and value is not None:
-                            self.client.set_registered_model_tag(model, AUDIT_HEAD_TAG, value)
                         elif kind == "head":
-                            self.client.delete_registered_model_tag(model, AUDIT_HEAD_TAG)
+                            self._set_audit_head(model, value)
                 raise
         return operation
 
@@ -735,6 +828,9 @@ class Lifecycle:
             self.client.set_registered_model_alias(model, alias, version)
 
 
+L = TypeVar("L", bound=Lifecycle)
+
+
 @contextmanager
 def open_lifecycle(
     client: MlflowClient,
@@ -743,8 +839,10 @@ def open_lifecycle(
     *,
     read_only: bool = False,
     lock_timeout_s: float = 300.0,
-) -> Iterator[Lifecycle]:
+    kind: type[L] = Lifecycle,
+) -> Iterator[L]:
     """The one way to build a ``Lifecycle`` (assets, jobs, CLI): the warehouse connection is held until the end
-    (for writers it is the cross-process mutex), the audit key read from its file."""
+    (for writers it is the cross-process mutex), the audit key read from its file. ``kind``: the governed kind
+    (``Lifecycle`` for models, ``PromptLifecycle`` for prompts)."""
     with warehouse.connect(warehouse_path, read_only=read_only, lock_timeout_s=lock_timeout_s) as conn:
-        yield Lifecycle(client, conn, audit.load_key(Path(audit_key_file), conn))
+        yield kind(client, conn, audit.load_key(Path(audit_key_file), conn))
