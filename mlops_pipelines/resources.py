@@ -20,6 +20,7 @@ from mlops_pipelines.lib.governance import lifecycle
 from mlops_pipelines.lib.ingestion import raw_folder, source_files, synthetic_market
 from mlops_pipelines.lib.monitoring.drift_policy import DriftPolicy, load_drift_policy
 from mlops_pipelines.lib.monitoring.hourly_run import MonitoringFiles
+from mlops_pipelines.lib.prompts.responses import ResponseSource, build_response_source
 from mlops_pipelines.settings import read_secret_file
 
 
@@ -216,6 +217,32 @@ class AlertsResource(dg.ConfigurableResource):
             slack_url=self.slack_webhook_url,
         )
         return Alerter(sinks, directory / "sent_alerts.json")
+
+
+class PromptResponsesResource(dg.ConfigurableResource):
+    """Where prompt evaluations get their answers: the recorded log of what production answered (the default, and
+    what the demo and CI use), or a provider speaking the OpenAI-compatible chat-completions protocol."""
+
+    kind: Literal["recorded", "http"] = Field(default="recorded", description="MLOPS_PROMPT_RESPONSES")
+    recorded_dir: str = Field(description="The recorded answers, <prompt>.jsonl (MLOPS_PROMPT_RECORDED_DIR).")
+    base_url: str | None = Field(default=None, description="The provider's base URL (MLOPS_LLM_BASE_URL).")
+    api_key: str | None = Field(default=None, description="The provider's key; a secret: pass it as dg.EnvVar.")
+    model_override: str | None = Field(default=None, description="Ask this model instead of the prompt's.")
+    timeout_s: float = Field(default=30.0, description="Per request.")
+    max_retries: int = Field(default=3, description="On 429, 5xx and timeouts, with backoff.")
+    record_dir: str = Field(default="", description="Append live answers here, replayable as a recorded log.")
+
+    def source(self) -> ResponseSource:
+        return build_response_source(
+            self.kind,
+            recorded_dir=Path(self.recorded_dir),
+            base_url=self.base_url,
+            api_key=self.api_key,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            model_override=self.model_override,
+            record_to=Path(self.record_dir) if self.record_dir else None,
+        )
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -18,6 +18,7 @@ from mlops_pipelines.resources import (
     MlflowResource,
     MonitoringResource,
     OnlineStoreResource,
+    PromptResponsesResource,
     WarehouseResource,
 )
 from mlops_pipelines.settings import Settings
@@ -70,6 +71,16 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             evidently_dir=str(settings.data_dir / "monitoring" / "evidently"),
             policy_path=str(DRIFT_POLICY_PATH),
             prediction_log_dir=str(settings.prediction_log_dir),
+        ),
+        "prompt_responses": PromptResponsesResource(
+            kind=settings.prompt_responses,  # type: ignore[arg-type]  # validated in from_env
+            recorded_dir=str(settings.prompt_recorded_dir),
+            base_url=settings.llm_base_url,
+            api_key=secret(settings, "llm_api_key"),
+            model_override=settings.llm_model,
+            timeout_s=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+            record_dir=str(settings.llm_record_dir or ""),
         ),
         "mlflow": MlflowResource(
             tracking_uri=secret(settings, "mlflow_tracking_uri"),

@@ -3,7 +3,7 @@
 volatility is checked against what the warehouse knew, not against numbers typed into a file."""
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import duckdb
@@ -63,3 +63,43 @@ def with_feature_store_context(
         context = {**case.context, "features": values}
         refreshed.append(case.model_copy(update={"context": context, "variables": variables}))
     return replace(cases, cases=refreshed)
+
+
+@dataclass(frozen=True)
+class ContextProvenance:
+    """Whether the contexts a recorded evaluation set was answered from are what this warehouse holds.
+
+    ``differing``: one line per feature whose recorded value is not the warehouse's; ``absent``: cases whose symbol
+    or time this warehouse has no features for (another market, a universe without the symbol)."""
+
+    checked: int
+    matching: int
+    differing: list[str]
+    absent: list[str]
+
+
+def context_provenance(
+    cases: PromptCases, conn: duckdb.DuckDBPyConnection, views: Sequence[FeatureView], *, tolerance: float = 1e-5
+) -> ContextProvenance:
+    """Compare every case's recorded feature context with the feature store's values at the same time (relative
+    ``tolerance``; the files keep six significant digits)."""
+    checked, matching, differing, absent = 0, 0, [], []
+    for case in cases.cases:
+        symbol, as_of = case.context.get("symbol"), case.context.get("as_of")
+        features = case.context.get("features")
+        if not (isinstance(symbol, str) and as_of and isinstance(features, dict)):
+            continue
+        checked += 1
+        try:
+            values = feature_values(conn, views, symbol, as_of, list(features))
+        except (NotFound, duckdb.Error) as exc:
+            absent.append(f"case {case.id}: {exc}")
+            continue
+        wrong = [
+            f"case {case.id}: {name} recorded {float(recorded):.6g}, warehouse {values[name]:.6g}"
+            for name, recorded in features.items()
+            if abs(float(recorded) - values[name]) > tolerance * max(1.0, abs(values[name]))
+        ]
+        differing.extend(wrong)
+        matching += not wrong
+    return ContextProvenance(checked, matching, differing, absent)

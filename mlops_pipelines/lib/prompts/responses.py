@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mlops_pipelines.lib.core.errors import MlopsError, NotFound
+from mlops_pipelines.lib.prompts.library import ModelSettings
 from mlops_pipelines.lib.prompts.llm_client import ChatClient
 
 Messages = Sequence[Mapping[str, str]]
@@ -26,15 +27,6 @@ RECORD_FIELDS = ("prompt", "version", "case_id", "response", "model", "prompt_to
 
 class RecordedResponsesError(MlopsError, ValueError):
     """A recorded-responses log is malformed; the message names the file, the line and the field."""
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """The prompt version's model settings (from its library entry)."""
-
-    model: str
-    temperature: float | None = None
-    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +141,7 @@ class ChatCompletionsSource:
     def responses(
         self, prompt: str, version: str, rendered: Mapping[str, Messages | str], model: ModelSettings | None = None
     ) -> Responses:
-        name = self.model_override or (model.model if model else None)
+        name = self.model_override or (model.name if model else None)
         if not name:
             raise MlopsError(f"{self.client.endpoint}: no model to ask for {prompt!r} (set the prompt's model)")
         answers = []

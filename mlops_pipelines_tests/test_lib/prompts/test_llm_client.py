@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from mlops_pipelines.lib.prompts.library import ModelSettings
 from mlops_pipelines.lib.prompts.llm_client import ChatClient, LlmError
 from mlops_pipelines.lib.prompts.responses import (
     ChatCompletionsSource,
-    ModelSettings,
     RecordedResponses,
     build_response_source,
 )
@@ -111,7 +111,12 @@ def test_live_answers_are_recorded_and_replay_identically(provider: StandIn, tmp
         "http", recorded_dir=tmp_path / "unused", base_url=provider.base_url, record_to=tmp_path / "log"
     )
     assert isinstance(source, ChatCompletionsSource)
-    live = source.responses("market_summary", "3", {"a": "render a", "b": "render b"}, ModelSettings("gpt-x", 0.1))
+    live = source.responses(
+        "market_summary",
+        "3",
+        {"a": "render a", "b": "render b"},
+        ModelSettings(name="gpt-x", temperature=0.1, max_tokens=100),
+    )
     assert live.source == f"http:{provider.base_url}/chat/completions"
     assert {k: v.text for k, v in live.by_case.items()} == {"a": "answer a", "b": "answer b"}
     replay = RecordedResponses(tmp_path / "log").responses("market_summary", "3", {"a": "", "b": ""})
@@ -152,6 +157,8 @@ def test_answers_received_before_a_failure_are_kept(provider: StandIn, tmp_path:
         "http", recorded_dir=tmp_path, base_url=provider.base_url, record_to=tmp_path / "log", max_retries=0
     )
     with pytest.raises(LlmError, match="HTTP 401"):
-        source.responses("p", "1", {"a": "render a", "b": "render b"}, ModelSettings("m"))
+        source.responses(
+            "p", "1", {"a": "render a", "b": "render b"}, ModelSettings(name="m", temperature=0, max_tokens=100)
+        )
     kept = RecordedResponses(tmp_path / "log").responses("p", "1", {"a": "", "b": ""})
     assert list(kept.by_case) == ["a"] and kept.by_case["a"].text == "echo: render a"
