@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mlops_pipelines.cli.governed import Actor, ModelName, Version, governed
+from mlops_pipelines.cli.governed import Actor, ModelName, Reason, Version, governed
 from mlops_pipelines.cli.output import EXIT_REFUSED, JsonOutput, console, print_json, print_rows, utc_time
 from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.settings import Settings, current_actor
@@ -76,3 +76,37 @@ def deployments_show(
     if found is None:
         raise NotFound(f"no deployment {deployment_id!r}; `mlops deployments list` shows the recorded ones")
     print_json({**found, "checklist": json.loads(found["checklist"]), "created_at": utc_time(found["created_at"])})
+
+
+@deployments_app.command("traffic")
+def deployments_traffic(
+    deployment_id: Annotated[str, typer.Argument(metavar="DEPLOYMENT_ID", help="A ready production deployment.")],
+    canary_share: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, metavar="SHARE", help="Share of symbols (0 to 1) the challenger answers."),
+    ] = None,
+    shadow: Annotated[
+        bool | None,
+        typer.Option("--shadow/--no-shadow", help="The challenger also scores every request, off the response path."),
+    ] = None,
+    reason: Reason = "",
+    actor: Actor = "",
+) -> None:
+    """Change what a production deployment shares with the challenger (what is not given stays); audited."""
+    from mlops_pipelines.lib.governance import deployments
+
+    if shadow is None and canary_share is None:
+        raise typer.BadParameter("give --canary-share, --shadow/--no-shadow or both")
+    with governed() as lifecycle:
+        old, new = deployments.set_traffic(
+            lifecycle,
+            deployment_id,
+            shadow=shadow,
+            canary_share=canary_share,
+            actor=current_actor(actor),
+            reason=reason,
+        )
+    console.print(
+        f"deployment {deployment_id}: shadow {old.shadow} -> {new.shadow}, "
+        f"canary share {old.canary_share:g} -> {new.canary_share:g}"
+    )
