@@ -236,14 +236,16 @@ def create_app(
             held = await run_in_threadpool(overridden, model, held.version, token, request.override_reason)
         symbols: list[str | None] = list(request.symbols) if request.symbols is not None else [None] * len(items)
         answered_by = [held] * len(items)
-        vectors: dict[str, dict[str, Any]] = {}
+        vectors: dict[str, dict[str, Any] | None] = {}
         clock = None
         if request.symbols is not None:
             vectors = serving.reader().lookup(request.symbols)  # one snapshot for every version that scores
             clock = serving.freshness_clock()
             canary = route.challenger if route.traffic.canary_share > 0 else None
             if canary is not None:
-                answered_by = [canary if to_canary(model, s, route.traffic.canary_share) else held for s in symbols]
+                answered_by = [
+                    canary if to_canary(model, s, route.traffic.canary_share) else held for s in request.symbols
+                ]
             values = np.empty(len(items))
             as_of: list[str | None] = [None] * len(items)
             view_times: list[dict[str, str | None] | None] = [None] * len(items)
@@ -311,7 +313,7 @@ def create_app(
         challenger: Servable,
         request_id: str,
         request: PredictRequest,
-        vectors: dict[str, dict[str, Any]],
+        vectors: dict[str, dict[str, Any] | None],
         clock: datetime | None,
         positions: list[int],
     ) -> list[Served]:
@@ -361,7 +363,7 @@ def create_app(
     def features_of_symbols(
         held: Servable,
         symbols: list[str],
-        vectors: dict[str, dict[str, Any]],
+        vectors: dict[str, dict[str, Any] | None],
         clock: datetime,
         positions: list[int] | None = None,
     ) -> tuple[np.ndarray, list[str | None], list[dict[str, str | None] | None]]:

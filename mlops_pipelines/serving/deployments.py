@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, model_validator
 
 from mlops_pipelines.lib.core.errors import NotFound
 from mlops_pipelines.lib.governance import deployments, tokens
@@ -68,7 +68,7 @@ class TrafficRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     shadow: StrictBool | None = Field(default=None, description="true or false.")
-    canary_share: float | None = Field(
+    canary_share: StrictFloat | None = Field(
         default=None, ge=0, le=1, allow_inf_nan=False, description="A number from 0 to 1."
     )
     reason: str = Field(default="", description="Why (recorded in the audit log).")
