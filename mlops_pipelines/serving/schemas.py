@@ -90,7 +90,8 @@ class StatusResponse(BaseModel):
     traffic: dict[str, Any] | None = Field(
         default=None,
         description="The active production deployment's traffic as this process follows it: deployment_id, "
-        "shadow, canary_share, the challenger version, and the shadow jobs (submitted, scored, failed, dropped).",
+        "shadow, canary_share, the challenger version, and this process's shadow jobs of every model (submitted, "
+        "scored, failed, dropped).",
     )
 
 

@@ -134,6 +134,10 @@ def test_the_cli_changes_traffic_through_the_same_function(
     assert code == 2 and "give --canary-share, --shadow/--no-shadow or both" in out, out
     code, out = invoke(staging, "--no-shadow", "--actor", "olga")
     assert code == 1 and "refused" in out and "ready production deployments" in out, out
+    shown = CliRunner().invoke(app, ["deployments", "show", deployment])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["traffic"] == {"shadow": True, "canary_share": 0.1}
+    assert json.loads(shown.output)["active"] is True
     with governed(tracking, db) as lifecycle:
         (row,) = [r for r in lifecycle.history(MODEL) if r["action"] == "traffic"]
         assert (row["actor"], row["reason"], row["details"]["new"]) == (
