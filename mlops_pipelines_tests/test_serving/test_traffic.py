@@ -13,6 +13,7 @@ uvicorn process on 127.0.0.1 and the real stores (production v1, challenger v2):
 """
 
 import math
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -220,15 +221,24 @@ def test_canary_is_sticky_per_symbol_and_survives_a_restart(
 def test_shadow_scores_every_answered_request_off_the_response(
     server: Server, stack: Stack, operator: dict[str, str], deployment: str
 ) -> None:
-    set_traffic(server, deployment, operator, canary_share=0.0, shadow=True)
+    def requests(n: int) -> tuple[list[dict], float]:
+        """``n`` predictions of 5 symbols each, and their median latency (ms) as the client sees it."""
+        found, took = [], []
+        with httpx.Client(timeout=60) as http:
+            for i in range(n):
+                begun = time.perf_counter()
+                answer = http.post(f"{server.url}/api/v1/models/{MODEL}/predict", json={"symbols": SYMBOLS[i : i + 5]})
+                took.append((time.perf_counter() - begun) * 1000)
+                assert answer.status_code == 200, answer.text
+                found.append(answer.json())
+        return found, float(np.median(took))
+
+    set_traffic(server, deployment, operator, canary_share=0.0, shadow=False)
+    _, without = requests(20)
+    set_traffic(server, deployment, operator, shadow=True)
     started = datetime.now(UTC)
-    answers = []
-    with httpx.Client(timeout=60) as http:
-        for i in range(20):
-            asked = SYMBOLS[i : i + 5]
-            answer = http.post(f"{server.url}/api/v1/models/{MODEL}/predict", json={"symbols": asked})
-            assert answer.status_code == 200, answer.text
-            answers.append(answer.json())
+    answers, with_shadow = requests(20)
+    print(f"\nmedian predict latency (5 symbols): shadow off {without:.2f} ms, shadow on {with_shadow:.2f} ms")
     for answer in answers:  # the response is the champion's alone
         assert {(p["version"], p["role"]) for p in answer["predictions"]} == {("1", "serve")}
 
