@@ -14,7 +14,8 @@ the current table serving and is retried at the next look.
 
 The same rebuild reads the traffic of the model's active production deployment (``deployments.serving_traffic``:
 shadow, canary share, from the verified audit log). A traffic change is an audit row, so it moves the audit head
-and is followed within ``refresh_s`` like an alias move. Every alias holder is loaded, the ``challenger`` too, so
+and is followed within ``refresh_s`` like an alias move; so is a new ready production deployment, which MLflow
+marks (``DEPLOYMENT_TAG``) as it does the audit head. Every alias holder is loaded, the ``challenger`` too, so
 shadow and canary need no other load. ``route`` answers, from one read of the table, who answers a request: the
 alias holder, and the challenger with the traffic it gets when the alias is ``production``.
 """
@@ -36,7 +37,7 @@ from mlops_pipelines.lib.core.errors import MlopsError, NotFound
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.audit import AUDIT_HEAD_TAG
-from mlops_pipelines.lib.governance.deployments import Traffic, serving_traffic
+from mlops_pipelines.lib.governance.deployments import DEPLOYMENT_TAG, Traffic, serving_traffic
 from mlops_pipelines.lib.governance.lifecycle import ALIASES, Lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch, LoadedModel, load_for_inference
 
@@ -247,6 +248,7 @@ class ModelCache:
                 marker: tuple[Any, ...] = (
                     tuple(sorted((a, str(v)) for a, v in registered.aliases.items())),
                     registered.tags.get(AUDIT_HEAD_TAG),
+                    registered.tags.get(DEPLOYMENT_TAG),
                 )
             except MlflowException:
                 marker = ("unregistered",)

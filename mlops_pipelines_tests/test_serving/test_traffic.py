@@ -44,14 +44,26 @@ def operator(stack: Stack) -> dict[str, str]:
     return bearer(tokens.create(stack.settings.serve_tokens_file, actor="olga", role="operator")[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def deployment(server: Server, operator: dict[str, str]) -> str:
+    """The active production deployment (of v1, the production version), created (ready) when there is none."""
+    listed = httpx.get(f"{server.url}{DEPLOYMENTS}", params={"model": MODEL}, timeout=60).json()["deployments"]
+    active = [d["deployment_id"] for d in listed if d["active"]]
+    return active[0] if active else deploy(server, operator)
+
+
+def deploy(server: Server, operator: dict[str, str]) -> str:
     """v1 (production) deployed to production: ready."""
     created = httpx.post(
         f"{server.url}{DEPLOYMENTS}", json={"model": MODEL, "version": "1"}, headers=operator, timeout=60
     )
     assert created.status_code == 201, created.text
     return created.json()["deployment_id"]
+
+
+def following(server: Server) -> tuple[str | None, bool, float]:
+    traffic = httpx.get(f"{server.url}/api/v1/models/{MODEL}/status", timeout=60).json()["traffic"]
+    return traffic["deployment_id"], traffic["shadow"], traffic["canary_share"]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -71,12 +83,7 @@ def set_traffic(server: Server, deployment: str, headers: dict[str, str], **body
     new = answer.json()["new"]
 
     def followed() -> bool:
-        traffic = httpx.get(f"{server.url}/api/v1/models/{MODEL}/status", timeout=60).json()["traffic"]
-        return (traffic["deployment_id"], traffic["shadow"], traffic["canary_share"]) == (
-            deployment,
-            new["shadow"],
-            new["canary_share"],
-        )
+        return following(server) == (deployment, new["shadow"], new["canary_share"])
 
     wait_until("the server follows the traffic change", followed, watch=[server.process], log=server.log)
     return answer.json()
@@ -263,3 +270,23 @@ def test_shadow_scores_every_answered_request_off_the_response(
     ours = pairs[pairs["request_id"].isin({a["request_id"] for a in answers})]
     assert len(ours) == 100 and set(ours["version_challenger"]) == {"2"}
     set_traffic(server, deployment, operator, shadow=False)
+
+
+def test_a_new_production_deployment_is_followed_with_its_own_traffic(
+    server: Server, operator: dict[str, str], deployment: str
+) -> None:
+    """A newer ready production deployment of the production version takes over, traffic off until set: the
+    server follows it without a restart (it is marked on the registered model), never keeping the old one's."""
+    set_traffic(server, deployment, operator, canary_share=0.5, shadow=True)
+    assert {p["role"] for p in predict_all(server)} == {"serve", "canary"}
+    newer = deploy(server, operator)
+    wait_until(
+        "the server follows the new deployment",
+        lambda: following(server) == (newer, False, 0.0),
+        watch=[server.process],
+        log=server.log,
+    )
+    assert {p["role"] for p in predict_all(server)} == {"serve"}
+    url = f"{server.url}{DEPLOYMENTS}"
+    assert httpx.get(f"{url}/{deployment}").json()["active"] is False
+    assert httpx.get(f"{url}/{newer}").json()["active"] is True

@@ -30,6 +30,7 @@ _DEPLOYMENT_COLUMNS = """
     deployment_id VARCHAR PRIMARY KEY, model VARCHAR, version VARCHAR, environment VARCHAR, status VARCHAR,
     checklist VARCHAR, created_by VARCHAR, created_at TIMESTAMP WITH TIME ZONE
 """
+DEPLOYMENT_TAG = "production_deployment"  # registered-model tag: the newest ready production deployment's id
 ENVIRONMENT_STATES = {"production": {State.PRODUCTION}, "staging": {State.STAGING, State.PRODUCTION}}
 
 
@@ -124,7 +125,9 @@ def _drift_item(conn: duckdb.DuckDBPyConnection, model: str, version: str) -> Ch
 def create_deployment(
     lifecycle: Lifecycle, model: str, version: str, environment: str, *, actor: str
 ) -> dict[str, Any]:
-    """Record a deployment; its status is ``ready`` when every checklist item passed, else ``blocked``."""
+    """Record a deployment; its status is ``ready`` when every checklist item passed, else ``blocked``. A ready
+    production deployment is also marked on the registered model (``DEPLOYMENT_TAG``), so serving processes,
+    which watch the registry and not the warehouse, follow the new deployment's traffic (off until set)."""
     items = checklist(lifecycle, model, version, environment)
     record = {
         "deployment_id": uuid.uuid4().hex[:12],
@@ -139,6 +142,8 @@ def create_deployment(
     conn = lifecycle.conn
     conn.execute(f"CREATE TABLE IF NOT EXISTS {DEPLOYMENTS_TABLE} ({_DEPLOYMENT_COLUMNS})")
     conn.execute(f"INSERT INTO {DEPLOYMENTS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(record.values()))
+    if record["status"] == "ready" and environment == "production":
+        lifecycle.client.set_registered_model_tag(model, DEPLOYMENT_TAG, record["deployment_id"])
     return record
 
 

@@ -57,6 +57,8 @@ def deployed(tracking: Tracking, db: Path) -> tuple[str, str]:
         lifecycle.promote_to_production(MODEL, version, actor="ops", reason="test")
         ready = deployments.create_deployment(lifecycle, MODEL, version, "production", actor="ops")
         staging = deployments.create_deployment(lifecycle, MODEL, version, "staging", actor="ops")
+        marked = lifecycle.client.get_registered_model(MODEL).tags.get(deployments.DEPLOYMENT_TAG)
+    assert marked == ready["deployment_id"]  # what serving processes watch; a staging deployment leaves it
     assert ready["status"] == "ready" and staging["status"] == "ready", ready["checklist"]
     return ready["deployment_id"], staging["deployment_id"]
 
