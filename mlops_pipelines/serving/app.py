@@ -9,9 +9,10 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,12 +25,22 @@ from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.online_store import OnlineStore, OnlineStoreReader
 from mlops_pipelines.lib.governance import tokens
+from mlops_pipelines.lib.governance.deployments import to_canary
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle, open_lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch
 from mlops_pipelines.lib.monitoring.drift_status import read_status
-from mlops_pipelines.lib.monitoring.served_predictions import PredictionLogWriter, Served
+from mlops_pipelines.lib.monitoring.served_predictions import (
+    ROLE_CANARY,
+    ROLE_SERVE,
+    ROLE_SHADOW,
+    SHADOW_SUFFIX,
+    PredictionLogWriter,
+    Served,
+)
 from mlops_pipelines.serving import management, problems
-from mlops_pipelines.serving.model_cache import ModelCache, Servable, Unservable
+from mlops_pipelines.serving.auth import require
+from mlops_pipelines.serving.deployments import router as deployments_router
+from mlops_pipelines.serving.model_cache import ModelCache, Route, Servable, Unservable
 from mlops_pipelines.serving.problems import ProblemError
 from mlops_pipelines.serving.prompts import prompt_routes
 from mlops_pipelines.serving.schemas import (
@@ -44,6 +55,7 @@ from mlops_pipelines.serving.schemas import (
     VersionInfo,
     VersionsResponse,
 )
+from mlops_pipelines.serving.shadow import ShadowScorer
 from mlops_pipelines.settings import Settings
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -70,6 +82,7 @@ class Serving:
         )
         self._reader: OnlineStore | None = None
         self.log: PredictionLogWriter | None = None
+        self.shadow: ShadowScorer | None = None  # the challenger's shadow scoring, off the response path
         self._ttl = {name: view.ttl for name, view in catalog.views.items()}
         self._latest: tuple[float, str | None] = (0.0, None)
         self._warehouse_lock = threading.Lock()
@@ -140,11 +153,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         serving.log = PredictionLogWriter(settings.prediction_log_dir)
+        serving.shadow = ShadowScorer(serving.log)
         serving.cache.start()  # warm-up: /readyz turns ready once every served alias is loaded
         try:
             yield
         finally:
             serving.cache.stop()
+            serving.shadow.stop()
             serving.log.close()
 
     app = FastAPI(
@@ -155,25 +170,6 @@ def create_app(
     )
     app.state.serving = serving
     problems.install(app)
-
-    def require(*roles: str) -> Callable[..., tokens.TokenInfo]:
-        def check(authorization: Annotated[str | None, Header()] = None) -> tokens.TokenInfo:
-            scheme, _, token = (authorization or "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise ProblemError(
-                    401, "this route needs 'Authorization: Bearer <token>' (mlops tokens create)", check="bearer_token"
-                )
-            info = tokens.authenticate(settings.serve_tokens_file, token.strip())
-            if info.role not in roles:
-                raise ProblemError(
-                    403,
-                    f"token {info.token_id} of {info.actor!r} has role {info.role!r}; this route needs "
-                    + " or ".join(repr(r) for r in roles),
-                    check="role",
-                )
-            return info
-
-        return check
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -205,7 +201,10 @@ def create_app(
         model: str, request: PredictRequest, authorization: Annotated[str | None, Header()] = None
     ) -> PredictResponse:
         """One prediction per symbol (features from the online store) or per supplied row, from the version
-        holding ``alias`` (default production) or the given ``version``; the whole request by one version."""
+        holding ``alias`` (default production) or the given ``version``; the whole request by one version, except
+        a production deployment's canary share of symbols, which the challenger answers (each prediction says its
+        version and role). With the deployment's shadow on, the challenger also scores the request, off the
+        response path (logged with role ``shadow``)."""
         started = time.perf_counter()
         items = request.symbols if request.symbols is not None else request.rows
         assert items is not None
@@ -218,11 +217,13 @@ def create_app(
         if not items:
             raise ProblemError(422, "nothing to predict: the list is empty", check="min_items")
         alias = None if request.version else (request.alias or "production")
+        route = Route(None)
         if request.version:
             held = await run_in_threadpool(serving.cache.by_version, model, request.version)
         else:
             assert alias is not None
-            held = serving.cache.by_alias(model, alias)
+            route = serving.cache.route(model, alias)
+            held = route.held
             if held is None:
                 raise ProblemError(503, f"no version of {model} holds the alias {alias!r}", check="alias")
         if isinstance(held, Unservable):
@@ -230,22 +231,61 @@ def create_app(
                 raise conflict(held)
             token = operator_only(authorization)
             held = await run_in_threadpool(overridden, model, held.version, token, request.override_reason)
+        symbols: list[str | None] = list(request.symbols) if request.symbols is not None else [None] * len(items)
+        answered_by = [held] * len(items)
+        vectors: dict[str, dict[str, Any] | None] = {}
+        clock = None
         if request.symbols is not None:
-            matrix, as_of, view_times = features_of_symbols(held, request.symbols)
+            vectors = serving.reader().lookup(request.symbols)  # one snapshot for every version that scores
+            clock = serving.freshness_clock()
+            canary = route.challenger if route.traffic.canary_share > 0 else None
+            if canary is not None:
+                answered_by = [
+                    canary if to_canary(model, s, route.traffic.canary_share) else held for s in request.symbols
+                ]
+            values = np.empty(len(items))
+            as_of: list[str | None] = [None] * len(items)
+            view_times: list[dict[str, str | None] | None] = [None] * len(items)
+            for version in (held, canary) if canary is not None else (held,):
+                positions = [i for i, by in enumerate(answered_by) if by is version]
+                if not positions:
+                    continue
+                matrix, found_as_of, found_times = features_of_symbols(
+                    version, request.symbols, vectors, clock, positions
+                )
+                values[positions] = version.predict(matrix)
+                for j, i in enumerate(positions):
+                    as_of[i], view_times[i] = found_as_of[j], found_times[j]
         else:
             matrix, as_of, view_times = features_of_rows(held, request.rows or [])
-        values = held.predict(matrix)
+            values = held.predict(matrix)
         request_id = uuid.uuid4().hex
         answered = datetime.now(UTC).isoformat()
-        symbols: list[str | None] = list(request.symbols) if request.symbols is not None else [None] * len(values)
         latency_ms = (time.perf_counter() - started) * 1000
+        roles = [ROLE_SERVE if by is held else ROLE_CANARY for by in answered_by]
         assert serving.log is not None
         serving.log.append(
             Served(
-                request_id, i, model, held.version, alias, "serve", symbol, as_of[i], float(value), latency_ms, answered
+                request_id,
+                i,
+                model,
+                by.version,
+                alias if by is held else "challenger",
+                roles[i],
+                symbol,
+                as_of[i],
+                float(value),
+                latency_ms,
+                answered,
             )
-            for i, (symbol, value) in enumerate(zip(symbols, values, strict=True))
+            for i, (symbol, value, by) in enumerate(zip(symbols, values, answered_by, strict=True))
         )
+        if route.challenger is not None and route.traffic.shadow and serving.shadow is not None:
+            champion_items = [i for i, by in enumerate(answered_by) if by is held]
+            if champion_items:
+                serving.shadow.submit(
+                    partial(shadow_entries, route.challenger, request_id, request, vectors, clock, champion_items)
+                )
         return PredictResponse(
             request_id=request_id,
             model=model,
@@ -259,10 +299,49 @@ def create_app(
                     prediction=float(value),
                     features_as_of=as_of[i],
                     view_times=view_times[i],
+                    version=by.version,
+                    role=roles[i],
                 )
-                for i, (symbol, value) in enumerate(zip(symbols, values, strict=True))
+                for i, (symbol, value, by) in enumerate(zip(symbols, values, answered_by, strict=True))
             ],
         )
+
+    def shadow_entries(
+        challenger: Servable,
+        request_id: str,
+        request: PredictRequest,
+        vectors: dict[str, dict[str, Any] | None],
+        clock: datetime | None,
+        positions: list[int],
+    ) -> list[Served]:
+        """The challenger's predictions of the items the champion answered (run by the shadow worker): the same
+        online-store snapshot and freshness clock as the response, or the same supplied rows."""
+        started = time.perf_counter()
+        if request.symbols is not None:
+            assert clock is not None
+            matrix, as_of, _ = features_of_symbols(challenger, request.symbols, vectors, clock, positions)
+        else:
+            rows = request.rows or []
+            matrix, as_of, _ = features_of_rows(challenger, [rows[i] for i in positions])
+        values = challenger.predict(matrix)
+        latency_ms = (time.perf_counter() - started) * 1000
+        answered = datetime.now(UTC).isoformat()
+        return [
+            Served(
+                request_id + SHADOW_SUFFIX,
+                i,
+                challenger.model,
+                challenger.version,
+                "challenger",
+                ROLE_SHADOW,
+                request.symbols[i] if request.symbols is not None else None,
+                as_of[j],
+                float(value),
+                latency_ms,
+                answered,
+            )
+            for j, (i, value) in enumerate(zip(positions, values, strict=True))
+        ]
 
     operator_only = require("operator")
 
@@ -279,16 +358,21 @@ def create_app(
         return found
 
     def features_of_symbols(
-        held: Servable, symbols: list[str]
+        held: Servable,
+        symbols: list[str],
+        vectors: dict[str, dict[str, Any] | None],
+        clock: datetime,
+        positions: list[int] | None = None,
     ) -> tuple[np.ndarray, list[str | None], list[dict[str, str | None] | None]]:
-        vectors = serving.reader().lookup(symbols)
-        clock = serving.freshness_clock()
+        """The feature matrix of ``symbols`` (those at ``positions``, default all) for ``held``, from one online
+        store lookup (``vectors``); 404 for a symbol with no features, 503 for one older than a view's TTL."""
         views = sorted(set(held.feature_views.values()))
         oldest = {view: serving.oldest_allowed(view, clock) for view in views}
         as_of: list[str | None] = []
         times: list[dict[str, str | None] | None] = []
         found: list[dict[str, Any]] = []
-        for i, symbol in enumerate(symbols):
+        for i in range(len(symbols)) if positions is None else positions:
+            symbol = symbols[i]
             vector = vectors.get(symbol)
             if vector is None:
                 raise ProblemError(404, f"symbol {symbol!r} has no features in the online store", field=f"symbols[{i}]")
@@ -378,8 +462,17 @@ def create_app(
                     or None,
                 )
             )
+        shadow = serving.shadow.counts if serving.shadow is not None else None
+        challenger = state.aliases.get("challenger")
+        traffic = {
+            "deployment_id": state.deployment_id,
+            **state.traffic.as_dict(),
+            "challenger": None if challenger is None else challenger.version,
+            "shadow_jobs": None if shadow is None else dict(shadow.__dict__),
+        }
         return StatusResponse(
             model=model,
+            traffic=traffic,
             aliases=rows,
             loaded_versions=loaded,
             live_feature_graph_hash=serving.cache.live_graph_hash,
@@ -470,6 +563,7 @@ def create_app(
 
     app.include_router(management.router(serving, require))
     app.include_router(prompt_routes(serving, require))
+    app.include_router(deployments_router)
     return app
 
 

@@ -11,6 +11,13 @@ versions that now hold an alias, and only then replaces the model's alias table 
 reads that table once, so it is answered entirely by one version; a request that starts after the assignment
 never sees the old version. A failure (the warehouse locked by a pipeline run, an inconsistent record) leaves
 the current table serving and is retried at the next look.
+
+The same rebuild reads the traffic of the model's active production deployment (``deployments.serving_traffic``:
+shadow, canary share, from the verified audit log). A traffic change is an audit row, so it moves the audit head
+and is followed within ``refresh_s`` like an alias move; so is a new ready production deployment, which MLflow
+marks (``DEPLOYMENT_TAG``) as it does the audit head. Every alias holder is loaded, the ``challenger`` too, so
+shadow and canary need no other load. ``route`` answers, from one read of the table, who answers a request: the
+alias holder, and the challenger with the traffic it gets when the alias is ``production``.
 """
 
 import json
@@ -30,6 +37,7 @@ from mlops_pipelines.lib.core.errors import MlopsError, NotFound
 from mlops_pipelines.lib.core.tracking import Tracking
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance.audit import AUDIT_HEAD_TAG
+from mlops_pipelines.lib.governance.deployments import DEPLOYMENT_TAG, Traffic, serving_traffic
 from mlops_pipelines.lib.governance.lifecycle import ALIASES, Lifecycle
 from mlops_pipelines.lib.governance.model_loading import FeatureGraphMismatch, LoadedModel, load_for_inference
 
@@ -79,6 +87,19 @@ class ModelState:
     registered: bool = False
     last_error: str | None = None
     states: dict[str, str] = field(default_factory=dict)  # version -> lifecycle state, from the verified log
+    deployment_id: str | None = None  # the active production deployment, whose traffic this is
+    traffic: Traffic = field(default_factory=Traffic)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Who answers one request: ``held`` (the alias holder), and for ``production`` with shadow or canary on, the
+    ``challenger`` and the ``traffic`` it gets (off otherwise)."""
+
+    held: "Servable | Unservable | None"
+    challenger: "Servable | None" = None
+    traffic: Traffic = field(default_factory=Traffic)
+    deployment_id: str | None = None
 
 
 class ModelCache:
@@ -114,6 +135,25 @@ class ModelCache:
 
     def by_alias(self, model: str, alias: str) -> Servable | Unservable | None:
         """What answers ``model@alias`` now (one read of the alias table); None when no version holds it."""
+        return self._served_state(model, alias).aliases.get(alias)
+
+    def route(self, model: str, alias: str) -> Route:
+        """``by_alias`` plus, for ``production`` when its deployment has shadow or canary on, the challenger
+        (when it is loaded and another version): all from one read of the table."""
+        state = self._served_state(model, alias)
+        held = state.aliases.get(alias)
+        challenger = state.aliases.get("challenger")
+        if (
+            alias != "production"
+            or not state.traffic.active
+            or not isinstance(held, Servable)
+            or not isinstance(challenger, Servable)
+            or challenger.version == held.version
+        ):
+            return Route(held)
+        return Route(held, challenger, state.traffic, state.deployment_id)
+
+    def _served_state(self, model: str, alias: str) -> ModelState:
         if alias not in ALIASES:
             raise NotFound(f"{model}: unknown alias {alias!r}; aliases: {', '.join(ALIASES)}")
         state = self.state(model)
@@ -121,7 +161,7 @@ class ModelCache:
             raise NotReady(f"{model}: aliases not loaded yet ({state.last_error or 'warming up'}); retry shortly")
         if not state.registered:
             raise NotFound(f"no model {model!r} is registered yet")
-        return state.aliases.get(alias)
+        return state
 
     def by_version(self, model: str, version: str) -> Servable | Unservable:
         """``model`` version ``version``, loading it on first use (verified like every load)."""
@@ -208,6 +248,7 @@ class ModelCache:
                 marker: tuple[Any, ...] = (
                     tuple(sorted((a, str(v)) for a, v in registered.aliases.items())),
                     registered.tags.get(AUDIT_HEAD_TAG),
+                    registered.tags.get(DEPLOYMENT_TAG),
                 )
             except MlflowException:
                 marker = ("unregistered",)
@@ -238,15 +279,23 @@ class ModelCache:
                     aliases[alias] = self._load(lifecycle, model, version)
                 except FeatureGraphMismatch as exc:
                     aliases[alias] = Unservable(model, version, exc, self._graph_difference(lifecycle, model, version))
+            deployment_id, traffic = serving_traffic(lifecycle.conn, record)
         for held in old.aliases.values():  # versions that lost their alias stay loaded, unpinned
             if isinstance(held, Servable) and all(h is not held for h in aliases.values()):
                 with self._lock:
                     self._loaded[(model, held.version)] = held
                     while len(self._loaded) > self.capacity:
                         self._loaded.popitem(last=False)
-        log.info("serving %s: %s", model, {a: s.version for a, s in aliases.items()})
+        log.info("serving %s: %s, traffic %s", model, {a: s.version for a, s in aliases.items()}, traffic)
         states = {v: r.state for v, r in record.versions.items()}
-        return ModelState(aliases=aliases, marker=marker, registered=True, states=states)
+        return ModelState(
+            aliases=aliases,
+            marker=marker,
+            registered=True,
+            states=states,
+            deployment_id=deployment_id,
+            traffic=traffic,
+        )
 
     def _load(self, lifecycle: Lifecycle, model: str, version: str) -> Servable:
         loaded = load_for_inference(lifecycle, self.tracking, model, version, live_graph_hash=self.live_graph_hash)

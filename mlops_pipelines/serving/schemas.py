@@ -41,6 +41,12 @@ class Prediction(BaseModel):
         description="Event time of the oldest feature view in the vector used (UTC); null for a supplied row."
     )
     view_times: dict[str, str | None] | None = Field(default=None, description="Event time per feature view.")
+    version: str | None = Field(default=None, description="The version that answered this item.")
+    role: str | None = Field(
+        default=None,
+        description="serve (the version holding the alias asked for) or canary (the challenger, for a symbol in "
+        "the production deployment's canary share).",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -81,6 +87,12 @@ class StatusResponse(BaseModel):
     loaded_versions: list[str]
     live_feature_graph_hash: str
     following_error: str | None = Field(description="The last failure to follow the registry (retried), if any.")
+    traffic: dict[str, Any] | None = Field(
+        default=None,
+        description="The active production deployment's traffic as this process follows it: deployment_id, "
+        "shadow, canary_share, the challenger version, and this process's shadow jobs of every model (submitted, "
+        "scored, failed, dropped).",
+    )
 
 
 class VersionInfo(BaseModel):

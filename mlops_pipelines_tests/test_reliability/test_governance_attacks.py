@@ -29,6 +29,7 @@ GUARDED = {
     "rollback",
     "retire",
     "record_override",
+    "record_traffic",  # a deployment's shadow / canary: a row that moves no state or alias
     "resync",
 }
 

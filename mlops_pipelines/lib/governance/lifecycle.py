@@ -6,7 +6,8 @@ holds a projection (the version tag ``lifecycle_state`` and the aliases ``produc
 ``challenger``) that each operation updates together with the log, and that ``consistency_problems`` compares.
 
 The only ways to change state are the guarded operations of ``Lifecycle`` (register, gate, approve,
-request_review, decide_review, promote_to_production, rollback, retire, record_override, resync). ``replay``
+request_review, decide_review, promote_to_production, rollback, retire, record_override, record_traffic, resync).
+A traffic row (a deployment's shadow / canary configuration) changes no state or alias. ``replay``
 re-derives every transition's preconditions from the log itself, so a row that skipped them (written by a
 direct INSERT, or through the private ``_write``) shows as a problem, and a model with problems is refused for
 approvals, promotion and serving.
@@ -164,6 +165,7 @@ class ModelRecord:
     superseded: dict[str, str] = field(default_factory=dict)  # production version -> the version it replaced
     head: str | None = None  # seq:hash of the model's newest row
     problems: list[str] = field(default_factory=list)
+    traffic: dict[str, dict[str, Any]] = field(default_factory=dict)  # deployment id -> its latest traffic config
 
 
 def replay(model: str, rows: list[Row], rules: Rules = MODEL_RULES) -> ModelRecord:
@@ -211,6 +213,8 @@ def _apply(record: ModelRecord, row: Row, operation: list[Row], rules: Rules) ->
         return "no register row before it"
     if row.action == "resync":
         return None
+    if row.action == "traffic":
+        record.traffic[str(row.details.get("deployment_id"))] = dict(row.details.get("new") or {})
     problem = None
     if row.from_state != current.state:
         problem = f"says it left {row.from_state}, but the version was {current.state}"
@@ -272,7 +276,7 @@ def _apply_event(current: VersionRecord, row: Row) -> str | None:
         return (
             None if row.policy_result and not row.policy_result.get("passed") else "rejection without a failed policy"
         )
-    if row.action == "override":
+    if row.action in ("override", "traffic"):
         return None
     return f"unknown action {row.action!r}"
 
@@ -749,6 +753,25 @@ class Lifecycle:
         """An explicit override (e.g. serving despite a feature-graph mismatch) is itself audited."""
         state = self.state(model, version)
         self._write(model, normalize_actor(actor), [Entry(str(version), "override", state, state, reason)], {})
+
+    def record_traffic(
+        self,
+        model: str,
+        version: str | int,
+        *,
+        deployment_id: str,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        actor: str,
+        reason: str,
+    ) -> None:
+        """A deployment's traffic configuration changed (shadow, canary share): one audit row with the old and new
+        values. It moves no state and no alias; its row moves the audit head, which the serving processes follow."""
+        state = self.state(model, version)
+        details = {"deployment_id": deployment_id, "old": old, "new": new}
+        self._write(
+            model, normalize_actor(actor), [Entry(str(version), "traffic", state, state, reason, details=details)], {}
+        )
 
     def resync(self, model: str, *, actor: str, reason: str) -> list[str]:
         """Put MLflow's state tags and aliases back to what the (verified) audit log says, audited; the way out

@@ -6,7 +6,9 @@ are known. The table that keeps the verdicts, ``monitoring.champion_challenger``
 features (outputs read from, or added to, ``monitoring.predictions``). Both versions answer exactly the same
 rows, so the comparison is paired. A served decision (the API's prediction log) is the same decision row with
 the same point-in-time features, so replaying it gives the answer that was served; replaying also covers the
-hours and symbols nobody asked about, and needs no shadow traffic.
+hours and symbols nobody asked about, and needs no shadow traffic. Served decisions the challenger scored in
+shadow (a production deployment with shadow on; role ``shadow`` in ``monitoring.served_predictions``) are read
+back, paired with the champion's answer of the same item, by ``served_pairs``.
 
 **The test: Diebold-Mariano on paired losses**, with a Newey-West (HAC, Bartlett kernel) variance:
 
@@ -48,7 +50,7 @@ from mlops_pipelines.lib.core import warehouse
 from mlops_pipelines.lib.core.alerts import Alert, Alerter
 from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.features.point_in_time import ENTITY_TIME
-from mlops_pipelines.lib.monitoring import prediction_log
+from mlops_pipelines.lib.monitoring import prediction_log, served_predictions
 from mlops_pipelines.lib.monitoring.hourly_run import DeployedVersion, HourlyWindow, LoadBooster
 from mlops_pipelines.lib.training.model_specs import ModelSpec
 
@@ -251,6 +253,16 @@ def compare(
         challenger_loss=float(challenger_loss.mean()),
         verdict=judge(test, policy),
     )
+
+
+def served_pairs(
+    conn: duckdb.DuckDBPyConnection, model: str, champion: str, challenger: str, start: datetime, end: datetime
+) -> pd.DataFrame:
+    """The served decisions of [start, end) that ``champion`` answered and ``challenger`` scored in shadow: one row
+    per item (``served_predictions.shadow_pairs``), only this pair of versions."""
+    pairs = served_predictions.shadow_pairs(conn, model, start, end)
+    chosen = (pairs["version_champion"] == champion) & (pairs["version_challenger"] == challenger)
+    return pairs[chosen].reset_index(drop=True)
 
 
 def _with(base: Comparison, **changes: object) -> Comparison:

@@ -8,6 +8,12 @@ segments are fsync'd every ``fsync_interval_s`` and when closed, so a machine cr
 interval. A process never reopens an older segment: a restart starts a new one, and a line cut short by a kill
 (no trailing newline) is never a complete entry, so it is skipped, never half-read.
 
+Roles: ``serve`` (answered by the version the request asked for: the champion for ``production``), ``canary``
+(answered by the challenger, for a symbol in the production deployment's canary share), ``shadow`` (the
+challenger's score of the same item, computed off the response path and never sent; request id
+``<request id>:shadow``, same item), ``batch`` (hourly batch inference). ``shadow_pairs`` joins each shadow row
+to the champion's answer of the same item.
+
 ``ingest`` copies every complete line into ``monitoring.served_predictions``, keyed by (request id, item):
 running it again, or over a segment it has partly read, inserts nothing twice. Segments wholly ingested and no
 longer written are then deleted.
@@ -34,6 +40,8 @@ SERVED_DDL = """
     symbol VARCHAR, features_as_of TIMESTAMP WITH TIME ZONE, prediction DOUBLE, latency_ms DOUBLE,
     answered_at TIMESTAMP WITH TIME ZONE, segment VARCHAR, PRIMARY KEY (request_id, item)
 """
+ROLE_SERVE, ROLE_CANARY, ROLE_SHADOW = "serve", "canary", "shadow"
+SHADOW_SUFFIX = ":shadow"  # a shadow row's request id: the answered request's id plus this
 COLUMNS = [
     "request_id",
     "item",
@@ -200,3 +208,27 @@ def replace_request(
         own_transaction=own_transaction,
     )
     return len(frame)
+
+
+def shadow_pairs(conn: duckdb.DuckDBPyConnection, model: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """Served items of ``model`` answered in [start, end) that the challenger also scored in shadow: one row per
+    item with the champion's and the challenger's version and prediction (``prediction_champion``,
+    ``prediction_challenger``), the symbol and its features' time."""
+    columns = [
+        "request_id", "item", "symbol", "features_as_of", "answered_at", "version_champion", "prediction_champion",
+        "version_challenger", "prediction_challenger",
+    ]  # fmt: skip
+    if not warehouse.table_exists(conn, SERVED_TABLE):
+        return pd.DataFrame(columns=columns)
+    return conn.execute(
+        f"""
+        SELECT s.request_id, s.item, s.symbol, s.features_as_of, s.answered_at, s.version AS version_champion,
+               s.prediction AS prediction_champion, h.version AS version_challenger,
+               h.prediction AS prediction_challenger
+        FROM {SERVED_TABLE} s JOIN {SERVED_TABLE} h
+          ON h.request_id = s.request_id || '{SHADOW_SUFFIX}' AND h.item = s.item AND h.role = '{ROLE_SHADOW}'
+        WHERE s.model = ? AND s.role = '{ROLE_SERVE}' AND s.answered_at >= ? AND s.answered_at < ?
+        ORDER BY s.answered_at, s.request_id, s.item
+        """,
+        [model, start, end],
+    ).fetchdf()[columns]
