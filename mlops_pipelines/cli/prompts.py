@@ -20,14 +20,15 @@ from mlops_pipelines.cli.output import (
     utc_time,
 )
 from mlops_pipelines.lib.core.errors import NotFound
-from mlops_pipelines.settings import current_actor
+from mlops_pipelines.settings import Settings, current_actor
 
 if TYPE_CHECKING:
     from mlops_pipelines.lib.prompts.library import Prompt
     from mlops_pipelines.lib.prompts.lifecycle import PromptLifecycle
 
 prompts_app = typer.Typer(
-    help="The prompt library: list, show, history, render, register, promote, approve, rollback, retire, lock, diff.",
+    help="The prompt library: list, show, history, render, register, evaluate, promote, approve, rollback, retire,"
+    " lock, diff.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -237,6 +238,45 @@ def prompts_register(
         for prompt in [library[name]] if name else library.values():
             version, created = lifecycle.register_version(prompt, actor=actor, reason="registered from the catalog")
             console.print(f"{prompt.name} v{version}: " + ("registered (DRAFT)" if created else "already registered"))
+
+
+@prompts_app.command("evaluate")
+def prompts_evaluate(name: PromptName, version: PromptVersionOption, as_json: JsonOutput = False) -> None:
+    """Evaluate a registered version as the asset prompts/<name>_evaluation does: its answers to the evaluation set
+    (recorded, or the provider of MLOPS_PROMPT_RESPONSES=http) scored and judged against catalog/prompt_policy.yaml.
+    The verdict is recorded (what `promote --to staging` judges on); exit 1 when it failed."""
+    from mlops_pipelines.catalog.feature_views import load_catalog
+    from mlops_pipelines.catalog.prompt_evaluation import load_prompt_cases, load_prompt_policy_file
+    from mlops_pipelines.cli.governed import tracking
+    from mlops_pipelines.lib.prompts.evaluation_run import run_evaluation
+
+    settings = Settings.from_env()
+    with governed(_kind()) as lifecycle:
+        _require(lifecycle, name, version)
+        run = run_evaluation(
+            lifecycle.prompt(name, version),
+            load_prompt_cases(name),
+            settings.response_source(),
+            load_prompt_policy_file(),
+            conn=lifecycle.conn,
+            views=list(load_catalog(settings.bar_clock).views.values()),
+            tracking=tracking(settings),
+        )
+    evaluation = run.evaluation
+    if as_json:
+        print_json({**evaluation.__dict__, "evaluated_at": utc_time(evaluation.evaluated_at)})
+    else:
+        verdict = "[green]passed[/green]" if evaluation.passed else "[red]FAILED[/red]"
+        console.print(f"{name} v{version}: {verdict} ({evaluation.source})")
+        print_rows(
+            [{"scorer": k, "score": round(v, 4)} for k, v in evaluation.scores.items()],
+            ["scorer", "score"],
+            as_json=False,
+        )
+        for failure in evaluation.failures:
+            console.print(f"  - {escape(failure)}")
+    if not evaluation.passed:
+        raise typer.Exit(EXIT_REFUSED)
 
 
 @prompts_app.command("promote")

@@ -14,18 +14,27 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlops_pipelines.catalog.prompt_evaluation import load_prompt_cases, load_prompt_policy_file
 from mlops_pipelines.lib.core.errors import NotFound
+from mlops_pipelines.lib.core.tracking import Tracking
+from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.governance import tokens
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle
 from mlops_pipelines.lib.prompts.evaluation_results import evaluations, latest_evaluation
+from mlops_pipelines.lib.prompts.evaluation_run import run_evaluation
 from mlops_pipelines.lib.prompts.library import NAME_PATTERN, ModelSettings, OutputSpec, parse_prompt, render
 from mlops_pipelines.lib.prompts.lifecycle import PromptLifecycle, request_promotion
 from mlops_pipelines.serving import problems
 from mlops_pipelines.serving.problems import ProblemError
 from mlops_pipelines.serving.schemas import Problem
+from mlops_pipelines.settings import Settings
 
 
 class _Serving(Protocol):
+    settings: Settings
+    catalog: FeatureCatalog
+    tracking: Tracking
+
     def lifecycle(self, *, read_only: bool, kind: type[Lifecycle] = Lifecycle) -> AbstractContextManager[Lifecycle]: ...
 
 
@@ -51,6 +60,20 @@ class PromptVersionInfo(BaseModel):
     content_sha256: str | None
     evaluation: str | None = Field(description="Its latest evaluation: passed, failed, or null (never evaluated).")
     created_at: str | None
+
+
+class PromptEvaluationResponse(BaseModel):
+    name: str
+    version: str
+    evaluation_id: str
+    passed: bool
+    scores: dict[str, float] = Field(description="Aggregate per scorer (see docs/prompt_evaluation.md).")
+    failures: list[str] = Field(description="One line per broken threshold, naming the case and the scorer.")
+    source: str = Field(description="Where the answers came from: recorded:<file> or http:<endpoint>.")
+    context_matches_warehouse: str | None = Field(
+        description="Recorded answers to market data: how many cases' contexts equal this warehouse's features."
+    )
+    requested_by: str
 
 
 class PromptDetail(BaseModel):
@@ -260,6 +283,43 @@ def prompt_routes(serving: _Serving, require: Callable[..., Callable[..., tokens
             prompt = lifecycle.prompt(name, version)
         return RenderResponse(
             name=name, version=version, text=render(prompt, body.variables), model=prompt.model.model_dump()
+        )
+
+    @router.post(
+        "/{name}/versions/{version}/evaluate",
+        response_model=PromptEvaluationResponse,
+        responses={c: ERRORS[c] for c in (401, 403, 404)},
+    )
+    def evaluate_prompt(
+        name: str, version: str, token: Annotated[tokens.TokenInfo, Depends(require("operator"))]
+    ) -> PromptEvaluationResponse:
+        """Evaluate a registered version as ``mlops prompts evaluate`` and the evaluation asset do (the configured
+        response source, catalog/prompt_policy.yaml) and record the verdict that promotion judges on. A failed
+        evaluation is a 200 with ``passed: false``: the verdict is the answer."""
+        with prompts(read_only=False) as lifecycle:
+            known(lifecycle, name, version)
+            run = run_evaluation(
+                lifecycle.prompt(name, version),
+                load_prompt_cases(name),
+                serving.settings.response_source(),
+                load_prompt_policy_file(),
+                conn=lifecycle.conn,
+                views=list(serving.catalog.views.values()),
+                tracking=serving.tracking,
+            )
+        evaluation, provenance = run.evaluation, run.provenance
+        return PromptEvaluationResponse(
+            name=name,
+            version=version,
+            evaluation_id=evaluation.evaluation_id,
+            passed=evaluation.passed,
+            scores=evaluation.scores,
+            failures=evaluation.failures,
+            source=evaluation.source,
+            context_matches_warehouse=(
+                None if provenance is None else f"{provenance.matching} of {provenance.checked} cases"
+            ),
+            requested_by=token.actor,
         )
 
     @router.post(
