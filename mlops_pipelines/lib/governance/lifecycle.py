@@ -382,6 +382,10 @@ class Lifecycle:
         ]
         return sorted(found, key=lambda r: r["requested_at"], reverse=True)
 
+    def rows(self) -> list[Row]:
+        """Every row of the audit log (every model), each verified against the chain, oldest first."""
+        return audit.read(self.conn, self._key)
+
     def history(self, model: str) -> list[dict[str, Any]]:
         """The model's audit rows as dicts (with ``verified``), oldest first."""
         return [r.__dict__ for r in audit.read(self.conn, self._key) if r.model == model]
