@@ -137,9 +137,14 @@ class PackResult:
 def safe_name(text: str) -> str:
     """A folder or file name for ``text`` that stays inside its parent whatever ``text`` holds (``..``, ``/``,
     NUL, a drive letter): letters, digits, ``_.-`` kept, the rest ``_``, plus 8 hex of its sha256 (so two
-    names that clean up alike never share a folder)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")[:60] or "name"
-    return f"{cleaned}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    names that clean up alike never share a folder). A short extension (``.md``, ``.html``) is kept at the end,
+    so the file still opens in the right program."""
+    stem, dot, extension = text.rpartition(".")
+    if not (dot and stem and re.fullmatch(r"[A-Za-z0-9]{1,8}", extension)):
+        stem, extension = text, ""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._-")[:60] or "name"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{cleaned}-{digest}" + (f".{extension}" if extension else "")
 
 
 # ---- collecting ----------------------------------------------------------------------------------------------
@@ -483,7 +488,7 @@ def build_audit_pack(
                 "file": source.path.name,
                 "status": note,
                 "digest": current_digest,
-                "current_path": folder.write(f"{base}/{safe_name(source.path.name)}.yaml", current)
+                "current_path": folder.write(f"{base}/{safe_name(source.path.name)}", current)
                 if current is not None
                 else None,
                 "history_note": origin,
