@@ -21,6 +21,7 @@ from mlops_pipelines.cli.datasets import datasets_app
 from mlops_pipelines.cli.demo import demo
 from mlops_pipelines.cli.deployments import deployments_app
 from mlops_pipelines.cli.features import features_app
+from mlops_pipelines.cli.governance import governance_app
 from mlops_pipelines.cli.models import experiments_app, models_app
 from mlops_pipelines.cli.output import EXIT_USER_ERROR, error_console
 from mlops_pipelines.cli.reviews import reviews_app
@@ -53,6 +54,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(deployments_app, name="deployments")
 app.add_typer(reviews_app, name="reviews")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(governance_app, name="governance")
 app.command()(demo)
 app.command()(serve)
 

@@ -67,10 +67,11 @@ def assert_self_contained(pack: Path) -> list[str]:
     return parser.hrefs
 
 
-def pack_of(lifecycle: Lifecycle, tracking: Tracking, out: Path, period: Period = Period(), **kwargs) -> dict:
-    result = build_audit_pack(
-        out, lifecycle=lifecycle, tracking=tracking, period=period, policies=POLICIES, **kwargs
-    )
+EVER = Period()
+
+
+def pack_of(lifecycle: Lifecycle, tracking: Tracking, out: Path, period: Period = EVER, **kwargs) -> dict:
+    result = build_audit_pack(out, lifecycle=lifecycle, tracking=tracking, period=period, policies=POLICIES, **kwargs)
     summary = json.loads((out / "pack.json").read_text())
     assert summary["audit_log"]["status"] == result.verification
     return summary
@@ -144,9 +145,9 @@ def test_an_empty_period_gives_an_honest_empty_pack(tracking: Tracking, tmp_path
     assert empty["audit_log"] == {"status": OK, "problems": [], "rows": 0}
     for pack in (tmp_path / "pack", tmp_path / "empty_pack"):
         assert_self_contained(pack)
-        assert "No model version entered STAGING, PRODUCTION or RETIRED in this period." in (
-            pack / "index.md"
-        ).read_text()
+        assert (
+            "No model version entered STAGING, PRODUCTION or RETIRED in this period." in (pack / "index.md").read_text()
+        )
 
 
 def test_hostile_model_names_do_not_escape_the_folder(tracking: Tracking, tmp_path: Path) -> None:
