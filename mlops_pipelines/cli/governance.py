@@ -1,6 +1,5 @@
 """``mlops governance``: audit-ready documentation of the governance record."""
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +8,6 @@ from rich.markup import escape
 
 from mlops_pipelines.cli.governed import tracking
 from mlops_pipelines.cli.output import EXIT_REFUSED, JsonOutput, console, print_json
-from mlops_pipelines.lib.core.errors import ConfigError
 from mlops_pipelines.settings import Settings
 
 governance_app = typer.Typer(
@@ -26,17 +24,6 @@ When = Annotated[
 ]
 
 
-def parse_time(option: str, value: str | None) -> datetime | None:
-    """``value`` as an aware UTC time (a date means its midnight, UTC); ``ConfigError`` naming the option."""
-    if value is None or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{option} {value!r} is not an ISO 8601 date or time (e.g. 2026-01-01)") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 @governance_app.command("audit-pack")
 def audit_pack(
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="New (or empty) folder to write the pack into.")],
@@ -50,10 +37,11 @@ def audit_pack(
     `index.html` opens without any of our tools. Exit 1 when the audit log fails verification (the pack is
     written and says FAILED, with every problem)."""
     from mlops_pipelines.catalog.governance import AUDIT_PACK_SECTIONS, POLICY_SOURCES
-    from mlops_pipelines.lib.governance.audit_pack import OK, Period, build_audit_pack
+    from mlops_pipelines.lib.core.alerts import JSONL_FILE
+    from mlops_pipelines.lib.governance.audit_pack import OK, Period, build_audit_pack, parse_bound
     from mlops_pipelines.lib.governance.lifecycle import open_lifecycle
 
-    period = Period(since=parse_time("--since", since), until=parse_time("--until", until))
+    period = Period(since=parse_bound("--since", since), until=parse_bound("--until", until))
     settings = Settings.from_env()
     client = tracking(settings)
     with open_lifecycle(client.client(), settings.warehouse_path, settings.audit_key_file, read_only=True) as lifecycle:
@@ -63,7 +51,7 @@ def audit_pack(
             tracking=client,
             period=period,
             policies=POLICY_SOURCES,
-            alerts_file=settings.data_dir / "alerts" / "alerts.jsonl",
+            alerts_file=settings.data_dir / "alerts" / JSONL_FILE,  # the directory defs/resources.py gives alerts
             sections=AUDIT_PACK_SECTIONS,
         )
     summary = {

@@ -35,6 +35,8 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "monitoring/model_health",
         "monitoring/served_predictions",
         "monitoring/champion_challenger",
+        "governance/audit_pack",
+        "governance/kpis",
         *(f"inference/{name}_predictions" for name in load_model_specs()),
         *views,
         *training,
@@ -49,6 +51,7 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
             "features": "features",
             "monitoring": "monitoring",
             "inference": "inference",
+            "governance": "governance",
         }.get(key.path[0], "evaluation" if name in evaluation else "governance" if name in governance else "training")
         assert node.group_name == expected_group, key
         assert node.owners, key

@@ -40,6 +40,7 @@ from mlops_pipelines.lib.core.errors import ConfigError
 logger = logging.getLogger("mlops_pipelines.alerts")
 
 UNDELIVERED = "alert_undelivered"
+JSONL_FILE = "alerts.jsonl"  # the jsonl sink's file, in the alerts directory
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,18 @@ class Period:
         return f"{start} .. {end} (end excluded)"
 
 
+def parse_bound(name: str, value: str | None) -> datetime | None:
+    """A period bound as given by an operator (``--since`` / config ``since``): an ISO 8601 date (its midnight)
+    or time, UTC unless it carries an offset; empty: open. ``ConfigError`` naming ``name`` and the value."""
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{name} {value!r} is not an ISO 8601 date or time (e.g. 2026-01-01)") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
 @dataclass(frozen=True)
 class PolicySource:
     """A policy file to render; ``digest`` turns a revision's text into the hash verdicts record (None: sha256)."""
