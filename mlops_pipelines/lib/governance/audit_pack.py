@@ -11,9 +11,10 @@
   verdict in the period, matched to the revision they belong to (the digest of a revision's policy equals the
   recorded hash when the verdict applied that revision without request overrides);
 - the audit log (every row up to ``until``: the chain can only be verified from its start) with the verification
-  result: ``OK`` when every row verifies against the HMAC chain, no seq is missing, every transition had its
-  preconditions and MLflow agrees with the log; otherwise ``FAILED`` with every problem, and the failing rows
-  flagged in the copied log (a forged row is shown, not hidden, and never stops the pack);
+  result of the whole log as it stands when the pack is built: ``OK`` when every row verifies against the HMAC
+  chain, no seq is missing, every transition had its preconditions and MLflow agrees with the log; otherwise
+  ``FAILED`` with every problem, and the failing rows flagged in the copied log (a forged row is shown, not
+  hidden, and never stops the pack);
 - deployments created in the period with their checklists;
 - the drift alerts raised in the period: the alerts the ``jsonl`` sink recorded, and the monitoring verdicts that
   were not NORMAL / OK (feature drift, prediction drift, performance);
@@ -421,7 +422,7 @@ def build_audit_pack(
 
     every_row = lifecycle.rows()
     rows = [r for r in every_row if period.until is None or r.occurred_at < period.until]
-    status, problems = verify_log(lifecycle, rows)
+    status, problems = verify_log(lifecycle, every_row)  # the whole log as it stands: a later forgery is news too
     by_model: dict[str, list[Row]] = {}
     for row in rows:
         by_model.setdefault(row.model, []).append(row)

@@ -27,7 +27,11 @@ from mlops_pipelines.lib.governance.audit_pack import (
     safe_name,
 )
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle
+from mlops_pipelines.lib.monitoring import feature_drift, model_performance, prediction_drift
+from mlops_pipelines.lib.monitoring.drift_report import PREDICTION
+from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
 from mlops_pipelines_tests.test_lib.governance.test_lifecycle import MODEL, champion_and_challenger, governed
+from mlops_pipelines_tests.test_lib.monitoring.test_health import END, drift_report, partition, performance_report
 
 POLICIES = [
     PolicySource("promotion policy", PROMOTION_POLICY_PATH, promotion_policy_digest),
@@ -117,9 +121,11 @@ def test_the_pack_of_a_real_promotion_is_self_contained_and_verified(tracking: T
 def test_a_forged_audit_row_makes_the_pack_say_failed(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     champion_and_challenger(tracking, db)
+    alerts_file = tmp_path / "alerts.jsonl"
+    alerts_file.write_text('{"kind": "severe_drift"}\n')  # a damaged alert record: said in the pack, not a crash
     with governed(tracking, db) as lifecycle:
         lifecycle.conn.execute(f"UPDATE {AUDIT_TABLE} SET actor = 'mallory' WHERE seq = 5")
-        summary = pack_of(lifecycle, tracking, tmp_path / "pack", alerts_file=None)
+        summary = pack_of(lifecycle, tracking, tmp_path / "pack", alerts_file=alerts_file)
     pack = tmp_path / "pack"
     assert_self_contained(pack)
     assert summary["audit_log"]["status"] == FAILED
@@ -128,6 +134,8 @@ def test_a_forged_audit_row_makes_the_pack_say_failed(tracking: Tracking, tmp_pa
     assert "<b class='FAILED'>FAILED</b>" in index and "audit row 5 was changed" in index
     forged = [r for r in json.loads((pack / "audit" / "audit_log.json").read_text()) if r["seq"] == 5]
     assert forged[0]["verified"] is False and forged[0]["actor"] == "mallory"  # shown, not hidden
+    note = json.loads((pack / "monitoring" / "drift_alerts.json").read_text())["alerts_note"]
+    assert note.startswith("FAILED") and "alerts.jsonl line 1: not an alert record" in note
 
 
 def test_an_empty_period_gives_an_honest_empty_pack(tracking: Tracking, tmp_path: Path) -> None:
@@ -189,3 +197,29 @@ def test_the_pack_needs_a_new_folder_and_a_sound_period(tracking: Tracking, tmp_
         Period(since=now, until=now)
     with pytest.raises(ConfigError, match="time zone"):
         Period(since=datetime(2026, 1, 1))
+
+
+def test_the_drift_alerts_of_the_period_are_the_verdicts_that_were_not_normal(
+    tracking: Tracking, tmp_path: Path
+) -> None:
+    with governed(tracking, tmp_path / "w.duckdb") as lifecycle:
+        conn = lifecycle.conn
+        feature_drift.write_report(
+            conn, drift_report("m", Severity.NORMAL, END - timedelta(days=1)), partition(END - timedelta(days=1))
+        )
+        feature_drift.write_report(conn, drift_report("m", Severity.SEVERE, END), partition(END))
+        feature_drift.write_report(conn, drift_report("m", Severity.SEVERE, END + timedelta(days=9)), "later")
+        prediction_drift.write_report(conn, drift_report("m", Severity.MODERATE, END, PREDICTION), partition(END))
+        model_performance.write_report(
+            conn, performance_report("m", PerformanceStatus.CRITICAL, END, 0.4), partition(END)
+        )
+        period = Period(since=END - timedelta(days=2), until=END + timedelta(days=1))
+        summary = pack_of(lifecycle, tracking, tmp_path / "pack", period, alerts_file=None)
+    found = json.loads((tmp_path / "pack" / "monitoring" / "drift_alerts.json").read_text())["verdicts"]
+    assert [(v["signal"], v["verdict"]) for v in found] == [
+        ("feature_drift", "SEVERE"),
+        ("performance", "CRITICAL"),
+        ("prediction_drift", "MODERATE"),
+    ]
+    assert summary["drift_alerts"] == {"alerts": 0, "verdicts": 3}
+    assert "SEVERE" in (tmp_path / "pack" / "index.html").read_text()
