@@ -1,7 +1,7 @@
 """The ``mlops`` command: the feature catalog, the model lifecycle, reviews, deployments and the demo.
 
 One module per command group (``features``, ``models``, ``reviews``, ``deployments``, ``datasets``, ``tokens``
-with ``serve``, ``demo``).
+with ``serve``, ``governance``, ``demo``).
 The CLI starts at once: at module level these import only typer, rich, the standard library and light project
 modules (settings, errors); each command imports what it needs (DuckDB, pandas, MLflow, Dagster, LightGBM) in
 its body. ``test_cli_startup.py`` holds that line.
