@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH, PROMOTION_POLICY_PATH
+from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH, PROMOTION_POLICY_PATH, load_promotion_policy
 from mlops_pipelines.lib.core.alerts import Alert, JsonLinesSink
 from mlops_pipelines.lib.core.errors import ConfigError
 from mlops_pipelines.lib.core.tracking import Tracking
@@ -27,10 +27,17 @@ from mlops_pipelines.lib.governance.audit_pack import (
     safe_name,
 )
 from mlops_pipelines.lib.governance.lifecycle import Lifecycle
+from mlops_pipelines.lib.governance.promotion_policy import evaluate
 from mlops_pipelines.lib.monitoring import feature_drift, model_performance, prediction_drift
 from mlops_pipelines.lib.monitoring.drift_report import PREDICTION
 from mlops_pipelines.lib.monitoring.severity import PerformanceStatus, Severity
-from mlops_pipelines_tests.test_lib.governance.test_lifecycle import MODEL, champion_and_challenger, governed
+from mlops_pipelines_tests.test_lib.governance.test_lifecycle import (
+    MODEL,
+    PASSING,
+    champion_and_challenger,
+    governed,
+    new_version,
+)
 from mlops_pipelines_tests.test_lib.monitoring.test_health import END, drift_report, partition, performance_report
 
 POLICIES = [
@@ -84,6 +91,10 @@ def pack_of(lifecycle: Lifecycle, tracking: Tracking, out: Path, period: Period 
 def test_the_pack_of_a_real_promotion_is_self_contained_and_verified(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
     first, second = champion_and_challenger(tracking, db)
+    refused = new_version(tracking, db)  # judged by the catalog's promotion policy: refused, its hash recorded
+    with governed(tracking, db) as lifecycle:
+        verdict = evaluate(load_promotion_policy(), model=MODEL, strategy="directional", metrics={})
+        lifecycle.gate(MODEL, refused, verdict, actor="pipeline")
     alerts_file = tmp_path / "alerts" / "alerts.jsonl"
     JsonLinesSink(alerts_file).send(Alert("severe_drift", MODEL, "2026-02-21T00:00:00+00:00", "SEVERE drift"))
     with governed(tracking, db) as lifecycle:
@@ -114,6 +125,13 @@ def test_the_pack_of_a_real_promotion_is_self_contained_and_verified(tracking: T
     promotion = summary["policies"][0]
     assert (pack / promotion["current_path"]).read_text() == PROMOTION_POLICY_PATH.read_text()
     assert "git log" in promotion["history_note"]
+    by_hash = {h["policy_hash"]: h for h in summary["recorded_policy_hashes"]}
+    assert by_hash[verdict.policy_hash]["revision"].startswith("promotion policy ")  # matched to the file
+    assert by_hash[verdict.policy_hash]["passed"] == 0
+    assert (
+        "not in this history"
+        in by_hash[evaluate(PASSING, model=MODEL, strategy="s", metrics={}).policy_hash]["revision"]
+    )  # the tests' own policy: no revision of the file
     assert summary["sections"][0]["title"] == "Prompt versions"
     assert "two prompts" in (pack / "index.md").read_text()
 
