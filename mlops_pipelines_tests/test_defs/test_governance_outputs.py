@@ -66,3 +66,6 @@ def test_the_kpis_asset_writes_the_day_and_plots_floats(promoted: dg.Definitions
     )
     [request] = list(schedule.evaluate_tick(context).run_requests or [])
     assert request.partition_key == "2026-03-01"  # the day that just ended
+    # the training job gates models; it never builds the governance documents (a daily-partitioned asset)
+    training = promoted.resolve_job_def("training_job")
+    assert not {"governance__kpis", "governance__audit_pack"} & set(training.graph.node_dict)
