@@ -29,6 +29,7 @@ import hashlib
 import html
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -163,9 +164,13 @@ def safe_name(text: str) -> str:
 # ---- collecting ----------------------------------------------------------------------------------------------
 def verify_log(lifecycle: Lifecycle, rows: list[Row]) -> tuple[str, list[str]]:
     """``OK`` or ``FAILED`` with every problem: the chain (each row), gaps, each model's preconditions and its
-    MLflow projection (``Lifecycle.verify``)."""
+    MLflow projection (``Lifecycle.verify``), for every model the log or MLflow's registry knows."""
     problems = [f"{row.problem} (model {row.model!r})" for row in rows if not row.verified]
-    for model in sorted({row.model for row in rows}):
+    try:
+        known = set(lifecycle.models())  # the log's and MLflow's: a version registered behind the log's back too
+    except MlflowException as exc:
+        known, problems = set(), [*problems, f"MLflow's registered models could not be listed: {exc}"]
+    for model in sorted({row.model for row in rows} | known):
         try:
             _, found = lifecycle.verify(model)
         except (MlopsError, MlflowException) as exc:  # a failure to verify is a failed verification
@@ -414,8 +419,8 @@ def build_audit_pack(
         raise ConfigError(f"audit pack folder {out} exists and is not empty: give a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.partial")
-    if staging.exists():
-        _remove_tree(staging)
+    if staging.exists():  # left by a pack that failed half-way
+        shutil.rmtree(staging)
     staging.mkdir()
     folder = _Folder(staging)
     generated = generated_at or datetime.now(UTC)
@@ -589,12 +594,6 @@ def build_audit_pack(
         alerts=len(monitoring["alerts"]) + len(monitoring["verdicts"]),
         files=len(folder.written) + 1,
     )
-
-
-def _remove_tree(path: Path) -> None:
-    for child in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        child.rmdir() if child.is_dir() and not child.is_symlink() else child.unlink()
-    path.rmdir()
 
 
 class _Index:

@@ -158,22 +158,35 @@ def test_a_forged_audit_row_makes_the_pack_say_failed(tracking: Tracking, tmp_pa
 
 def test_an_empty_period_gives_an_honest_empty_pack(tracking: Tracking, tmp_path: Path) -> None:
     db = tmp_path / "w.duckdb"
+    with governed(tracking, db) as lifecycle:  # nothing yet, in the log nor in MLflow: an empty, verified pack
+        empty = pack_of(lifecycle, tracking, tmp_path / "empty_pack", alerts_file=tmp_path / "none.jsonl")
+    assert empty["audit_log"] == {"status": OK, "problems": [], "rows": 0}
     champion_and_challenger(tracking, db)
     future = datetime.now(UTC) + timedelta(days=1)
     with governed(tracking, db) as lifecycle:
         summary = pack_of(lifecycle, tracking, tmp_path / "pack", Period(since=future), alerts_file=None)
-        assert summary["versions"] == [] and summary["deployments"] == []
-        assert summary["recorded_policy_hashes"] == []
-        assert summary["audit_log"]["status"] == OK  # the whole chain up to now was still verified
-        # a warehouse with no audit log at all: an empty, verified pack
-    with governed(tracking, tmp_path / "empty.duckdb") as lifecycle:
-        empty = pack_of(lifecycle, tracking, tmp_path / "empty_pack", alerts_file=tmp_path / "none.jsonl")
-    assert empty["audit_log"] == {"status": OK, "problems": [], "rows": 0}
+    assert summary["versions"] == [] and summary["deployments"] == []
+    assert summary["recorded_policy_hashes"] == []
+    assert summary["audit_log"]["status"] == OK  # the whole chain up to now was still verified
     for pack in (tmp_path / "pack", tmp_path / "empty_pack"):
         assert_self_contained(pack)
         assert (
             "No model version entered STAGING, PRODUCTION or RETIRED in this period." in (pack / "index.md").read_text()
         )
+
+
+def test_a_version_registered_behind_the_logs_back_fails_verification(tracking: Tracking, tmp_path: Path) -> None:
+    client = tracking.client()
+    client.create_registered_model("shadow_model")
+    with tracking.run("shadow_model", run_name="shadow", tags={}) as run:
+        pass
+    client.create_model_version("shadow_model", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    with governed(tracking, tmp_path / "w.duckdb") as lifecycle:
+        summary = pack_of(lifecycle, tracking, tmp_path / "pack", alerts_file=None)
+    assert summary["audit_log"]["status"] == FAILED and summary["audit_log"]["rows"] == 0
+    assert summary["audit_log"]["problems"] == [
+        "shadow_model: v1 is in MLflow but has no audit history (registered outside the lifecycle)"
+    ]
 
 
 def test_hostile_model_names_do_not_escape_the_folder(tracking: Tracking, tmp_path: Path) -> None:
