@@ -400,51 +400,10 @@ _STYLE = (
 )
 
 
-def build_audit_pack(
-    out: Path,
-    *,
-    lifecycle: Lifecycle,
-    tracking: Tracking,
-    period: Period,
-    policies: Sequence[PolicySource],
-    alerts_file: Path | None,
-    sections: Sequence[SectionProvider] = (),
-    generated_at: datetime | None = None,
-) -> PackResult:
-    """Write the pack for ``period`` into ``out`` (which must not exist yet, or be empty); see the module
-    docstring. The files go to a temporary sibling first and are renamed into place, so a pack is whole or
-    absent."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"audit pack folder {out} exists and is not empty: give a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial")
-    if staging.exists():  # left by a pack that failed half-way
-        shutil.rmtree(staging)
-    staging.mkdir()
-    folder = _Folder(staging)
-    generated = generated_at or datetime.now(UTC)
-
-    every_row = lifecycle.rows()
-    rows = [r for r in every_row if period.until is None or r.occurred_at < period.until]
-    status, problems = verify_log(lifecycle, every_row)  # the whole log as it stands: a later forgery is news too
-    by_model: dict[str, list[Row]] = {}
-    for row in rows:
-        by_model.setdefault(row.model, []).append(row)
-    records = {model: replay(model, found) for model, found in by_model.items()}  # as they stood at ``until``
-
-    # audit log
-    log_rows = [{**r.__dict__, "in_period": r.occurred_at in period} for r in rows]
-    audit_files = {
-        "log": folder.write("audit/audit_log.json", _json(log_rows)),
-        "verification": folder.write(
-            "audit/verification.json",
-            _json({"status": status, "problems": problems, "rows_verified": len(rows), "period": period.describe()}),
-        ),
-    }
-
-    # versions
-    moves = released_versions(rows, period)
+def _versions(
+    folder: _Folder, tracking: Tracking, moves: list[dict[str, Any]], rows: list[Row], records: dict[str, ModelRecord]
+) -> list[dict[str, Any]]:
+    """One folder per version moved in the period: its record, model card and compliance report."""
     versions: list[dict[str, Any]] = []
     for model, version in dict.fromkeys((m["model"], m["version"]) for m in moves):
         base = f"models/{safe_name(model)}/{safe_name('v' + version)}"
@@ -476,7 +435,13 @@ def build_audit_pack(
             entry[key] = name if text is not None else note
         versions.append(entry)
 
-    # policies
+    return versions
+
+
+def _policies(
+    folder: _Folder, policies: Sequence[PolicySource], rows: list[Row], period: Period
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Each policy file now and its git revisions; the hashes the period's verdicts recorded, matched to them."""
     policy_entries = []
     hashes = recorded_policy_hashes(rows, period)
     revision_of: dict[str, str] = {}
@@ -521,7 +486,13 @@ def build_audit_pack(
         )
     policy_hashes_path = folder.write("policies/recorded_hashes.json", _json(hashes))
 
-    # deployments
+    return policy_entries, hashes, policy_hashes_path
+
+
+def _deployments(
+    folder: _Folder, lifecycle: Lifecycle, period: Period
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """The deployments created in the period, with their checklists (as data, and as table rows)."""
     deployed = [
         {**d, "checklist": json.loads(d["checklist"]) if d.get("checklist") else []}
         for d in deployments.list_deployments(lifecycle.conn)
@@ -539,6 +510,57 @@ def build_audit_pack(
         for d in deployed
     ]
 
+    return deployed, deployment_rows, deployments_path
+
+
+def build_audit_pack(
+    out: Path,
+    *,
+    lifecycle: Lifecycle,
+    tracking: Tracking,
+    period: Period,
+    policies: Sequence[PolicySource],
+    alerts_file: Path | None,
+    sections: Sequence[SectionProvider] = (),
+    generated_at: datetime | None = None,
+) -> PackResult:
+    """Write the pack for ``period`` into ``out`` (which must not exist yet, or be empty); see the module
+    docstring. The files go to a temporary sibling first and are renamed into place, so a pack is whole or
+    absent."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"audit pack folder {out} exists and is not empty: give a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():  # left by a pack that failed half-way
+        shutil.rmtree(staging)
+    staging.mkdir()
+    folder = _Folder(staging)
+    generated = generated_at or datetime.now(UTC)
+
+    every_row = lifecycle.rows()
+    rows = [r for r in every_row if period.until is None or r.occurred_at < period.until]
+    status, problems = verify_log(lifecycle, every_row)  # the whole log as it stands: a later forgery is news too
+    by_model: dict[str, list[Row]] = {}
+    for row in rows:
+        by_model.setdefault(row.model, []).append(row)
+    records = {model: replay(model, found) for model, found in by_model.items()}  # as they stood at ``until``
+
+    # audit log
+    log_rows = [{**r.__dict__, "in_period": r.occurred_at in period} for r in rows]
+    audit_files = {
+        "log": folder.write("audit/audit_log.json", _json(log_rows)),
+        "verification": folder.write(
+            "audit/verification.json",
+            _json({"status": status, "problems": problems, "rows_verified": len(rows), "period": period.describe()}),
+        ),
+    }
+
+    moves = released_versions(rows, period)
+    versions = _versions(folder, tracking, moves, rows, records)
+    policy_entries, hashes, policy_hashes_path = _policies(folder, policies, rows, period)
+    deployed, deployment_rows, deployments_path = _deployments(folder, lifecycle, period)
+
     # drift alerts
     monitoring = drift_alerts(lifecycle.conn, alerts_file, period)
     alerts_path = folder.write("monitoring/drift_alerts.json", _json(monitoring))
@@ -549,7 +571,7 @@ def build_audit_pack(
     for provider in sections:
         try:
             section = provider(context)
-        except (MlopsError, MlflowException, OSError) as exc:  # said in the pack, never a missing section
+        except Exception as exc:  # a provider is a plug-in: its failure is said in the pack, never a missing section
             section = PackSection(title=getattr(provider, "__name__", "section"), slug="failed", status=FAILED)
             section.summary_md = f"{FAILED}: this section could not be built: {exc}"
         base = f"sections/{safe_name(section.slug)}"

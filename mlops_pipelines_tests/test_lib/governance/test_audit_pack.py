@@ -143,9 +143,15 @@ def test_a_forged_audit_row_makes_the_pack_say_failed(tracking: Tracking, tmp_pa
     alerts_file.write_text('{"kind": "severe_drift"}\n')  # a damaged alert record: said in the pack, not a crash
     with governed(tracking, db) as lifecycle:
         lifecycle.conn.execute(f"UPDATE {AUDIT_TABLE} SET actor = 'mallory' WHERE seq = 5")
-        summary = pack_of(lifecycle, tracking, tmp_path / "pack", alerts_file=alerts_file)
+
+        def broken_section(context: PackContext) -> PackSection:
+            raise RuntimeError("prompt registry unreachable")
+
+        summary = pack_of(lifecycle, tracking, tmp_path / "pack", alerts_file=alerts_file, sections=[broken_section])
     pack = tmp_path / "pack"
     assert_self_contained(pack)
+    assert summary["sections"] == [{"title": "broken_section", "status": FAILED, "files": {}}]
+    assert "could not be built: prompt registry unreachable" in (pack / "index.md").read_text()
     assert summary["audit_log"]["status"] == FAILED
     assert any("audit row 5 was changed" in p for p in summary["audit_log"]["problems"])
     index = (pack / "index.html").read_text()
