@@ -88,6 +88,27 @@ def run(
     return retrainings
 
 
+def document(definitions: dg.Definitions, instance: dg.DagsterInstance, say: Callable[[str], None]) -> str:
+    """The governance documents of the story: today's platform KPIs (``governance/kpis``) and the audit pack of
+    everything so far (``governance/audit_pack``). Returns the pack's index page."""
+    from datetime import UTC, datetime
+
+    today = f"{datetime.now(UTC):%Y-%m-%d}"
+    say(f"governance_kpis_job {today} (the platform KPIs) and governance/audit_pack (the audit pack)")
+    kpis = definitions.resolve_job_def("governance_kpis_job").execute_in_process(instance=instance, partition_key=today)
+    pack = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(["governance", "audit_pack"])]
+    )
+    for result in (kpis, pack):
+        if not result.success:
+            raise RuntimeError(f"{result.job_def.name} failed (run {result.run_id}); see `make ui`")
+    [materialization] = pack.asset_materializations_for_node("governance__audit_pack")
+    verification = materialization.metadata["audit_log_verification"].value
+    index = str(materialization.metadata["index"].value)
+    say(f"audit pack (audit log verification {verification}): {index}")
+    return index
+
+
 def stage_unproven(definitions: dg.Definitions) -> list[str]:
     """The demo operator's decision for a version the gate left TRAINED only because its held-out window cannot
     prove skill (every failed check is a confidence-interval bound, ``*_ci_low`` / ``*_ci_high``): stage it with

@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_pipelines.lib.core import warehouse
-from mlops_pipelines.lib.core.alerts import Alerter, build_sinks
+from mlops_pipelines.lib.core.alerts import JSONL_FILE, Alerter, build_sinks
 from mlops_pipelines.lib.core.bars import BarClock
 from mlops_pipelines.lib.core.tracking import Tracking, fail_runs_of_dead_dagster_runs, run_ui_url
 from mlops_pipelines.lib.features.online_store import OnlineStore, OnlineStoreLocation
@@ -196,6 +196,12 @@ class MonitoringResource(dg.ConfigurableResource):
         return load_drift_policy(self.policy_path)
 
 
+class GovernanceResource(dg.ConfigurableResource):
+    """Where the governance documents go (the audit packs the ``governance/audit_pack`` asset writes)."""
+
+    audit_packs_dir: str = Field(description="One folder per audit pack, named by when it was built and its run.")
+
+
 class AlertsResource(dg.ConfigurableResource):
     """Where alerts go (sinks per environment) and the record of what was already sent."""
 
@@ -208,11 +214,15 @@ class AlertsResource(dg.ConfigurableResource):
         default=None, description="Slack incoming webhook (sink 'slack'); holds its token: pass it as dg.EnvVar."
     )
 
+    def jsonl_path(self) -> Path:
+        """The ``jsonl`` sink's file: the record of every alert raised (the audit pack reads it)."""
+        return Path(self.directory) / JSONL_FILE
+
     def alerter(self) -> Alerter:
         directory = Path(self.directory)
         sinks = build_sinks(
             self.sinks,
-            jsonl_path=directory / "alerts.jsonl",
+            jsonl_path=self.jsonl_path(),
             webhook_url=self.webhook_url,
             slack_url=self.slack_webhook_url,
         )

@@ -1,7 +1,7 @@
 """The ``mlops`` command: the feature catalog, the model lifecycle, reviews, deployments and the demo.
 
 One module per command group (``features``, ``models``, ``reviews``, ``deployments``, ``datasets``, ``tokens``
-with ``serve``, ``demo``).
+with ``serve``, ``governance``, ``demo``).
 The CLI starts at once: at module level these import only typer, rich, the standard library and light project
 modules (settings, errors); each command imports what it needs (DuckDB, pandas, MLflow, Dagster, LightGBM) in
 its body. ``test_cli_startup.py`` holds that line.
@@ -21,6 +21,7 @@ from mlops_pipelines.cli.datasets import datasets_app
 from mlops_pipelines.cli.demo import demo
 from mlops_pipelines.cli.deployments import deployments_app
 from mlops_pipelines.cli.features import features_app
+from mlops_pipelines.cli.governance import governance_app
 from mlops_pipelines.cli.models import experiments_app, models_app
 from mlops_pipelines.cli.output import EXIT_USER_ERROR, error_console
 from mlops_pipelines.cli.prompts import prompts_app
@@ -55,6 +56,7 @@ app.add_typer(deployments_app, name="deployments")
 app.add_typer(reviews_app, name="reviews")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(governance_app, name="governance")
 app.command()(demo)
 app.command()(serve)
 

@@ -47,10 +47,14 @@ def demo(
 
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     plan = story.DemoPlan(start=first, train_until=min(date.fromisoformat(train_until), last), end=last)
+    definitions, instance = defs(), dg.DagsterInstance.get()
+
+    def say(step: str) -> None:
+        console.print(f"[bold]{escape(step)}[/bold]")
+
     try:
-        retrainings = story.run(
-            defs(), dg.DagsterInstance.get(), plan, lambda step: console.print(f"[bold]{escape(step)}[/bold]")
-        )
+        retrainings = story.run(definitions, instance, plan, say)
+        story.document(definitions, instance, say)
     except RuntimeError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(EXIT_REFUSED) from exc

@@ -14,6 +14,7 @@ import dagster as dg
 from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH
 from mlops_pipelines.resources import (
     AlertsResource,
+    GovernanceResource,
     MarketDataSource,
     MlflowResource,
     MonitoringResource,
@@ -82,6 +83,7 @@ def resources_for(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_retries=settings.llm_max_retries,
             record_dir=str(settings.llm_record_dir or ""),
         ),
+        "governance": GovernanceResource(audit_packs_dir=str(settings.data_dir / "governance" / "audit_packs")),
         "mlflow": MlflowResource(
             tracking_uri=secret(settings, "mlflow_tracking_uri"),
             registry_uri=secret(settings, "mlflow_registry_uri"),

@@ -36,6 +36,8 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "monitoring/model_health",
         "monitoring/served_predictions",
         "monitoring/champion_challenger",
+        "governance/audit_pack",
+        "governance/kpis",
         *(f"inference/{name}_predictions" for name in load_model_specs()),
         *(f"prompts/{name}_registration" for name in load_prompts()),
         *views,
@@ -52,6 +54,7 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
             "monitoring": "monitoring",
             "inference": "inference",
             "prompts": "prompts",
+            "governance": "governance",
         }.get(key.path[0], "evaluation" if name in evaluation else "governance" if name in governance else "training")
         assert node.group_name == expected_group, key
         assert node.owners, key

@@ -20,6 +20,7 @@ OWNERS = {  # table -> (owner module, the owner's constant for it)
     "evaluation.gate_metrics": ("mlops_pipelines/lib/evaluation/replay.py", "GATE_METRICS_TABLE"),
     "governance.deployments": ("mlops_pipelines/lib/governance/deployments.py", "DEPLOYMENTS_TABLE"),
     "governance.model_audit_log": ("mlops_pipelines/lib/governance/audit.py", "AUDIT_TABLE"),
+    "governance.kpis": ("mlops_pipelines/lib/governance/kpis.py", "KPI_TABLE"),
     "inference.batch_predictions": ("mlops_pipelines/lib/inference/batch.py", "BATCH_TABLE"),
     "monitoring.champion_challenger": ("mlops_pipelines/lib/monitoring/champion_challenger.py", "CHALLENGE_TABLE"),
 }

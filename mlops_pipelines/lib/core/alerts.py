@@ -35,9 +35,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from mlops_pipelines.lib.core.errors import ConfigError
+
 logger = logging.getLogger("mlops_pipelines.alerts")
 
 UNDELIVERED = "alert_undelivered"
+JSONL_FILE = "alerts.jsonl"  # the jsonl sink's file, in the alerts directory
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,22 @@ def public_part(url: str) -> str:
     parts = urlsplit(url)
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{parts.hostname}{port}"
+
+
+def read_jsonl(path: Path) -> list[Alert]:
+    """Every alert the ``jsonl`` sink wrote to ``path``, in order (empty when there is no such file). A line that
+    is not an alert is an error naming the file and line: this file is a record, nothing is skipped silently."""
+    if not path.exists():
+        return []
+    alerts = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            alerts.append(Alert(**json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path} line {number}: not an alert record ({exc})") from exc
+    return alerts
 
 
 @dataclass

@@ -448,6 +448,10 @@ class Lifecycle:
         ]
         return sorted(found, key=lambda r: r["requested_at"], reverse=True)
 
+    def rows(self) -> list[Row]:
+        """Every row of the audit log (every model), each verified against the chain, oldest first."""
+        return audit.read(self.conn, self._key)
+
     def history(self, model: str) -> list[dict[str, Any]]:
         """The model's audit rows as dicts (with ``verified``), oldest first."""
         subject = self._subject(model)
