@@ -15,8 +15,10 @@ so a provider added here appears in both.
 from pathlib import Path
 
 from mlops_pipelines.catalog.policies import DRIFT_POLICY_PATH, PROMOTION_POLICY_PATH
+from mlops_pipelines.catalog.prompt_evaluation import PROMPT_POLICY_PATH
 from mlops_pipelines.lib.governance.audit_pack import PolicySource, SectionProvider, promotion_policy_digest
 from mlops_pipelines.lib.governance.kpis import KpiPolicy, KpiProvider, load_kpi_policy
+from mlops_pipelines.lib.prompts.governance_sections import prompt_audit_section, prompt_kpis
 
 KPI_POLICY_PATH = Path(__file__).with_name("governance_kpis.yaml")
 FEATURE_VIEWS_PATH = Path(__file__).with_name("feature_views.py")  # its git history dates each view's first commit
@@ -25,9 +27,10 @@ POLICY_SOURCES = [
     PolicySource("promotion policy", PROMOTION_POLICY_PATH, promotion_policy_digest),
     PolicySource("drift and performance policy", DRIFT_POLICY_PATH),
     PolicySource("governance KPI policy", KPI_POLICY_PATH),
+    PolicySource("prompt evaluation policy", PROMPT_POLICY_PATH),
 ]
-AUDIT_PACK_SECTIONS: list[SectionProvider] = []
-KPI_PROVIDERS: list[KpiProvider] = []
+AUDIT_PACK_SECTIONS: list[SectionProvider] = [prompt_audit_section]
+KPI_PROVIDERS: list[KpiProvider] = [prompt_kpis]
 
 
 def load_kpi_policy_file() -> KpiPolicy:

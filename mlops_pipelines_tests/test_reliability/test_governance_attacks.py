@@ -80,7 +80,16 @@ def test_state_changes_only_through_the_guarded_operations() -> None:
         "challenger",
         "deployed",
     }
-    readers = {"reviews", "history", "rollback_target", "consistency_problems", "require_consistent", "verify"}
+    readers = {
+        "reviews",
+        "history",
+        "rows",
+        "rollback_target",
+        "consistency_problems",
+        "require_consistent",
+        "verify",
+        "of_kind",
+    }
     assert writers - readers == GUARDED  # no public method writes an arbitrary transition
 
 

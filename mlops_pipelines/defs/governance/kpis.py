@@ -76,6 +76,7 @@ def kpis(
             day_start=day_start,
             day_end=as_of,
             providers=KPI_PROVIDERS,
+            provider_rows=lifecycle.rows(every_kind=True),  # the prompt library's rows are its provider's
         )
         write_kpis(lifecycle.conn, context.partition_key, found, as_of)
     metadata: dict[str, dg.RawMetadataValue] = {

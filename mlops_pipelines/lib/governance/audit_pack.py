@@ -170,7 +170,8 @@ def verify_log(lifecycle: Lifecycle, rows: list[Row]) -> tuple[str, list[str]]:
         known = set(lifecycle.models())  # the log's and MLflow's: a version registered behind the log's back too
     except MlflowException as exc:
         known, problems = set(), [*problems, f"MLflow's registered models could not be listed: {exc}"]
-    for model in sorted({row.model for row in rows} | known):
+    own = {row.model for row in lifecycle.rows()}  # another kind's subjects are verified by its own lifecycle
+    for model in sorted({row.model for row in rows if row.model in own} | known):
         try:
             _, found = lifecycle.verify(model)
         except (MlopsError, MlflowException) as exc:  # a failure to verify is a failed verification
@@ -538,11 +539,13 @@ def build_audit_pack(
     folder = _Folder(staging)
     generated = generated_at or datetime.now(UTC)
 
-    every_row = lifecycle.rows()
+    every_row = lifecycle.rows(every_kind=True)  # models and prompts share one chain
     rows = [r for r in every_row if period.until is None or r.occurred_at < period.until]
     status, problems = verify_log(lifecycle, every_row)  # the whole log as it stands: a later forgery is news too
+    model_seqs = {r.seq for r in lifecycle.rows()}
+    rows_of_models = [r for r in rows if r.seq in model_seqs]
     by_model: dict[str, list[Row]] = {}
-    for row in rows:
+    for row in rows_of_models:
         by_model.setdefault(row.model, []).append(row)
     records = {model: replay(model, found) for model, found in by_model.items()}  # as they stood at ``until``
 
@@ -556,8 +559,8 @@ def build_audit_pack(
         ),
     }
 
-    moves = released_versions(rows, period)
-    versions = _versions(folder, tracking, moves, rows, records)
+    moves = released_versions(rows_of_models, period)  # prompt versions: their section (catalog/governance.py)
+    versions = _versions(folder, tracking, moves, rows_of_models, records)
     policy_entries, hashes, policy_hashes_path = _policies(folder, policies, rows, period)
     deployed, deployment_rows, deployments_path = _deployments(folder, lifecycle, period)
 

@@ -121,7 +121,8 @@ class Kpi:
 
 @dataclass(frozen=True)
 class KpiContext:
-    """What a ``KpiProvider`` gets: the verified audit rows up to ``day_end`` and the day."""
+    """What a ``KpiProvider`` gets: the verified audit rows up to ``day_end`` (of every governed kind when the
+    caller passes ``provider_rows``) and the day."""
 
     rows: Sequence[Row]
     day_start: datetime
@@ -157,6 +158,7 @@ def compute_kpis(
     day_start: datetime,
     day_end: datetime,
     providers: Sequence[KpiProvider] = (),
+    provider_rows: Sequence[Row] | None = None,
 ) -> list[Kpi]:
     """Every KPI as of ``day_end`` (rows before it), the "in the day" ones over ``[day_start, day_end)``."""
     failing = [r for r in rows if r.occurred_at < day_end and not r.verified]
@@ -169,7 +171,7 @@ def compute_kpis(
         *_adoption(views, day_end),
         *_lifecycle(records, known, versions, models, policy, day_end),
         *_evaluation(records, versions),
-        *_governance(known, day_start, day_end),
+        *governance_quality(known, day_start, day_end),
         Kpi(
             "governance.audit_rows_failing_verification",
             "governance quality",
@@ -177,7 +179,10 @@ def compute_kpis(
             f"{len(failing)} audit rows fail the hash chain" + (f" (first: seq {failing[0].seq})" if failing else ""),
         ),
     ]
-    context = KpiContext(rows=known, day_start=day_start, day_end=day_end)
+    others = (
+        [r for r in provider_rows if r.occurred_at < day_end and r.verified] if provider_rows is not None else known
+    )
+    context = KpiContext(rows=others, day_start=day_start, day_end=day_end)
     for provider in providers:
         kpis += provider(context)
     return kpis
@@ -299,8 +304,12 @@ def _is_override(row: Row) -> bool:
     return row.action == "override" or bool(row.details.get("overrides"))
 
 
-def _governance(rows: Sequence[Row], day_start: datetime, day_end: datetime) -> list[Kpi]:
-    group = "governance quality"
+def governance_quality(
+    rows: Sequence[Row], day_start: datetime, day_end: datetime, *, prefix: str = "governance"
+) -> list[Kpi]:
+    """Approval and review turnaround, policy violations and overrides over ``rows`` (one governed kind: models,
+    or with ``prefix="prompts"`` the prompt library's rows)."""
+    group = "governance quality" if prefix == "governance" else f"{prefix} governance quality"
     entered: dict[tuple[str, str], datetime] = {}  # version -> when its current stay in STAGING began
     approved: set[tuple[str, str, datetime]] = set()
     approval_hours, review_hours = [], []
@@ -327,12 +336,12 @@ def _governance(rows: Sequence[Row], day_start: datetime, day_end: datetime) -> 
     )
     overrides_total, overrides_day = per_verdict(filter(_is_override, rows)), per_verdict(filter(_is_override, today))
     return [
-        _median("governance.approval_turnaround_hours_median", group, approval_hours, "approvals"),
-        _median("governance.review_turnaround_hours_median", group, review_hours, "decided reviews"),
-        Kpi("governance.policy_violations_day", group, float(violations_day), "failed policy verdicts in the day"),
-        Kpi("governance.policy_violations_total", group, float(violations_total), "failed policy verdicts so far"),
-        Kpi("governance.overrides_day", group, float(overrides_day), "overrides used in the day"),
-        Kpi("governance.overrides_total", group, float(overrides_total), "overrides used so far"),
+        _median(f"{prefix}.approval_turnaround_hours_median", group, approval_hours, "approvals"),
+        _median(f"{prefix}.review_turnaround_hours_median", group, review_hours, "decided reviews"),
+        Kpi(f"{prefix}.policy_violations_day", group, float(violations_day), "failed policy verdicts in the day"),
+        Kpi(f"{prefix}.policy_violations_total", group, float(violations_total), "failed policy verdicts so far"),
+        Kpi(f"{prefix}.overrides_day", group, float(overrides_day), "overrides used in the day"),
+        Kpi(f"{prefix}.overrides_total", group, float(overrides_total), "overrides used so far"),
     ]
 
 

@@ -348,6 +348,11 @@ class Lifecycle:
     def __init__(self, client: MlflowClient, conn: duckdb.DuckDBPyConnection, audit_key: bytes) -> None:
         self.client, self.conn, self._key = client, conn, audit_key
 
+    def of_kind(self, kind: "type[L]") -> "L":
+        """The same audit log, MLflow and connection, governing another kind (a prompt section of the models'
+        audit pack, say): nothing is opened or locked again."""
+        return kind(self.client, self.conn, self._key)
+
     def _subject(self, name: str) -> str:
         """The ``model`` column of the audit log for ``name``."""
         return self.subject_prefix + name
@@ -448,9 +453,11 @@ class Lifecycle:
         ]
         return sorted(found, key=lambda r: r["requested_at"], reverse=True)
 
-    def rows(self) -> list[Row]:
-        """Every row of the audit log (every model), each verified against the chain, oldest first."""
-        return audit.read(self.conn, self._key)
+    def rows(self, *, every_kind: bool = False) -> list[Row]:
+        """The audit rows of this kind's subjects (with ``every_kind``: of every governed kind, the whole log),
+        each verified against the whole chain, oldest first."""
+        found = audit.read(self.conn, self._key)
+        return found if every_kind else [r for r in found if self._owned(r.model) is not None]
 
     def history(self, model: str) -> list[dict[str, Any]]:
         """The model's audit rows as dicts (with ``verified``), oldest first."""
