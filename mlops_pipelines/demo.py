@@ -88,6 +88,45 @@ def run(
     return retrainings
 
 
+def prompts(definitions: dg.Definitions, instance: dg.DagsterInstance, say: Callable[[str], None]) -> list[str]:
+    """The trading assistant's prompts: ``prompts_job`` registers each library version and evaluates it (recorded
+    answers), then the demo operator stages every version whose evaluation passed, as ``mlops prompts promote NAME
+    --version V --to staging`` does. Returns one line per prompt: its scores and where it stands."""
+    from mlops_pipelines.catalog.prompt_library import load_prompts
+    from mlops_pipelines.lib.prompts.evaluation_results import latest_evaluation
+    from mlops_pipelines.lib.prompts.lifecycle import PromptLifecycle, request_promotion
+    from mlops_pipelines.resources import open_lifecycle
+
+    say("prompts_job (register the prompt library's versions, evaluate them on their evaluation sets)")
+    result = definitions.resolve_job_def("prompts_job").execute_in_process(
+        instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    )
+    if not result.success:
+        raise RuntimeError(f"prompts_job failed (run {result.run_id}); see `make ui`")
+    lines = []
+    resources = definitions.resources or {}
+    with open_lifecycle(resources["warehouse"], resources["mlflow"]) as models:
+        lifecycle = models.of_kind(PromptLifecycle)
+        for name, prompt in load_prompts().items():
+            version = str(prompt.version)
+            evaluation = latest_evaluation(lifecycle.conn, name, version)
+            state = lifecycle.state(name, version)
+            if state in ("DRAFT", "TRAINED", "VALIDATED"):  # a re-run leaves later decisions alone
+                state = request_promotion(
+                    lifecycle,
+                    name,
+                    version,
+                    to="staging",
+                    actor=DEMO_OPERATOR,
+                    reason="demo: evaluated",
+                    via="the demo",
+                )
+            scores = ", ".join(f"{k} {v:.3g}" for k, v in (evaluation.scores if evaluation else {}).items())
+            verdict = "passed" if evaluation and evaluation.passed else "FAILED"
+            lines.append(f"prompt {name} v{version}: evaluation {verdict} ({scores}) -> {state}")
+    return lines
+
+
 def document(definitions: dg.Definitions, instance: dg.DagsterInstance, say: Callable[[str], None]) -> str:
     """The governance documents of the story: today's platform KPIs (``governance/kpis``) and the audit pack of
     everything so far (``governance/audit_pack``). Returns the pack's index page."""

@@ -54,6 +54,8 @@ def demo(
 
     try:
         retrainings = story.run(definitions, instance, plan, say)
+        for line in story.prompts(definitions, instance, say):
+            say(line)
         story.document(definitions, instance, say)
     except RuntimeError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]")

@@ -40,6 +40,7 @@ def test_asset_graph(definitions: dg.Definitions) -> None:
         "governance/kpis",
         *(f"inference/{name}_predictions" for name in load_model_specs()),
         *(f"prompts/{name}_registration" for name in load_prompts()),
+        *(f"prompts/{name}_evaluation" for name in load_prompts()),
         *views,
         *training,
         *evaluation,
