@@ -38,6 +38,8 @@
 | MLOPS_SERVE_AS_OF | (now) | clock of feature freshness: empty = now, latest = newest online feature time, or ISO |
 | MLOPS_SERVE_TOKENS_FILE | $MLOPS_DATA_DIR/secrets/api_tokens.sqlite | the API's bearer tokens (hashed) |
 | MLOPS_PREDICTION_LOG_DIR | $MLOPS_DATA_DIR/serving/prediction_log | the API's append-only prediction log (JSONL) |
+| MLOPS_EXECUTOR | multiprocess | where a run's steps execute: multiprocess (child processes of the run) or celery |
+| MLOPS_CELERY_BROKER_URL | redis://127.0.0.1:6379/1 | Redis the Celery executor and workers share (queue, results) |
 
 The webhook URLs carry tokens, the MLflow and Redis URLs may carry a password (``postgresql://user:pass@host/db``):
 ``Settings.secret_variables`` names the variable each of them came from, and the Dagster resources take them as
@@ -98,6 +100,8 @@ class Settings:
     serve_as_of: str = ""
     serve_tokens_file: Path = Path("data/secrets/api_tokens.sqlite")
     prediction_log_dir: Path = Path("data/serving/prediction_log")
+    executor: str = "multiprocess"  # multiprocess | celery (defs/executor.py)
+    celery_broker_url: str = "redis://127.0.0.1:6379/1"
     # setting -> the variable it was read from, for the settings that may hold a credential and were set
     secret_variables: dict[str, str] = field(default_factory=dict)
 
@@ -115,6 +119,7 @@ class Settings:
             "slack_webhook_url": "MLOPS_SLACK_WEBHOOK_URL",
             "redis_url": "MLOPS_REDIS_URL",
             "redis_password": "MLOPS_REDIS_PASSWORD",
+            "celery_broker_url": "MLOPS_CELERY_BROKER_URL",
         }
         online_store_backend = os.environ.get("MLOPS_ONLINE_STORE", "").strip().lower() or "sqlite"
         if online_store_backend not in ("sqlite", "redis"):
@@ -122,6 +127,14 @@ class Settings:
         redis_url = os.environ.get("MLOPS_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
         if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"MLOPS_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+        executor = os.environ.get("MLOPS_EXECUTOR", "").strip().lower() or "multiprocess"
+        if executor not in ("multiprocess", "celery"):
+            raise ConfigError(f"MLOPS_EXECUTOR must be 'multiprocess' or 'celery', got {executor!r}")
+        celery_broker_url = os.environ.get("MLOPS_CELERY_BROKER_URL", "").strip() or "redis://127.0.0.1:6379/1"
+        if urlsplit(celery_broker_url).scheme not in ("redis", "rediss"):
+            raise ConfigError(
+                f"MLOPS_CELERY_BROKER_URL must be a redis:// or rediss:// URL, got {urlsplit(celery_broker_url).scheme}://..."
+            )
         market_source = os.environ.get("MLOPS_MARKET_SOURCE", "synthetic")
         bar_clock = bar_clock_from_env()
         if market_source == "synthetic" and bar_clock.calendar != "24x7":
@@ -175,6 +188,8 @@ class Settings:
             prediction_log_dir=Path(
                 os.environ.get("MLOPS_PREDICTION_LOG_DIR", data_dir / "serving" / "prediction_log")
             ),
+            executor=executor,
+            celery_broker_url=celery_broker_url,
             secret_variables={name: variable for name, variable in secrets.items() if os.environ.get(variable)},
         )
 
