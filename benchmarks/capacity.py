@@ -15,7 +15,7 @@ Measured (each the median of ``--repeat`` runs):
 Each cost is fitted as ``fixed + per_row * rows`` (least squares over the sizes) and projected. The machine
 these run on may be shared: the table says so, and the medians are what is printed.
 
-    python -m benchmarks.capacity            # about 30-40 minutes on 2 busy cores
+    python -m benchmarks.capacity            # about 30 minutes on 2 busy cores
     python -m benchmarks.capacity --quick    # tiny sizes, about 3 minutes: the pipeline, not the figures
 """
 
@@ -54,8 +54,8 @@ class Sizes:
 
 
 FULL = Sizes(
-    drift_symbols=(500, 5_000, 41_667), feature_symbols=(500, 2_000, 5_000), feature_days=60,
-    pit_entities=(100_000, 400_000, 1_000_000),
+    drift_symbols=(500, 5_000, 20_000), feature_symbols=(500, 1_000, 2_000), feature_days=30,
+    pit_entities=(100_000, 300_000, 600_000),
 )  # fmt: skip
 QUICK = Sizes(drift_symbols=(30, 90), feature_symbols=(20, 60), feature_days=10, pit_entities=(5_000, 15_000))
 
@@ -101,8 +101,11 @@ def drift_job(symbols: int, repeat: int) -> tuple[float, float]:
 
 
 # ---- 2. feature materialization, 4. bytes per bar ----------------------------------------------------------------
-def features(symbols: int, days: int, repeat: int) -> tuple[int, float, float]:
-    """(bars, median seconds to materialize every view, DuckDB file bytes per bar with every view)."""
+def features(symbols: int, days: int, repeat: int) -> tuple[int, float, float, float, float]:
+    """(bars, median seconds to materialize every view, DuckDB file bytes per bar of the raw bars alone, and with
+    every view, the median share of the longest view's step in a rebuild: the longest the pool is held at once).
+    Sizes are of a fresh file after a checkpoint (a rebuilt table's old blocks are reused, not returned to the
+    file system, so a file rebuilt in place is no measure of the data)."""
     catalog = load_catalog()
     config = SyntheticMarketConfig(n_symbols=symbols, bad_row_rate=0.0, regime_shift_at=None)
     bars = validate_bars(generate_bars(config, START, START + timedelta(days=days))).accepted
@@ -110,10 +113,23 @@ def features(symbols: int, days: int, repeat: int) -> tuple[int, float, float]:
         path = Path(tmp) / "capacity.duckdb"
         with warehouse.connect(path) as conn:
             market_bars.replace_all(conn, bars)
-            seconds = median_of(repeat, lambda: materialize_all(conn, catalog))
             conn.execute("CHECKPOINT")
-        size = path.stat().st_size + sum(p.stat().st_size for p in Path(tmp).glob("capacity.duckdb.*"))
-    return len(bars), seconds, size / len(bars)
+            raw_bytes = file_bytes(path)
+            materialize_all(conn, catalog)
+            conn.execute("CHECKPOINT")
+            all_bytes = file_bytes(path)
+            shares: list[float] = []
+
+            def rebuild() -> None:
+                per_view = materialize_all(conn, catalog)
+                shares.append(max(s for s, _ in per_view.values()) / sum(s for s, _ in per_view.values()))
+
+            seconds = median_of(repeat, rebuild)
+    return len(bars), seconds, raw_bytes / len(bars), all_bytes / len(bars), statistics.median(shares)
+
+
+def file_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
 # ---- 3. point-in-time retrieval ---------------------------------------------------------------------------------
@@ -131,41 +147,45 @@ def busy_note() -> str:
     return f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)"
 
 
-def plan(drift_steady: Fit, drift_window: Fit, rebuild: Fit, pit: Fit, bytes_per_bar: float) -> None:
+def plan(drift_steady: Fit, drift_window: Fit, rebuild: Fit, pit: Fit, bytes_per_bar: float, share: float) -> None:
+    """The table for TARGET_SYMBOLS and the two limits of one writer. ``share``: the longest view's part of a
+    feature rebuild (one step holds the warehouse slot that long; the hourly job waits behind it)."""
     n_views = len(load_catalog().views)
     print("\nprojection (hourly bars, 24 a day; features rebuilt once a day over one year of history):")
-    header = (
-        f"{'symbols':>8} {'bars/day':>11} {'feature rows/day':>17} {'storage/year':>13} {'hourly job':>11} "
-        f"{'new-window hour':>16} {'daily rebuild':>14} {'writer busy/h':>14} {'1y training set':>16}"
+    print(
+        f"{'symbols':>8} {'bars/day':>10} {'view rows/day':>14} {'storage/year':>13} {'hourly job':>11} "
+        f"{'new-window h':>13} {'daily rebuild':>14} {'longest step':>13} {'writer busy/h':>14} {'1y training set':>16}"
     )
-    print(header)
     for symbols in TARGET_SYMBOLS:
         per_day = symbols * HOURS_PER_DAY
         year = per_day * DAYS_PER_YEAR
         hourly, window_hour, daily = drift_steady(per_day), drift_window(per_day), rebuild(year)
-        busy = (23 * hourly + window_hour + daily) / 24  # the writer's mean seconds per hour
         print(
-            f"{symbols:>8,} {per_day:>11,} {per_day * n_views:>17,} {year * bytes_per_bar / 1e9:>10.1f} GB "
-            f"{hourly:>9.0f} s {window_hour:>14.0f} s {daily:>12.0f} s {busy:>12.0f} s {pit(year):>14.0f} s"
+            f"{symbols:>8,} {per_day:>10,} {per_day * n_views:>14,} {year * bytes_per_bar / 1e9:>10.1f} GB "
+            f"{hourly:>9.0f} s {window_hour:>11.0f} s {daily:>12.0f} s {share * daily:>11.0f} s "
+            f"{busy_per_hour(drift_steady, drift_window, rebuild, symbols):>12.0f} s {pit(year):>14.0f} s"
         )
-    # where one writer stops keeping up: its mean hourly work reaches the hour (and half of it: the headroom a
-    # retraining's dataset build or a backfill needs)
-    for share in (0.5, 1.0):
-        symbols = writer_limit(drift_steady, drift_window, rebuild, share * HOUR_S)
-        print(f"  one writer busy {share:.0%} of every hour at about {symbols:,.0f} symbols (1 year of history)")
+    late = bisect(lambda s: drift_window(s * HOURS_PER_DAY) + share * rebuild(s * HOURS_PER_DAY * DAYS_PER_YEAR))
+    print(f"  the hourly job misses its hour behind the longest rebuild step from about {late:,.0f} symbols")
+    for fraction in (0.5, 1.0):
+        symbols = bisect(lambda s, f=fraction: busy_per_hour(drift_steady, drift_window, rebuild, s) / f)
+        print(f"  one writer busy {fraction:.0%} of every hour on average from about {symbols:,.0f} symbols")
 
 
-def writer_limit(drift_steady: Fit, drift_window: Fit, rebuild: Fit, budget_s: float) -> float:
-    def busy(symbols: float) -> float:
-        per_day = symbols * HOURS_PER_DAY
-        return (23 * drift_steady(per_day) + drift_window(per_day) + rebuild(per_day * DAYS_PER_YEAR)) / 24
+def busy_per_hour(drift_steady: Fit, drift_window: Fit, rebuild: Fit, symbols: float) -> float:
+    """The writer's mean seconds of work per hour: 23 steady hourly jobs, one new-window hour, one rebuild a day."""
+    per_day = symbols * HOURS_PER_DAY
+    return (23 * drift_steady(per_day) + drift_window(per_day) + rebuild(per_day * DAYS_PER_YEAR)) / 24
 
+
+def bisect(seconds_at) -> float:
+    """The market size (symbols) at which ``seconds_at(symbols)`` reaches the hour (increasing in symbols)."""
     low, high = 1.0, 1e8
-    if busy(low) >= budget_s:
+    if seconds_at(low) >= HOUR_S:
         return 0.0
     for _ in range(100):
         mid = (low * high) ** 0.5
-        low, high = (mid, high) if busy(mid) < budget_s else (low, mid)
+        low, high = (mid, high) if seconds_at(mid) < HOUR_S else (low, mid)
     return low
 
 
@@ -173,18 +193,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: checks the pipeline, figures meaningless.")
     parser.add_argument("--repeat", type=int, default=3, help="Runs per measurement; the median is reported.")
+    parser.add_argument("--drift-symbols", type=int, nargs="+", help="Only the drift job, at these market sizes.")
     args = parser.parse_args()
     sizes, repeat = (QUICK, 1) if args.quick else (FULL, args.repeat)
+    if args.drift_symbols:
+        print(f"capacity benchmark on {busy_note()} at start; medians of {repeat} run(s)")
+        for symbols in args.drift_symbols:
+            a, b = drift_job(symbols, repeat)
+            print(f"  {symbols:>7,} symbols: steady hour {a:6.1f} s  new reference window {b:6.1f} s")
+        print(f"machine at the end: {busy_note()}")
+        return
     print(f"capacity benchmark on {busy_note()} at start; medians of {repeat} run(s)")
 
     print(f"\n1. feature materialization, every view rebuilt over {sizes.feature_days} days of hourly bars:")
-    counts, seconds, per_bar = [], [], []
+    counts, seconds, per_bar, share = [], [], [], 0.0
     for symbols in sizes.feature_symbols:
-        n, s, b = features(symbols, sizes.feature_days, repeat)
+        n, s, raw, b, share = features(symbols, sizes.feature_days, repeat)
         counts.append(float(n))
         seconds.append(s)
         per_bar.append(b)
-        print(f"  {symbols:>7,} symbols: {n:>11,} bars  {s:7.1f} s  DuckDB file {b:6.1f} bytes per bar")
+        print(
+            f"  {symbols:>7,} symbols: {n:>11,} bars  {s:7.1f} s  DuckDB file {b:6.1f} bytes per bar "
+            f"(raw bars alone {raw:5.1f}); longest view {share:.0%} of the rebuild"
+        )
     rebuild = Fit.of(counts, seconds)
     print(f"  fit: {rebuild.describe('bars of history')}")
 
@@ -212,7 +243,7 @@ def main() -> None:
     drift_steady, drift_window = Fit.of(rows, steady), Fit.of(rows, window)
     print(f"  fit: steady {drift_steady.describe('current rows')}; new window {drift_window.describe('current rows')}")
 
-    plan(drift_steady, drift_window, rebuild, pit, per_bar[-1])
+    plan(drift_steady, drift_window, rebuild, pit, per_bar[-1], share)
     print(f"\nmachine at the end: {busy_note()}")
 
 

@@ -16,6 +16,7 @@ from dagster_celery import celery_executor
 from dagster_celery.defaults import broker_transport_options
 from dagster_celery.executor import CeleryExecutor
 
+from mlops_pipelines.defs.resources import SETTINGS
 from mlops_pipelines.settings import Settings
 
 STEP_QUEUE = "dagster"  # dagster-celery's queue; a step tagged dagster-celery/queue goes to another one
@@ -63,4 +64,5 @@ def celery_app_args(settings: Settings) -> dict[str, Any]:
 
 @dg.definitions
 def executor() -> dg.Definitions:
-    return dg.Definitions(executor=step_executor(Settings.from_env()))
+    # part of the definitions' shape: from the settings read once when the code location is imported
+    return dg.Definitions(executor=step_executor(SETTINGS))

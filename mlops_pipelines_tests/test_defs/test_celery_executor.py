@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,12 +51,14 @@ def celery_env(tmp_path: Path, data_dir: Path, redis_url: str, monkeypatch: pyte
 
 
 @contextmanager
-def celery_workers(tmp_path: Path, env: dict[str, str], preload: str = "") -> Iterator[dict[str, subprocess.Popen]]:
+def celery_workers(
+    tmp_path: Path, env: dict[str, str], preload: str = "", names: tuple[str, ...] = WORKERS
+) -> Iterator[dict[str, subprocess.Popen]]:
     """Two ``celery worker`` processes of mlops_pipelines.celery_worker, one step at a time each, ready.
     ``preload``: a module each imports before it forks its pool process (the code location, loaded once)."""
     workers: dict[str, subprocess.Popen] = {}
     try:
-        for name in WORKERS:
+        for name in names:
             with (tmp_path / f"worker-{name}.log").open("w") as log:
                 workers[name] = subprocess.Popen(
                     [
@@ -81,9 +84,9 @@ def celery_workers(tmp_path: Path, env: dict[str, str], preload: str = "") -> It
             worker.wait()
 
 
-def run(tmp_path: Path, env: dict[str, str], module: str, *args: str) -> str:
+def run(tmp_path: Path, env: dict[str, str], module: str, *args: str, succeeds: bool = True) -> str:
     """A run worker process (``python -m module *args``) on the instance of DAGSTER_HOME; the run's id once it
-    succeeded."""
+    ended as ``succeeds`` says."""
     job = module.rsplit(".", 1)[-1]
     out, err = tmp_path / f"{job}.out", tmp_path / f"{job}.err"
     with out.open("w") as stdout, err.open("w") as stderr:
@@ -92,7 +95,7 @@ def run(tmp_path: Path, env: dict[str, str], module: str, *args: str) -> str:
         )
     logs = lambda: "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(tmp_path.glob("*.log")))  # noqa: E731
     wait_until(f"the {job} run ends", finished(process), log=lambda: err.read_text()[-4000:] + logs())
-    assert process.returncode == 0, err.read_text()[-4000:] + logs()
+    assert (process.returncode == 0) == succeeds, err.read_text()[-4000:] + logs()
     return out.read_text().split()[-1]
 
 
@@ -149,3 +152,37 @@ def test_the_feature_job_runs_on_celery_workers_with_its_warehouse_steps_seriali
     assert {name.split("@")[0] for name in worker_of.values()} <= set(WORKERS)
     for a, b in itertools.combinations(intervals, 2):
         assert a[1] <= b[0] or b[1] <= a[0], f"warehouse steps overlapped: {a} and {b}"
+
+
+def test_a_step_whose_worker_process_is_killed_fails_the_run_instead_of_hanging(
+    tmp_path: Path, celery_env: dict[str, str]
+) -> None:
+    """One worker; the step it runs waits for the other step, which cannot start there. Its process is killed
+    (kill -9, as the OOM killer does): the step fails with Celery's WorkerLostError, the run fails and its run
+    worker exits, instead of waiting for a result that never comes or running the step again unseen."""
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    with celery_workers(tmp_path, celery_env, names=("alpha",)):
+        done: dict[str, str] = {}
+
+        def kill_the_first_step() -> bool:
+            checked_in = list(meeting.iterdir())
+            if checked_in and not done:
+                done["step"] = checked_in[0].name
+                os.kill(int(checked_in[0].read_text()), signal.SIGKILL)
+            return bool(done)
+
+        killer = threading.Thread(target=lambda: wait_until("a step checks in", kill_the_first_step), daemon=True)
+        killer.start()
+        run_id = run(tmp_path, celery_env, "mlops_pipelines_tests.test_defs.meeting_job", str(meeting), succeeds=False)
+        killer.join(timeout=60)
+    with DagsterInstance.from_ref(InstanceRef.from_dir(os.environ["DAGSTER_HOME"])) as instance:
+        dagster_run = instance.get_run_by_id(run_id)
+        assert dagster_run is not None and dagster_run.status == dg.DagsterRunStatus.FAILURE
+        failure = next(
+            r
+            for r in instance.all_logs(run_id)
+            if r.dagster_event and r.dagster_event.event_type_value == "PIPELINE_FAILURE"
+        )
+    assert "WorkerLostError" in str(failure.dagster_event.event_specific_data), failure
+    assert done["step"] in str(failure.dagster_event.event_specific_data)
