@@ -6,7 +6,8 @@ Measured (each the median of ``--repeat`` runs):
 1. the hourly ``drift_job`` (bench_drift's workload: both models, feature drift, prediction drift, realized
    performance, Evidently HTML and PNGs, through Dagster) with one day of S symbols' hourly feature rows
    (24 S) against a 5-day reference (120 S); the steady hour (reference window cached, 23 of 24 runs a day)
-   and the first hour of a new reference window (once a day). At S = 41,667 it is bench_drift's 1M vs 5M;
+   and the first hour of a new reference window (once a day). bench_drift's 1M vs 5M is S = 41,667
+   (``--drift-symbols 41667``);
 2. feature materialization (``materialize_view`` of every catalog view, bench_features' work): every view is
    rebuilt over the whole history at each run, so its cost grows with the history, not with the new day;
 3. point-in-time retrieval (bench_point_in_time's workload: 3 views, full semantics) of a training set;
