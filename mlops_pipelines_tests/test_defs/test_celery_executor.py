@@ -166,10 +166,10 @@ def test_a_step_whose_worker_process_is_killed_fails_the_run_instead_of_hanging(
         done: dict[str, str] = {}
 
         def kill_the_first_step() -> bool:
-            checked_in = list(meeting.iterdir())
-            if checked_in and not done:
-                done["step"] = checked_in[0].name
-                os.kill(int(checked_in[0].read_text()), signal.SIGKILL)
+            checked_in = [(path.name, path.read_text()) for path in meeting.iterdir()]
+            if checked_in and checked_in[0][1] and not done:  # the pid is written (not just the empty file)
+                done["step"] = checked_in[0][0]
+                os.kill(int(checked_in[0][1]), signal.SIGKILL)
             return bool(done)
 
         killer = threading.Thread(target=lambda: wait_until("a step checks in", kill_the_first_step), daemon=True)
@@ -179,10 +179,10 @@ def test_a_step_whose_worker_process_is_killed_fails_the_run_instead_of_hanging(
     with DagsterInstance.from_ref(InstanceRef.from_dir(os.environ["DAGSTER_HOME"])) as instance:
         dagster_run = instance.get_run_by_id(run_id)
         assert dagster_run is not None and dagster_run.status == dg.DagsterRunStatus.FAILURE
-        failure = next(
-            r
-            for r in instance.all_logs(run_id)
-            if r.dagster_event and r.dagster_event.event_type_value == "PIPELINE_FAILURE"
-        )
-    assert "WorkerLostError" in str(failure.dagster_event.event_specific_data), failure
-    assert done["step"] in str(failure.dagster_event.event_specific_data)
+        failures = [
+            str(record.dagster_event.event_specific_data)
+            for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            if record.dagster_event
+        ]
+    assert len(failures) == 1 and "WorkerLostError" in failures[0], failures
+    assert f"[{done['step']}]" in failures[0], failures  # the killed step is the one named
