@@ -19,7 +19,6 @@ from dagster_celery.executor import CeleryExecutor
 from mlops_pipelines.defs.resources import SETTINGS
 from mlops_pipelines.settings import Settings
 
-STEP_QUEUE = "dagster"  # dagster-celery's queue; a step tagged dagster-celery/queue goes to another one
 # Long steps (a training run, a feature rebuild at scale) must not be delivered twice: a task leaves the queue
 # only when its step finished (acks_late), and Redis gives an unfinished task to another worker only after
 # this long (longer than run monitoring's max_runtime_seconds, 6 h, which fails such a run first).
