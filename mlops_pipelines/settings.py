@@ -47,6 +47,8 @@
 | MLOPS_LLM_TIMEOUT_S | 30 | seconds one chat-completions request may take |
 | MLOPS_LLM_MAX_RETRIES | 3 | retries of a request answered 429/5xx or cut off (exponential backoff) |
 | MLOPS_LLM_RECORD_DIR | (none) | a directory the http source appends its answers to (replayable as recorded) |
+| MLOPS_EXECUTOR | multiprocess | where a run's steps execute: multiprocess (child processes of the run) or celery |
+| MLOPS_CELERY_BROKER_URL | redis://127.0.0.1:6379/1 | Redis the Celery executor and workers share (queue, results) |
 
 The webhook URLs carry tokens, the MLflow and Redis URLs may carry a password (``postgresql://user:pass@host/db``):
 ``Settings.secret_variables`` names the variable each of them came from, and the Dagster resources take them as
@@ -117,6 +119,8 @@ class Settings:
     llm_timeout_s: float = 30.0
     llm_max_retries: int = 3
     llm_record_dir: Path | None = None
+    executor: str = "multiprocess"  # multiprocess | celery (defs/executor.py)
+    celery_broker_url: str = "redis://127.0.0.1:6379/1"
     # setting -> the variable it was read from, for the settings that may hold a credential and were set
     secret_variables: dict[str, str] = field(default_factory=dict)
 
@@ -135,6 +139,7 @@ class Settings:
             "redis_url": "MLOPS_REDIS_URL",
             "redis_password": "MLOPS_REDIS_PASSWORD",
             "llm_api_key": "MLOPS_LLM_API_KEY",
+            "celery_broker_url": "MLOPS_CELERY_BROKER_URL",
         }
         online_store_backend = os.environ.get("MLOPS_ONLINE_STORE", "").strip().lower() or "sqlite"
         if online_store_backend not in ("sqlite", "redis"):
@@ -142,6 +147,14 @@ class Settings:
         redis_url = os.environ.get("MLOPS_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
         if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"MLOPS_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+        executor = os.environ.get("MLOPS_EXECUTOR", "").strip().lower() or "multiprocess"
+        if executor not in ("multiprocess", "celery"):
+            raise ConfigError(f"MLOPS_EXECUTOR must be 'multiprocess' or 'celery', got {executor!r}")
+        celery_broker_url = os.environ.get("MLOPS_CELERY_BROKER_URL", "").strip() or "redis://127.0.0.1:6379/1"
+        if urlsplit(celery_broker_url).scheme not in ("redis", "rediss"):
+            raise ConfigError(
+                f"MLOPS_CELERY_BROKER_URL must be a redis:// or rediss:// URL, got {urlsplit(celery_broker_url).scheme}://..."
+            )
         market_source = os.environ.get("MLOPS_MARKET_SOURCE", "synthetic")
         bar_clock = bar_clock_from_env()
         if market_source == "synthetic" and bar_clock.calendar != "24x7":
@@ -215,6 +228,8 @@ class Settings:
             llm_timeout_s=_positive_seconds("MLOPS_LLM_TIMEOUT_S", "30"),
             llm_max_retries=_int_env("MLOPS_LLM_MAX_RETRIES", 3, low=0, high=20),
             llm_record_dir=Path(os.environ["MLOPS_LLM_RECORD_DIR"]) if os.environ.get("MLOPS_LLM_RECORD_DIR") else None,
+            executor=executor,
+            celery_broker_url=celery_broker_url,
             secret_variables={name: variable for name, variable in secrets.items() if os.environ.get(variable)},
         )
 

@@ -162,10 +162,11 @@ print(json.dumps({{k.to_user_string(): graph.get(k).metadata.get("promotion_poli
 def test_the_environment_is_read_in_settings_and_by_the_entry_points_only() -> None:
     """Every variable is read in settings.py; the code location builds its settings in defs/resources.py (once at
     import for the definitions' shape, again for the resources at each load); the CLI per command; the serving
-    API at its start (``python -m mlops_pipelines.serving``; ``mlops serve`` is a CLI command). Nothing else
+    API at its start (``python -m mlops_pipelines.serving``; ``mlops serve`` is a CLI command); a Celery step
+    worker at its start (``celery -A mlops_pipelines.celery_worker worker``). Nothing else
     reads or changes the process environment (tracking.py switches MLflow's progress bar off for a download)."""
     package = Path(__file__).parents[2] / "mlops_pipelines"
-    entry_points = {"settings.py", "defs/resources.py", "serving/__main__.py"}
+    entry_points = {"settings.py", "defs/resources.py", "serving/__main__.py", "celery_worker.py"}
     readers, environ = set(), set()
     for path in package.rglob("*.py"):
         name, text = path.relative_to(package).as_posix(), path.read_text()
