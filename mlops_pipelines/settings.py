@@ -130,8 +130,8 @@ class Settings:
                 f"http(s):// URL, got {os.environ.get('MLOPS_MLFLOW_TRACKING_URI', '(unset)')!r}"
             )
         served_artifacts = urlsplit(tracking).scheme in ("http", "https")  # the server proxies the artifacts
-        online_store_backend = (
-            os.environ.get("MLOPS_ONLINE_STORE", "").strip().lower() or ("redis" if env == "production" else "sqlite")
+        online_store_backend = os.environ.get("MLOPS_ONLINE_STORE", "").strip().lower() or (
+            "redis" if env == "production" else "sqlite"
         )
         if online_store_backend not in ("sqlite", "redis"):
             raise ConfigError(f"MLOPS_ONLINE_STORE must be 'sqlite' or 'redis', got {online_store_backend!r}")

@@ -81,13 +81,16 @@ class Service:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(self.stop_signal)
+        try:  # the whole group at once: a server's workers (uvicorn's, PostgreSQL's backends) stop together
+            os.killpg(process.pid, self.stop_signal)
+        except ProcessLookupError:
+            pass
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        try:  # workers it forked (uvicorn's, PostgreSQL's backends) go with it
+        try:  # anything of the group still there
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
@@ -309,3 +312,30 @@ def start_mlflow_server(
 def stop_all(services: Sequence[Service]) -> None:
     for service in reversed(services):
         service.stop()
+
+
+def start_redis(directory: Path) -> tuple[Service, str]:
+    """A Redis server that persists (append-only file, fsync always) in ``directory``: what a production Redis
+    keeps across a restart, unlike the session's throwaway one. The service and its URL."""
+    binary = require(shutil.which("redis-server"), "redis-server", "apt-get install redis-server")
+
+    def make(port: int) -> Service:
+        options = {"port": str(port), "bind": "127.0.0.1", "save": "", "appendonly": "yes", "appendfsync": "always"}
+        options |= {"dir": str(directory), "lazyfree-lazy-server-del": "yes"}
+        argv = [binary, *(part for name, value in options.items() for part in (f"--{name}", value))]
+        return Service("redis-server", argv, _redis_answers(port), directory / "redis.log")
+
+    service = start_first_free(make)
+    return service, f"redis://127.0.0.1:{service.argv[service.argv.index('--port') + 1]}/0"
+
+
+def _redis_answers(port: int) -> Callable[[], bool]:
+    import redis
+
+    def check() -> bool:
+        try:
+            return bool(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1).ping())
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            return False
+
+    return check

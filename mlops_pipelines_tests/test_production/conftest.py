@@ -66,28 +66,45 @@ def mlflow_server(
 ) -> Iterator[MlflowServer]:
     """This test's MLflow tracking server: its own database (a copy of the migrated template) and bucket."""
     database = postgres_server.create_database(unique("mlflow"), template=mlflow_template_database)
-    server = start_mlflow_server(postgres_server, database, object_store, unique("artifacts").replace("_", "-"), tmp_path)
+    server = start_mlflow_server(
+        postgres_server, database, object_store, unique("artifacts").replace("_", "-"), tmp_path
+    )
     try:
         yield server
     finally:
         server.service.stop()
 
 
-def production_instance_config(postgres: Postgres, database: str, directory: Path) -> dict[str, Any]:
-    """``docker/dagster.yaml`` as the deployment uses it (storage in PostgreSQL, queued runs, the warehouse pool,
-    run monitoring), with its volumes under ``directory`` and its connection to ``database``."""
+def production_instance_config(directory: Path) -> dict[str, Any]:
+    """``docker/dagster.yaml`` as the deployment uses it (storage in PostgreSQL named by DAGSTER_POSTGRES_*, queued
+    runs, the warehouse pool, run monitoring), with its volumes under ``directory``."""
     config = yaml.safe_load((REPO_ROOT / "docker" / "dagster.yaml").read_text())
-    config["storage"] = {"postgres": {"postgres_url": postgres.url(database)}}
     config["compute_logs"]["config"]["base_dir"] = str(directory / "logs")
     config["local_artifact_storage"]["config"]["base_dir"] = str(directory / "storage")
     return config
 
 
+def dagster_postgres_environment(postgres: Postgres, database: str) -> dict[str, str]:
+    """The DAGSTER_POSTGRES_* variables ``docker/dagster.yaml`` reads, for a new database ``database``."""
+    postgres.create_database(database)
+    return {
+        "DAGSTER_POSTGRES_HOST": "127.0.0.1",
+        "DAGSTER_POSTGRES_PORT": str(postgres.port),
+        "DAGSTER_POSTGRES_DB": database,
+        "DAGSTER_POSTGRES_USER": postgres.user,
+        "DAGSTER_POSTGRES_PASSWORD": postgres.password,
+    }
+
+
 @pytest.fixture
-def production_instance(postgres_server: Postgres, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+def production_instance(
+    postgres_server: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dg.DagsterInstance]:
     """A Dagster instance configured by the production ``docker/dagster.yaml``, on its own PostgreSQL database."""
-    database = postgres_server.create_database(unique("dagster"))
-    config = production_instance_config(postgres_server, database, tmp_path / "dagster")
+    for name, value in dagster_postgres_environment(postgres_server, unique("dagster")).items():
+        monkeypatch.setenv(name, value)
+    config = production_instance_config(tmp_path / "dagster")
+    (tmp_path / "dagster_home").mkdir()
     with dg.instance_for_test(overrides=config, temp_dir=str(tmp_path / "dagster_home")) as instance:
         yield instance
 
