@@ -19,9 +19,9 @@
 | MLOPS_SYNTHETIC_SYMBOLS | 24 | synthetic market size |
 | MLOPS_SYNTHETIC_SEED | 7 | synthetic market seed |
 | MLOPS_REGIME_SHIFT_AT | 2026-02-20 | synthetic regime shift (UTC); empty for none |
-| MLOPS_MLFLOW_TRACKING_URI | sqlite:///$MLOPS_DATA_DIR/mlflow/mlflow.db | MLflow tracking store (production: required, http(s)) |
+| MLOPS_MLFLOW_TRACKING_URI | sqlite:///$MLOPS_DATA_DIR/mlflow/mlflow.db | tracking store (production: the server) |
 | MLOPS_MLFLOW_REGISTRY_URI | the tracking URI | MLflow model registry |
-| MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts; mlflow-artifacts:/ with a server | artifacts of new experiments |
+| MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | artifacts (a server: mlflow-artifacts:/) |
 | MLOPS_MLFLOW_UI_URL | http://127.0.0.1:5000 | the MLflow UI as browsers reach it (links in Dagster metadata, CLI) |
 | MLOPS_ACTOR | the OS user | identity recorded in the audit log by the CLI |
 | MLOPS_REQUIRE_OS_ACTOR | false | true: the CLI refuses an --actor / MLOPS_ACTOR other than the OS user |

@@ -5,6 +5,7 @@ directory on a free port, writes its log to a file a failure message quotes, and
 port (the restart tests). The fixtures in ``test_production/conftest.py`` own their lifetimes.
 """
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -25,6 +26,7 @@ from mlops_pipelines_tests.conftest import free_port, wait_until
 
 POSTGRES_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # Debian: newest first
 S3_REGION = "us-east-1"
+INITDB_OPTIONS = ("--auth=scram-sha-256", "-E", "UTF8", "--no-sync")  # passwords on loopback too
 
 
 def require(binary: str | None, what: str, install: str) -> str:
@@ -81,19 +83,15 @@ class Service:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        try:  # the whole group at once: a server's workers (uvicorn's, PostgreSQL's backends) stop together
+        with contextlib.suppress(ProcessLookupError):  # the whole group: a server's workers stop with it
             os.killpg(process.pid, self.stop_signal)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        try:  # anything of the group still there
+        with contextlib.suppress(ProcessLookupError):  # anything of the group still there
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def restart(self) -> None:
         self.stop()
@@ -173,8 +171,7 @@ def start_postgres() -> Postgres:
     if user:
         shutil.chown(directory / "password", user)
     done = subprocess.run(
-        [initdb, "-D", str(directory / "data"), "-U", "mlops", f"--pwfile={directory / 'password'}"]
-        + ["--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
+        [initdb, "-D", str(directory / "data"), "-U", "mlops", f"--pwfile={directory / 'password'}", *INITDB_OPTIONS],
         capture_output=True,
         text=True,
         user=user,

@@ -1,4 +1,4 @@
-"""The production profile's services for the tests, started for real on 127.0.0.1 (``mlops_pipelines_tests/services.py``).
+"""The production profile's services for the tests, started for real on 127.0.0.1 (``../services.py``).
 
 PostgreSQL and the object store are shared by the session (each xdist worker starts its own); every test gets its
 own databases, bucket and MLflow server (the registry holds models by name, so two tests cannot share one), on a
