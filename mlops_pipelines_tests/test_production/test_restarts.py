@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+import redis
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
@@ -18,7 +19,7 @@ from mlops_pipelines.lib.features.online_store_redis import (
     write_snapshot,
 )
 from mlops_pipelines_tests.conftest import wait_until
-from mlops_pipelines_tests.services import MlflowServer, Service, start_redis
+from mlops_pipelines_tests.services import MlflowServer, start_redis
 from mlops_pipelines_tests.test_defs.conftest import run_job, settings_lifecycle
 
 DAYS = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-14"}
@@ -98,11 +99,9 @@ def test_a_redis_restart_during_a_refresh_leaves_the_previous_snapshot_whole(tmp
 
         writer = threading.Thread(target=refresh)
         writer.start()
-        import redis
-
         probe = redis.Redis.from_url(url)
         wait_until("the refresh is writing its staging hash", lambda: probe.keys("mlops:online:staging:*"))
-        restart(service)
+        service.restart()  # SIGTERM: Redis writes its append-only file and exits; then up again, same port
         writer.join(timeout=600)
         assert failure and isinstance(failure[0], OnlineStoreUnavailable), failure
         assert "127.0.0.1" in str(failure[0])
@@ -119,7 +118,3 @@ def test_a_redis_restart_during_a_refresh_leaves_the_previous_snapshot_whole(tmp
         assert RedisOnlineStoreReader(url).snapshot_id() == "after"
     finally:
         service.stop()
-
-
-def restart(service: Service) -> None:
-    service.restart()

@@ -48,7 +48,7 @@ def finished_ticks(instance: dg.DagsterInstance) -> list:
     if not states:
         return []
     ticks = instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id)
-    return [t for t in ticks if t.status != dg.TickStatus.STARTED]
+    return [t for t in ticks if t.status.value != "STARTED"]
 
 
 @pytest.mark.slow
