@@ -15,6 +15,7 @@ from mlops_pipelines.catalog.models import MODEL_SPECS
 from mlops_pipelines.lib.core.tracking import MODEL_FILE
 from mlops_pipelines.serving.app import create_app
 from mlops_pipelines.settings import Settings
+from mlops_pipelines_tests.conftest import wait_until
 from mlops_pipelines_tests.services import MlflowServer
 from mlops_pipelines_tests.test_defs.conftest import settings_lifecycle
 
@@ -68,6 +69,7 @@ def test_the_demo_story_runs_on_the_production_services(
     assert redis.Redis.from_url(redis_url).dbsize() > 0
     model, version = next((m, v) for m, v in staged.items() if v is not None)
     with TestClient(create_app(settings, models=[model])) as api:
+        wait_until("the API has loaded its aliases", lambda: api.get("/readyz").status_code == 200)
         answer = api.post(f"/api/v1/models/{model}/predict", json={"symbols": ["SYM0000"], "alias": "staging"})
     assert answer.status_code == 200, answer.text
     body = answer.json()

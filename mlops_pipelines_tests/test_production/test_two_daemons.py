@@ -103,3 +103,18 @@ def test_two_daemons_ticking_the_retraining_sensor_request_one_retraining_per_mo
         keys = sorted(run.tags["dagster/run_key"] for run in runs)
         assert keys == sorted(f"retrain:{model}:{WINDOW_END.isoformat()}" for model in MODELS), tail()
         assert all(run.status == dg.DagsterRunStatus.QUEUED for run in runs)
+
+        # The run keys hold on their own: with the retraining runs over (canceled here) and the cursor lost (an
+        # operator's `dagster sensor cursor --delete`), the next tick asks for the same episode again, and the
+        # daemon that ticks finds runs with those keys in PostgreSQL and creates none.
+        for run in runs:
+            instance.report_run_canceled(run)
+        dagster = [str(Path(sys.executable).parent / "dagster"), "sensor", "cursor", SENSOR, "--delete"]
+        done = subprocess.run(
+            [*dagster, "-w", str(home / "workspace.yaml")], cwd=REPO_ROOT, env=environment, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr
+        ticked = len(finished_ticks(instance))
+        wait_until("the next tick", lambda: len(finished_ticks(instance)) > ticked, watch=daemons, log=tail)
+        assert len(instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": SENSOR}))) == len(MODELS)
+        assert any("already completed with run keys" in log.read_text() for log in logs), tail()
