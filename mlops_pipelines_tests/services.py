@@ -160,7 +160,10 @@ def start_postgres() -> Postgres:
     """initdb (as the ``postgres`` user when we are root: PostgreSQL refuses root) and a server on a free port."""
     initdb = require(postgres_binary("initdb"), "PostgreSQL (initdb)", "apt-get install postgresql")
     postgres = require(postgres_binary("postgres"), "PostgreSQL (postgres)", "apt-get install postgresql")
-    pytest.importorskip("psycopg2", reason="the production extra is not installed (pip install -e '.[production]')")
+    try:
+        import psycopg2  # noqa: F401  # the production extra's driver: the fixtures' own connections use it
+    except ImportError:
+        require(None, "psycopg2 (the production extra)", "pip install -e '.[dev,production]'")
     user = None
     directory = Path(tempfile.mkdtemp(prefix="mlops-postgres-"))  # not under pytest's 0700 tmp: another user's
     if os.getuid() == 0:

@@ -60,3 +60,15 @@ def test_production_profile_refuses_a_tracking_uri_that_is_not_a_server(monkeypa
     assert Settings.from_env().mlflow_artifact_root == "mlflow-artifacts:/"
     monkeypatch.setenv("MLOPS_MLFLOW_ARTIFACT_ROOT", "s3://bucket/prefix")  # an explicit root is kept
     assert Settings.from_env().mlflow_artifact_root == "s3://bucket/prefix"
+
+
+def test_a_missing_service_binary_skips_on_a_laptop_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_pipelines_tests.services import require
+
+    assert require("/usr/bin/true", "x", "y") == "/usr/bin/true"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install postgresql"):
+        require(None, "PostgreSQL (initdb)", "apt-get install postgresql")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI installs it: apt-get install postgresql"):
+        require(None, "PostgreSQL (initdb)", "apt-get install postgresql")
