@@ -16,7 +16,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,11 +307,6 @@ def start_mlflow_server(
     service = start_first_free(make)
     port = service.argv[service.argv.index("--port") + 1]
     return MlflowServer(service, f"http://127.0.0.1:{port}", bucket_dir)
-
-
-def stop_all(services: Sequence[Service]) -> None:
-    for service in reversed(services):
-        service.stop()
 
 
 def start_redis(directory: Path) -> tuple[Service, str]:
