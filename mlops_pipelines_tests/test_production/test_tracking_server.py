@@ -14,6 +14,7 @@ from mlops_pipelines.settings import Settings
 from mlops_pipelines_tests.services import MlflowServer
 
 
+@pytest.mark.slow
 def test_models_logged_by_a_client_without_credentials_land_in_the_bucket(
     production_env: MlflowServer, tmp_path: Path
 ) -> None:
