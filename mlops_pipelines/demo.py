@@ -167,7 +167,9 @@ def stage_unproven(definitions: dg.Definitions) -> list[str]:
     }
     done = []
     resources = definitions.resources or {}
-    with open_lifecycle(resources["warehouse"], resources["mlflow"]) as lifecycle:
+    # resolved as a run resolves them: a URI given as dg.EnvVar (it may hold a password) is read from its variable
+    warehouse, mlflow = (resources[name].process_config_and_initialize() for name in ("warehouse", "mlflow"))
+    with open_lifecycle(warehouse, mlflow) as lifecycle:
         for name, spec in SPECS.items():
             version = lifecycle.newest(name)
             if version is None or lifecycle.state(name, version) != State.TRAINED:

@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 |---|---|---|
-| MLOPS_ENV | local | resource set: local (embedded DuckDB + SQLite stores) or production |
+| MLOPS_ENV | local | resource set: local (embedded DuckDB + SQLite stores) or production (below) |
 | MLOPS_DATA_DIR | <repo>/data | runtime state: warehouse, online store, MLflow, Dagster home |
 | MLOPS_WAREHOUSE_PATH | $MLOPS_DATA_DIR/warehouse.duckdb | the DuckDB warehouse |
 | MLOPS_ONLINE_STORE | sqlite | online store backend: sqlite (the file below) or redis (MLOPS_REDIS_URL) |
@@ -19,9 +19,9 @@
 | MLOPS_SYNTHETIC_SYMBOLS | 24 | synthetic market size |
 | MLOPS_SYNTHETIC_SEED | 7 | synthetic market seed |
 | MLOPS_REGIME_SHIFT_AT | 2026-02-20 | synthetic regime shift (UTC); empty for none |
-| MLOPS_MLFLOW_TRACKING_URI | sqlite:///$MLOPS_DATA_DIR/mlflow/mlflow.db | MLflow tracking store |
+| MLOPS_MLFLOW_TRACKING_URI | sqlite:///$MLOPS_DATA_DIR/mlflow/mlflow.db | tracking store (production: the server) |
 | MLOPS_MLFLOW_REGISTRY_URI | the tracking URI | MLflow model registry |
-| MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | artifacts (a copied data dir uses its own) |
+| MLOPS_MLFLOW_ARTIFACT_ROOT | $MLOPS_DATA_DIR/mlflow/artifacts | artifacts (a server: mlflow-artifacts:/) |
 | MLOPS_MLFLOW_UI_URL | http://127.0.0.1:5000 | the MLflow UI as browsers reach it (links in Dagster metadata, CLI) |
 | MLOPS_ACTOR | the OS user | identity recorded in the audit log by the CLI |
 | MLOPS_REQUIRE_OS_ACTOR | false | true: the CLI refuses an --actor / MLOPS_ACTOR other than the OS user |
@@ -49,6 +49,11 @@
 | MLOPS_LLM_RECORD_DIR | (none) | a directory the http source appends its answers to (replayable as recorded) |
 | MLOPS_EXECUTOR | multiprocess | where a run's steps execute: multiprocess (child processes of the run) or celery |
 | MLOPS_CELERY_BROKER_URL | redis://127.0.0.1:6379/1 | Redis the Celery executor and workers share (queue, results) |
+
+MLOPS_ENV=production changes defaults only, never code paths: the online store defaults to redis, the MLflow
+tracking URI must be given and be the tracking server's http(s) URL (a client on the database itself would need the
+artifact store's credentials), and artifacts default to the server's proxied ``mlflow-artifacts:/`` (with any
+http(s) tracking URI, in either profile): the server stores them; clients hold no storage credentials.
 
 The webhook URLs carry tokens, the MLflow and Redis URLs may carry a password (``postgresql://user:pass@host/db``):
 ``Settings.secret_variables`` names the variable each of them came from, and the Dagster resources take them as
@@ -141,7 +146,18 @@ class Settings:
             "llm_api_key": "MLOPS_LLM_API_KEY",
             "celery_broker_url": "MLOPS_CELERY_BROKER_URL",
         }
-        online_store_backend = os.environ.get("MLOPS_ONLINE_STORE", "").strip().lower() or "sqlite"
+        if env == "production" and urlsplit(os.environ.get("MLOPS_MLFLOW_TRACKING_URI", "")).scheme not in (
+            "http",
+            "https",
+        ):
+            raise ConfigError(
+                "MLOPS_ENV=production needs MLOPS_MLFLOW_TRACKING_URI set to the MLflow tracking server's "
+                f"http(s):// URL, got {os.environ.get('MLOPS_MLFLOW_TRACKING_URI', '(unset)')!r}"
+            )
+        served_artifacts = urlsplit(tracking).scheme in ("http", "https")  # the server proxies the artifacts
+        online_store_backend = os.environ.get("MLOPS_ONLINE_STORE", "").strip().lower() or (
+            "redis" if env == "production" else "sqlite"
+        )
         if online_store_backend not in ("sqlite", "redis"):
             raise ConfigError(f"MLOPS_ONLINE_STORE must be 'sqlite' or 'redis', got {online_store_backend!r}")
         redis_url = os.environ.get("MLOPS_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
@@ -196,7 +212,8 @@ class Settings:
             regime_shift_at=os.environ.get("MLOPS_REGIME_SHIFT_AT", "2026-02-20") or None,
             mlflow_tracking_uri=tracking,
             mlflow_registry_uri=os.environ.get("MLOPS_MLFLOW_REGISTRY_URI", tracking),
-            mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", str(data_dir / "mlflow" / "artifacts")),
+            mlflow_artifact_root=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", "").strip()
+            or ("mlflow-artifacts:/" if served_artifacts else str(data_dir / "mlflow" / "artifacts")),
             mlflow_ui_url=_http_url("MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000"),
             audit_key_file=Path(os.environ.get("MLOPS_AUDIT_KEY_FILE", data_dir / "secrets" / "audit.key")),
             require_os_actor=_flag("MLOPS_REQUIRE_OS_ACTOR"),

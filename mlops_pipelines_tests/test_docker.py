@@ -37,7 +37,12 @@ def test_the_committed_compose_file_passes() -> None:
             "MLOPS_REDIS_PASSWORD writes a secret literally",
         ),
         (
-            lambda c, e: (c.replace("postgresql://mlflow:${MLFLOW_POSTGRES_PASSWORD", "postgresql://mlflow:pw${X"), e),
+            lambda c, e: (
+                c.replace(
+                    "postgresql+psycopg2://mlflow:${MLFLOW_POSTGRES_PASSWORD", "postgresql+psycopg2://mlflow:pw${X"
+                ),
+                e,
+            ),
             "MLFLOW_BACKEND_STORE_URI writes a secret literally",
         ),
         (lambda c, e: (c.replace("condition: service_healthy", "condition: service_healty", 1), e), "service_healty"),
@@ -85,8 +90,10 @@ def test_production_instance_config_loads_with_serialized_warehouse_writers(tmp_
     """docker/dagster.yaml as Dagster reads it, storage swapped for SQLite (PostgreSQL is the CI path's): the
     warehouse pool limit, the queue and run monitoring are those of the local instance."""
     config = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
-    assert set(config["storage"]["postgres"]["postgres_db"]) == {"hostname", "port", "db_name", "username", "password"}
-    assert all("env" in value for value in config["storage"]["postgres"]["postgres_db"].values())  # no literal
+    connection = dict(config["storage"]["postgres"]["postgres_db"])
+    assert connection.pop("scheme") == "postgresql+psycopg2"  # the driver the image installs
+    assert set(connection) == {"hostname", "port", "db_name", "username", "password"}
+    assert all("env" in value for value in connection.values())  # no literal
     config["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}
     for section in ("compute_logs", "local_artifact_storage"):
         config[section]["config"]["base_dir"] = str(tmp_path / section)

@@ -112,8 +112,12 @@ class Tracking:
         return client
 
     def root_uri(self) -> str:
-        """The artifact root as a URI (a local path made absolute)."""
-        return self.artifact_root if "://" in self.artifact_root else Path(self.artifact_root).resolve().as_uri()
+        """The artifact root as a URI (a local path made absolute). A URI is kept as it is: ``s3://...``, or the
+        tracking server's proxied ``mlflow-artifacts:/`` (the server stores the files; the client holds no
+        storage credentials)."""
+        if len(urlparse(self.artifact_root).scheme) > 1:  # one letter: a Windows drive, a path
+            return self.artifact_root.rstrip("/")
+        return Path(self.artifact_root).resolve().as_uri()
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created under the artifact root when new. A local experiment found stored under
