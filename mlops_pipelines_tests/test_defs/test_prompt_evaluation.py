@@ -87,3 +87,43 @@ def test_a_made_up_number_fails_the_asset_check_and_keeps_the_version_in_trained
     meta = result.asset_materializations_for_node(evaluation_asset(load_prompts()[NAME]).op.name)[0].metadata
     assert not check.passed and meta["passed"].value is False and state == "TRAINED"
     assert "9.7" in str(meta["failures"].value) and first["case_id"] in str(meta["failures"].value)
+
+
+def test_the_worst_examples_reach_the_prompt_card(tmp_path: Path, mlflow_template: Path) -> None:
+    """A card shows the worst (case, scorer) results of each evaluation, not only the aggregates."""
+    from mlops_pipelines.catalog.prompt_evaluation import load_prompt_policy_file
+    from mlops_pipelines.lib.prompts.card import build_card, render_html, render_markdown
+    from mlops_pipelines.lib.prompts.evaluation_run import run_evaluation
+    from mlops_pipelines.lib.prompts.responses import RecordedResponses
+
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    lines = (RECORDED_RESPONSES_DIR / f"{NAME}.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["response"] = first["response"].replace("+5.4%", "+9.7%")
+    (recorded / f"{NAME}.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    resources = _resources(tmp_path, mlflow_template, recorded)
+    warehouse, mlflow = resources["warehouse"], resources["mlflow"]
+    assert isinstance(warehouse, WarehouseResource) and isinstance(mlflow, MlflowResource)
+    with open_lifecycle(
+        mlflow.tracking().client(), warehouse.path, warehouse.audit_key_file, kind=PromptLifecycle
+    ) as lifecycle:
+        assert isinstance(lifecycle, PromptLifecycle)
+        lifecycle.register_version(load_prompts()[NAME], actor="author", reason="v1")
+        run = run_evaluation(
+            lifecycle.prompt(NAME, "1"),
+            load_prompt_cases(NAME),
+            RecordedResponses(recorded),
+            load_prompt_policy_file(),
+            conn=lifecycle.conn,
+            views=[],
+        )
+        card = build_card(lifecycle, NAME, "1")
+    worst = {(w["case_id"], w["scorer"]): w for w in run.evaluation.worst}
+    assert run.evaluation.worst[0]["case_id"] == first["case_id"]  # the made-up number's answer is the worst
+    assert (
+        worst[first["case_id"], "fact_precision"]["value"] < 1
+        and "9.7" in worst[first["case_id"], "fact_precision"]["detail"]
+    )
+    assert card.evaluations[0].worst == run.evaluation.worst  # stored with the verdict, read back
+    assert "Worst examples" in render_markdown(card) and first["case_id"] in render_html(card)

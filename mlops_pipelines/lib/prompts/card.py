@@ -153,6 +153,13 @@ def render_markdown(card: PromptCard) -> str:
         lines += ["| scorer | score | thresholds |", "|---|---|---|"]
         lines += [f"| {s} | {v} | {t} |" for s, v, t in _score_rows(e)]
         lines += ["", *(f"- failed: {f}" for f in e.failures), ""]
+        if e.worst:
+            lines += ["Worst examples:", "", "| case | scorer | value | found |", "|---|---|---|---|"]
+            lines += [
+                f"| {_cell(w['case_id'])} | {w['scorer']} | {w['value']:.3g} | {_cell(w['detail'] or '')} |"
+                for w in e.worst
+            ]
+            lines += [""]
     lines += ["## Approvals", ""]
     lines += [f"- {a['approver']} at {a['at']}: {a['comment']}" for a in card.approvals] or ["None yet."]
     lines += ["", "## Lifecycle (audit log)", "", "| seq | at | actor | action | from | to | reason |"]
@@ -214,6 +221,16 @@ def render_html(card: PromptCard) -> str:
             *(f"<li class='failed'>{e(f)}</li>" for f in ev.failures),
             "</ul>",
         ]
+        if ev.worst:
+            parts.append(
+                "<p>Worst examples:</p><table><tr><th>case</th><th>scorer</th><th>value</th><th>found</th></tr>"
+            )
+            parts += [
+                f"<tr><td>{e(str(w['case_id']))}</td><td>{e(str(w['scorer']))}</td><td>{w['value']:.3g}</td>"
+                f"<td>{e(str(w['detail'] or ''))}</td></tr>"
+                for w in ev.worst
+            ]
+            parts.append("</table>")
     parts += ["<h2>Approvals</h2><ul>"]
     parts += [f"<li>{e(a['approver'])} at {e(a['at'])}: {e(a['comment'])}</li>" for a in card.approvals]
     parts += ["</ul>" if card.approvals else "<li>None yet.</li></ul>", "<h2>Lifecycle (audit log)</h2><table>"]

@@ -148,6 +148,24 @@ def judge(scores: VersionScores, thresholds: Mapping[str, Any]) -> list[str]:
     return failures
 
 
+# how bad a response's score is, 0 = clean: higher is worse for the first group, lower for the second
+_WORSE_HIGH = ("toxicity", "blocked_terms", "personal_data", "injection")
+_WORSE_LOW = ("fact_precision", "fact_coverage", "output_format")
+
+
+def worst_examples(scores: VersionScores, limit: int = 5) -> list[dict[str, Any]]:
+    """The ``limit`` worst (case, scorer) results of a version, worst first, clean ones left out: what its prompt
+    card shows next to the aggregates, passed or not."""
+    found = []
+    for result in scores.cases:
+        for name, score in result.scores.items():
+            badness = score.value if name in _WORSE_HIGH else 1.0 - score.value if name in _WORSE_LOW else 0.0
+            if badness > 0:
+                found.append((badness, result.case_id, name, score.value, score.detail))
+    found.sort(key=lambda f: (-f[0], f[1], f[2]))
+    return [{"case_id": c, "scorer": n, "value": v, "detail": d} for _, c, n, v, d in found[:limit]]
+
+
 def evaluate_version(
     prompt: str,
     version: str,
@@ -180,6 +198,7 @@ def evaluate_version(
         failures=failures,
         source=responses.source,
         evaluated_at=evaluated_at or datetime.now(UTC),
+        worst=worst_examples(scores),
     )
     record_evaluation(conn, evaluation)  # first: the verdict stands even if MLflow is unreachable
     if tracking is not None:

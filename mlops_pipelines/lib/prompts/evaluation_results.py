@@ -5,7 +5,7 @@ evaluation asset writes one row per run; nothing updates or deletes a row, so th
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ EVALUATIONS_TABLE = "prompts.evaluations"  # owned here: its DDL and every read 
 _COLUMNS = """
     evaluation_id VARCHAR PRIMARY KEY, prompt VARCHAR NOT NULL, version VARCHAR NOT NULL, passed BOOLEAN NOT NULL,
     scores VARCHAR NOT NULL, thresholds VARCHAR NOT NULL, failures VARCHAR NOT NULL, source VARCHAR NOT NULL,
-    evaluated_at TIMESTAMP WITH TIME ZONE NOT NULL
+    evaluated_at TIMESTAMP WITH TIME ZONE NOT NULL, worst VARCHAR NOT NULL DEFAULT '[]'
 """
 
 
@@ -39,6 +39,7 @@ class PromptEvaluation:
     failures: list[str]
     source: str
     evaluated_at: datetime
+    worst: list[dict[str, Any]] = field(default_factory=list)
 
 
 def record_evaluation(conn: duckdb.DuckDBPyConnection, evaluation: PromptEvaluation) -> None:
@@ -46,7 +47,7 @@ def record_evaluation(conn: duckdb.DuckDBPyConnection, evaluation: PromptEvaluat
     conn.execute("CREATE SCHEMA IF NOT EXISTS prompts")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {EVALUATIONS_TABLE} ({_COLUMNS})")
     conn.execute(
-        f"INSERT INTO {EVALUATIONS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO {EVALUATIONS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             evaluation.evaluation_id,
             evaluation.prompt,
@@ -57,6 +58,7 @@ def record_evaluation(conn: duckdb.DuckDBPyConnection, evaluation: PromptEvaluat
             json.dumps(evaluation.failures),
             evaluation.source,
             evaluation.evaluated_at.astimezone(UTC),
+            json.dumps(evaluation.worst, default=str),
         ],
     )
 
@@ -82,6 +84,7 @@ def evaluations(conn: duckdb.DuckDBPyConnection, prompt: str, version: str | Non
             failures=json.loads(r["failures"]),
             source=r["source"],
             evaluated_at=r["evaluated_at"],
+            worst=json.loads(r["worst"]),
         )
         for r in rows
     ]
