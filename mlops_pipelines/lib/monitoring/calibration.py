@@ -279,7 +279,10 @@ class Reconstruction:
     def errors(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """Per row: the Euclidean distance between the standardized row and its projection (rows of the window in
         ``columns``; rows with no finite value among the features are skipped: they carry no information)."""
-        matrix = np.column_stack([np.asarray(columns[f], dtype=float) for f in self.features])
+        return self.matrix_errors(np.column_stack([np.asarray(columns[f], dtype=float) for f in self.features]))
+
+    def matrix_errors(self, matrix: np.ndarray) -> np.ndarray:
+        """``errors`` of the rows of ``matrix`` (one column per feature, in ``features`` order)."""
         present = np.isfinite(matrix).any(axis=1)
         out = np.empty(int(present.sum()))
         chunk = 500_000
@@ -320,7 +323,7 @@ class Reconstruction:
         empty = HourlyAggregates(start, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1)))
         partial = cls(features, mean, scale, vt[:k], empty)
         present = np.isfinite(matrix).any(axis=1)
-        errors = partial.errors(columns)
+        errors = partial.matrix_errors(matrix)
         hourly = HourlyAggregates.of(hours[present], errors, np.zeros(len(errors), dtype=np.int64), 1, start, slots)
         return cls(features, mean, scale, vt[:k], hourly)
 

@@ -127,6 +127,9 @@ class ReferenceProfile:
     hourly: dict[str, "HourlyAggregates"] = field(default_factory=dict)
     # per view, its principal plane and the reference rows' reconstruction errors per hour (the multivariate signal)
     reconstruction: dict[str, "Reconstruction"] = field(default_factory=dict)
+    # what the next reference window's profile is folded from (``reference_profiles``): the hour of each sorted
+    # value, the window's per-hour fingerprints; saved and loaded as they are
+    provenance: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -163,6 +166,7 @@ class ReferenceProfile:
             arrays.update(agg.arrays(f"hourly/{name}"))
         for name, plane in self.reconstruction.items():
             arrays.update(plane.arrays(f"reconstruction/{name}"))
+        arrays.update({f"provenance/{name}": values for name, values in self.provenance.items()})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, **{"rows": np.asarray(self.rows, dtype=np.int64), **arrays})
@@ -180,6 +184,7 @@ class ReferenceProfile:
                 if k.startswith("counts/")
             }
             arrays = {k: data[k] for k in data.files if k.startswith(("hourly/", "reconstruction/"))}
+            provenance = {k.removeprefix("provenance/"): data[k] for k in data.files if k.startswith("provenance/")}
             rows = int(data["rows"])
         hourly = {
             k.split("/")[1]: HourlyAggregates.from_arrays(arrays, f"hourly/{k.split('/')[1]}")
@@ -191,7 +196,7 @@ class ReferenceProfile:
             for k in arrays
             if k.startswith("reconstruction/") and k.endswith("/features")
         }
-        return cls(rows=rows, numeric=numeric, categorical=categorical, hourly=hourly, reconstruction=planes)
+        return cls(rows, numeric, categorical, hourly, planes, provenance)
 
 
 def compare(

@@ -68,14 +68,24 @@ class Calibration(BaseModel):
 
     quantiles: Band = (0.95, 0.99)
     min_windows: float = 5.0  # independent windows of the current window's length the reference must hold
-    min_effective_size: float = 30.0  # independent values a window must be worth for a feature to be judged
+    min_effective_size: float = 30.0  # independent values a window must be worth for its distribution to be judged
+    # ... and for its mean level alone (a slow feature worth a few values: judged on its mean only, see
+    # ``judge_feature``); at or above ``min_effective_size`` it changes nothing
+    min_effective_size_mean: float = 30.0
     min_rows: int = 30  # rows a window must hold for a feature to be compared at all
 
     @model_validator(mode="after")
     def _in_range(self) -> "Calibration":
         if not 0 < self.quantiles[0] < self.quantiles[1] < 1:
             raise ValueError(f"quantiles: {self.quantiles} must be increasing, strictly between 0 and 1")
+        if self.min_effective_size_mean < 1:
+            raise ValueError(f"min_effective_size_mean: {self.min_effective_size_mean} must be at least 1")
         return self
+
+    @property
+    def min_effective_any(self) -> float:
+        """The fewest independent values a window may be worth to be judged at all (on its mean, at least)."""
+        return min(self.min_effective_size, self.min_effective_size_mean)
 
 
 class ReconstructionPolicy(BaseModel):
@@ -217,15 +227,16 @@ def _sample_problem(
         )
     per_row = calibrated.effective_per_row
     n_eff = n * per_row if np.isfinite(per_row) else float(n)
-    if n_eff < policy.min_effective_size:
-        needed = int(np.ceil(policy.min_effective_size / per_row))
-        return (
-            f"{n} rows worth ~{n_eff:.0f} independent values (autocorrelation, co-movement); needs >= "
-            f"{policy.min_effective_size:g}: about {needed} rows (~{needed / max(n, 1):.1f}x this window's rows: "
-            "more symbols or a longer window)",
-            n_eff,
-        )
+    if n_eff < policy.min_effective_any:
+        needs = _rows_needed(policy.min_effective_any, per_row, n)
+        return (f"{n} rows worth ~{n_eff:.1f} independent values (autocorrelation, co-movement); needs >= "
+                f"{policy.min_effective_any:g}: {needs}", n_eff)  # fmt: skip
     return None
+
+
+def _rows_needed(values: float, per_row: float, n: int) -> str:
+    needed = int(np.ceil(values / per_row))
+    return f"about {needed} rows (~{needed / max(n, 1):.1f}x this window's rows: more symbols or a longer window)"
 
 
 def judge_feature(
@@ -239,7 +250,13 @@ def judge_feature(
     SEVERE when it is beyond both its calibrated limit (the policy's quantile of the reference's own windows) and
     the practical minimum (``floors``); the worst statistic decides. A column flat in the reference that moved is
     SEVERE; one flat at the same value in both windows NORMAL; one that cannot be judged (empty, too few rows,
-    too few independent values, too short a reference) INSUFFICIENT, with what would be enough."""
+    too few independent values, too short a reference) INSUFFICIENT, with what would be enough.
+
+    How much a window can say follows its feature: a 1-bar return is worth a value a row, a 120-bar rolling return
+    one value every ~100 rows. A window worth fewer than ``min_effective_size`` independent values (but at least
+    ``min_effective_size_mean``) is judged on its mean level only: the null of the reference's block means has
+    the same autocorrelation, so a level far outside it is a drift however few values made it, while a PSI or a
+    variance of two independent values says nothing (the reason says so, and how many rows the rest needs)."""
     windows = 0 if calibrated is None else calibrated.windows
     if row["status"] == CONSTANT_CHANGED:
         return Judgement(Severity.SEVERE, "flat over the reference, moved in the window", windows)
@@ -251,6 +268,7 @@ def judge_feature(
         return Judgement(Severity.INSUFFICIENT, reason, windows, n_eff)
     per_row = calibrated.effective_per_row
     n_eff = float(row["n_current"]) * per_row if np.isfinite(per_row) else float("nan")
+    mean_only = bool(np.isfinite(n_eff) and n_eff < policy.min_effective_size)
     ratio = float(row["variance_ratio"]) if pd.notna(row["variance_ratio"]) else float("nan")
     checks = [
         ("psi", "psi", float(row["psi"]), calibrated.psi, floors.get("psi")),
@@ -278,7 +296,7 @@ def judge_feature(
             bound = null[i] if floor is None or floor[i] is None else max(null[i], floor[i])
             bound = float(bound) if np.isfinite(bound) else float("nan")
             limits[f"{key}_{name}"] = float(np.exp(bound)) if key == "variance_factor" else bound
-        if not np.isfinite(value):
+        if not np.isfinite(value) or (mean_only and key != "mean_shift"):
             continue
         for code in (2, 1):
             bound = limits[f"{key}_{'severe' if code == 2 else 'moderate'}"]
@@ -293,6 +311,10 @@ def judge_feature(
                 break
     severity = Severity.of_code(level)
     reason = "; ".join(reasons) if reasons else "every statistic within its limits"
+    if mean_only:
+        needs = _rows_needed(policy.min_effective_size, per_row, int(row["n_current"]))
+        reason = (f"judged on its mean only (~{n_eff:.1f} independent values; PSI and variance need >= "
+                  f"{policy.min_effective_size:g}: {needs}): {reason}")  # fmt: skip
     return Judgement(severity, reason, windows, n_eff, limits)
 
 
@@ -312,8 +334,8 @@ def judge_reconstruction(
     if windows < 2 or independent < cal.min_windows:
         reason = f"the reference holds {independent:.1f} windows of this length; needs >= {cal.min_windows:g}"
         return Judgement(Severity.INSUFFICIENT, reason, windows, n_eff)
-    if n_eff < cal.min_effective_size:
-        reason = f"{n_current} rows worth ~{n_eff:.0f} independent values; needs >= {cal.min_effective_size:g}"
+    if n_eff < cal.min_effective_any:  # the window's mean error: a level, judged like a feature's mean
+        reason = f"{n_current} rows worth ~{n_eff:.1f} independent values; needs >= {cal.min_effective_any:g}"
         return Judgement(Severity.INSUFFICIENT, reason, windows, n_eff)
     bounds = [max(null[i], policy.reconstruction.min_ratio[i]) for i in (0, 1)]
     level = 2 if ratio > bounds[1] else 1 if ratio > bounds[0] else 0
@@ -348,10 +370,12 @@ def importance_weights(importance: Importance, features: Sequence[str]) -> dict[
 
 def model_verdict(verdicts: pd.DataFrame, policy: "DriftPolicy") -> tuple[Severity, str]:
     """The model's severity from its columns' (``feature``, ``kind``, ``severity``, ``importance``) and the rule
-    that decided it, in words. Shares are of the model's importance: a feature's gain share; a view's
-    reconstruction (``kind == "multivariate"``) weighs what the model's features of that view weigh.
+    that decided it, in words. Shares are of the importance the judged features carry (a feature's gain share
+    over theirs; a feature INSUFFICIENT in this window is left out, not counted as NORMAL, so the verdict follows
+    what the window could judge); a view's reconstruction (``kind == "multivariate"``) weighs what the model's
+    features of that view weigh, over the same total.
 
-    - INSUFFICIENT when the features that could be judged carry less than ``min_judged_share``;
+    - INSUFFICIENT when the features that could be judged carry less than ``min_judged_share`` of the model's;
     - SEVERE when the SEVERE features carry ``severe_share``, or when SEVERE reconstructions carry it and the
       MODERATE-or-worse features carry ``moderate_share`` (the joint signal confirms the marginal ones);
     - MODERATE when the MODERATE-or-worse features carry ``moderate_share``, or SEVERE reconstructions carry
@@ -369,11 +393,12 @@ def model_verdict(verdicts: pd.DataFrame, policy: "DriftPolicy") -> tuple[Severi
 
     def named(rows: pd.DataFrame, level: Severity) -> str:
         top = rows[rows["severity"] == level].sort_values("importance", ascending=False)
-        listed = ", ".join(f"{f} {w:.0%}" for f, w in zip(top["feature"], top["importance"].fillna(0), strict=True))
+        weights = top["importance"].fillna(0) / judged
+        listed = ", ".join(f"{f} {w:.0%}" for f, w in zip(top["feature"], weights, strict=True))
         return f" ({listed})" if listed else ""
 
     judged = share(features, [Severity.NORMAL, Severity.MODERATE, Severity.SEVERE])
-    if judged < agg.min_judged_share:
+    if judged < agg.min_judged_share or judged <= 0:
         missing = features.loc[
             (features["severity"] == Severity.INSUFFICIENT) & (features["importance"].fillna(0) > 0), "feature"
         ].tolist()
@@ -382,9 +407,9 @@ def model_verdict(verdicts: pd.DataFrame, policy: "DriftPolicy") -> tuple[Severi
             f"{agg.min_judged_share:.0%}); not judged: {', '.join(missing) or 'all'} (each feature's reason says "
             "what would be enough)"
         )
-    severe = share(features, [Severity.SEVERE])
-    moved = share(features, [Severity.SEVERE, Severity.MODERATE])
-    joint = share(views, [Severity.SEVERE])
+    severe = share(features, [Severity.SEVERE]) / judged
+    moved = share(features, [Severity.SEVERE, Severity.MODERATE]) / judged
+    joint = min(share(views, [Severity.SEVERE]) / judged, 1.0)
     if severe >= agg.severe_share or (joint >= agg.severe_share and moved >= agg.moderate_share):
         level = Severity.SEVERE
     elif moved >= agg.moderate_share or joint >= agg.severe_share:
@@ -396,5 +421,6 @@ def model_verdict(verdicts: pd.DataFrame, policy: "DriftPolicy") -> tuple[Severi
         f"{moved:.0%}; SEVERE reconstructions {joint:.0%}{named(views, Severity.SEVERE)}. Rule: SEVERE when SEVERE "
         f"features carry >= {agg.severe_share:.0%}, or SEVERE reconstructions >= {agg.severe_share:.0%} with "
         f"MODERATE-or-worse features >= {agg.moderate_share:.0%}; MODERATE when MODERATE-or-worse features carry "
-        f">= {agg.moderate_share:.0%} or SEVERE reconstructions >= {agg.severe_share:.0%}"
+        f">= {agg.moderate_share:.0%} or SEVERE reconstructions >= {agg.severe_share:.0%}. Shares of the judged "
+        f"features' importance ({judged:.0%} of the model's)"
     )

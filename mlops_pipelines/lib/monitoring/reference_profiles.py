@@ -7,7 +7,9 @@ and sort the reference once; a re-materialized view changes the fingerprint, so 
 """
 
 import hashlib
-from datetime import datetime, timedelta
+import os
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +76,34 @@ def reference_window(window_start: datetime, reference: timedelta) -> tuple[date
     return end - reference, end
 
 
-def window_fingerprint(conn: duckdb.DuckDBPyConnection, view: FeatureView, start: datetime, end: datetime) -> str:
-    """Row count and an order-independent hash of the view's rows in the window: a re-materialized view changes
-    it, so a cached profile is never used for data it was not computed from."""
+def hour_fingerprints(
+    conn: duckdb.DuckDBPyConnection, view: FeatureView, start: datetime, end: datetime
+) -> dict[str, np.ndarray]:
+    """Per epoch hour of the window holding rows: its row count and an order-independent hash of its rows
+    (``hours``, ``counts``, ``digests``). A re-materialized hour changes its digest, so a cached profile is never
+    used for data it was not computed from, and an incremental rebuild re-reads exactly the hours that changed."""
     event = quote_ident(view.event_time)
-    [(count, digest)] = conn.execute(
-        f"SELECT count(*), coalesce(sum(hash(row_)::HUGEINT), 0) FROM {quote_table(view.table)} AS row_ "
-        f"WHERE {event} >= ? AND {event} < ?",
+    rows = conn.execute(
+        f"SELECT CAST(floor(epoch({event}) / {calibration.HOUR_S}) AS BIGINT) AS hour_, count(*), "
+        f"CAST(sum(hash(row_)::HUGEINT) AS VARCHAR) FROM {quote_table(view.table)} AS row_ "
+        f"WHERE {event} >= ? AND {event} < ? GROUP BY hour_ ORDER BY hour_",
         [start, end],
     ).fetchall()
-    return hashlib.sha256(f"{view.table}:{count}:{digest}".encode()).hexdigest()[:16]
+    return {
+        "hours": np.array([r[0] for r in rows], dtype=np.int64),
+        "counts": np.array([r[1] for r in rows], dtype=np.int64),
+        "digests": np.array([r[2] for r in rows], dtype=str),
+    }
 
 
-PROFILE_FORMAT = "c2"  # part of the cache key: profiles of an older format (no hourly aggregates) are not read
+def window_fingerprint(view: FeatureView, prints: dict[str, np.ndarray]) -> str:
+    """The window's content: its per-hour row counts and digests."""
+    triples = zip(prints["hours"], prints["counts"], prints["digests"], strict=True)
+    text = ";".join(f"{h}:{c}:{d}" for h, c, d in triples)
+    return hashlib.sha256(f"{view.table}:{text}".encode()).hexdigest()[:16]
+
+
+PROFILE_FORMAT = "c3"  # part of the cache key: profiles of an older format (no provenance) are not read
 
 
 def view_profile(
@@ -98,72 +115,206 @@ def view_profile(
     variance_explained: float = 0.65,
 ) -> drift.ReferenceProfile:
     """Every feature of one view over [start, end): from ``cache_dir`` when this exact window content was
-    profiled before (by any model: they share views), else from the warehouse, then cached (3 newest kept).
-    Besides the sorted values and category counts, the profile holds each column's values per hour (the null
-    distributions of ``calibration``) and the view's principal plane (the multivariate signal)."""
-    path = None
+    profiled before (by any model: they share views), else built and cached (3 newest kept). Besides the sorted
+    values and category counts, the profile holds each column's values per hour (the null distributions of
+    ``calibration``) and the view's principal plane (the multivariate signal).
+
+    A new reference window (once a day: it slides by a day) is folded from the newest cached profile of the view
+    (``_fold``): its hours whose content is unchanged (same per-hour fingerprint) are kept, the others dropped,
+    and only the new or changed hours are read and sorted; the result equals a profile built from scratch (to
+    floating-point summation order)."""
+    path, base = None, None
+    prints = hour_fingerprints(conn, view, start, end)
     if cache_dir is not None:
-        fingerprint = window_fingerprint(conn, view, start, end)
-        key = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-{fingerprint}-{PROFILE_FORMAT}-{variance_explained:g}"
+        suffix = f"{PROFILE_FORMAT}-{variance_explained:g}"
+        key = f"{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}-{window_fingerprint(view, prints)}-{suffix}"
         path = cache_dir / view.table / f"{key}.npz"
         if path.exists():
             return drift.ReferenceProfile.load(path)
-    numeric = [f for f in view.features if view.schema_[f] == "DOUBLE"]
-    categorical = [f for f in view.features if f not in numeric]
-    event = quote_ident(view.event_time)
-    where = f"FROM {quote_table(view.table)} WHERE {event} >= ? AND {event} < ?"
-    selected = ", ".join([*(quote_ident(c) for c in [*numeric, *categorical]), f"epoch({event})"])
-    raw = conn.execute(f"SELECT {selected} {where}", [start, end]).fetchnumpy()
-    names = list(raw)
-    arrays = {c: _unmasked(raw[n], float) for c, n in zip(numeric, names, strict=False)}
-    texts = {c: _unmasked(raw[n], object) for c, n in zip(categorical, names[len(numeric) :], strict=False)}
-    hours = (np.asarray(np.ma.getdata(raw[names[-1]]), dtype=float) // calibration.HOUR_S).astype(np.int64)
-    first, slots = (
-        int(start.timestamp() // calibration.HOUR_S),
-        calibration.slot_count(
-            int(start.timestamp() // calibration.HOUR_S), int(-(-end.timestamp() // calibration.HOUR_S))
-        ),
-    )
-    sorted_columns = drift.sorted_finite(arrays)
-    hourly: dict[str, calibration.HourlyAggregates] = {}
-    for name, values in arrays.items():
-        finite = np.isfinite(values)
-        ref = sorted_columns[name]
-        index = np.full(len(values), -1, dtype=np.int64)
-        if len(ref):
-            edges = drift.psi_edges(ref)
-            index[finite] = np.searchsorted(edges, values[finite], side="right")
-            hourly[name] = calibration.HourlyAggregates.of(
-                hours, np.where(finite, values, 0.0), index, len(edges) + 1, first, slots
-            )
-    counts = {}
-    for name, values in texts.items():
-        codes, uniques = pd.factorize(values)  # missing -> -1
-        labels = np.array([str(u) for u in uniques], dtype=str)
-        order = np.argsort(labels, kind="stable")
-        index = np.where(codes >= 0, np.argsort(order)[np.maximum(codes, 0)], -1).astype(np.int64)
-        categories = labels[order]
-        counts[name] = pd.Series(
-            np.bincount(index[index >= 0], minlength=len(categories)), index=categories, dtype="int64"
-        )
-        if len(categories):
-            hourly[name] = calibration.HourlyAggregates.of(hours, None, index, len(categories), first, slots)
-    planes = {}
-    plane = calibration.Reconstruction.fit(arrays, hours, first, slots, variance_explained=variance_explained)
-    if plane is not None:
-        planes[view.name] = plane
-    profile = drift.ReferenceProfile(
-        rows=len(hours),
-        numeric=sorted_columns,
-        categorical=counts,
-        hourly=hourly,
-        reconstruction=planes,
-    )
+        older = sorted(path.parent.glob(f"*-{suffix}.npz"), key=lambda p: p.stat().st_mtime)
+        base = drift.ReferenceProfile.load(older[-1]) if older else None
+    profile = build_view_profile(conn, view, start, end, prints, variance_explained, base)
     if path is not None:
         profile.save(path)
         for stale in sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-3]:
             stale.unlink(missing_ok=True)
     return profile
+
+
+def _hour_slots(start: datetime, end: datetime) -> tuple[int, int]:
+    first = int(start.timestamp() // calibration.HOUR_S)
+    return first, calibration.slot_count(first, int(-(-end.timestamp() // calibration.HOUR_S)))
+
+
+def _reusable_slots(
+    prints: dict[str, np.ndarray], base: drift.ReferenceProfile | None, first: int, slots: int
+) -> np.ndarray:
+    """Per hour slot of the new window: whether ``base`` holds that hour with the same content."""
+    reusable = np.zeros(slots, dtype=bool)
+    old = base.provenance if base is not None else {}
+    if not {"hours", "counts", "digests", "first_hour"} <= set(old):
+        return reusable
+    same = {(int(h), int(c), str(d)) for h, c, d in zip(old["hours"], old["counts"], old["digests"], strict=True)}
+    for h, c, d in zip(prints["hours"], prints["counts"], prints["digests"], strict=True):
+        if 0 <= h - first < slots and (int(h), int(c), str(d)) in same:
+            reusable[h - first] = True
+    return reusable
+
+
+def _hour_ranges(slots_wanted: np.ndarray, first: int) -> list[tuple[datetime, datetime]]:
+    """Contiguous runs of wanted hour slots, as [start, end) datetimes."""
+    edges = np.diff(np.concatenate([[0], slots_wanted.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    as_time = lambda slot: datetime.fromtimestamp((first + int(slot)) * calibration.HOUR_S, tz=UTC)  # noqa: E731
+    return [(as_time(a), as_time(b)) for a, b in zip(starts, stops, strict=True)]
+
+
+def _read(
+    conn: duckdb.DuckDBPyConnection, view: FeatureView, columns: list[str], ranges: list[tuple[datetime, datetime]]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``columns`` (numeric as float with NaN, text as object with None) and each row's epoch hour, for the rows
+    whose event time is in one of ``ranges``."""
+    if not ranges:
+        empty = {c: np.array([], dtype=float if view.schema_[c] == "DOUBLE" else object) for c in columns}
+        return empty, np.array([], dtype=np.int64)
+    event = quote_ident(view.event_time)
+    where = " OR ".join(f"({event} >= ? AND {event} < ?)" for _ in ranges)
+    selected = ", ".join([*(quote_ident(c) for c in columns), f"epoch({event})"])
+    raw = conn.execute(
+        f"SELECT {selected} FROM {quote_table(view.table)} WHERE {where}", [t for r in ranges for t in r]
+    ).fetchnumpy()
+    names = list(raw)
+    arrays = {
+        c: _unmasked(raw[n], float if view.schema_[c] == "DOUBLE" else object)
+        for c, n in zip(columns, names, strict=False)
+    }
+    hours = (np.asarray(np.ma.getdata(raw[names[-1]]), dtype=float) // calibration.HOUR_S).astype(np.int64)
+    return arrays, hours
+
+
+def _merge_sorted(a: np.ndarray, a_tag: np.ndarray, b: np.ndarray, b_tag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted arrays (each value with a tag: its hour slot) merged in one pass."""
+    at = np.searchsorted(a, b, side="right") + np.arange(len(b))
+    from_b = np.zeros(len(a) + len(b), dtype=bool)
+    from_b[at] = True
+    values, tags = np.empty(len(from_b)), np.empty(len(from_b), dtype=a_tag.dtype)
+    values[from_b], values[~from_b] = b, a
+    tags[from_b], tags[~from_b] = b_tag, a_tag
+    return values, tags
+
+
+def _sorted_with_slots(
+    values: np.ndarray, slot: np.ndarray, keep_base: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The finite ``values`` sorted, with each one's hour slot; merged into ``keep_base`` (already sorted) if given."""
+    finite = np.isfinite(values)
+    values, slot = values[finite], slot[finite]
+    order = np.argsort(values, kind="stable")
+    values, slot = values[order], slot[order].astype(np.int32)
+    if keep_base is None:
+        return values, slot
+    return _merge_sorted(keep_base[0], keep_base[1], values, slot)
+
+
+def build_view_profile(
+    conn: duckdb.DuckDBPyConnection,
+    view: FeatureView,
+    start: datetime,
+    end: datetime,
+    prints: dict[str, np.ndarray],
+    variance_explained: float,
+    base: drift.ReferenceProfile | None = None,
+) -> drift.ReferenceProfile:
+    """The view's profile over [start, end), folded from ``base`` where its hours are unchanged (see
+    ``view_profile``), else from the warehouse alone."""
+    numeric = [f for f in view.features if view.schema_[f] == "DOUBLE"]
+    categorical = [f for f in view.features if f not in numeric]
+    first, slots = _hour_slots(start, end)
+    reusable = _reusable_slots(prints, base, first, slots)
+    if base is None or not reusable.any():
+        base, reusable = None, np.zeros(slots, dtype=bool)
+    # every numeric value of the window (the principal plane is fitted on the rows); text only where not reused
+    arrays, hours = _read(conn, view, numeric, [(start, end)])
+    texts, text_hours = _read(conn, view, categorical, _hour_ranges(~reusable, first) if base else [(start, end)])
+    slot = hours - first
+    fresh = ~reusable[np.clip(slot, 0, max(slots - 1, 0))] if slots else np.ones(len(slot), dtype=bool)
+
+    def kept(name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The base's sorted values of ``name`` in the hours reused, with their slots in the new window."""
+        if base is None:
+            return None
+        moved = base.provenance[f"slots/{name}"].astype(np.int64) + int(base.provenance["first_hour"][0]) - first
+        keep = (moved >= 0) & (moved < slots)
+        keep[keep] = reusable[moved[keep]]
+        return base.numeric[name][keep], moved[keep].astype(np.int32)
+
+    def one(name: str) -> tuple[np.ndarray, np.ndarray]:
+        return _sorted_with_slots(arrays[name][fresh], slot[fresh], kept(name))
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        columns = dict(zip(numeric, pool.map(one, numeric), strict=True))
+    sorted_columns = {name: values for name, (values, _) in columns.items()}
+    provenance = {f"slots/{name}": slots_ for name, (_, slots_) in columns.items()}
+    provenance.update(prints)
+    provenance["first_hour"] = np.array([first], dtype=np.int64)
+    provenance["reused_slots"] = reusable  # the hours taken from the cached profile (for the operator and tests)
+    hourly: dict[str, calibration.HourlyAggregates] = {}
+    for name, (values, value_slots) in columns.items():
+        if len(values):
+            edges = drift.psi_edges(values)
+            index = np.searchsorted(edges, values, side="right")
+            hourly[name] = calibration.HourlyAggregates.of(
+                value_slots.astype(np.int64) + first, values, index, len(edges) + 1, first, slots
+            )
+    counts = {}
+    for name, values in texts.items():
+        labels, by_slot = _category_slots(values, text_hours - first, slots)
+        if base is not None and name in base.hourly:
+            labels, by_slot = _fold_categories(base, name, first, slots, reusable, labels, by_slot)
+        counts[name] = pd.Series(by_slot.sum(axis=0).astype(np.int64), index=labels, dtype="int64")
+        if len(labels):
+            zeros = np.zeros(slots)
+            hourly[name] = calibration.HourlyAggregates(first, by_slot.sum(axis=1), zeros, zeros, by_slot, 0.0)
+    planes = {}
+    plane = calibration.Reconstruction.fit(arrays, hours, first, slots, variance_explained=variance_explained)
+    if plane is not None:
+        planes[view.name] = plane
+    rows = int(prints["counts"].sum())
+    return drift.ReferenceProfile(rows, sorted_columns, counts, hourly, planes, provenance)
+
+
+def _category_slots(values: np.ndarray, slot: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """The categories present (as text, sorted) and their counts per hour slot (slots x categories)."""
+    codes, uniques = pd.factorize(values)  # missing -> -1
+    labels = np.array([str(u) for u in uniques], dtype=str)
+    order = np.argsort(labels, kind="stable")
+    index = np.where(codes >= 0, np.argsort(order)[np.maximum(codes, 0)], -1).astype(np.int64)
+    keep = (index >= 0) & (slot >= 0) & (slot < slots)
+    flat = np.bincount(slot[keep] * len(labels) + index[keep], minlength=slots * len(labels))
+    return labels[order], flat.reshape(slots, len(labels)).astype(float)
+
+
+def _fold_categories(
+    base: drift.ReferenceProfile,
+    name: str,
+    first: int,
+    slots: int,
+    reusable: np.ndarray,
+    labels: np.ndarray,
+    by_slot: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fresh hours' category counts (``labels``, ``by_slot``) plus the base's in the hours reused."""
+    old = base.hourly[name]
+    old_labels = base.categorical[name].index.to_numpy(dtype=str)
+    moved = np.arange(len(old.count)) + old.start_hour - first
+    keep = (moved >= 0) & (moved < slots)
+    keep[keep] = reusable[moved[keep]]
+    union = np.union1d(old_labels, labels)
+    out = np.zeros((slots, len(union)))
+    out[:, np.searchsorted(union, labels)] += by_slot
+    out[np.ix_(moved[keep], np.searchsorted(union, old_labels))] += old.bins[keep]
+    present = out.sum(axis=0) > 0
+    return union[present], out[:, present]
 
 
 def reference_profile(

@@ -193,7 +193,10 @@ WIDE = Thresholds(697, 30.0, 0.02, psi=(1.0, 2.0), abs_mean_shift_sd=(1.5, 2.5),
         (stat_row(psi=0.5, shift=3.0, n=5000), WIDE, "SEVERE"),
         (stat_row(ratio=6.0, n=5000), WIDE, "SEVERE"),  # |log 6| = 1.79 > 1.6
         (stat_row(psi=9.0, shift=9.0), None, "INSUFFICIENT"),  # no null distribution (no hourly profile)
-        (stat_row(psi=9.0, shift=9.0, n=200), WIDE, "INSUFFICIENT"),  # 200 rows worth 4 independent values
+        (stat_row(psi=9.0, shift=9.0, n=50), WIDE, "INSUFFICIENT"),  # 50 rows worth 1 independent value
+        # 200 rows worth 4 independent values: judged on the mean only (the PSI of 4 values says nothing)
+        (stat_row(psi=9.0, shift=1.0, ratio=9.0, n=200), WIDE, "NORMAL"),
+        (stat_row(psi=0.5, shift=3.0, n=200), WIDE, "SEVERE"),
         (stat_row(psi=9.0, status=CONSTANT_CHANGED), WIDE, "SEVERE"),
     ],
 )
@@ -203,7 +206,10 @@ def test_calibrated_feature_severity(row: dict[str, object], limits: Thresholds 
     verdict = judge_feature(row, POLICY.thresholds("x", None), limits, POLICY.calibration, 24)
     assert verdict.severity == expected, verdict.reason
     if expected == "INSUFFICIENT" and limits is WIDE:
-        assert "needs >= 5: about 250 rows" in verdict.reason
+        assert "needs >= 2: about 100 rows" in verdict.reason
+    if limits is WIDE and row["n_current"] == 200:
+        assert verdict.reason.startswith("judged on its mean only (~4.0 independent values; PSI and variance need")
+        assert ">= 5: about 250 rows" in verdict.reason
     if expected in ("NORMAL", "MODERATE", "SEVERE") and row["status"] == OK:
         assert verdict.null_windows == 697 and verdict.limits["psi_severe"] == max(limits.psi[1], 0.25)
 
@@ -290,6 +296,20 @@ def test_features_that_could_not_be_judged_make_the_model_insufficient_not_norma
     frame = verdict_frame({"a": "SEVERE", "b": "INSUFFICIENT", "c": "NORMAL", "d": "NORMAL", "e": "NORMAL"},
                           weights, {})  # fmt: skip
     assert model_verdict(frame, POLICY)[0] == "SEVERE"
+
+
+def test_the_verdict_follows_the_judged_features_not_the_ones_the_window_could_not_judge() -> None:
+    """Shares are of what could be judged: the top feature not judgeable in this window (a slow one), two
+    judged features carrying 35% of the model's 55% SEVERE: SEVERE (an INSUFFICIENT feature is no NORMAL one)."""
+    weights = {"a": 0.45, "b": 0.2, "c": 0.15, "d": 0.1, "e": 0.1}
+    frame = verdict_frame({"a": "INSUFFICIENT", "b": "SEVERE", "c": "SEVERE", "d": "NORMAL", "e": "NORMAL"},
+                          weights, {})  # fmt: skip
+    level, rule = model_verdict(frame, POLICY)
+    assert level == "SEVERE" and rule.startswith("SEVERE: SEVERE features carry 64% (b 36%, c 27%)"), rule
+    assert "Shares of the judged features' importance (55% of the model's)" in rule
+    frame = verdict_frame({"a": "INSUFFICIENT", "b": "SEVERE", "c": "NORMAL", "d": "NORMAL", "e": "NORMAL"},
+                          weights, {})  # fmt: skip
+    assert model_verdict(frame, POLICY)[0] == "NORMAL"  # 20% of 55% = 36% < 40%
 
 
 def test_insufficient_is_no_verdict() -> None:

@@ -144,9 +144,11 @@ def test_too_few_independent_values_is_insufficient_and_says_what_would_be_enoug
 ) -> None:
     """Two hours of 24 symbols: enough rows, too few independent values for the slow features (a 120-bar return
     hardly moves in two hours, and the symbols move together), which carry most of the model: INSUFFICIENT.
-    (A policy asking for 10 independent values; the catalog's 5 is the floor for a 1-day window.)"""
+    (A policy asking for 10 independent values, for the mean alone too; the catalog's 5 is the floor for a 1-day
+    window.)"""
     policy = load_drift_policy_file()
-    policy = policy.model_copy(update={"calibration": policy.calibration.model_copy(update={"min_effective_size": 10})})
+    asking = {"min_effective_size": 10, "min_effective_size_mean": 10}
+    policy = policy.model_copy(update={"calibration": policy.calibration.model_copy(update=asking)})
     with warehouse.connect(shifted_warehouse) as conn:
         report = build_report(
             conn, DIRECTION_CLASSIFIER, "1", catalog, policy, [],
