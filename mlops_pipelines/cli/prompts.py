@@ -157,22 +157,11 @@ def prompts_show(
 def prompts_history(name: PromptName, as_json: JsonOutput = False) -> None:
     """The audit log of a prompt: every registration, evaluation verdict, approval, promotion, rollback and
     retirement, oldest first, each row verified against the hash chain."""
+    from mlops_pipelines.lib.governance.model_detail import history_rows
+
     with governed(_kind()) as lifecycle:
         _require(lifecycle, name)
-        rows = [
-            {
-                "seq": row["seq"],
-                "at": utc_time(row["occurred_at"]),
-                "actor": row["actor"],
-                "version": row["version"],
-                "action": row["action"],
-                "from": row["from_state"],
-                "to": row["to_state"],
-                "reason": row["reason"],
-                "verified": True if row["verified"] else str(row["problem"]),
-            }
-            for row in lifecycle.history(name)
-        ]
+        rows = history_rows(lifecycle, name)
     columns = ["seq", "at", "actor", "version", "action", "from", "to", "reason", "verified"]
     print_rows(rows, columns, as_json=as_json)
 

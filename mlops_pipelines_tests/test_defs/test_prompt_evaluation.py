@@ -4,6 +4,7 @@ version answered on its evaluation set, judged, recorded; only a passing verdict
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -43,6 +44,18 @@ def _resources(tmp_path: Path, mlflow_template: Path, recorded: Path) -> dict[st
     }
 
 
+def _with_a_made_up_number(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """The recorded answers with the first one stating a return its context never had; and that answer."""
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    lines = (RECORDED_RESPONSES_DIR / f"{NAME}.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert "+5.4%" in first["response"]
+    first["response"] = first["response"].replace("+5.4%", "+9.7%")
+    (recorded / f"{NAME}.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    return recorded, first
+
+
 def _evaluate_and_stage(resources: dict[str, object]) -> tuple[dg.ExecuteInProcessResult, str]:
     prompt = load_prompts()[NAME]
     assets = [registration_asset(prompt), evaluation_asset(prompt)]
@@ -75,13 +88,7 @@ def test_the_recorded_answers_pass_and_the_version_can_be_staged(tmp_path: Path,
 def test_a_made_up_number_fails_the_asset_check_and_keeps_the_version_in_trained(
     tmp_path: Path, mlflow_template: Path
 ) -> None:
-    recorded = tmp_path / "recorded"
-    recorded.mkdir()
-    lines = (RECORDED_RESPONSES_DIR / f"{NAME}.jsonl").read_text().splitlines()
-    first = json.loads(lines[0])
-    assert "+5.4%" in first["response"]
-    first["response"] = first["response"].replace("+5.4%", "+9.7%")  # a return the context never had
-    (recorded / f"{NAME}.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    recorded, first = _with_a_made_up_number(tmp_path)
     result, state = _evaluate_and_stage(_resources(tmp_path / "run", mlflow_template, recorded))
     (check,) = result.get_asset_check_evaluations()
     meta = result.asset_materializations_for_node(evaluation_asset(load_prompts()[NAME]).op.name)[0].metadata
@@ -96,12 +103,7 @@ def test_the_worst_examples_reach_the_prompt_card(tmp_path: Path, mlflow_templat
     from mlops_pipelines.lib.prompts.evaluation_run import run_evaluation
     from mlops_pipelines.lib.prompts.responses import RecordedResponses
 
-    recorded = tmp_path / "recorded"
-    recorded.mkdir()
-    lines = (RECORDED_RESPONSES_DIR / f"{NAME}.jsonl").read_text().splitlines()
-    first = json.loads(lines[0])
-    first["response"] = first["response"].replace("+5.4%", "+9.7%")
-    (recorded / f"{NAME}.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    recorded, first = _with_a_made_up_number(tmp_path)
     resources = _resources(tmp_path, mlflow_template, recorded)
     warehouse, mlflow = resources["warehouse"], resources["mlflow"]
     assert isinstance(warehouse, WarehouseResource) and isinstance(mlflow, MlflowResource)
