@@ -296,6 +296,8 @@ def start_mlflow_server(
     bucket_dir = store.bucket(bucket)
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "MLOPS_"))}
     environment |= store.server_environment()
+    # the server's job runner (GenAI judge jobs: seven huey processes per server) is a feature we do not use
+    environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
 
     def make(port: int) -> Service:
         argv = [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
