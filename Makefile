@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: demo test ui mlflow-ui serve lint bench clean
+.PHONY: demo test test-production ui mlflow-ui serve lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version'
@@ -23,6 +23,9 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## materialize the whole graph on t
 
 test: $(STAMP)  ## the full test suite, on two workers that steal queued tests from each other when idle
 	$(BIN)/pytest -n 2 --dist worksteal
+
+test-production: $(STAMP)  ## the production profile on real services: PostgreSQL, MLflow server + S3, Redis (minutes)
+	$(BIN)/pytest -n 2 --dist worksteal -m production mlops_pipelines_tests/test_production
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -38,7 +38,7 @@ from mlops_pipelines.lib.monitoring.served_predictions import (
     Served,
 )
 from mlops_pipelines.serving import management, problems
-from mlops_pipelines.serving.auth import require
+from mlops_pipelines.serving.auth import check_token, require
 from mlops_pipelines.serving.deployments import router as deployments_router
 from mlops_pipelines.serving.model_cache import ModelCache, Route, Servable, Unservable
 from mlops_pipelines.serving.problems import ProblemError
@@ -229,7 +229,7 @@ def create_app(
         if isinstance(held, Unservable):
             if request.override_reason is None or not isinstance(held.error, FeatureGraphMismatch):
                 raise conflict(held)
-            token = operator_only(authorization)
+            token = check_token(settings.serve_tokens_file, authorization, ("operator",))
             held = await run_in_threadpool(overridden, model, held.version, token, request.override_reason)
         symbols: list[str | None] = list(request.symbols) if request.symbols is not None else [None] * len(items)
         answered_by = [held] * len(items)
@@ -342,8 +342,6 @@ def create_app(
             )
             for j, (i, value) in enumerate(zip(positions, values, strict=True))
         ]
-
-    operator_only = require("operator")
 
     def overridden(model: str, version: str, token: tokens.TokenInfo, reason: str) -> Servable:
         with serving.lifecycle(read_only=False) as lifecycle:

@@ -148,7 +148,8 @@ def test_production_instance_config_has_the_local_pools_and_monitoring(tmp_path:
     assert production["concurrency"]["pools"]["default_limit"] == local["concurrency"]["pools"]["default_limit"] == 1
     assert production["run_monitoring"] == local["run_monitoring"] and local["run_monitoring"]["enabled"]
     database = production["storage"]["postgres"]["postgres_db"]
-    assert all(set(value) == {"env"} for value in database.values()), database  # no credential in the file
+    credentials = {k: v for k, v in database.items() if k != "scheme"}  # scheme: the driver, postgresql+psycopg2
+    assert all(set(value) == {"env"} for value in credentials.values()), database  # no credential in the file
     coordinator = production["run_coordinator"]
     data = ConfigurableClassData(coordinator["module"], coordinator["class"], yaml.safe_dump(coordinator["config"]))
     assert isinstance(data.rehydrate(RunCoordinator), QueuedRunCoordinator)

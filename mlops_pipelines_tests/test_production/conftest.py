@@ -4,6 +4,9 @@ PostgreSQL and the object store are shared by the session (each xdist worker sta
 own databases, bucket and MLflow server (the registry holds models by name, so two tests cannot share one), on a
 copy of a database MLflow migrated once. Everything is stopped in finalizers, also when a test fails; a missing
 binary skips on a developer's machine and fails in CI.
+
+These tests are marked ``production``: `make test` leaves them out (they take minutes: real servers, two daemons,
+the whole story), `make test-production` runs them, and `.ci/run` runs both.
 """
 
 import shutil
@@ -28,6 +31,13 @@ from mlops_pipelines_tests.services import (
 )
 
 MLFLOW_TEMPLATE = "mlflow_template"
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.production)
 
 
 @pytest.fixture(scope="session")
