@@ -46,6 +46,8 @@ def record_evaluation(conn: duckdb.DuckDBPyConnection, evaluation: PromptEvaluat
     """Append one evaluation (never replaces an earlier one)."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS prompts")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {EVALUATIONS_TABLE} ({_COLUMNS})")
+    # tables from before worst examples were kept: the column added, their rows showing none
+    conn.execute(f"ALTER TABLE {EVALUATIONS_TABLE} ADD COLUMN IF NOT EXISTS worst VARCHAR DEFAULT '[]'")
     conn.execute(
         f"INSERT INTO {EVALUATIONS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -84,7 +86,7 @@ def evaluations(conn: duckdb.DuckDBPyConnection, prompt: str, version: str | Non
             failures=json.loads(r["failures"]),
             source=r["source"],
             evaluated_at=r["evaluated_at"],
-            worst=json.loads(r["worst"]),
+            worst=json.loads(r["worst"] or "[]"),
         )
         for r in rows
     ]
