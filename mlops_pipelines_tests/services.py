@@ -222,7 +222,21 @@ class ObjectStore:
     root: Path
 
     def bucket(self, name: str) -> Path:
-        (self.root / name).mkdir(parents=True, exist_ok=True)
+        """Create the bucket through the S3 API, as a real deployment would: a folder made behind rclone's back
+        stays invisible to it for its directory-cache time (5 min), and the server's uploads then fail with
+        NoSuchBucket (seen when a second test on one worker got a new bucket)."""
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=S3_REGION,
+        )
+        if not (self.root / name).is_dir():
+            s3.create_bucket(Bucket=name)
+        s3.head_bucket(Bucket=name)  # the server itself sees it
         return self.root / name
 
     def server_environment(self) -> dict[str, str]:
