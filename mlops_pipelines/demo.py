@@ -134,9 +134,12 @@ def document(definitions: dg.Definitions, instance: dg.DagsterInstance, say: Cal
 
     today = f"{datetime.now(UTC):%Y-%m-%d}"
     say(f"governance_kpis_job {today} (the platform KPIs) and governance/audit_pack (the audit pack)")
-    kpis = definitions.resolve_job_def("governance_kpis_job").execute_in_process(instance=instance, partition_key=today)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    kpis = definitions.resolve_job_def("governance_kpis_job").execute_in_process(
+        instance=instance, partition_key=today, run_config=quiet
+    )
     pack = definitions.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey(["governance", "audit_pack"])]
+        instance=instance, asset_selection=[dg.AssetKey(["governance", "audit_pack"])], run_config=quiet
     )
     for result in (kpis, pack):
         if not result.success:
