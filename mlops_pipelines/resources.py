@@ -278,10 +278,22 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 @contextmanager
-def open_lifecycle(warehouse: WarehouseResource, mlflow: MlflowResource) -> Iterator[lifecycle.Lifecycle]:
-    """The lifecycle over MLflow, holding the warehouse connection (the cross-process mutex) until the end."""
+def open_lifecycle(
+    warehouse: WarehouseResource,
+    mlflow: MlflowResource,
+    *,
+    kind: type[lifecycle.Lifecycle] = lifecycle.Lifecycle,
+    read_only: bool = False,
+) -> Iterator[lifecycle.Lifecycle]:
+    """The lifecycle of ``kind`` (models; prompts: ``PromptLifecycle``) over MLflow, holding the warehouse
+    connection (the cross-process mutex) until the end."""
     with lifecycle.open_lifecycle(
-        mlflow.tracking().client(), warehouse.path, warehouse.audit_key_file, lock_timeout_s=warehouse.lock_timeout_s
+        mlflow.tracking().client(),
+        warehouse.path,
+        warehouse.audit_key_file,
+        read_only=read_only,
+        lock_timeout_s=warehouse.lock_timeout_s,
+        kind=kind,
     ) as opened:
         yield opened
 

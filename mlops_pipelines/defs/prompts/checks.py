@@ -3,10 +3,9 @@
 import dagster as dg
 
 from mlops_pipelines.catalog.prompt_library import load_prompts
-from mlops_pipelines.lib.governance import lifecycle as governance
 from mlops_pipelines.lib.prompts.lifecycle import PromptLifecycle
 from mlops_pipelines.partitions import WAREHOUSE_POOL
-from mlops_pipelines.resources import MlflowResource, WarehouseResource
+from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
 
 
 def prompt_lifecycle_check(name: str) -> dg.AssetChecksDefinition:
@@ -23,14 +22,7 @@ def prompt_lifecycle_check(name: str) -> dg.AssetChecksDefinition:
         ),
     )
     def _check(warehouse: WarehouseResource, mlflow: MlflowResource) -> dg.AssetCheckResult:
-        with governance.open_lifecycle(
-            mlflow.tracking().client(),
-            warehouse.path,
-            warehouse.audit_key_file,
-            read_only=True,
-            lock_timeout_s=warehouse.lock_timeout_s,
-            kind=PromptLifecycle,
-        ) as lifecycle:
+        with open_lifecycle(warehouse, mlflow, kind=PromptLifecycle, read_only=True) as lifecycle:
             problems = lifecycle.consistency_problems(name)
         return dg.AssetCheckResult(
             passed=not problems,

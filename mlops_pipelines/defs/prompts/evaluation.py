@@ -8,12 +8,11 @@ import dagster as dg
 from mlops_pipelines.catalog.prompt_evaluation import load_prompt_cases, load_prompt_policy_file
 from mlops_pipelines.catalog.prompt_library import load_prompts
 from mlops_pipelines.defs.common import CATALOG
-from mlops_pipelines.lib.governance import lifecycle as governance
 from mlops_pipelines.lib.prompts.evaluation_run import run_evaluation
 from mlops_pipelines.lib.prompts.library import Prompt
 from mlops_pipelines.lib.prompts.lifecycle import PromptLifecycle
 from mlops_pipelines.partitions import WAREHOUSE_POOL
-from mlops_pipelines.resources import MlflowResource, PromptResponsesResource, WarehouseResource
+from mlops_pipelines.resources import MlflowResource, PromptResponsesResource, WarehouseResource, open_lifecycle
 
 
 def evaluation_asset(prompt: Prompt) -> dg.AssetsDefinition:
@@ -42,13 +41,7 @@ def evaluation_asset(prompt: Prompt) -> dg.AssetsDefinition:
         prompt_responses: PromptResponsesResource,
     ) -> dg.MaterializeResult:
         tracking = mlflow.tracking()
-        with governance.open_lifecycle(
-            tracking.client(),
-            warehouse.path,
-            warehouse.audit_key_file,
-            lock_timeout_s=warehouse.lock_timeout_s,
-            kind=PromptLifecycle,
-        ) as lifecycle:
+        with open_lifecycle(warehouse, mlflow, kind=PromptLifecycle) as lifecycle:
             assert isinstance(lifecycle, PromptLifecycle)
             registered = lifecycle.prompt(name, load_prompts()[name].version)  # what the registry holds
             run = run_evaluation(

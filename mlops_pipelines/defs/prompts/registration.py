@@ -7,12 +7,11 @@ import dagster as dg
 
 from mlops_pipelines.catalog.prompt_library import load_prompts
 from mlops_pipelines.defs.common import PIPELINE_ACTOR
-from mlops_pipelines.lib.governance import lifecycle as governance
 from mlops_pipelines.lib.prompts.card import CARD_HTML, CARD_MD, build_card, render_markdown, store_card
 from mlops_pipelines.lib.prompts.library import Prompt
 from mlops_pipelines.lib.prompts.lifecycle import PromptLifecycle
 from mlops_pipelines.partitions import WAREHOUSE_POOL
-from mlops_pipelines.resources import MlflowResource, WarehouseResource
+from mlops_pipelines.resources import MlflowResource, WarehouseResource, open_lifecycle
 
 
 def registration_asset(prompt: Prompt) -> dg.AssetsDefinition:
@@ -36,13 +35,8 @@ def registration_asset(prompt: Prompt) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         current = load_prompts()[name]
         tracking = mlflow.tracking()
-        with governance.open_lifecycle(
-            tracking.client(),
-            warehouse.path,
-            warehouse.audit_key_file,
-            lock_timeout_s=warehouse.lock_timeout_s,
-            kind=PromptLifecycle,
-        ) as lifecycle:
+        with open_lifecycle(warehouse, mlflow, kind=PromptLifecycle) as lifecycle:
+            assert isinstance(lifecycle, PromptLifecycle)
             version, created = lifecycle.register_version(
                 current, actor=PIPELINE_ACTOR, reason=f"registered from catalog/prompts/{name}.yaml"
             )
