@@ -151,12 +151,13 @@ def document(definitions: dg.Definitions, instance: dg.DagsterInstance, say: Cal
     return index
 
 
-def stage_unproven(definitions: dg.Definitions) -> list[str]:
+def stage_unproven(definitions: dg.Definitions, reason: str | None = None) -> list[str]:
     """The demo operator's decision for a version the gate left TRAINED only because its held-out window cannot
     prove skill (every failed check is a confidence-interval bound, ``*_ci_low`` / ``*_ci_high``): stage it with
     those checks overridden and the reason, both kept in the audit log, as
     ``mlops models promote NAME --version V --to staging --override KEY=null --reason ...`` does. A version that
-    fails any other check stays TRAINED. Returns what was done, one line per version."""
+    fails any other check stays TRAINED, unless ``reason`` is given: then every failed check is overridden with
+    it (an operator staging a refused version to watch it). Returns what was done, one line per version."""
     from mlops_pipelines.catalog.policies import load_drift_policy_file, load_promotion_policy
     from mlops_pipelines.defs.common import CATALOG, SPECS
     from mlops_pipelines.lib.governance.gate import evaluate_version, run_gate
@@ -179,10 +180,11 @@ def stage_unproven(definitions: dg.Definitions) -> list[str]:
                 continue
             verdict = evaluate_version(lifecycle, name, version, spec=spec, **inputs)
             failed = [c.name for c in verdict.checks if not c.passed]
-            if not failed or not all(c.endswith(("_ci_low", "_ci_high")) for c in failed):
+            unproven = all(c.endswith(("_ci_low", "_ci_high")) for c in failed)
+            if not failed or not (unproven or reason):
                 continue
             bars = verdict.metrics.get("holdout_bars", 0.0)
-            reason = UNPROVEN_REASON.format(days=bars * CATALOG.bar_clock.interval / timedelta(days=1))
+            why = reason or UNPROVEN_REASON.format(days=bars * CATALOG.bar_clock.interval / timedelta(days=1))
             _, state = run_gate(
                 lifecycle,
                 name,
@@ -190,8 +192,8 @@ def stage_unproven(definitions: dg.Definitions) -> list[str]:
                 actor=DEMO_OPERATOR,
                 spec=spec,
                 request=dict.fromkeys(failed),
-                reason=reason,
+                reason=why,
                 **inputs,
             )
-            done.append(f"{DEMO_OPERATOR}: {name} v{version} -> {state}, overriding {', '.join(failed)}: {reason}")
+            done.append(f"{DEMO_OPERATOR}: {name} v{version} -> {state}, overriding {', '.join(failed)}: {why}")
     return done

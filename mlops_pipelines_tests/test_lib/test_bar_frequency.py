@@ -237,7 +237,7 @@ def test_the_synthetic_market_at_1d() -> None:
     before = r[r.index < pd.Timestamp("2026-02-20", tz="UTC")].std().median()
     hourly_bars = generate_bars(SyntheticMarketConfig(n_symbols=4, regime_shift_at=None), D(2026, 1, 1), D(2026, 2, 20))
     hourly_r = np.log(hourly_bars.pivot(index="timestamp", columns="symbol", values="close")).diff().std().median()
-    assert 2.5 < before / hourly_r < 8  # sqrt(24) = 4.9; momentum and regimes move it
+    assert 2.5 < before / hourly_r < 8  # sqrt(24) = 4.9; news continuation and regimes move it
 
 
 def test_bars_before_the_first_partition_give_one_message_saying_what_to_set(raw: Path, tmp_path: Path) -> None:

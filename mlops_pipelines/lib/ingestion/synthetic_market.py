@@ -40,7 +40,15 @@ class SyntheticMarketConfig:
     shift_volume_multiplier: float = 1.8
     feed_latency: timedelta = timedelta(seconds=30)
     bad_row_rate: float = 0.0
-    momentum: float = 0.3  # AR(1) coefficient of idiosyncratic returns, bar to bar: a weak, learnable signal
+    # The learnable signal, weak as in real markets: a share of bars carry news (``informed_share``; their volume
+    # is ``informed_volume`` times higher) and their idiosyncratic move continues into the next bar
+    # (``continuation`` of it); any other bar's move partly reverses, so that on average a bar's move predicts
+    # nothing: a rule on past returns alone (the momentum baseline) has no edge, a model that reads volume beside
+    # returns has a little, and costs take most of it (``python -m benchmarks.synthetic_edge``).
+    informed_share: float = 0.2
+    informed_volume: float = 2.5
+    continuation: float = 1.0
+    momentum: float = 0.0  # AR(1) coefficient of idiosyncratic returns, bar to bar: a strong, persistent edge
     sectors: tuple[str, ...] = field(
         default=("technology", "financials", "energy", "healthcare", "industrials", "consumer", "utilities")
     )
@@ -100,14 +108,16 @@ def generate_bars(config: SyntheticMarketConfig, start: datetime, end: datetime)
         volume_level = np.where(after, config.shift_volume_multiplier, 1.0)
 
     sector_idx = np.arange(n_sym) % n_sec
-    idio = lfilter([1.0], [1.0, -config.momentum], draws["idio"], axis=0) * np.sqrt(1 - config.momentum**2)
+    informed = draws["news"] < config.informed_share
+    idio = _idiosyncratic(config, draws["idio"], informed)
     shocks = 0.5 * draws["market"] + 0.4 * draws["sector"][:, sector_idx] + 0.76 * idio
     log_ret = drift + vol * shocks
     close = start_price[None, :] * np.exp(np.cumsum(log_ret, axis=0))
     open_ = np.vstack([start_price[None, :], close[:-1]]) * np.exp(0.0002 * draws["gap"])
     high = np.maximum(open_, close) * np.exp(np.abs(draws["upper_wick"]) * vol * 0.6)
     low = np.minimum(open_, close) * np.exp(-np.abs(draws["lower_wick"]) * vol * 0.6)
-    volume = base_volume[None, :] * volume_level * np.exp(0.4 * draws["volume"] + 40 * np.abs(log_ret))
+    news_volume = np.where(informed, config.informed_volume, 1.0)
+    volume = base_volume[None, :] * volume_level * news_volume * np.exp(0.4 * draws["volume"] + 40 * np.abs(log_ret))
 
     sl = slice(first, n_steps)
     n_rows = n_steps - first
@@ -131,6 +141,21 @@ def generate_bars(config: SyntheticMarketConfig, start: datetime, end: datetime)
     return _with_micro_timestamps(frame)
 
 
+def _idiosyncratic(config: SyntheticMarketConfig, shocks: np.ndarray, informed: np.ndarray) -> np.ndarray:
+    """Unit-variance idiosyncratic moves: each bar's shock plus ``continuation`` of the previous bar's if that bar
+    was informed, minus ``continuation * share / (1 - share)`` of it otherwise (no autocorrelation on average);
+    then ``momentum``, an AR(1) filter over bars."""
+    share, c = config.informed_share, config.continuation
+    reverse = c * share / (1.0 - share) if share < 1 else 0.0
+    carry = np.where(informed, c, -reverse)
+    moves = shocks.copy()
+    moves[1:] += carry[:-1] * shocks[:-1]
+    moves /= np.sqrt(1.0 + share * c**2 + (1 - share) * reverse**2)
+    if config.momentum == 0:
+        return moves
+    return lfilter([1.0], [1.0, -config.momentum], moves, axis=0) * np.sqrt(1 - config.momentum**2)
+
+
 def _per_bar(hourly: float, hours: float) -> float:
     """The chance of at least one event in a bar of ``hours`` hours, given its chance in one hour."""
     return hourly if hours == 1 else 1.0 - (1.0 - hourly) ** hours
@@ -150,12 +175,13 @@ def _daily_draws(seed: int, n_steps: int, n_sym: int, n_sec: int, per_day: int) 
         "upper_wick": (per_day, n_sym),
         "lower_wick": (per_day, n_sym),
         "volume": (per_day, n_sym),
+        "news": (per_day, n_sym),  # last: the streams before it keep their draws
     }
     blocks: dict[str, list[np.ndarray]] = {name: [] for name in shapes}
     for day in range(-(-n_steps // per_day)):
         rng = np.random.default_rng([seed, 1, day])
         for name, shape in shapes.items():
-            blocks[name].append(rng.random(shape) if name == "switch" else rng.standard_normal(shape))
+            blocks[name].append(rng.random(shape) if name in ("switch", "news") else rng.standard_normal(shape))
     return {name: np.concatenate(parts)[:n_steps] for name, parts in blocks.items()}
 
 

@@ -24,7 +24,8 @@ from mlops_pipelines.lib.training import datasets
 from mlops_pipelines.lib.training.training import train
 
 SPEC = DIRECTION_CLASSIFIER
-# A market with a real edge: idiosyncratic returns strongly autocorrelated bar to bar (the demo's market has 0.22).
+# A market with a real edge: idiosyncratic returns strongly autocorrelated bar to bar (the demo's market has none,
+# only news bars that continue: an edge a month of data cannot prove).
 EDGE = SyntheticMarketConfig(n_symbols=12, n_sectors=3, momentum=0.7, regime_shift_at=None)
 
 

@@ -96,7 +96,7 @@ def test_a_toxic_response_fails(tmp_path: Path) -> None:
 
 def test_a_made_up_number_fails(tmp_path: Path) -> None:
     responses = recorded("market_summary")
-    made_up = responses.by_case["ms-sym0011-selloff"].text.replace("up 4.0% over 120 bars", "up 6.2% over 120 bars")
+    made_up = responses.by_case["ms-sym0011-selloff"].text.replace("up 2.3% over 120 bars", "up 6.2% over 120 bars")
     assert made_up != responses.by_case["ms-sym0011-selloff"].text
     evaluation = evaluate("market_summary", with_answer(responses, "ms-sym0011-selloff", made_up), tmp_path)
     assert not evaluation.passed and evaluation.scores["fact_precision"] < 1
@@ -117,10 +117,10 @@ def test_a_blocked_term_and_personal_data_fail_naming_the_case(tmp_path: Path) -
 def test_placebo_a_correct_answer_in_other_words_scores_clean(tmp_path: Path) -> None:
     responses = recorded("market_summary")
     rewritten = (
-        "## Price action\nAs of 2026-02-10 08:00 UTC SYM0011 keeps falling: -3.44% over the last 24 bars, "
-        "+4.03% over 120 bars, -0.26% in the last bar.\n"
-        "## Volatility\n23.6% annualised over 24 bars (35.0% over 120 bars).\n"
-        "## Positioning\nRSI 21.0: oversold."
+        "## Price action\nAs of 2026-02-10 08:00 UTC SYM0011 keeps falling: -2.56% over the last 24 bars, "
+        "+2.29% over 120 bars, -0.39% in the last bar.\n"
+        "## Volatility\n24.8% annualised over 24 bars (32.8% over 120 bars).\n"
+        "## Positioning\nRSI 29.4: oversold."
     )
     changed = with_answer(responses, "ms-sym0011-selloff", rewritten)
     scores = score_version(load_prompt_cases("market_summary"), changed, terms=load_prompt_policy_file().blocked_terms)
