@@ -10,7 +10,7 @@ its 90% block-bootstrap interval, AUC, turnover; the 24-bar momentum rule and bu
 then the mean over seeds. A realistic market gives a trained model a modest edge that varies between seeds
 (real signals: Sharpe around 0-2 after costs), and the naive rules none.
 
-    .venv/bin/python -m benchmarks.synthetic_edge [--symbols 24] [--seeds 7 8 9] [--train-days 45] [--test-days 120]
+    .venv/bin/python -m benchmarks.synthetic_edge [--symbols 24] [--seeds 7 8 9 10 11] [--train-days 45] [--test-days 120]
 """
 
 import argparse
@@ -67,9 +67,10 @@ def one_seed(
     bars = validate_bars(generate_bars(config, START, START + timedelta(days=train_days + test_days))).accepted
     close = backtest.to_matrix(bars, "close")
     horizon = DIRECTION_CLASSIFIER.label.horizon_bars
-    forward = np.log(close.shift(-horizon) / close).stack(future_stack=True).rename("forward")
+    forward = backtest.forward_returns(backtest.simple_returns(close), horizon).stack(future_stack=True)
+    assert isinstance(forward, pd.Series)  # one column level stacked: a Series by (timestamp, symbol)
     with tempfile.TemporaryDirectory() as workdir:
-        data = features(bars, Path(workdir)).join(forward, how="inner")
+        data = features(bars, Path(workdir)).assign(forward=forward)
     cut = pd.Timestamp(START + timedelta(days=train_days))
     when = data.index.get_level_values("timestamp")
     train = data[(when < cut - pd.Timedelta(hours=horizon)) & data["forward"].notna()]
@@ -80,7 +81,7 @@ def one_seed(
         lgb.Dataset(train[columns], (train["forward"] > 0).astype(int)),
         DIRECTION_CLASSIFIER.num_boost_round,
     )
-    probability = pd.Series(model.predict(test[columns]), index=test.index)
+    probability = pd.Series(np.asarray(model.predict(test[columns])), index=test.index)
     labelled = test["forward"].notna()
     auc = roc_auc_score((test["forward"][labelled] > 0).astype(int), probability[labelled])
     returns = backtest.simple_returns(close).loc[cut:]
@@ -105,7 +106,7 @@ def one_seed(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=24)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9, 10, 11])
     parser.add_argument("--train-days", type=int, default=45)
     parser.add_argument("--test-days", type=int, default=120)
     parser.add_argument(
