@@ -184,25 +184,42 @@ def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("plane_age_days", [0, 15])
 def test_placebo_windows_drawn_from_the_reference_are_rarely_moderate_and_almost_never_severe(
-    shifted_warehouse: Path, catalog: FeatureCatalog
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path, plane_age_days: int
 ) -> None:
     """The placebo that found the bug (30 of 30 windows from inside the reference were SEVERE): 400 windows of a
     day at random hourly offsets inside the 30 calm days before the shift (seeded), each judged against those 30
-    days, both models: SEVERE in at most 1%, MODERATE-or-worse in at most 5%."""
+    days, both models: SEVERE in at most 1%, MODERATE-or-worse in at most 5%. Also with the reference profile
+    folded, as the hourly job does, from the one of 15 days earlier: its principal planes are then the oldest a
+    fold keeps (fitted on a window covering half of this one), and the reference's errors are under those planes."""
     policy, reference_end = load_drift_policy_file(), SHIFT
     rng = np.random.default_rng(12)
     offsets = rng.integers(0, 30 * 24 - 24, 400)
+    cache = tmp_path / "profiles" if plane_age_days else None
     with warehouse.connect(shifted_warehouse, read_only=True) as conn:
         for spec in (DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER):
             memo: dict = {}
+            if cache is not None:
+                older = build_report(
+                    conn, spec, "1", catalog, policy, [], window_end=SHIFT, current=timedelta(days=1),
+                    reference=timedelta(days=30), reference_end=SHIFT - timedelta(days=plane_age_days),
+                    profile_cache=cache,
+                )  # fmt: skip
             counts = {"NORMAL": 0, "MODERATE": 0, "SEVERE": 0, "INSUFFICIENT": 0}
             for hours in offsets:
                 report = build_report(
                     conn, spec, "1", catalog, policy, [], window_end=reference_end - timedelta(hours=int(hours)),
                     current=timedelta(days=1), reference=timedelta(days=30), reference_end=reference_end, memo=memo,
+                    profile_cache=cache,
                 )  # fmt: skip
                 counts[str(report.severity)] += 1
+            if cache is not None:  # the folded profile kept the older one's planes
+                planes = report.reference.reconstruction
+                assert planes.keys() == older.reference.reconstruction.keys() == set(spec.feature_views)
+                for view, plane in planes.items():
+                    assert plane.fitted_on == older.reference.reconstruction[view].fitted_on, view
+                    assert plane.fitted_on[1] == int((SHIFT - timedelta(days=15)).timestamp()) // 3600
             assert counts["INSUFFICIENT"] == 0, counts
             assert counts["SEVERE"] <= 4, (spec.name, counts)  # 1% of 400
             assert counts["SEVERE"] + counts["MODERATE"] <= 20, (spec.name, counts)  # 5%
