@@ -25,7 +25,10 @@ current window's rows.
 The multivariate signal (``Reconstruction``): per view, a PCA of the standardized reference (the components that
 explain ``variance_explained`` of it); a row's reconstruction error is its distance from that plane. A window's
 mean error against the reference's, judged against the blocks' ratios like any statistic, sees a change in how
-features move together that no single feature shows (NannyML's data reconstruction drift).
+features move together that no single feature shows (NannyML's data reconstruction drift). Any fixed plane makes
+an honest test, since the reference's blocks and the current window are measured against the same one: the daily
+fold of a profile keeps its plane (and the reference's per-hour error sums) while the window it was fitted on
+covers most of the new one, so only the new day's rows are read (``Reconstruction.refolded``).
 """
 
 from collections.abc import Sequence

@@ -124,9 +124,12 @@ def view_profile(
     ``calibration``) and the view's principal plane (the multivariate signal).
 
     A new reference window (once a day: it slides by a day) is folded from the newest cached profile of the view
-    (``_fold``): its hours whose content is unchanged (same per-hour fingerprint) are kept, the others dropped,
-    and only the new or changed hours are read and sorted; the result equals a profile built from scratch (to
-    floating-point summation order)."""
+    (``build_view_profile``): its hours whose content is unchanged (same per-hour fingerprint) are kept, the others
+    dropped, and only the new or changed hours are read and sorted. The result equals a profile built from scratch
+    (to floating-point summation order) but for the view's principal plane: the base's is kept, with the reference
+    rows' errors under it, while the window it was fitted on covers at least ``REFIT_BELOW`` of the new one (then
+    it is refitted, and every row of the window read once). Keeping it is what spares reading every reference row
+    each day; the null and the current window are measured against the same plane, so the calibration holds."""
     path, base = None, None
     prints = hour_fingerprints(conn, view, start, end)
     if cache_dir is not None:
@@ -242,7 +245,7 @@ def build_view_profile(
         plane = None  # fitted on a window that is mostly gone: refitted on this one's rows
     # only the new or changed hours are read, unless the principal plane is refitted (on every row of the window)
     fresh_ranges = _hour_ranges(~reusable, first) if base else [(start, end)]
-    arrays, hours = _read(conn, view, numeric, fresh_ranges if plane is not None or base is None else [(start, end)])
+    arrays, hours = _read(conn, view, numeric, fresh_ranges if plane is not None else [(start, end)])
     texts, text_hours = _read(conn, view, categorical, fresh_ranges)
     slot = hours - first
     fresh = ~reusable[np.clip(slot, 0, max(slots - 1, 0))] if slots else np.ones(len(slot), dtype=bool)
