@@ -18,6 +18,7 @@ from mlops_pipelines.lib.features.feature_views import FeatureCatalog
 from mlops_pipelines.lib.ingestion.synthetic_market import SyntheticMarketConfig, generate_bars
 from mlops_pipelines.lib.ingestion.validation import validate_bars
 from mlops_pipelines.lib.monitoring import drift
+from mlops_pipelines.lib.monitoring.calibration import HourlyAggregates
 from mlops_pipelines.lib.monitoring.reference_profiles import build_view_profile, hour_fingerprints, view_profile
 
 DAY = datetime(2026, 1, 8, tzinfo=UTC)
@@ -56,8 +57,10 @@ def scratch(
     columns = {f: raw[f].to_numpy(dtype=float) for f in plane.features}
     hours = (raw.iloc[:, -1].to_numpy(dtype=float) // 3600).astype(np.int64)
     first, slots = int(start.timestamp() // 3600), int((end - start).total_seconds() // 3600)
-    errors = plane.hourly_errors(columns, hours, first, slots)
-    return replace(built, reconstruction={view.name: replace(plane, hourly=errors)})
+    present = np.isfinite(np.column_stack(list(columns.values()))).any(axis=1)
+    errors = plane.errors(columns)
+    hourly = HourlyAggregates.of(hours[present], errors, np.zeros(len(errors), dtype=np.int64), 1, first, slots)
+    return replace(built, reconstruction={view.name: replace(plane, hourly=hourly)})
 
 
 def assert_same_profile(folded: drift.ReferenceProfile, built: drift.ReferenceProfile) -> None:
@@ -82,9 +85,9 @@ def assert_same_profile(folded: drift.ReferenceProfile, built: drift.ReferencePr
     for name, plane in built.reconstruction.items():
         other = folded.reconstruction[name]
         assert other.features == plane.features
-        assert other.fitted_on == plane.fitted_on
         for got, want in ((other.mean, plane.mean), (other.scale, plane.scale), (other.components, plane.components)):
             np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        assert other.fitted_on == plane.fitted_on
         np.testing.assert_array_equal(other.hourly.count, plane.hourly.count)
         np.testing.assert_allclose([other.hourly.center], [plane.hourly.center], rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(other.hourly.total, plane.hourly.total, rtol=1e-9, atol=1e-9)
