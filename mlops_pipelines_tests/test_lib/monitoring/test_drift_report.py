@@ -331,3 +331,26 @@ def test_cached_profile_is_reused_for_the_same_window_content_only(
     assert len(list(cache.rglob("*.npz"))) == len(cached) + 1
     assert len(list((cache / "features.returns__v3").glob("*.npz"))) == 2
     assert not changed.stats.set_index("feature").loc["ret_1b"].equals(first.stats.set_index("feature").loc["ret_1b"])
+
+
+def test_models_sharing_a_run_get_the_reports_each_would_get_alone(
+    shifted_warehouse: Path, catalog: FeatureCatalog
+) -> None:
+    """One run's memo shares the views' windows, profiles, errors and per-column statistics between the models (the
+    second model's shared columns are not compared again): each model's report is the one it gets alone."""
+    policy, end = load_drift_policy_file(), SHIFT + timedelta(days=1)
+    with warehouse.connect(shifted_warehouse, read_only=True) as conn:
+
+        def report(spec: ModelSpec, memo: dict | None):
+            return build_report(
+                conn, spec, "1", catalog, policy, [], window_end=end, current=timedelta(days=1),
+                reference=timedelta(days=30), memo=memo,
+            )  # fmt: skip
+
+        memo: dict = {}
+        shared = [report(spec, memo) for spec in (DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER)]
+        assert any(key[0] == "stats" for key in memo)
+        for spec, together in zip((DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER), shared, strict=True):
+            alone = report(spec, None)
+            pd.testing.assert_frame_equal(together.stats, alone.stats)
+            assert (together.severity, together.rule) == (alone.severity, alone.rule)
