@@ -250,6 +250,7 @@ def build_view_profile(
     slot = hours - first
     fresh = ~reusable[np.clip(slot, 0, max(slots - 1, 0))] if slots else np.ones(len(slot), dtype=bool)
 
+    shift, kept_slot = 0, np.zeros(0, dtype=bool)
     if base is not None:  # per hour slot of the base's window: whether its values are kept (and where they go)
         shift = int(base.provenance["first_hour"][0]) - first
         moved = np.arange(len(base.provenance["reused_slots"])) + shift

@@ -200,6 +200,7 @@ def test_placebo_windows_drawn_from_the_reference_are_rarely_moderate_and_almost
     with warehouse.connect(shifted_warehouse, read_only=True) as conn:
         for spec in (DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER):
             memo: dict = {}
+            older = report = None
             if cache is not None:
                 older = build_report(
                     conn, spec, "1", catalog, policy, [], window_end=SHIFT, current=timedelta(days=1),
@@ -214,7 +215,7 @@ def test_placebo_windows_drawn_from_the_reference_are_rarely_moderate_and_almost
                     profile_cache=cache,
                 )  # fmt: skip
                 counts[str(report.severity)] += 1
-            if cache is not None:  # the folded profile kept the older one's planes
+            if older is not None and report is not None:  # the folded profile kept the older one's planes
                 planes = report.reference.reconstruction
                 assert planes.keys() == older.reference.reconstruction.keys() == set(spec.feature_views)
                 for view, plane in planes.items():
