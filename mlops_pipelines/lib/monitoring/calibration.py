@@ -25,11 +25,14 @@ current window's rows.
 The multivariate signal (``Reconstruction``): per view, a PCA of the standardized reference (the components that
 explain ``variance_explained`` of it); a row's reconstruction error is its distance from that plane. A window's
 mean error against the reference's, judged against the blocks' ratios like any statistic, sees a change in how
-features move together that no single feature shows (NannyML's data reconstruction drift).
+features move together that no single feature shows (NannyML's data reconstruction drift). Any fixed plane makes
+an honest test, since the reference's blocks and the current window are measured against the same one: the daily
+fold of a profile keeps its plane (and the reference's per-hour error sums) while the window it was fitted on
+covers most of the new one, so only the new day's rows are read (``Reconstruction.refolded``).
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -60,18 +63,59 @@ class HourlyAggregates:
         0); ``bin_index``: each row's bin (-1: missing, not counted)."""
         slot = hours - start
         keep = (bin_index >= 0) & (slot >= 0) & (slot < slots)
-        slot, bin_index = slot[keep], bin_index[keep]
+        if not keep.all():  # (a profile's sorted values all count: no copies then)
+            slot, bin_index = slot[keep], bin_index[keep]
+            values = values[keep] if values is not None else None
         count = np.bincount(slot, minlength=slots).astype(float)
         bins = np.bincount(slot * n_bins + bin_index, minlength=slots * n_bins).reshape(slots, n_bins).astype(float)
         total = squares = np.zeros(slots)
         center = 0.0
         if values is not None:
-            kept = values[keep]
-            center = float(kept.mean()) if len(kept) else 0.0
-            centred = kept - center
+            center = float(values.mean()) if len(values) else 0.0
+            centred = values - center
             total = np.bincount(slot, weights=centred, minlength=slots)
             squares = np.bincount(slot, weights=centred * centred, minlength=slots)
         return cls(start, count, total, squares, bins, center)
+
+    @classmethod
+    def of_sorted(
+        cls, values: np.ndarray, value_slots: np.ndarray, edges: np.ndarray, start: int, slots: int
+    ) -> "HourlyAggregates":
+        """A numeric column's from its finite values sorted, each one's hour slot (0 .. slots - 1) and its PSI
+        bins' ``edges``: a bin is a run of the sorted values, so no value is searched for."""
+        center = float(values.mean()) if len(values) else 0.0
+        centred = values - center
+        total = np.bincount(value_slots, weights=centred, minlength=slots)
+        squares = np.bincount(value_slots, weights=centred * centred, minlength=slots)
+        bins = slot_bins(values, value_slots, edges, slots)
+        return cls(start, bins.sum(axis=1), total, squares, bins, center)
+
+    def recentered(self, center: float) -> "HourlyAggregates":
+        """The same sums centred on ``center`` instead (exact algebra: what ``of`` gives with that centre)."""
+        shift = self.center - center
+        total = self.total + self.count * shift
+        squares = self.squares + 2 * shift * self.total + self.count * shift * shift
+        return HourlyAggregates(self.start_hour, self.count, total, squares, self.bins, center)
+
+    def folded(self, kept: np.ndarray, fresh: "HourlyAggregates") -> "HourlyAggregates":
+        """The hours of ``fresh``'s window (its ``start_hour`` and slots), taken from this one where ``kept`` (per
+        slot of the new window) and from ``fresh`` elsewhere, centred on the mean of the result (numeric sums
+        only: a one-bin score, as the reconstruction error)."""
+        slots = len(fresh.count)
+        moved = np.arange(len(self.count)) + self.start_hour - fresh.start_hour
+        inside = (moved >= 0) & (moved < slots)
+        inside[inside] = kept[moved[inside]]
+        count, total = np.zeros(slots), np.zeros(slots)
+        count[moved[inside]] = self.count[inside]
+        total[moved[inside]] = self.total[inside] + self.count[inside] * self.center  # uncentred
+        new = ~kept
+        count[new], total[new] = fresh.count[new], fresh.total[new] + fresh.count[new] * fresh.center
+        center = float(total.sum() / count.sum()) if count.sum() else 0.0
+        old, young = self.recentered(center), fresh.recentered(center)
+        total, squares = np.zeros(slots), np.zeros(slots)
+        total[moved[inside]], squares[moved[inside]] = old.total[inside], old.squares[inside]
+        total[new], squares[new] = young.total[new], young.squares[new]
+        return HourlyAggregates(fresh.start_hour, count, total, squares, count[:, None].copy(), center)
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {
@@ -93,6 +137,15 @@ class HourlyAggregates:
             data[f"{prefix}/bins"],
             float(center),
         )
+
+
+def slot_bins(values: np.ndarray, value_slots: np.ndarray, edges: np.ndarray, slots: int) -> np.ndarray:
+    """Counts per hour slot (rows) and PSI bin [edge_i-1, edge_i) (columns) of sorted ``values``."""
+    bounds = np.concatenate([[0], np.searchsorted(values, edges, side="left"), [len(values)]])
+    out = np.empty((slots, len(edges) + 1))
+    for b in range(len(edges) + 1):
+        out[:, b] = np.bincount(value_slots[bounds[b] : bounds[b + 1]], minlength=slots)
+    return out
 
 
 def slot_count(start_hour: int, end_hour: int) -> int:
@@ -268,13 +321,16 @@ class RatioThresholds:
 @dataclass(frozen=True)
 class Reconstruction:
     """A view's principal plane over the reference: standardize (``mean``, ``scale``; missing -> the mean), project
-    on ``components``, measure the distance back. ``hourly``: the reference rows' errors per hour slot."""
+    on ``components``, measure the distance back. ``hourly``: the reference rows' errors per hour slot.
+    ``fitted_on``: the epoch hours [start, end) of the window the plane was fitted on (a folded profile keeps its
+    base's plane while that window still covers most of its own: ``refolded``)."""
 
     features: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
     components: np.ndarray  # (k, F)
     hourly: HourlyAggregates
+    fitted_on: tuple[int, int] = (0, 0)
 
     def errors(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """Per row: the Euclidean distance between the standardized row and its projection (rows of the window in
@@ -283,16 +339,21 @@ class Reconstruction:
 
     def matrix_errors(self, matrix: np.ndarray) -> np.ndarray:
         """``errors`` of the rows of ``matrix`` (one column per feature, in ``features`` order)."""
-        present = np.isfinite(matrix).any(axis=1)
-        out = np.empty(int(present.sum()))
+        finite = np.isfinite(matrix)
+        present = finite.any(axis=1)
+        if not present.all():
+            matrix, finite = matrix[present], finite[present]
+        # the squared distance z'(I - C'C)z of each standardized row z, in chunks (no per-row residual kept)
+        residual = np.eye(len(self.features)) - self.components.T @ self.components
+        out = np.empty(len(matrix))
         chunk = 500_000
-        rows = np.flatnonzero(present)
-        for first in range(0, len(rows), chunk):
-            part = matrix[rows[first : first + chunk]]
-            z = np.where(np.isfinite(part), (part - self.mean) / self.scale, 0.0)
-            residual = z - (z @ self.components.T) @ self.components
-            out[first : first + chunk] = np.sqrt(np.einsum("ij,ij->i", residual, residual))
-        return out
+        for first in range(0, len(matrix), chunk):
+            z = (matrix[first : first + chunk] - self.mean) / self.scale
+            z[~finite[first : first + chunk]] = 0.0
+            # einsum, not BLAS: a (rows x F) @ (F x F) product gains nothing from BLAS threads, which were measured
+            # 7x slower than one core on a busy machine
+            out[first : first + chunk] = np.einsum("ij,ij->i", np.einsum("ij,jk->ik", z, residual), z)
+        return np.sqrt(np.maximum(out, 0.0), out=out)
 
     @classmethod
     def fit(
@@ -321,11 +382,31 @@ class Reconstruction:
         explained = np.cumsum(singular**2) / np.sum(singular**2)
         k = min(int(np.searchsorted(explained, variance_explained) + 1), len(features) - 1)
         empty = HourlyAggregates(start, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1)))
-        partial = cls(features, mean, scale, vt[:k], empty)
+        partial = cls(features, mean, scale, vt[:k], empty, (start, start + slots))
+        return replace(partial, hourly=partial.hourly_errors(columns, hours, start, slots))
+
+    def hourly_errors(
+        self, columns: dict[str, np.ndarray], hours: np.ndarray, start: int, slots: int
+    ) -> HourlyAggregates:
+        """The errors of the rows in ``columns`` (each row's epoch hour in ``hours``) per hour slot of the window."""
+        matrix = np.column_stack([np.asarray(columns[f], dtype=float) for f in self.features])
         present = np.isfinite(matrix).any(axis=1)
-        errors = partial.matrix_errors(matrix)
-        hourly = HourlyAggregates.of(hours[present], errors, np.zeros(len(errors), dtype=np.int64), 1, start, slots)
-        return cls(features, mean, scale, vt[:k], hourly)
+        errors = self.matrix_errors(matrix)
+        return HourlyAggregates.of(hours[present], errors, np.zeros(len(errors), dtype=np.int64), 1, start, slots)
+
+    def coverage(self, start: int, slots: int) -> float:
+        """The share of the window's hour slots [start, start + slots) inside the window the plane was fitted on."""
+        inside = min(start + slots, self.fitted_on[1]) - max(start, self.fitted_on[0])
+        return max(inside, 0) / slots if slots else 0.0
+
+    def refolded(
+        self, columns: dict[str, np.ndarray], hours: np.ndarray, start: int, slots: int, kept: np.ndarray
+    ) -> "Reconstruction":
+        """The same plane over the next window: the errors of the hours ``kept`` (per slot of the new window) taken
+        from this one, the other hours' from the rows in ``columns`` (those hours only). Equal to
+        ``hourly_errors`` over every row of the new window (to summation order): the plane is the same, so only
+        the new hours' errors are computed, and the reference's errors and the current window's stay comparable."""
+        return replace(self, hourly=self.hourly.folded(kept, self.hourly_errors(columns, hours, start, slots)))
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {
@@ -333,6 +414,7 @@ class Reconstruction:
             f"{prefix}/mean": self.mean,
             f"{prefix}/scale": self.scale,
             f"{prefix}/components": self.components,
+            f"{prefix}/fitted_on": np.array(self.fitted_on, dtype=np.int64),
             **self.hourly.arrays(f"{prefix}/hourly"),
         }
 
@@ -344,4 +426,5 @@ class Reconstruction:
             data[f"{prefix}/scale"],
             data[f"{prefix}/components"],
             HourlyAggregates.from_arrays(data, f"{prefix}/hourly"),
+            (int(data[f"{prefix}/fitted_on"][0]), int(data[f"{prefix}/fitted_on"][1])),
         )

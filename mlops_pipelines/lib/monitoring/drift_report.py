@@ -191,6 +191,25 @@ def judge(
     return out, severity, rule
 
 
+def _compare_once(
+    profile: drift.ReferenceProfile, current: pd.DataFrame, min_rows: int, memo: Memo, window: tuple[Any, ...]
+) -> pd.DataFrame:
+    """``drift.compare``, each column's row computed once per run (``memo``) for the models that share it."""
+    key = ("stats", *window, profile.rows, len(current), min_rows)
+    names = [*profile.numeric, *profile.categorical]
+    todo = [c for c in names if (*key, c) not in memo]
+    if todo:
+        wanted = set(todo)
+        part = drift.ReferenceProfile(
+            profile.rows,
+            {c: v for c, v in profile.numeric.items() if c in wanted},
+            {c: v for c, v in profile.categorical.items() if c in wanted},
+        )
+        for row in drift.compare(part, current[todo], min_rows=min_rows).to_dict("records"):
+            memo[(*key, row["feature"])] = row
+    return pd.DataFrame([memo[(*key, c)] for c in names], columns=list(drift.COLUMNS))
+
+
 def build_report(
     conn: duckdb.DuckDBPyConnection,
     spec: ModelSpec,
@@ -221,7 +240,8 @@ def build_report(
     profile = reference_profile(conn, spec, catalog, reference_start, reference_end, profile_cache, memo, explained)
     views = view_windows(conn, spec, catalog, window_start, window_end, memo)
     cur = feature_frame(conn, spec, catalog, window_start, window_end, memo)
-    stats = drift.compare(profile, cur, min_rows=policy.calibration.min_rows)
+    window = (reference_start, reference_end, window_start, window_end)
+    stats = _compare_once(profile, cur, policy.calibration.min_rows, memo, window)
     groups = {
         f: catalog.views[v].tags.get("drift_group") for v in spec.feature_views for f in catalog.views[v].features
     }

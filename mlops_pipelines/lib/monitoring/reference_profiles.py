@@ -9,6 +9,7 @@ and sort the reference once; a re-materialized view changes the fingerprint, so 
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,10 @@ def window_fingerprint(view: FeatureView, prints: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(f"{view.table}:{text}".encode()).hexdigest()[:16]
 
 
-PROFILE_FORMAT = "c3"  # part of the cache key: profiles of an older format (no provenance) are not read
+PROFILE_FORMAT = "c4"  # part of the cache key: profiles of an older format (c3: no plane lineage) are not read
+# A folded profile keeps its base's principal plane while the window the plane was fitted on covers at least this
+# share of the new window's hours; below it, the plane is refitted on the new window (every row read once).
+REFIT_BELOW = 0.5
 
 
 def view_profile(
@@ -120,9 +124,12 @@ def view_profile(
     ``calibration``) and the view's principal plane (the multivariate signal).
 
     A new reference window (once a day: it slides by a day) is folded from the newest cached profile of the view
-    (``_fold``): its hours whose content is unchanged (same per-hour fingerprint) are kept, the others dropped,
-    and only the new or changed hours are read and sorted; the result equals a profile built from scratch (to
-    floating-point summation order)."""
+    (``build_view_profile``): its hours whose content is unchanged (same per-hour fingerprint) are kept, the others
+    dropped, and only the new or changed hours are read and sorted. The result equals a profile built from scratch
+    (to floating-point summation order) but for the view's principal plane: the base's is kept, with the reference
+    rows' errors under it, while the window it was fitted on covers at least ``REFIT_BELOW`` of the new one (then
+    it is refitted, and every row of the window read once). Keeping it is what spares reading every reference row
+    each day; the null and the current window are measured against the same plane, so the calibration holds."""
     path, base = None, None
     prints = hour_fingerprints(conn, view, start, end)
     if cache_dir is not None:
@@ -233,39 +240,56 @@ def build_view_profile(
     reusable = _reusable_slots(prints, base, first, slots)
     if base is None or not reusable.any():
         base, reusable = None, np.zeros(slots, dtype=bool)
-    # every numeric value of the window (the principal plane is fitted on the rows); text only where not reused
-    arrays, hours = _read(conn, view, numeric, [(start, end)])
-    texts, text_hours = _read(conn, view, categorical, _hour_ranges(~reusable, first) if base else [(start, end)])
+    plane = base.reconstruction.get(view.name) if base is not None else None
+    if plane is not None and plane.coverage(first, slots) < REFIT_BELOW:
+        plane = None  # fitted on a window that is mostly gone: refitted on this one's rows
+    # only the new or changed hours are read, unless the principal plane is refitted (on every row of the window)
+    fresh_ranges = _hour_ranges(~reusable, first) if base else [(start, end)]
+    arrays, hours = _read(conn, view, numeric, fresh_ranges if plane is not None else [(start, end)])
+    texts, text_hours = _read(conn, view, categorical, fresh_ranges)
     slot = hours - first
     fresh = ~reusable[np.clip(slot, 0, max(slots - 1, 0))] if slots else np.ones(len(slot), dtype=bool)
+
+    shift, kept_slot = 0, np.zeros(0, dtype=bool)
+    if base is not None:  # per hour slot of the base's window: whether its values are kept (and where they go)
+        shift = int(base.provenance["first_hour"][0]) - first
+        moved = np.arange(len(base.provenance["reused_slots"])) + shift
+        kept_slot = np.zeros(len(moved), dtype=bool)
+        inside = (moved >= 0) & (moved < slots)
+        kept_slot[inside] = reusable[moved[inside]]
 
     def kept(name: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The base's sorted values of ``name`` in the hours reused, with their slots in the new window."""
         if base is None:
             return None
-        moved = base.provenance[f"slots/{name}"].astype(np.int64) + int(base.provenance["first_hour"][0]) - first
-        keep = (moved >= 0) & (moved < slots)
-        keep[keep] = reusable[moved[keep]]
-        return base.numeric[name][keep], moved[keep].astype(np.int32)
+        old_slots = base.provenance[f"slots/{name}"]
+        keep = kept_slot[old_slots]
+        return base.numeric[name][keep], (old_slots[keep] + shift).astype(np.int32, copy=False)
 
-    def one(name: str) -> tuple[np.ndarray, np.ndarray]:
-        return _sorted_with_slots(arrays[name][fresh], slot[fresh], kept(name))
+    def one(name: str) -> tuple[np.ndarray, np.ndarray, calibration.HourlyAggregates | None]:
+        """The column's sorted values, their hour slots and its per-hour aggregates (the count, sum and sum of
+        squares of the hours reused taken from the base's, the bins counted again: their edges moved)."""
+        new_values, new_slots = arrays[name][fresh], slot[fresh]
+        values, value_slots = _sorted_with_slots(new_values, new_slots, kept(name))
+        if not len(values):
+            return values, value_slots, None
+        edges = drift.psi_edges(values)
+        if base is None or name not in base.hourly:
+            return values, value_slots, calibration.HourlyAggregates.of_sorted(values, value_slots, edges, first, slots)
+        finite = np.isfinite(new_values)
+        young = calibration.HourlyAggregates.of(new_slots + first, new_values, np.where(finite, 0, -1), 1, first, slots)
+        moments = base.hourly[name].folded(reusable, young)
+        bins = calibration.slot_bins(values, value_slots, edges, slots)
+        return values, value_slots, replace(moments, bins=bins)
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         columns = dict(zip(numeric, pool.map(one, numeric), strict=True))
-    sorted_columns = {name: values for name, (values, _) in columns.items()}
-    provenance = {f"slots/{name}": slots_ for name, (_, slots_) in columns.items()}
+    sorted_columns = {name: values for name, (values, _, _) in columns.items()}
+    provenance = {f"slots/{name}": slots_ for name, (_, slots_, _) in columns.items()}
     provenance.update(prints)
     provenance["first_hour"] = np.array([first], dtype=np.int64)
     provenance["reused_slots"] = reusable  # the hours taken from the cached profile (for the operator and tests)
-    hourly: dict[str, calibration.HourlyAggregates] = {}
-    for name, (values, value_slots) in columns.items():
-        if len(values):
-            edges = drift.psi_edges(values)
-            index = np.searchsorted(edges, values, side="right")
-            hourly[name] = calibration.HourlyAggregates.of(
-                value_slots.astype(np.int64) + first, values, index, len(edges) + 1, first, slots
-            )
+    hourly = {name: agg for name, (_, _, agg) in columns.items() if agg is not None}
     counts = {}
     for name, values in texts.items():
         labels, by_slot = _category_slots(values, text_hours - first, slots)
@@ -275,10 +299,11 @@ def build_view_profile(
         if len(labels):
             zeros = np.zeros(slots)
             hourly[name] = calibration.HourlyAggregates(first, by_slot.sum(axis=1), zeros, zeros, by_slot, 0.0)
-    planes = {}
-    plane = calibration.Reconstruction.fit(arrays, hours, first, slots, variance_explained=variance_explained)
-    if plane is not None:
-        planes[view.name] = plane
+    if plane is not None:  # the base's plane kept: its errors in the reused hours, the new hours' computed
+        plane = plane.refolded(arrays, hours, first, slots, reusable)
+    else:
+        plane = calibration.Reconstruction.fit(arrays, hours, first, slots, variance_explained=variance_explained)
+    planes = {view.name: plane} if plane is not None else {}
     rows = int(prints["counts"].sum())
     return drift.ReferenceProfile(rows, sorted_columns, counts, hourly, planes, provenance)
 

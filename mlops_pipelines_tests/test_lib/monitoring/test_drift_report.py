@@ -184,25 +184,43 @@ def test_calibrated_policy_is_quiet_before_the_shift_and_severe_after(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("plane_age_days", [0, 15])
 def test_placebo_windows_drawn_from_the_reference_are_rarely_moderate_and_almost_never_severe(
-    shifted_warehouse: Path, catalog: FeatureCatalog
+    shifted_warehouse: Path, catalog: FeatureCatalog, tmp_path: Path, plane_age_days: int
 ) -> None:
     """The placebo that found the bug (30 of 30 windows from inside the reference were SEVERE): 400 windows of a
     day at random hourly offsets inside the 30 calm days before the shift (seeded), each judged against those 30
-    days, both models: SEVERE in at most 1%, MODERATE-or-worse in at most 5%."""
+    days, both models: SEVERE in at most 1%, MODERATE-or-worse in at most 5%. Also with the reference profile
+    folded, as the hourly job does, from the one of 15 days earlier: its principal planes are then the oldest a
+    fold keeps (fitted on a window covering half of this one), and the reference's errors are under those planes."""
     policy, reference_end = load_drift_policy_file(), SHIFT
     rng = np.random.default_rng(12)
     offsets = rng.integers(0, 30 * 24 - 24, 400)
+    cache = tmp_path / "profiles" if plane_age_days else None
     with warehouse.connect(shifted_warehouse, read_only=True) as conn:
         for spec in (DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER):
             memo: dict = {}
+            older = report = None
+            if cache is not None:
+                older = build_report(
+                    conn, spec, "1", catalog, policy, [], window_end=SHIFT, current=timedelta(days=1),
+                    reference=timedelta(days=30), reference_end=SHIFT - timedelta(days=plane_age_days),
+                    profile_cache=cache,
+                )  # fmt: skip
             counts = {"NORMAL": 0, "MODERATE": 0, "SEVERE": 0, "INSUFFICIENT": 0}
             for hours in offsets:
                 report = build_report(
                     conn, spec, "1", catalog, policy, [], window_end=reference_end - timedelta(hours=int(hours)),
                     current=timedelta(days=1), reference=timedelta(days=30), reference_end=reference_end, memo=memo,
+                    profile_cache=cache,
                 )  # fmt: skip
                 counts[str(report.severity)] += 1
+            if older is not None and report is not None:  # the folded profile kept the older one's planes
+                planes = report.reference.reconstruction
+                assert planes.keys() == older.reference.reconstruction.keys() == set(spec.feature_views)
+                for view, plane in planes.items():
+                    assert plane.fitted_on == older.reference.reconstruction[view].fitted_on, view
+                    assert plane.fitted_on[1] == int((SHIFT - timedelta(days=15)).timestamp()) // 3600
             assert counts["INSUFFICIENT"] == 0, counts
             assert counts["SEVERE"] <= 4, (spec.name, counts)  # 1% of 400
             assert counts["SEVERE"] + counts["MODERATE"] <= 20, (spec.name, counts)  # 5%
@@ -314,3 +332,26 @@ def test_cached_profile_is_reused_for_the_same_window_content_only(
     assert len(list(cache.rglob("*.npz"))) == len(cached) + 1
     assert len(list((cache / "features.returns__v3").glob("*.npz"))) == 2
     assert not changed.stats.set_index("feature").loc["ret_1b"].equals(first.stats.set_index("feature").loc["ret_1b"])
+
+
+def test_models_sharing_a_run_get_the_reports_each_would_get_alone(
+    shifted_warehouse: Path, catalog: FeatureCatalog
+) -> None:
+    """One run's memo shares the views' windows, profiles, errors and per-column statistics between the models (the
+    second model's shared columns are not compared again): each model's report is the one it gets alone."""
+    policy, end = load_drift_policy_file(), SHIFT + timedelta(days=1)
+    with warehouse.connect(shifted_warehouse, read_only=True) as conn:
+
+        def report(spec: ModelSpec, memo: dict | None):
+            return build_report(
+                conn, spec, "1", catalog, policy, [], window_end=end, current=timedelta(days=1),
+                reference=timedelta(days=30), memo=memo,
+            )  # fmt: skip
+
+        memo: dict = {}
+        shared = [report(spec, memo) for spec in (DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER)]
+        assert any(key[0] == "stats" for key in memo)
+        for spec, together in zip((DIRECTION_CLASSIFIER, VOLATILITY_FORECASTER), shared, strict=True):
+            alone = report(spec, None)
+            pd.testing.assert_frame_equal(together.stats, alone.stats)
+            assert (together.severity, together.rule) == (alone.severity, alone.rule)
