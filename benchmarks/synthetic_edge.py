@@ -8,9 +8,10 @@ first ``--train-days`` and replayed on the next ``--test-days`` with the project
 short below), execution lag and costs (``catalog/scenarios.yaml``). Reported per seed: Sharpe after costs with
 its 90% block-bootstrap interval, AUC, turnover; the 24-bar momentum rule and buy-and-hold on the same bars;
 then the mean over seeds. A realistic market gives a trained model a modest edge that varies between seeds
-(real signals: Sharpe around 0-2 after costs), and the naive rules none.
+(a diversified intraday signal: Sharpe around 0-3 after costs), and the naive rules none.
 
-    .venv/bin/python -m benchmarks.synthetic_edge [--symbols 24] [--seeds 7 8 9 10 11] [--train-days 45] [--test-days 120]
+    .venv/bin/python -m benchmarks.synthetic_edge [--symbols 24] [--seeds 7 8 9 10 11] [--train-days 45]
+        [--test-days 120] [--continuation 1.0]
 """
 
 import argparse
