@@ -29,6 +29,7 @@ TINY = {
     "bench_ingestion": ["--symbols", "2", "--days", "3", "--big-rows", "2000", "--repeat", "1"],
     "bench_serving": ["--seconds", "0.3", "--trees", "5", "--symbols", "100"],
     "prompt_scorers": [],
+    "drift_on_synthetic_market": ["--symbols", "4", "--windows", "5"],
     "synthetic_edge": ["--symbols", "4", "--seeds", "7", "--train-days", "10", "--test-days", "4"],
 }
 
