@@ -1,29 +1,42 @@
 """A drift episode's run key is claimed by exactly one of the processes racing for it; a claim whose claimant died
 is taken over after its lease, a live one never (real processes, a real directory)."""
 
-import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mlops_pipelines.lib.monitoring.retraining_claims import LEASE, claim
+from mlops_pipelines_tests.conftest import CEILING_S
 
 KEY = "retrain:direction_classifier:2026-02-21T00:00:00+00:00"
 
 
-def _race(directory: str, start_at: float) -> bool:
-    time.sleep(max(0.0, start_at - time.time()))  # every process claims at the same instant
-    return claim(Path(directory), KEY, datetime.now(UTC))
+RACER = """
+import sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from mlops_pipelines.lib.monitoring.retraining_claims import claim
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every process claims at the same instant
+print(claim(Path(sys.argv[1]), sys.argv[3], datetime.now(UTC)))
+"""
 
 
 def test_processes_racing_for_one_episode_claim_it_once(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
     for attempt in range(3):  # three races, each on a fresh directory
         directory = tmp_path / f"race-{attempt}"
-        with context.Pool(8) as pool:
-            won = pool.starmap(_race, [(str(directory), time.time() + 2.0)] * 8)
-        assert sum(won) == 1, won
+        start_at = str(time.time() + 3.0)  # after every interpreter has started
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, str(directory), start_at, KEY], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(8)
+        ]
+        won = [racer.communicate(timeout=CEILING_S)[0].strip() for racer in racers]
+        assert all(racer.returncode == 0 for racer in racers)
+        assert won.count("True") == 1 and won.count("False") == 7, won
         assert len(list(directory.glob("*.claim"))) == 1
 
 
