@@ -103,16 +103,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def require(binary: str | None, what: str, install: str) -> str:
+    """The binary's path; a missing one skips the test on a developer's machine and fails it in CI (``CI`` set),
+    where ``.ci/run`` installs it."""
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is not installed (CI installs it: {install})")
+        pytest.skip(f"{what} is not installed ({install})")
+    return binary
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis server (the Debian package's ``redis-server``) on 127.0.0.1, no persistence, in a temporary
     directory, for this test session (each xdist worker gets its own); its URL. Without the binary the tests
     that need it are skipped on a developer's machine and fail in CI (``CI`` set), where ``.ci/run`` installs it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (CI installs it: apt-get install redis-server)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    binary = require(shutil.which("redis-server"), "redis-server", "apt-get install redis-server")
     directory = tmp_path_factory.mktemp("redis")
     for _ in range(5):
         port = free_port()

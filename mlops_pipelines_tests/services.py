@@ -20,23 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from mlops_pipelines_tests.conftest import free_port, wait_until
+from mlops_pipelines_tests.conftest import free_port, require, wait_until
 
 POSTGRES_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)  # Debian: newest first
 S3_REGION = "us-east-1"
 INITDB_OPTIONS = ("--auth=scram-sha-256", "-E", "UTF8", "--no-sync")  # passwords on loopback too
-
-
-def require(binary: str | None, what: str, install: str) -> str:
-    """The binary's path; a missing one skips the test on a developer's machine and fails it in CI (``CI`` set),
-    where ``.ci/run`` installs it."""
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} is not installed (CI installs it: {install})")
-        pytest.skip(f"{what} is not installed ({install})")
-    return binary
 
 
 def postgres_binary(name: str) -> str | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_pipelines_tests.conftest import CEILING_S
+from mlops_pipelines_tests.conftest import CEILING_S, require
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -39,8 +39,8 @@ TINY = {
 def test_benchmark_runs_at_a_tiny_size(name: str, tmp_path: Path) -> None:
     if name.startswith("bench_online_store"):
         pytest.importorskip("feast", reason="the Feast baseline needs the bench extra: pip install -e '.[bench]'")
-    if name == "bench_online_store_redis" and shutil.which("redis-server") is None and not os.environ.get("CI"):
-        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
+    if name == "bench_online_store_redis":
+        require(shutil.which("redis-server"), "redis-server", "apt-get install redis-server")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(

@@ -64,7 +64,7 @@ def test_production_profile_refuses_a_tracking_uri_that_is_not_a_server(monkeypa
 
 
 def test_a_missing_service_binary_skips_on_a_laptop_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_pipelines_tests.services import require
+    from mlops_pipelines_tests.conftest import require
 
     assert require("/usr/bin/true", "x", "y") == "/usr/bin/true"
     monkeypatch.delenv("CI", raising=False)
